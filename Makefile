@@ -1,0 +1,37 @@
+# The two commands a newcomer needs:  make demo  and  make test.
+# Both create .venv when it is missing and install the project into it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.srpo-installed
+# Runs never touch the user's ZenML config or send analytics.
+export ZENML_ANALYTICS_OPT_IN := false
+export ZENML_DEBUG := false
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+DEMO_HOME := $(CURDIR)/.demo
+
+.PHONY: install test demo clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install --quiet -c constraints.txt "torch==2.14.1" "torchvision==0.29.1" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -c "import srpo, zenml, torch, torchvision, open_clip, diffusers, pytest" # fail loudly if an install step failed
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	ZENML_CONFIG_PATH=$$(mktemp -d) SRPO_CACHE=$$(mktemp -d) $(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	mkdir -p $(DEMO_HOME)
+	ZENML_CONFIG_PATH=$(DEMO_HOME)/zenml SRPO_CACHE=$(DEMO_HOME)/cache \
+	  $(VENV)/bin/zenml pipeline run pipelines.training.srpo_training --config configs/tiny_cpu.yaml
+	ZENML_CONFIG_PATH=$(DEMO_HOME)/zenml $(PY) -m pipelines.summary srpo_training
+
+clean:
+	rm -rf $(DEMO_HOME)

@@ -1,0 +1,32 @@
+"""Print the result of a pipeline's latest run: ``python -m pipelines.summary srpo_training``."""
+
+from __future__ import annotations
+
+import sys
+
+from zenml.client import Client
+
+
+def latest_run_summary(pipeline_name: str) -> str:
+    run = Client().get_pipeline(pipeline_name).last_run
+    lines = [f"run {run.name}: {run.status}"]
+    train_step = run.steps.get("train_srpo")
+    if train_step is not None:
+        curve = train_step.run_metadata.get("reward_curve")
+        if curve:
+            lines.append(f"train reward: first {curve[0]:+.4f}  last {curve[-1]:+.4f}  ({len(curve)} updates)")
+    evaluation = run.steps.get("evaluate")
+    if evaluation is not None:
+        result = evaluation.outputs["evaluation"][0].load()
+        means = result["means"]
+        metrics = sorted(next(iter(means.values())))
+        lines.append(f"held-out prompts: {len(result['prompts'])}")
+        lines.append(f"{'metric':<12}" + "".join(f"{m:>12}" for m in means) + f"{'delta':>12}")
+        for metric in metrics:
+            row = "".join(f"{means[m][metric]:>12.4f}" for m in means)
+            lines.append(f"{metric:<12}{row}{result['deltas'][f'delta_{metric}']:>+12.4f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(latest_run_summary(sys.argv[1] if len(sys.argv) > 1 else "srpo_training"))

@@ -1,0 +1,174 @@
+"""Typed configuration, one model per concern.
+
+Every experiment YAML in ``configs/`` is validated by these models before anything runs:
+unknown keys, impossible values and inconsistent combinations raise errors that name the field
+and say what to do instead.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from srpo.schedules import MAX_TRAIN_SIGMA
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PolicyConfig(_Strict):
+    """Which flow model to tune and at what resolution."""
+
+    pretrained: str = Field("builtin:tiny-flux", description="local folder, s3:// URL, hub id or builtin:<name>")
+    transformer: Optional[str] = Field(None, description="optional diffusers transformer folder replacing the base one")
+    height: int = 64
+    width: int = 64
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    autocast: Literal["none", "bfloat16"] = "none"
+    device: str = "auto"
+    gradient_checkpointing: bool = False
+
+    @field_validator("height", "width")
+    @classmethod
+    def _multiple_of_16(cls, v: int) -> int:
+        if v <= 0 or v % 16:
+            raise ValueError(f"image side {v} must be a positive multiple of 16 (VAE x8 times the "
+                             "2x2 latent packing); use for example 512, 720 or 1024")
+        return v
+
+
+class RolloutConfig(_Strict):
+    """How clean samples for training are made: sampled by the policy (online) or encoded (offline)."""
+
+    mode: Literal["online", "offline"] = "online"
+    num_steps: int = Field(25, ge=1, description="Euler steps of the no-grad rollout")
+    shift: float = Field(3.0, gt=0)
+    guidance: float = Field(1.0, ge=0, description="FLUX distilled guidance during rollouts")
+    num_prompts: Optional[int] = Field(None, ge=1, description="rollouts to precompute (default: all train prompts)")
+    images: Optional[str] = Field(None, description="offline: folder or URL with images and metadata.jsonl")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _offline_needs_images(self) -> "RolloutConfig":
+        if self.mode == "offline" and not self.images:
+            raise ValueError("offline mode needs rollouts.images: a folder (or s3:// URL) with images and a "
+                             "metadata.jsonl of {\"file_name\": ..., \"text\": ...} lines")
+        return self
+
+
+RewardForm = Literal["plain", "sgp", "srp", "cfg", "weighted"]
+
+
+class TrainConfig(_Strict):
+    """The SRPO / Direct-Align update, its timesteps, rewards and optimiser."""
+
+    method: Literal["srpo", "direct_align", "refl"] = "srpo"
+    steps: int = Field(10, ge=1, description="optimizer updates to apply, exactly")
+    batch_size: int = Field(1, ge=1)
+    seed: int = 0
+    # timesteps
+    grid_start_index: int = Field(5, ge=0)
+    grid_end_index: int = Field(25, ge=1)
+    grid_schedule_steps: int = Field(50, ge=2)
+    grid_size: int = Field(201, ge=2)
+    shift: float = Field(3.0, gt=0)
+    sigma_range: Optional[tuple[float, float]] = Field(None, description="(low, high) overrides the grid's bounds")
+    d_sigma: Optional[float] = Field(None, gt=0, description="model step size (default: a tenth of the grid span)")
+    num_injections: int = Field(1, ge=1, description="noise levels per clean sample, one micro-step each")
+    discount: Literal["none", "linear", "shifted_linspace"] = "none"
+    discount_floor: float = Field(0.3, ge=0, le=1)
+    guidance: float = Field(3.5, ge=0, description="FLUX distilled guidance in the training forward")
+    # reward
+    reward_form: RewardForm = "weighted"
+    positive_words: list[str] = Field(default_factory=lambda: ["Natural-lighting", "Detail", "Detailed", "Real"])
+    negative_words: list[str] = Field(default_factory=lambda: ["Concept art", "Painting", "Anime", "Flat", "Oil"])
+    k_denoise: tuple[float, float] = (0.10, 0.25)
+    k_inversion: tuple[float, float] = (0.30, 0.01)
+    cfg_k: float = 1.5
+    inversion: bool = True
+    loss: Literal["hinge", "linear"] = "hinge"
+    tau: float = 0.7
+    # optimiser (DESIGN: AdamW lr 5e-6, betas 0.9/0.999, wd 1e-4, clip 0.1, constant LR)
+    learning_rate: float = Field(5e-6, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(1e-4, ge=0)
+    max_grad_norm: float = Field(0.1, gt=0)
+    log_every: int = Field(1, ge=1)
+
+    @field_validator("positive_words", "negative_words")
+    @classmethod
+    def _no_blank_words(cls, words: list[str]) -> list[str]:
+        words = [w.strip() for w in words]
+        if any(not w for w in words):
+            raise ValueError("control words must not be blank strings")
+        return words
+
+    @field_validator("sigma_range")
+    @classmethod
+    def _sigma_bounds(cls, rng):
+        if rng is None:
+            return rng
+        lo, hi = rng
+        if not (0.0 < lo < hi <= MAX_TRAIN_SIGMA):
+            raise ValueError(f"sigma_range {rng} must satisfy 0 < low < high <= {MAX_TRAIN_SIGMA}: Direct-Align "
+                             "divides by (1 - sigma), and sigma 0 has nothing to recover")
+        return rng
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if not self.grid_start_index < self.grid_end_index <= self.grid_schedule_steps:
+            raise ValueError("need grid_start_index < grid_end_index <= grid_schedule_steps "
+                             f"(got {self.grid_start_index}, {self.grid_end_index}, {self.grid_schedule_steps})")
+        needs_words = self.reward_form in ("sgp", "srp", "cfg", "weighted")
+        if needs_words and not self.positive_words:
+            raise ValueError(f"reward_form {self.reward_form!r} needs at least one positive control word "
+                             "(train.positive_words), or use reward_form 'plain'")
+        if self.reward_form in ("srp", "cfg", "weighted") and not self.negative_words:
+            raise ValueError(f"reward_form {self.reward_form!r} needs at least one negative control word "
+                             "(train.negative_words), or use reward_form 'sgp' or 'plain'")
+        if self.inversion and self.method != "srpo":
+            raise ValueError(f"the inversion branch belongs to method 'srpo'; set inversion: false for {self.method!r}")
+        if self.inversion and not self.negative_words:
+            raise ValueError("the inversion branch is trained towards the negative words: give "
+                             "train.negative_words or set inversion: false")
+        return self
+
+
+class EvalConfig(_Strict):
+    """How base and tuned models are compared on held-out prompts."""
+
+    num_prompts: Optional[int] = Field(None, ge=1, description="held-out prompts to score (default: all)")
+    num_steps: int = Field(50, ge=1)
+    guidance: float = Field(3.5, ge=0)
+    shift: float = Field(3.0, gt=0)
+    seed: int = 42  # the paper: seed 42 + index * 1000 per prompt
+    seed_stride: int = 1000
+
+
+def training_levels(cfg: TrainConfig):
+    """The training grid (sigmas, decreasing) and the model step ``d_sigma`` a config implies.
+
+    Raises if a level plus the step would leave (0, MAX_TRAIN_SIGMA].
+    """
+    import torch
+
+    from srpo.schedules import default_step_size, training_grid
+
+    if cfg.sigma_range is not None:
+        lo, hi = cfg.sigma_range
+        grid = torch.linspace(hi, lo, cfg.grid_size)
+    else:
+        grid = training_grid(cfg.grid_start_index, cfg.grid_end_index, cfg.grid_schedule_steps,
+                             cfg.shift, cfg.grid_size)
+    d_sigma = cfg.d_sigma if cfg.d_sigma is not None else default_step_size(grid)
+    if cfg.method == "refl":
+        top, bottom = float(grid.max()), float(grid.min())
+    else:
+        top, bottom = float(grid.max()) + d_sigma, float(grid.min()) - (d_sigma if cfg.inversion else 0.0)
+    if top > MAX_TRAIN_SIGMA + 1e-6 or bottom <= 0.0:
+        raise ValueError(f"training levels reach sigma in [{bottom:.4f}, {top:.4f}] with d_sigma {d_sigma:.4f}, "
+                         f"outside (0, {MAX_TRAIN_SIGMA}]: lower the grid's start (grid_start_index or "
+                         "sigma_range) or d_sigma")
+    return grid, d_sigma

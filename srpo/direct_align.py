@@ -1,0 +1,81 @@
+"""Direct-Align: recover the clean image from one model step and the known noise.
+
+A rollout gives the clean latent ``x0`` and the noise it started from, ``eps``. We inject that
+same noise at a level ``t`` and let the model take a single step of size ``d`` to or from it;
+the rest of the way is removed analytically because ``eps`` is known:
+
+    denoise:    s = t + d,  x_s = (1-s) x0 + s eps,  x_t = x_s - d * v(x_s, s)
+    inversion:  a = t - d,  x_a = (1-a) x0 + a eps,  x_t = x_a + d * v(x_a, a)
+    both:       x0hat = (x_t - t * eps) / (1 - t)
+
+With a perfect velocity ``v = eps - x0`` both give ``x0hat == x0`` exactly, at any t. The
+standard one-step prediction ``x0hat = x_s - s * v`` (ReFL) multiplies the model's error by
+``s / (1 - s)``-like factors; Direct-Align by ``d / (1 - t)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``v = velocity(x [B,...], sigma [B])``: the policy's velocity, targeting ``eps - x0``."""
+
+
+def _per_sample(sigma: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a scalar or [B] noise level against ``like`` [B, ...]."""
+    sigma = torch.as_tensor(sigma, dtype=like.dtype, device=like.device)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(like.shape[0])
+    return sigma.view(-1, *([1] * (like.ndim - 1)))  # [B,1,...]
+
+
+def add_noise(x0: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """``x_sigma = (1 - sigma) * x0 + sigma * eps``."""
+    s = _per_sample(sigma, x0)
+    return (1.0 - s) * x0 + s * eps
+
+
+def remove_known_noise(x_t: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+    """Invert ``add_noise`` given the noise: ``x0hat = (x_t - t * eps) / (1 - t)``."""
+    tt = _per_sample(t, x_t)
+    return (x_t - tt * eps) / (1.0 - tt)
+
+
+def denoise_recover(
+    velocity: Velocity, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | float, d_sigma: float
+) -> torch.Tensor:
+    """Denoise branch: start at ``t + d``, one model step down to ``t``, remove the rest."""
+    s = torch.as_tensor(t, dtype=x0.dtype, device=x0.device) + d_sigma
+    s = s.expand(x0.shape[0]) if s.ndim == 0 else s  # [B]
+    x_s = add_noise(x0, eps, s).detach()  # no grad into the injected state
+    x_t = x_s - d_sigma * velocity(x_s, s)
+    return remove_known_noise(x_t, eps, t)
+
+
+def inversion_recover(
+    velocity: Velocity, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | float, d_sigma: float
+) -> torch.Tensor:
+    """Inversion branch: start at ``t - d``, one model step *up* to ``t``, remove the rest."""
+    a = torch.as_tensor(t, dtype=x0.dtype, device=x0.device) - d_sigma
+    a = a.expand(x0.shape[0]) if a.ndim == 0 else a  # [B]
+    x_a = add_noise(x0, eps, a).detach()
+    x_t = x_a + d_sigma * velocity(x_a, a)
+    return remove_known_noise(x_t, eps, t)
+
+
+def one_step_predict(velocity: Velocity, x_s: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
+    """Standard one-step prediction (ReFL): ``x0hat = x_s - s * v(x_s, s)``."""
+    s_t = torch.as_tensor(s, dtype=x_s.dtype, device=x_s.device)
+    s_t = s_t.expand(x_s.shape[0]) if s_t.ndim == 0 else s_t
+    return x_s - _per_sample(s_t, x_s) * velocity(x_s, s_t)
+
+
+@torch.no_grad()
+def euler_sample(velocity: Velocity, eps: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Integrate the ODE from ``sigmas[0]`` (noise) to ``sigmas[-1]`` with Euler steps, no grad."""
+    x = eps
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        x = x + (s_next - s) * velocity(x, s.expand(x.shape[0]).to(x))
+    return x

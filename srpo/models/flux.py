@@ -1,0 +1,207 @@
+"""FLUX through diffusers: the policy the trainer optimises.
+
+The adapter hides FLUX's packing (2x2 latent patches become tokens), its text encoders (CLIP
+pooled + T5 sequence) and its distilled guidance. Everything else in the library sees plain
+latents ``x [B, C, h, w]`` and noise levels ``sigma [B]`` with ``v`` targeting ``eps - x0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from srpo.direct_align import euler_sample
+from srpo.io import BUILTIN_PREFIX, is_builtin, resolve_model_location
+from srpo.schedules import sigma_schedule
+
+
+@dataclass
+class PromptEmbeds:
+    """FLUX text conditioning for a batch."""
+
+    tokens: torch.Tensor  # [B, L, D_t5]   T5 sequence
+    pooled: torch.Tensor  # [B, D_clip]    CLIP pooled output
+    text_ids: torch.Tensor  # [L, 3]       positional ids of the text tokens (zeros)
+
+
+def pack_latents(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] -> [B, (h/2)*(w/2), 4C]: 2x2 patches become tokens."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5)  # [B, h/2, w/2, C, 2, 2]
+    return x.reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack_latents(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[B, (h/2)*(w/2), 4C] -> [B, C, h, w] (inverse of :func:`pack_latents`)."""
+    b, _, c4 = tokens.shape
+    x = tokens.view(b, h // 2, w // 2, c4 // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)  # [B, C, h/2, 2, w/2, 2]
+    return x.reshape(b, c4 // 4, h, w)
+
+
+def latent_image_ids(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """FLUX's positional ids for the packed latent tokens: [(h/2)*(w/2), 3] = (0, row, col)."""
+    ids = torch.zeros(h // 2, w // 2, 3)
+    ids[..., 1] = torch.arange(h // 2)[:, None]
+    ids[..., 2] = torch.arange(w // 2)[None, :]
+    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+
+
+def load_flux_pipeline(location: str, transformer: str | None = None, torch_dtype=torch.float32):
+    """``FluxPipeline.from_pretrained`` from a folder, an fsspec URL, a hub id or a built-in name.
+
+    ``transformer`` optionally replaces the pipeline's transformer by a diffusers transformer
+    folder (what training saves).
+    """
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    if is_builtin(location):
+        from srpo.models.tiny import builtin_flux_path
+
+        location = str(builtin_flux_path(location[len(BUILTIN_PREFIX):]))
+    source = resolve_model_location(location)
+    kwargs = {}
+    if transformer is not None:
+        kwargs["transformer"] = FluxTransformer2DModel.from_pretrained(
+            resolve_model_location(transformer), dtype=torch_dtype)
+    try:
+        return FluxPipeline.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except OSError as err:
+        raise OSError(f"could not load a FLUX pipeline from {location!r}: {err}. A local folder must "
+                      "hold a diffusers layout (model_index.json, transformer/, vae/, text_encoder/, "
+                      "text_encoder_2/, tokenizer/, tokenizer_2/, scheduler/)") from err
+
+
+class FluxPolicy:
+    """A FLUX pipeline seen as a velocity field over unpacked latents.
+
+    Only the transformer is trained; the VAE and text encoders are frozen and in eval mode.
+    """
+
+    def __init__(self, pipe, device: str | torch.device = "cpu", autocast_dtype: torch.dtype | None = None):
+        self.pipe = pipe.to(device)
+        self.device = torch.device(device)
+        self.autocast_dtype = autocast_dtype  # bf16 on GPU; None = full precision
+        for frozen in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+            frozen.requires_grad_(False).eval()
+        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def from_pretrained(cls, location: str, *, transformer: str | None = None, device="cpu",
+                        torch_dtype=torch.float32, autocast_dtype=None) -> "FluxPolicy":
+        return cls(load_flux_pipeline(location, transformer, torch_dtype), device, autocast_dtype)
+
+    # ---- geometry -------------------------------------------------------------------------
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.pipe.transformer
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    @property
+    def pixel_multiple(self) -> int:
+        """Image sides must be multiples of this (VAE factor x 2x2 packing: 16 for FLUX)."""
+        return 2 * self.vae_scale_factor
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(C, h, w) of the unpacked latent of an image of ``height`` x ``width`` pixels."""
+        m = self.pixel_multiple
+        if height % m or width % m:
+            raise ValueError(f"height and width must be multiples of {m} for this model, got "
+                             f"{height}x{width}: round them to a multiple of {m}")
+        f = self.vae_scale_factor
+        return self.pipe.vae.config.latent_channels, height // f, width // f
+
+    # ---- text -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> PromptEmbeds:
+        """Text conditioning for ``prompts``, each prompt encoded once and then cached."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if missing:
+            max_len = min(512, self.pipe.tokenizer_2.model_max_length)
+            tokens, pooled, _ = self.pipe.encode_prompt(missing, device=self.device, max_sequence_length=max_len)
+            for p, t, q in zip(missing, tokens, pooled):
+                self._text_cache[p] = (t, q)
+        tokens = torch.stack([self._text_cache[p][0] for p in prompts])  # [B, L, D_t5]
+        pooled = torch.stack([self._text_cache[p][1] for p in prompts])  # [B, D_clip]
+        text_ids = torch.zeros(tokens.shape[1], 3, device=self.device, dtype=tokens.dtype)
+        return PromptEmbeds(tokens, pooled, text_ids)
+
+    # ---- the velocity field ---------------------------------------------------------------
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: PromptEmbeds, guidance: float) -> torch.Tensor:
+        """``v_theta(x [B,C,h,w], sigma [B], c)`` -> [B,C,h,w], targeting ``eps - x0``."""
+        b, _, h, w = x.shape
+        guidance_vec = None
+        if self.transformer.config.guidance_embeds:
+            guidance_vec = torch.full((b,), float(guidance), device=x.device, dtype=torch.float32)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            out = self.transformer(
+                hidden_states=pack_latents(x),
+                timestep=sigma.to(x.dtype),  # diffusers' FLUX multiplies by 1000 inside
+                guidance=guidance_vec,
+                pooled_projections=cond.pooled,
+                encoder_hidden_states=cond.tokens,
+                txt_ids=cond.text_ids,
+                img_ids=latent_image_ids(h, w, x.device, x.dtype),
+                return_dict=False,
+            )[0]
+        return unpack_latents(out.to(x.dtype), h, w)
+
+    def velocity_fn(self, cond: PromptEmbeds, guidance: float):
+        """``velocity`` with the conditioning bound: the ``(x, sigma) -> v`` that maths code takes."""
+        return lambda x, sigma: self.velocity(x, sigma, cond, guidance)
+
+    @torch.no_grad()
+    def rollout(self, cond: PromptEmbeds, eps: torch.Tensor, num_steps: int = 25,
+                shift: float = 3.0, guidance: float = 1.0) -> torch.Tensor:
+        """Deterministic Euler ODE from ``eps`` (sigma 1) to a clean latent x0, no grad."""
+        sigmas = sigma_schedule(num_steps, shift).to(eps.device)
+        return euler_sample(self.velocity_fn(cond, guidance), eps, sigmas)
+
+    # ---- pixels <-> latents ---------------------------------------------------------------
+    def decode(self, x0: torch.Tensor) -> torch.Tensor:
+        """Latents [B,C,h,w] -> images [B,3,H,W] in [0, 1], differentiable."""
+        cfg = self.pipe.vae.config
+        z = x0 / cfg.scaling_factor + cfg.shift_factor
+        images = self.pipe.vae.decode(z.to(self.pipe.vae.dtype), return_dict=False)[0]  # [-1, 1]
+        return (images.float() / 2 + 0.5).clamp(0, 1)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [B,3,H,W] in [0, 1] -> latents [B,C,h,w] scaled and shifted like FLUX's.
+
+        Uses the posterior mode, so the same image always gives the same latent.
+        """
+        cfg = self.pipe.vae.config
+        posterior = self.pipe.vae.encode((images * 2 - 1).to(self.pipe.vae.dtype)).latent_dist
+        return ((posterior.mode() - cfg.shift_factor) * cfg.scaling_factor).float()
+
+    def save_transformer(self, out_dir: str | Path) -> Path:
+        """The (tuned) transformer as a diffusers folder with safetensors weights."""
+        self.transformer.save_pretrained(out_dir, safe_serialization=True)
+        return Path(out_dir)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_policy(cfg, transformer: str | None = None) -> FluxPolicy:
+    """A :class:`FluxPolicy` from a ``PolicyConfig``; ``transformer`` overrides ``cfg.transformer``."""
+    device = resolve_device(cfg.device)
+    policy = FluxPolicy.from_pretrained(
+        cfg.pretrained, transformer=transformer or cfg.transformer, device=device,
+        torch_dtype=getattr(torch, cfg.dtype),
+        autocast_dtype=torch.bfloat16 if cfg.autocast == "bfloat16" else None)
+    policy.latent_shape(cfg.height, cfg.width)  # validates the resolution against this VAE
+    if cfg.gradient_checkpointing:
+        policy.transformer.enable_gradient_checkpointing()
+    return policy

@@ -1,0 +1,32 @@
+"""Reward adapters behind one small protocol (image features, text features, score).
+
+``load_reward(RewardConfig(...))`` returns a frozen :class:`RewardModel`; see
+:mod:`srpo.rewards.base` for the protocol. open_clip and transformers are imported only when a
+reward that needs them is loaded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel, preprocess_for_clip
+from srpo.rewards.config import HF_CLIP_REWARDS, KNOWN_REWARDS, OPEN_CLIP_REWARDS, RewardConfig
+
+__all__ = ["CLIP_MEAN", "CLIP_STD", "KNOWN_REWARDS", "RewardConfig", "RewardModel", "load_reward",
+           "preprocess_for_clip"]
+
+
+def load_reward(config: RewardConfig, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> RewardModel:
+    """Load the frozen reward model that ``config`` describes onto ``device`` in ``dtype``."""
+    if config.name in OPEN_CLIP_REWARDS:
+        from srpo.rewards.open_clip_reward import load_open_clip_reward
+
+        reward: RewardModel = load_open_clip_reward(config)
+    elif config.name in HF_CLIP_REWARDS:
+        from srpo.rewards.hf_clip_reward import load_hf_clip_reward
+
+        reward = load_hf_clip_reward(config)
+    else:  # RewardConfig validates names; this guards against a constructed-without-validation config
+        raise ValueError(f"unknown reward {config.name!r}: choose one of {', '.join(KNOWN_REWARDS)}")
+    return reward.to(device=device, dtype=dtype)

@@ -1,0 +1,87 @@
+"""Configuration of a reward model: which one, from which weights, at which scale.
+
+``RewardConfig`` is plain data (pydantic v2). :func:`srpo.rewards.load_reward` turns it into a
+:class:`~srpo.rewards.base.RewardModel`. Examples::
+
+    RewardConfig(name="hpsv2.1", checkpoint="s3://models/HPS_v2.1_compressed.pt")
+    RewardConfig(name="pickscore", checkpoint="/models/PickScore_v1")
+    RewardConfig(name="clip", checkpoint="builtin:tiny")   # tiny random model, for tests
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from srpo.io import BUILTIN_PREFIX, is_builtin
+
+#: Rewards built on open_clip (``architecture`` + a state-dict file).
+OPEN_CLIP_REWARDS = ("hpsv2.1", "clip")
+#: Rewards built on transformers ``CLIPModel`` (a ``save_pretrained`` folder or a hub id).
+HF_CLIP_REWARDS = ("pickscore", "hf_clip")
+KNOWN_REWARDS = OPEN_CLIP_REWARDS + HF_CLIP_REWARDS
+
+#: Checkpoint used when ``checkpoint`` is left out (a hub id; needs network access).
+DEFAULT_CHECKPOINTS = {"pickscore": "yuvalkirstain/PickScore_v1"}
+
+#: The special checkpoint that builds a tiny random model of the reward's family (tests, CPU).
+BUILTIN_TINY = BUILTIN_PREFIX + "tiny"
+
+
+class RewardConfig(BaseModel):
+    """Which reward model to load and how to scale its score.
+
+    ``name``: ``"hpsv2.1"`` (open_clip ViT-H-14 + HPS v2.1 state dict), ``"pickscore"``
+    (transformers CLIP-H, ``logit_scale.exp() * cos / 20``), ``"clip"`` (open_clip, plain
+    cosine) or ``"hf_clip"`` (transformers CLIP, plain cosine).
+
+    ``checkpoint``: for open_clip rewards a path or fsspec URL of a ``.pt``/``.pth``/``.bin`` or
+    ``.safetensors`` state dict (bare or under ``"state_dict"``); for transformers rewards a
+    folder, fsspec URL or hub id. ``"builtin:tiny"`` builds a tiny random model (seeded by
+    ``seed``) into the cache once and loads it through the same code.
+
+    ``scale``: multiplier on the cosine; ``None`` means the reward's default (1.0, except
+    PickScore: ``logit_scale.exp() / 20`` as the SRPO authors use).
+
+    ``architecture``: open_clip model name (open_clip rewards only).
+    ``processor_path``: tokenizer folder (transformers rewards only); default: the checkpoint
+    folder when it holds tokenizer files, else the offline CLIP tokenizer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    architecture: str = "ViT-H-14"
+    checkpoint: str | None = None
+    scale: float | None = None
+    processor_path: str | None = None
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        if name not in KNOWN_REWARDS:
+            raise ValueError(f"unknown reward {name!r}: choose one of {', '.join(KNOWN_REWARDS)}")
+        return name
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _known_builtin(cls, checkpoint: str | None) -> str | None:
+        if checkpoint is not None and is_builtin(checkpoint) and checkpoint != BUILTIN_TINY:
+            raise ValueError(f"unknown built-in checkpoint {checkpoint!r}: the only one is {BUILTIN_TINY!r}")
+        return checkpoint
+
+    @model_validator(mode="after")
+    def _fields_fit_family(self) -> "RewardConfig":
+        if self.name in OPEN_CLIP_REWARDS and self.processor_path is not None:
+            raise ValueError(f"processor_path is only used by transformers rewards "
+                             f"({', '.join(HF_CLIP_REWARDS)}); reward {self.name!r} uses open_clip's "
+                             "tokenizer for its architecture: remove processor_path")
+        if self.name in HF_CLIP_REWARDS and "architecture" in self.model_fields_set:
+            raise ValueError(f"architecture is only used by open_clip rewards "
+                             f"({', '.join(OPEN_CLIP_REWARDS)}); reward {self.name!r} reads its "
+                             "architecture from the checkpoint's config.json: remove architecture")
+        return self
+
+    @property
+    def is_builtin_tiny(self) -> bool:
+        return self.checkpoint == BUILTIN_TINY

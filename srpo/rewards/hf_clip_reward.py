@@ -1,0 +1,168 @@
+"""Rewards built on transformers ``CLIPModel``: PickScore and plain CLIP.
+
+PickScore is a CLIP-H fine-tune (``yuvalkirstain/PickScore_v1``) used with the laion
+``CLIP-ViT-H-14-laion2B-s32B-b79K`` processor, whose tokenizer is OpenAI CLIP's BPE (the offline
+:func:`srpo.models.tokenizers.clip_tokenizer` gives the same ids) and whose pixel statistics are
+OpenAI CLIP's. Its score is ``logit_scale.exp() * cos``; the SRPO authors divide it by 20 to bring
+it near HPS's scale, so the default ``scale`` here is ``logit_scale.exp() / 20``. "hf_clip" is any
+``CLIPModel`` scored by the plain cosine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from srpo.io import cache_dir, is_url, resolve_local
+from srpo.models.tokenizers import clip_tokenizer
+from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel, build_once
+from srpo.rewards.config import DEFAULT_CHECKPOINTS, RewardConfig
+
+#: Files whose presence marks a folder as holding a tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+PREPROCESSOR_FILE = "preprocessor_config.json"
+#: The SRPO authors' divisor for PickScore.
+PICKSCORE_DIVISOR = 20.0
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+class HFClipReward(RewardModel):
+    """A transformers ``CLIPModel`` behind the reward protocol (cosine score times ``scale``)."""
+
+    def __init__(self, model, tokenizer, *, scale: float = 1.0,
+                 mean=CLIP_MEAN, std=CLIP_STD) -> None:
+        super().__init__(model, image_size=model.config.vision_config.image_size,
+                         scale=scale, mean=mean, std=std)
+        self.tokenizer = tokenizer
+        self.max_length = model.config.text_config.max_position_embeddings
+
+    @property
+    def logit_scale(self) -> float:
+        """``logit_scale.exp()`` of the checkpoint (CLIP's learned temperature)."""
+        return float(self.backbone.logit_scale.exp())
+
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _embeddings(self.backbone.get_image_features(pixel_values=pixels))  # [B, D]
+
+    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
+        batch = self.tokenizer(list(prompts), padding=True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt")
+        return _embeddings(self.backbone.get_text_features(
+            input_ids=batch["input_ids"].to(self.device),            # [B, L]
+            attention_mask=batch["attention_mask"].to(self.device)))  # -> [B, D]
+
+
+def _embeddings(output) -> torch.Tensor:
+    """Projected embeddings from ``get_*_features``: a tensor (transformers 4) or an output object (5)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    for name in ("pooler_output", "image_embeds", "text_embeds"):
+        value = getattr(output, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise TypeError(f"cannot find projected embeddings in {type(output).__name__} returned by CLIPModel")
+
+
+def load_hf_clip_reward(config: RewardConfig) -> HFClipReward:
+    """The transformers reward that ``config`` describes ("pickscore" or "hf_clip")."""
+    if config.is_builtin_tiny:
+        source: Path | str = build_tiny_hf_clip(config.name, config.seed)
+    else:
+        location = config.checkpoint if config.checkpoint is not None else DEFAULT_CHECKPOINTS.get(config.name)
+        if location is None:
+            raise ValueError(f"reward {config.name!r} needs a checkpoint: give a folder written by "
+                             "CLIPModel.save_pretrained (local or fsspec URL), a hub id, or 'builtin:tiny'")
+        source = resolve_source(location)
+    model = load_clip_model(source)
+    processor = resolve_source(config.processor_path) if config.processor_path else None
+    tokenizer = load_tokenizer(processor if processor is not None else source,
+                               model_max_length=model.config.text_config.max_position_embeddings)
+    mean, std = pixel_statistics(processor if processor is not None else source)
+    reward = HFClipReward(model, tokenizer, scale=1.0, mean=mean, std=std)
+    if config.scale is not None:
+        reward.scale = config.scale
+    elif config.name == "pickscore":
+        reward.scale = reward.logit_scale / PICKSCORE_DIVISOR
+    return reward
+
+
+# -- where things come from ------------------------------------------------------------------
+
+def resolve_source(location: str) -> Path | str:
+    """A local folder for paths and fsspec URLs; a hub id (``org/name``) is returned unchanged."""
+    local = location[len("file://"):] if location.startswith("file://") else location
+    if is_url(location) or Path(local).expanduser().exists():
+        return resolve_local(location)
+    if _HUB_ID.fullmatch(location):
+        return location
+    raise FileNotFoundError(f"{location!r} does not exist: give a local folder, an fsspec URL "
+                            "(s3://bucket/key) or a hub id (org/name)")
+
+
+def load_clip_model(source: Path | str):
+    """``CLIPModel.from_pretrained(source)`` with an error that says what to give instead."""
+    from transformers import CLIPModel
+
+    try:
+        return CLIPModel.from_pretrained(str(source))
+    except OSError as err:
+        where = "local folder" if isinstance(source, Path) else "hub id (needs network access)"
+        raise OSError(f"could not load a transformers CLIPModel from {where} {str(source)!r}: {err}\n"
+                      "Give a folder (local or fsspec URL) written by CLIPModel.save_pretrained, holding "
+                      "config.json and model.safetensors.") from err
+
+
+def load_tokenizer(source: Path | str, *, model_max_length: int):
+    """The tokenizer saved in ``source`` if it has one (or ``source`` is a hub id), else the offline CLIP one."""
+    if isinstance(source, Path) and not any((source / name).is_file() for name in TOKENIZER_FILES):
+        return clip_tokenizer(model_max_length=model_max_length)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(source))
+    except OSError as err:
+        raise OSError(f"could not load a tokenizer from {str(source)!r}: {err}\nGive processor_path as a "
+                      "folder holding tokenizer files, or leave it out to use the offline CLIP tokenizer.") from err
+
+
+def pixel_statistics(source: Path | str) -> tuple[list[float], list[float]]:
+    """``image_mean``/``image_std`` from ``source``'s preprocessor config, else OpenAI CLIP's."""
+    path = Path(source) / PREPROCESSOR_FILE if isinstance(source, Path) else None
+    if path is None or not path.is_file():
+        return list(CLIP_MEAN), list(CLIP_STD)
+    cfg = json.loads(path.read_text())
+    return list(cfg.get("image_mean", CLIP_MEAN)), list(cfg.get("image_std", CLIP_STD))
+
+
+# -- builtin:tiny ----------------------------------------------------------------------------
+
+def tiny_clip_config():
+    """A tiny ``CLIPConfig`` with CLIP's vocabulary and context length."""
+    from transformers import CLIPConfig
+
+    text = dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=77)
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                  num_hidden_layers=2, num_attention_heads=2)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)
+
+
+def build_tiny_hf_clip(name: str, seed: int) -> Path:
+    """Folder ``cache_dir()/builtin/<name>-tiny-<seed>/``: a seeded random tiny CLIP with tokenizer (made once)."""
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    def build(folder: Path) -> None:
+        config = tiny_clip_config()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = CLIPModel(config)
+        model.save_pretrained(folder)
+        clip_tokenizer(model_max_length=config.text_config.max_position_embeddings).save_pretrained(folder)
+        size = config.vision_config.image_size
+        CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                           image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD)).save_pretrained(folder)
+
+    return build_once(cache_dir() / "builtin" / f"{name}-tiny-{seed}", build)
