@@ -126,6 +126,9 @@ class ModelFolderMaterializer(BaseMaterializer):
     def load(self, data_type: type[Any]) -> ModelFolder:
         """Copy the files into a local cache folder, checking each against the manifest.
 
+        The returned folder is shared by later loads of the same artifact: treat it as read-only
+        (a copy found modified or incomplete is fetched again; unchanged sizes are not re-hashed).
+
         Raises:
             FileNotFoundError: the manifest is missing (the artifact was not fully saved).
             ArtifactIntegrityError: a file is missing or its size/SHA-256 differs from the manifest.

@@ -24,3 +24,25 @@ def zenml_client(tmp_path, monkeypatch):
     finally:
         GlobalConfiguration._reset_instance()
         Client._reset_instance()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Built-in tiny models are built once per test session into a temporary cache."""
+    import os
+
+    mp = pytest.MonkeyPatch()
+    if "SRPO_CACHE" not in os.environ:
+        mp.setenv("SRPO_CACHE", str(tmp_path_factory.mktemp("srpo-cache")))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    mp.setenv("ZENML_ANALYTICS_OPT_IN", "false")
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_flux_dir(tmp_path_factory):
+    """A tiny random FLUX pipeline saved with ``save_pretrained`` (built once per session)."""
+    from srpo.models.tiny import save_tiny_flux
+
+    return save_tiny_flux(tmp_path_factory.mktemp("flux") / "tiny-flux", seed=0)

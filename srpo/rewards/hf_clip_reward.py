@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -33,7 +34,7 @@ class HFClipReward(RewardModel):
     """A transformers ``CLIPModel`` behind the reward protocol (cosine score times ``scale``)."""
 
     def __init__(self, model, tokenizer, *, scale: float = 1.0,
-                 mean=CLIP_MEAN, std=CLIP_STD) -> None:
+                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> None:
         super().__init__(model, image_size=model.config.vision_config.image_size,
                          scale=scale, mean=mean, std=std)
         self.tokenizer = tokenizer
@@ -77,16 +78,24 @@ def load_hf_clip_reward(config: RewardConfig) -> HFClipReward:
                              "CLIPModel.save_pretrained (local or fsspec URL), a hub id, or 'builtin:tiny'")
         source = resolve_source(location)
     model = load_clip_model(source)
-    processor = resolve_source(config.processor_path) if config.processor_path else None
-    tokenizer = load_tokenizer(processor if processor is not None else source,
-                               model_max_length=model.config.text_config.max_position_embeddings)
-    mean, std = pixel_statistics(processor if processor is not None else source)
-    reward = HFClipReward(model, tokenizer, scale=1.0, mean=mean, std=std)
+    max_length = model.config.text_config.max_position_embeddings
+    if config.processor_path is not None:
+        processor = resolve_source(config.processor_path)
+        tokenizer = load_tokenizer(processor, model_max_length=max_length, required=True)
+    else:
+        processor = source
+        tokenizer = load_tokenizer(source, model_max_length=max_length, required=False)
+    mean, std = pixel_statistics(processor)
+    return HFClipReward(model, tokenizer, scale=default_scale(config, model), mean=mean, std=std)
+
+
+def default_scale(config: RewardConfig, model) -> float:
+    """``config.scale`` if given; else ``logit_scale.exp() / 20`` for PickScore and 1.0 otherwise."""
     if config.scale is not None:
-        reward.scale = config.scale
-    elif config.name == "pickscore":
-        reward.scale = reward.logit_scale / PICKSCORE_DIVISOR
-    return reward
+        return config.scale
+    if config.name == "pickscore":
+        return float(model.logit_scale.detach().exp()) / PICKSCORE_DIVISOR
+    return 1.0
 
 
 # -- where things come from ------------------------------------------------------------------
@@ -115,15 +124,25 @@ def load_clip_model(source: Path | str):
                       "config.json and model.safetensors.") from err
 
 
-def load_tokenizer(source: Path | str, *, model_max_length: int):
-    """The tokenizer saved in ``source`` if it has one (or ``source`` is a hub id), else the offline CLIP one."""
+def load_tokenizer(source: Path | str, *, model_max_length: int, required: bool):
+    """The tokenizer saved in ``source`` (a folder or hub id), else the offline CLIP tokenizer.
+
+    With ``required`` (an explicit ``processor_path``) a missing tokenizer is an error; otherwise
+    a folder without tokenizer files, or a hub id whose tokenizer cannot be loaded, falls back to
+    :func:`clip_tokenizer` (PickScore's laion CLIP-H tokenizer has the same ids).
+    """
     if isinstance(source, Path) and not any((source / name).is_file() for name in TOKENIZER_FILES):
+        if required:
+            raise FileNotFoundError(f"processor_path {str(source)!r} holds no tokenizer ({', '.join(TOKENIZER_FILES)}): "
+                                    "give a folder written by tokenizer.save_pretrained, or leave processor_path out")
         return clip_tokenizer(model_max_length=model_max_length)
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(str(source))
     except OSError as err:
+        if not required:
+            return clip_tokenizer(model_max_length=model_max_length)
         raise OSError(f"could not load a tokenizer from {str(source)!r}: {err}\nGive processor_path as a "
                       "folder holding tokenizer files, or leave it out to use the offline CLIP tokenizer.") from err
 

@@ -187,7 +187,8 @@ def check_state_dict_fits(model: torch.nn.Module, state_dict: Mapping[str, torch
                    for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
     if not (missing or unexpected or wrong_shape):
         return
-    problems = [f"{label} ({len(keys)}): {', '.join(keys[:_KEYS_SHOWN])}{', ...' if len(keys) > _KEYS_SHOWN else ''}"
+    problems = [f"{label}: {', '.join(keys[:_KEYS_SHOWN])}"
+                + (f" and {len(keys) - _KEYS_SHOWN} more" if len(keys) > _KEYS_SHOWN else "")
                 for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
                                     ("shape mismatches, checkpoint vs model", wrong_shape)) if keys]
     raise ValueError(f"the state dict in {source} does not fit open_clip architecture {architecture!r}; "

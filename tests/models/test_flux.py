@@ -1,0 +1,129 @@
+"""The FLUX adapter on a tiny pipeline that the tests build and save themselves."""
+
+import fsspec
+import pytest
+import torch
+
+from srpo.config import PolicyConfig
+from srpo.models.flux import FluxPolicy, load_policy, pack_latents, unpack_latents
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_flux_dir):
+    return FluxPolicy.from_pretrained(str(tiny_flux_dir))
+
+
+def test_pack_unpack_round_trip_matches_diffusers():
+    from diffusers import FluxPipeline
+
+    x = torch.randn(2, 4, 8, 6)
+    packed = pack_latents(x)
+    assert packed.shape == (2, 4 * 3, 16)
+    assert torch.equal(packed, FluxPipeline._pack_latents(x, 2, 4, 8, 6))
+    assert torch.equal(unpack_latents(packed, 8, 6), x)
+
+
+def test_latent_shape_and_resolution_errors(policy):
+    assert policy.pixel_multiple == 16
+    assert policy.latent_shape(64, 32) == (4, 8, 4)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        policy.latent_shape(72, 64)
+
+
+def test_prompt_embeddings_are_cached_and_batched(policy):
+    a = policy.encode_prompts(["a red circle", "a blue square"])
+    assert a.tokens.shape[:2] == (2, policy.pipe.tokenizer_2.model_max_length)
+    cached = len(policy._text_cache)
+    b = policy.encode_prompts(["a blue square", "a red circle"])
+    assert len(policy._text_cache) == cached  # nothing re-encoded
+    assert torch.equal(a.tokens[0], b.tokens[1]) and torch.equal(a.pooled[1], b.pooled[0])
+
+
+def test_rollout_is_deterministic_and_matches_a_manual_euler_loop(policy):
+    cond = policy.encode_prompts(["a red circle"])
+    eps = torch.randn(1, *policy.latent_shape(32, 32), generator=torch.Generator().manual_seed(1))
+    x0 = policy.rollout(cond, eps, num_steps=4, shift=3.0, guidance=1.0)
+    assert torch.equal(x0, policy.rollout(cond, eps, num_steps=4, shift=3.0, guidance=1.0))
+    from srpo.schedules import sigma_schedule
+
+    x = eps
+    s = sigma_schedule(4, 3.0)
+    with torch.no_grad():
+        for a, b in zip(s[:-1], s[1:]):
+            x = x + (b - a) * policy.velocity(x, a.expand(1), cond, 1.0)
+    assert torch.allclose(x, x0)
+
+
+def test_velocity_matches_the_diffusers_pipeline_call(policy):
+    """Our Euler loop with the pipeline's own sigmas gives the pipeline's own latents."""
+    pipe = policy.pipe
+    eps = torch.randn(1, *policy.latent_shape(32, 32), generator=torch.Generator().manual_seed(3))
+    sigmas = torch.linspace(1.0, 1 / 3, 3)
+    out = pipe("a red circle", height=32, width=32, num_inference_steps=3, guidance_scale=2.0,
+               latents=pack_latents(eps), sigmas=sigmas.tolist(), output_type="latent",
+               max_sequence_length=pipe.tokenizer_2.model_max_length).images
+    shifted = pipe.scheduler.sigmas  # what the scheduler really used (it shifts the given sigmas)
+    cond = policy.encode_prompts(["a red circle"])
+    from srpo.direct_align import euler_sample
+
+    ours = euler_sample(policy.velocity_fn(cond, 2.0), eps, shifted.float())
+    assert torch.allclose(pack_latents(ours), out, atol=1e-5)
+
+
+def test_training_forward_and_decode_are_differentiable(policy):
+    cond = policy.encode_prompts(["a cat"])
+    x = torch.randn(1, *policy.latent_shape(32, 32))
+    v = policy.velocity(x, torch.tensor([0.9]), cond, 3.5)
+    images = policy.decode(x - 0.02 * v)
+    assert images.shape == (1, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+    images.mean().backward()
+    grads = [p.grad for p in policy.transformer.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is None for p in policy.pipe.vae.parameters())  # frozen
+    policy.transformer.zero_grad(set_to_none=True)
+
+
+def test_encode_images_is_deterministic_and_shaped(policy):
+    images = torch.rand(2, 3, 32, 32)
+    z = policy.encode_images(images)
+    assert z.shape == (2, 4, 4, 4)
+    assert torch.equal(z, policy.encode_images(images))
+
+
+def test_load_from_an_fsspec_url(tiny_flux_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SRPO_CACHE", str(tmp_path / "cache"))
+    fs = fsspec.filesystem("memory")
+    fs.put(str(tiny_flux_dir), "/models/tiny-flux", recursive=True)
+    remote = FluxPolicy.from_pretrained("memory://models/tiny-flux")
+    local = FluxPolicy.from_pretrained(str(tiny_flux_dir))
+    for (n, a), (_, b) in zip(remote.transformer.state_dict().items(), local.transformer.state_dict().items()):
+        assert torch.equal(a, b), n
+
+
+def test_saved_transformer_replaces_the_base_one(policy, tiny_flux_dir, tmp_path):
+    with torch.no_grad():
+        for p in policy.transformer.parameters():
+            p.add_(0.01)
+    out = policy.save_transformer(tmp_path / "tuned")
+    assert (out / "config.json").exists() and list(out.glob("*.safetensors"))
+    tuned = load_policy(PolicyConfig(pretrained=str(tiny_flux_dir), device="cpu", height=32, width=32),
+                        transformer=str(out))
+    for a, b in zip(tuned.transformer.parameters(), policy.transformer.parameters()):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        for p in policy.transformer.parameters():
+            p.sub_(0.01)
+
+
+def test_missing_weights_path_is_a_clear_error():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        FluxPolicy.from_pretrained("/no/such/flux-model")
+    with pytest.raises(ValueError, match="unknown built-in"):
+        FluxPolicy.from_pretrained("builtin:huge-flux")
+
+
+def test_builtin_tiny_flux_is_reproducible(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRPO_CACHE", str(tmp_path))
+    a = FluxPolicy.from_pretrained("builtin:tiny-flux")
+    b = FluxPolicy.from_pretrained("builtin:tiny-flux")
+    assert all(torch.equal(x, y) for x, y in zip(a.transformer.parameters(), b.transformer.parameters()))

@@ -1,0 +1,42 @@
+"""RewardConfig validation: names, family-specific fields, built-in checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from srpo.rewards import KNOWN_REWARDS, RewardConfig
+
+
+def test_defaults():
+    config = RewardConfig(name="hpsv2.1")
+    assert (config.architecture, config.checkpoint, config.scale, config.seed) == ("ViT-H-14", None, None, 0)
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ValidationError) as info:
+        RewardConfig(name="hpsv3")
+    message = str(info.value)
+    assert "hpsv3" in message
+    assert all(name in message for name in KNOWN_REWARDS)
+
+
+def test_unknown_field_is_refused():
+    with pytest.raises(ValidationError, match="chekpoint"):
+        RewardConfig(name="clip", chekpoint="x.pt")
+
+
+def test_processor_path_only_for_transformers_rewards():
+    RewardConfig(name="pickscore", processor_path="/models/clip-h")
+    with pytest.raises(ValidationError, match="processor_path"):
+        RewardConfig(name="hpsv2.1", processor_path="/models/clip-h")
+
+
+def test_architecture_only_for_open_clip_rewards():
+    with pytest.raises(ValidationError, match="architecture"):
+        RewardConfig(name="pickscore", architecture="ViT-H-14")
+
+
+def test_unknown_builtin_checkpoint():
+    with pytest.raises(ValidationError, match="builtin:tiny"):
+        RewardConfig(name="clip", checkpoint="builtin:huge")

@@ -1,0 +1,154 @@
+"""The trainer on a tiny FLUX and a tiny CLIP reward: exact step counts, descent, determinism."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from srpo.artifacts import RolloutSet
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
+from srpo.models.flux import load_policy
+from srpo.rewards import RewardConfig, load_reward
+from srpo.training.rollouts import generate_rollouts
+from srpo.training.trainer import NonFiniteError, SRPOTrainer
+
+PROMPTS = ["a red circle", "a blue square", "a black cat", "a white bird"]
+ROLLOUT = RolloutConfig(num_steps=4)
+
+
+@pytest.fixture(scope="module")
+def reward():
+    return load_reward(RewardConfig(name="clip", checkpoint="builtin:tiny"))
+
+
+@pytest.fixture(scope="module")
+def policy_cfg(tiny_flux_dir):
+    return PolicyConfig(pretrained=str(tiny_flux_dir), height=32, width=32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def rollouts(policy_cfg):
+    return generate_rollouts(load_policy(policy_cfg), PROMPTS, ROLLOUT, policy_cfg)
+
+
+def make_trainer(policy_cfg, reward, rollouts, **overrides):
+    cfg = TrainConfig(**{"steps": 3, "batch_size": 2, "learning_rate": 1e-3, "max_grad_norm": 1.0,
+                         "num_injections": 2, "discount": "linear", **overrides})
+    return SRPOTrainer(load_policy(policy_cfg), reward, rollouts, cfg, ROLLOUT)
+
+
+def weights(trainer):
+    return {k: v.detach().clone() for k, v in trainer.policy.transformer.state_dict().items()}
+
+
+def test_runs_exactly_the_configured_number_of_updates(policy_cfg, reward, rollouts):
+    trainer = make_trainer(policy_cfg, reward, rollouts, steps=3)
+    before = weights(trainer)
+    vae_before = {k: v.clone() for k, v in trainer.policy.pipe.vae.state_dict().items()}
+    history = trainer.train()
+    assert [h.step for h in history] == [0, 1, 2]
+    state = trainer.optimizer.state[trainer.params[0]]
+    assert int(state["step"]) == 3
+    assert any(not torch.equal(before[k], v) for k, v in weights(trainer).items())
+    assert all(torch.equal(vae_before[k], v) for k, v in trainer.policy.pipe.vae.state_dict().items())
+    assert all(p.grad is None for p in reward.parameters())
+    assert all(h.inversion_reward is not None and len(h.sigmas) == 2 for h in history)
+
+
+def test_levels_stay_on_the_grid_with_the_step_inside_bounds(policy_cfg, reward, rollouts):
+    trainer = make_trainer(policy_cfg, reward, rollouts)
+    for _ in range(20):
+        for idx, t, w in trainer.noise_levels():
+            assert trainer.grid[idx] == pytest.approx(t)
+            assert 0 < t - trainer.d_sigma and t + trainer.d_sigma <= 0.99
+            assert 0.3 - 1e-6 <= w <= 1.0
+
+
+def test_same_seed_same_weights_different_seed_different_weights(policy_cfg, reward, rollouts):
+    a = make_trainer(policy_cfg, reward, rollouts, steps=2)
+    b = make_trainer(policy_cfg, reward, rollouts, steps=2)
+    c = make_trainer(policy_cfg, reward, rollouts, steps=2, seed=1)
+    for t in (a, b, c):
+        t.train()
+    wa, wb, wc = weights(a), weights(b), weights(c)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+@pytest.mark.parametrize("method", ["direct_align", "refl"])
+def test_one_update_increases_the_reward_it_followed(policy_cfg, reward, rollouts, method):
+    """First-order check of the whole chain's sign: VAE, reward and transformer gradients."""
+    trainer = make_trainer(policy_cfg, reward, rollouts, method=method, inversion=False, reward_form="plain",
+                           loss="linear", learning_rate=1e-4, discount="none", num_injections=1)
+    level = trainer.noise_levels()[:1]
+    trainer.noise_levels = lambda: level
+    prompts, x0, eps = trainer.clean_batch(0)
+
+    def current_reward():
+        with torch.no_grad():
+            velocity = trainer.policy.velocity_fn(trainer.policy.encode_prompts(prompts), trainer.cfg.guidance)
+            x0_hat = trainer.recover("denoise", x0, eps, level[0][1], velocity)
+            txt = trainer.text_sides(prompts, 0)
+            return trainer.branch_reward("denoise", trainer.policy.decode(x0_hat), txt, level[0][0]).mean().item()
+
+    before = current_reward()
+    log = trainer.train_step(0)
+    assert log.reward == pytest.approx(before, abs=1e-5)
+    assert current_reward() > before
+
+
+def test_offline_mode_trains_on_stored_latents_with_fresh_noise(policy_cfg, reward, rollouts):
+    offline = RolloutSet(rollouts.prompts, rollouts.x0, rollouts.eps, "offline", 32, 32)
+    trainer = make_trainer(policy_cfg, reward, offline, steps=2)
+    _, x0, eps = trainer.clean_batch(0)
+    idx = trainer.batch_indices(0)
+    assert torch.equal(x0, offline.x0[idx]) and not torch.equal(eps, offline.eps[idx])
+    assert len(trainer.train()) == 2
+
+
+def test_online_mode_rolls_out_afresh_after_the_first_update(policy_cfg, reward, rollouts):
+    trainer = make_trainer(policy_cfg, reward, rollouts)
+    _, x0_first, _ = trainer.clean_batch(0)
+    assert torch.equal(x0_first, rollouts.x0[trainer.batch_indices(0)])
+    _, x0_next, eps_next = trainer.clean_batch(1)
+    assert not torch.equal(eps_next, rollouts.eps[trainer.batch_indices(1)])
+    cond = trainer.policy.encode_prompts([rollouts.prompts[i] for i in trainer.batch_indices(1)])
+    assert torch.allclose(x0_next, trainer.policy.rollout(cond, eps_next, ROLLOUT.num_steps, ROLLOUT.shift,
+                                                          ROLLOUT.guidance))
+
+
+def test_batches_cover_every_prompt_once_per_epoch(policy_cfg, reward, rollouts):
+    trainer = make_trainer(policy_cfg, reward, rollouts, batch_size=2)
+    epoch = torch.cat([trainer.batch_indices(0), trainer.batch_indices(1)])
+    assert sorted(epoch.tolist()) == [0, 1, 2, 3]
+
+
+def test_non_finite_rewards_skip_updates_then_stop(policy_cfg, reward, rollouts):
+    trainer = make_trainer(policy_cfg, reward, rollouts, steps=10)
+    trainer.max_bad_steps = 3
+    trainer.branch_reward = lambda *a, **k: torch.full((2,), math.nan, requires_grad=True)
+    before = weights(trainer)
+    with pytest.raises(NonFiniteError, match="3 updates in a row"):
+        trainer.train()
+    assert trainer.skipped == 3
+    assert all(torch.equal(before[k], v) for k, v in weights(trainer).items())
+
+
+def test_save_writes_a_diffusers_transformer_and_the_log(policy_cfg, reward, rollouts, tmp_path):
+    trainer = make_trainer(policy_cfg, reward, rollouts, steps=1)
+    trainer.train()
+    out = trainer.save(tmp_path / "tuned")
+    assert list(out.glob("*.safetensors")) and (out / "config.json").exists()
+    log = json.loads((out / "training_log.json").read_text())
+    assert len(log["history"]) == 1 and log["config"]["steps"] == 1
+    reloaded = load_policy(PolicyConfig(pretrained=policy_cfg.pretrained, height=32, width=32, device="cpu"),
+                           transformer=str(out))
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.transformer.parameters(),
+                                                 trainer.policy.transformer.parameters()))
+
+
+def test_empty_rollout_set_is_refused(policy_cfg, reward):
+    empty = RolloutSet([], torch.zeros(0, 4, 4, 4), torch.zeros(0, 4, 4, 4), "online", 32, 32)
+    with pytest.raises(ValueError, match="empty"):
+        SRPOTrainer(load_policy(policy_cfg), reward, empty, TrainConfig(), ROLLOUT)
