@@ -45,8 +45,8 @@ def resolve_local(location: str, *, must_exist: bool = True) -> Path:
     if not is_url(location):
         path = Path(location).expanduser()
         if must_exist and not path.exists():
-            raise FileNotFoundError(f"{location!r} does not exist: give an existing local path, "
-                                    "an fsspec URL (s3://bucket/key) or a hub id")
+            raise FileNotFoundError(f"{location!r} does not exist: give an existing local path "
+                                    "or an fsspec URL (s3://bucket/key)")
         return path
     return _mirror_remote(location)
 

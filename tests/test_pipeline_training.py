@@ -1,0 +1,67 @@
+"""The srpo_training pipeline end to end on the local ZenML stack with the tiny config."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY = Path("configs/tiny_cpu.yaml")
+
+
+def run_tiny(tmp_path, **overrides):
+    from pipelines.training import srpo_training
+
+    raw = yaml.safe_load(TINY.read_text())
+    raw.update(overrides)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return srpo_training.with_options(config_path=str(path))()
+
+
+def tuned_weights(run):
+    from safetensors.torch import load_file
+
+    folder = run.steps["train_srpo"].outputs["tuned_transformer"][0].load()
+    (weights,) = sorted(folder.path.glob("*.safetensors"))
+    return folder, load_file(weights)
+
+
+def test_tiny_pipeline_runs_and_is_reproducible(zenml_client, tmp_path):
+    first = run_tiny(tmp_path, enable_cache=False)
+    run = zenml_client.get_pipeline_run(first.id)
+    assert run.status == "completed"
+    assert set(run.steps) == {"prepare_prompts", "generate_rollouts", "train_srpo", "evaluate"}
+
+    train, heldout = (run.steps["prepare_prompts"].outputs[k][0].load() for k in ("train_prompts", "heldout_prompts"))
+    assert train and heldout and not set(train) & set(heldout)
+
+    rollouts = run.steps["generate_rollouts"].outputs["rollouts"][0].load()
+    assert len(rollouts) == len(train) and rollouts.x0.shape == rollouts.eps.shape
+
+    artifact = run.steps["train_srpo"].outputs["tuned_transformer"][0]
+    assert artifact.type == "ModelArtifact"
+    folder, weights = tuned_weights(run)
+    assert (folder.path / "config.json").exists() and (folder.path / "training_log.json").exists()
+    assert len(run.steps["train_srpo"].run_metadata["reward_curve"]) == 6
+
+    evaluation = run.steps["evaluate"].outputs["evaluation"][0].load()
+    assert set(evaluation["means"]) == {"base", "tuned"}
+    assert evaluation["prompts"] == heldout
+    assert "delta_reward" in run.steps["evaluate"].run_metadata
+
+    second = zenml_client.get_pipeline_run(run_tiny(tmp_path, enable_cache=False).id)
+    _, weights_again = tuned_weights(second)
+    assert weights.keys() == weights_again.keys()
+    assert all((weights[k] == weights_again[k]).all() for k in weights)
+    assert second.steps["evaluate"].outputs["evaluation"][0].load()["means"] == evaluation["means"]
+
+
+def test_a_missing_prompt_file_fails_the_first_step_and_registers_nothing(zenml_client, tmp_path):
+    raw = yaml.safe_load(TINY.read_text())
+    raw["parameters"]["prompts"]["source"] = str(tmp_path / "missing.txt")
+    with pytest.raises(RuntimeError, match="prepare_prompts"):
+        run_tiny(tmp_path, parameters=raw["parameters"], enable_cache=False)
+    runs = zenml_client.list_pipeline_runs(sort_by="desc:created").items
+    assert runs and runs[0].status == "failed"
+    assert not zenml_client.list_artifact_versions(artifact="tuned_transformer").items
+    assert not zenml_client.list_artifact_versions(artifact="train_prompts").items
