@@ -64,7 +64,11 @@ RewardForm = Literal["plain", "sgp", "srp", "cfg", "weighted"]
 class TrainConfig(_Strict):
     """The SRPO / Direct-Align update, its timesteps, rewards and optimiser."""
 
-    method: Literal["srpo", "direct_align", "refl"] = "srpo"
+    method: Literal["srpo", "direct_align", "refl", "draft_lv", "draft"] = Field(
+        "srpo", description="srpo / direct_align: Direct-Align recovery on the grid; refl: one-step prediction "
+        "on the grid; draft_lv: one-step from the last rollout level with fresh noise per draw; draft: backprop "
+        "through the last draft_steps sampler steps")
+    draft_steps: int = Field(1, ge=1, description="draft: sampler steps to backpropagate through (all = full chain)")
     steps: int = Field(10, ge=1, description="optimizer updates to apply, exactly")
     batch_size: int = Field(1, ge=1)
     seed: int = 0
@@ -163,7 +167,7 @@ def training_levels(cfg: TrainConfig):
         grid = training_grid(cfg.grid_start_index, cfg.grid_end_index, cfg.grid_schedule_steps,
                              cfg.shift, cfg.grid_size)
     d_sigma = cfg.d_sigma if cfg.d_sigma is not None else default_step_size(grid)
-    if cfg.method == "refl":
+    if cfg.method in ("refl", "draft_lv", "draft"):
         top, bottom = float(grid.max()), float(grid.min())
     else:
         top, bottom = float(grid.max()) + d_sigma, float(grid.min()) - (d_sigma if cfg.inversion else 0.0)

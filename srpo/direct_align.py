@@ -79,3 +79,18 @@ def euler_sample(velocity: Velocity, eps: torch.Tensor, sigmas: torch.Tensor) ->
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
         x = x + (s_next - s) * velocity(x, s.expand(x.shape[0]).to(x))
     return x
+
+
+def euler_sample_with_grad_tail(velocity: Velocity, eps: torch.Tensor, sigmas: torch.Tensor, k: int) -> torch.Tensor:
+    """Euler ODE like :func:`euler_sample`, with gradients kept through the last ``k`` steps only.
+
+    DRaFT-K: ``k = 1`` backpropagates through the final sampler step, ``k = len(sigmas) - 1``
+    through the whole chain.
+    """
+    num_steps = len(sigmas) - 1
+    if not 1 <= k <= num_steps:
+        raise ValueError(f"k must be in [1, {num_steps}] (the number of sampler steps), got {k}")
+    x = euler_sample(velocity, eps, sigmas[: num_steps - k + 1]).detach()
+    for s, s_next in zip(sigmas[num_steps - k : -1], sigmas[num_steps - k + 1 :]):
+        x = x + (s_next - s) * velocity(x, s.expand(x.shape[0]).to(x))
+    return x

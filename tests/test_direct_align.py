@@ -88,3 +88,26 @@ def test_euler_sampler_follows_a_straight_path_exactly(sample):
     x0, eps = sample
     out = euler_sample(perfect_velocity(x0, eps), eps, sigma_schedule(7, 3.0).double())
     assert torch.allclose(out, x0)
+
+
+def test_grad_tail_sampler_equals_the_plain_sampler_and_keeps_grad_only_in_the_tail(sample):
+    x0, eps = sample
+    sigmas = sigma_schedule(6, 3.0).double()
+    scale = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    calls = []
+
+    def v(x, s):
+        calls.append(x.requires_grad)
+        return scale * (eps - x0)
+
+    from srpo.direct_align import euler_sample_with_grad_tail
+
+    out = euler_sample_with_grad_tail(v, eps, sigmas, 2)
+    assert torch.allclose(out, x0)
+    assert calls == [False] * 4 + [False, True]  # the first tail step starts from a detached state
+    out.sum().backward()
+    # d out / d scale = sum over the two tail steps of (s_next - s) * (eps - x0)
+    expected = ((sigmas[-1] - sigmas[-3]) * (eps - x0)).sum()
+    assert scale.grad == pytest.approx(float(expected))
+    with pytest.raises(ValueError, match="k must be"):
+        euler_sample_with_grad_tail(v, eps, sigmas, 7)

@@ -24,12 +24,13 @@ import torch
 
 from srpo.artifacts import RolloutSet
 from srpo.config import RolloutConfig, TrainConfig, training_levels
-from srpo.direct_align import add_noise, denoise_recover, inversion_recover, one_step_predict
+from srpo.direct_align import (add_noise, denoise_recover, euler_sample_with_grad_tail, inversion_recover,
+                               one_step_predict)
 from srpo.io import atomic_write_text
 from srpo.losses import reward_loss
 from srpo.models.flux import FluxPolicy
 from srpo.rewards.base import RewardModel
-from srpo.schedules import linear_discount, linear_k, shifted_linspace_discount
+from srpo.schedules import linear_discount, linear_k, shifted_linspace_discount, sigma_schedule
 from srpo.srp import semantic_reward, with_control
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,10 @@ class SRPOTrainer:
         self.policy, self.reward, self.rollouts = policy, reward, rollouts
         self.cfg, self.rollout_cfg = cfg, rollout_cfg
         self.grid, self.d_sigma = training_levels(cfg)
+        self.sampler_sigmas = sigma_schedule(rollout_cfg.num_steps, rollout_cfg.shift)  # DRaFT baselines
+        if cfg.method == "draft" and cfg.draft_steps > rollout_cfg.num_steps:
+            raise ValueError(f"train.draft_steps {cfg.draft_steps} exceeds the rollout's {rollout_cfg.num_steps} "
+                             "steps: use at most rollouts.num_steps (that is the full chain)")
         self.max_bad_steps = max_bad_steps
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.params = [p for p in policy.transformer.parameters() if p.requires_grad]
@@ -104,8 +109,16 @@ class SRPOTrainer:
         return batch.prompts, x0, eps
 
     def noise_levels(self) -> list[tuple[int, float, float]]:
-        """``num_injections`` levels (grid index, sigma, discount weight), earliest first."""
+        """``num_injections`` levels (grid index, sigma, discount weight), earliest first.
+
+        DRaFT baselines ignore the grid: DRaFT-LV draws ``num_injections`` noises at the last
+        sampler level, DRaFT-K makes one pass through the sampler's tail.
+        """
         n = self.cfg.num_injections
+        if self.cfg.method == "draft_lv":
+            return [(0, float(self.sampler_sigmas[-2]), 1.0)] * n
+        if self.cfg.method == "draft":
+            return [(0, 1.0, 1.0)]
         idx = torch.randperm(len(self.grid), generator=self.generator)[:n].sort().values
         sigmas = self.grid[idx]
         if self.cfg.discount == "linear":
@@ -142,6 +155,11 @@ class SRPOTrainer:
         """x0hat [B,C,h,w] from one model step at level ``t`` (with grad through v)."""
         if self.cfg.method == "refl":
             return one_step_predict(velocity, add_noise(x0, eps, t), t)
+        if self.cfg.method == "draft_lv":
+            fresh = torch.randn(eps.shape, generator=self.generator).to(eps)
+            return one_step_predict(velocity, add_noise(x0, fresh, t), t)
+        if self.cfg.method == "draft":
+            return euler_sample_with_grad_tail(velocity, eps, self.sampler_sigmas.to(eps), self.cfg.draft_steps)
         if branch == "denoise":
             return denoise_recover(velocity, x0, eps, t, self.d_sigma)
         return inversion_recover(velocity, x0, eps, t, self.d_sigma)

@@ -152,3 +152,20 @@ def test_empty_rollout_set_is_refused(policy_cfg, reward):
     empty = RolloutSet([], torch.zeros(0, 4, 4, 4), torch.zeros(0, 4, 4, 4), "online", 32, 32)
     with pytest.raises(ValueError, match="empty"):
         SRPOTrainer(load_policy(policy_cfg), reward, empty, TrainConfig(), ROLLOUT)
+
+
+@pytest.mark.parametrize("method, extra", [("draft_lv", {"num_injections": 2}), ("draft", {"draft_steps": 4}),
+                                           ("draft", {"draft_steps": 1})])
+def test_draft_baselines_share_the_update_path(policy_cfg, reward, rollouts, method, extra):
+    trainer = make_trainer(policy_cfg, reward, rollouts, method=method, inversion=False, steps=1, **extra)
+    before = weights(trainer)
+    (log,) = trainer.train()
+    assert math.isfinite(log.reward) and log.grad_norm > 0
+    assert any(not torch.equal(before[k], v) for k, v in weights(trainer).items())
+    if method == "draft_lv":
+        assert log.sigmas == [pytest.approx(float(trainer.sampler_sigmas[-2]))] * 2
+
+
+def test_draft_steps_beyond_the_rollout_are_refused(policy_cfg, reward, rollouts):
+    with pytest.raises(ValueError, match="full chain"):
+        make_trainer(policy_cfg, reward, rollouts, method="draft", inversion=False, draft_steps=5)
