@@ -12,6 +12,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from srpo.schedules import MAX_TRAIN_SIGMA
+from srpo.training.lora import FLUX_LORA_TARGETS
 
 
 class _Strict(BaseModel):
@@ -100,6 +101,20 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     max_grad_norm: float = Field(0.1, gt=0)
     log_every: int = Field(1, ge=1)
+    # what is trained
+    finetune: Literal["full", "lora"] = "full"
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_targets: list[str] = Field(default_factory=lambda: list(FLUX_LORA_TARGETS))
+    # scale, memory and faults
+    distributed: Literal["ddp", "fsdp"] = Field("ddp", description="strategy when several processes run")
+    num_processes: int = Field(1, ge=1, description="processes the pipeline step launches on its node")
+    vae_gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N updates (0: never)")
+    keep_checkpoints: int = Field(2, ge=1)
+    max_bad_steps: int = Field(5, ge=1, description="consecutive non-finite updates before the run stops")
+    trackers: list[str] = Field(default_factory=list, description="accelerate trackers, e.g. [tensorboard]")
 
     @field_validator("positive_words", "negative_words")
     @classmethod

@@ -87,6 +87,7 @@ class FluxPolicy:
         for frozen in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
             frozen.requires_grad_(False).eval()
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.denoiser: torch.nn.Module | None = None  # set by the trainer to its DDP/FSDP-wrapped transformer
 
     @classmethod
     def from_pretrained(cls, location: str, *, transformer: str | None = None, device="cpu",
@@ -140,7 +141,7 @@ class FluxPolicy:
             guidance_vec = torch.full((b,), float(guidance), device=x.device, dtype=torch.float32)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            out = self.transformer(
+            out = (self.denoiser if self.denoiser is not None else self.transformer)(
                 hidden_states=pack_latents(x),
                 timestep=sigma.to(x.dtype),  # diffusers' FLUX multiplies by 1000 inside
                 guidance=guidance_vec,
@@ -194,9 +195,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_policy(cfg, transformer: str | None = None) -> FluxPolicy:
-    """A :class:`FluxPolicy` from a ``PolicyConfig``; ``transformer`` overrides ``cfg.transformer``."""
-    device = resolve_device(cfg.device)
+def load_policy(cfg, transformer: str | None = None, device: str | torch.device | None = None) -> FluxPolicy:
+    """A :class:`FluxPolicy` from a ``PolicyConfig``; ``transformer`` / ``device`` override the config's."""
+    device = torch.device(device) if device is not None else resolve_device(cfg.device)
     policy = FluxPolicy.from_pretrained(
         cfg.pretrained, transformer=transformer or cfg.transformer, device=device,
         torch_dtype=getattr(torch, cfg.dtype),

@@ -1,24 +1,31 @@
-"""The SRPO / Direct-Align trainer (single process).
+"""The SRPO / Direct-Align trainer: one process or many (accelerate: DDP or FSDP).
 
-One update, for a batch of clean samples ``x0`` with their noise ``eps``:
+One update, for each process's batch of clean samples ``x0`` with their noise ``eps``:
 
     for each of n injected noise levels t (from the training grid, discount lambda(t)):
         denoise branch:   x0hat = Direct-Align(x0, eps, t)      reward towards positive words
         inversion branch: x0hat = inversion(x0, eps, t)         reward towards negative words
         each branch: image = VAE.decode(x0hat); loss = lambda * loss(r(image)); backward
-    clip grad norm; AdamW step
+    clip grad norm; AdamW step (skipped, and counted, if anything was non-finite)
 
-Gradients flow through the reward's image tower and the VAE decoder into the transformer only.
+Gradients flow through the reward's image tower and the VAE decoder into the transformer (or
+its LoRA adapter) only.
+
+Randomness is counter-based: every draw is seeded from ``(train.seed, step, global sample
+index)``, so the result does not depend on how the global batch is split over processes, and a
+resumed run continues exactly where the interrupted one stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -32,13 +39,17 @@ from srpo.models.flux import FluxPolicy
 from srpo.rewards.base import RewardModel
 from srpo.schedules import linear_discount, linear_k, shifted_linspace_discount, sigma_schedule
 from srpo.srp import semantic_reward, with_control
+from srpo.training import checkpoint as ckpt
+from srpo.training.lora import add_lora, save_lora
 
 log = logging.getLogger(__name__)
+
+FLUX_BLOCKS = ["FluxTransformerBlock", "FluxSingleTransformerBlock"]
 
 
 @dataclass
 class StepLog:
-    """What one update did; the trainer keeps one per step."""
+    """What one update did (averaged over processes); the trainer keeps one per step."""
 
     step: int
     reward: float  # mean denoise-branch reward (scaled like the reward model's score)
@@ -48,18 +59,49 @@ class StepLog:
     sigmas: list[float]
     skipped: bool
     seconds: float
-    images_per_second: float
+    images_per_second: float  # decoded-and-scored images per second, all processes
 
 
 class NonFiniteError(RuntimeError):
     """Too many consecutive updates had a non-finite loss or gradient."""
 
 
-class SRPOTrainer:
-    """Trains ``policy.transformer`` against ``reward`` on clean samples from ``rollouts``."""
+def derived_seed(*parts) -> int:
+    """A 63-bit seed that depends only on ``parts`` (stable across processes and runs)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
 
-    def __init__(self, policy: FluxPolicy, reward: RewardModel, rollouts: RolloutSet,
-                 cfg: TrainConfig, rollout_cfg: RolloutConfig, max_bad_steps: int = 5):
+
+def seeded_noise(shape, seeds: list[int]) -> torch.Tensor:
+    """One standard normal tensor of ``shape`` per seed, drawn on the CPU: [len(seeds), *shape]."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+def make_accelerator(cfg: TrainConfig, cpu: bool):
+    """An ``Accelerator`` for the config: DDP by default, FSDP wrapping FLUX blocks if asked."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    kwargs: dict = {"cpu": cpu, "log_with": cfg.trackers or None}
+    if cfg.distributed == "fsdp":
+        from accelerate import FullyShardedDataParallelPlugin
+
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
+            fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=FLUX_BLOCKS,
+            reshard_after_forward=True, state_dict_type="FULL_STATE_DICT", cpu_ram_efficient_loading=False)
+    else:
+        kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=False)]
+    return Accelerator(**kwargs)
+
+
+class SRPOTrainer:
+    """Trains ``policy.transformer`` (full or LoRA) against ``reward`` on samples from ``rollouts``.
+
+    ``setup`` happens in ``__init__``; then ``train()`` (resuming from ``checkpoint_dir`` when it
+    holds a valid checkpoint) and ``save(out_dir)``.
+    """
+
+    def __init__(self, policy: FluxPolicy, reward: RewardModel, rollouts: RolloutSet, cfg: TrainConfig,
+                 rollout_cfg: RolloutConfig, accelerator=None, checkpoint_dir: str | Path | None = None):
         if len(rollouts) == 0:
             raise ValueError("the rollout set is empty: nothing to train on")
         self.policy, self.reward, self.rollouts = policy, reward, rollouts
@@ -69,25 +111,67 @@ class SRPOTrainer:
         if cfg.method == "draft" and cfg.draft_steps > rollout_cfg.num_steps:
             raise ValueError(f"train.draft_steps {cfg.draft_steps} exceeds the rollout's {rollout_cfg.num_steps} "
                              "steps: use at most rollouts.num_steps (that is the full chain)")
-        self.max_bad_steps = max_bad_steps
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.params = [p for p in policy.transformer.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, betas=cfg.betas,
-                                           weight_decay=cfg.weight_decay)
+        self.accelerator = accelerator or make_accelerator(cfg, cpu=policy.device.type == "cpu")
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.history: list[StepLog] = []
         self.bad_in_a_row = 0
         self.skipped = 0
+        self._setup_model()
+
+    # ---- setup --------------------------------------------------------------------------
+    def _setup_model(self) -> None:
+        cfg, transformer = self.cfg, self.policy.transformer
+        if cfg.finetune == "lora":
+            self.params = add_lora(transformer, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets,
+                                   cfg.lora_dropout, seed=cfg.seed)
+        else:
+            transformer.requires_grad_(True)
+            self.params = list(transformer.parameters())
+        if cfg.vae_gradient_checkpointing:
+            self.policy.pipe.vae.enable_gradient_checkpointing()
+        self.reward.requires_grad_(False).eval()
+        optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, betas=cfg.betas,
+                                      weight_decay=cfg.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        module, self.optimizer, self.scheduler = self.accelerator.prepare(transformer, optimizer, self.scheduler)
+        self.policy.denoiser = module  # forwards go through the DDP/FSDP wrapper
+        if cfg.distributed == "fsdp" and self.accelerator.num_processes > 1:
+            self.params = [p for p in module.parameters() if p.requires_grad]
+        if self.accelerator.is_main_process and cfg.trackers:
+            self.accelerator.init_trackers("srpo", config=cfg.model_dump(mode="json"))
+
+    @property
+    def rank(self) -> int:
+        return self.accelerator.process_index
+
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
 
     # ---- data ---------------------------------------------------------------------------
     def batch_indices(self, step: int) -> torch.Tensor:
-        """Indices of ``step``'s batch: epochs of seeded permutations, consumed in order."""
+        """This process's rollout indices for ``step``.
+
+        The global batch (``batch_size`` x processes) takes the next positions of a stream of
+        seeded permutations (one per epoch); process r takes its r-th slice.
+        """
         n, b = len(self.rollouts), self.cfg.batch_size
+        first = step * b * self.world + self.rank * b
         picks = []
-        for pos in range(step * b, step * b + b):
+        for pos in range(first, first + b):
             epoch, offset = divmod(pos, n)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch))
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(self.cfg.seed, "epoch", epoch)))
             picks.append(int(perm[offset]))
         return torch.tensor(picks)
+
+    def global_positions(self, step: int) -> list[int]:
+        first = step * self.cfg.batch_size * self.world + self.rank * self.cfg.batch_size
+        return list(range(first, first + self.cfg.batch_size))
+
+    def fresh_noise(self, step: int, tag: str, shape) -> torch.Tensor:
+        """Noise [B,*shape] for this process's samples, seeded by (seed, step, tag, global position)."""
+        seeds = [derived_seed(self.cfg.seed, step, tag, pos) for pos in self.global_positions(step)]
+        return seeded_noise(shape, seeds).to(self.policy.device)
 
     def clean_batch(self, step: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """Prompts, x0 [B,C,h,w] and eps [B,C,h,w] for ``step``.
@@ -100,7 +184,7 @@ class SRPOTrainer:
         device = self.policy.device
         if self.rollouts.mode == "online" and step == 0:
             return batch.prompts, batch.x0.to(device), batch.eps.to(device)
-        eps = torch.randn(batch.eps.shape, generator=self.generator).to(device)
+        eps = self.fresh_noise(step, "eps", batch.eps.shape[1:])
         if self.rollouts.mode == "offline":
             return batch.prompts, batch.x0.to(device), eps
         cond = self.policy.encode_prompts(batch.prompts)
@@ -108,18 +192,20 @@ class SRPOTrainer:
                                  self.rollout_cfg.guidance)
         return batch.prompts, x0, eps
 
-    def noise_levels(self) -> list[tuple[int, float, float]]:
+    def noise_levels(self, step: int = 0) -> list[tuple[int, float, float]]:
         """``num_injections`` levels (grid index, sigma, discount weight), earliest first.
 
-        DRaFT baselines ignore the grid: DRaFT-LV draws ``num_injections`` noises at the last
-        sampler level, DRaFT-K makes one pass through the sampler's tail.
+        The same for every process at a given step. DRaFT baselines ignore the grid: DRaFT-LV
+        draws ``num_injections`` noises at the last sampler level, DRaFT-K makes one pass
+        through the sampler's tail.
         """
         n = self.cfg.num_injections
         if self.cfg.method == "draft_lv":
             return [(0, float(self.sampler_sigmas[-2]), 1.0)] * n
         if self.cfg.method == "draft":
             return [(0, 1.0, 1.0)]
-        idx = torch.randperm(len(self.grid), generator=self.generator)[:n].sort().values
+        g = torch.Generator().manual_seed(derived_seed(self.cfg.seed, "levels", step))
+        idx = torch.randperm(len(self.grid), generator=g)[:n].sort().values
         sigmas = self.grid[idx]
         if self.cfg.discount == "linear":
             weights = linear_discount(sigmas, float(self.grid.min()), float(self.grid.max()), self.cfg.discount_floor)
@@ -151,14 +237,15 @@ class SRPOTrainer:
         r = semantic_reward(cfg.reward_form, img, txt["plain"], txt.get(target), txt.get(other), k, cfg.cfg_k)
         return self.reward.scale * r
 
-    def recover(self, branch: str, x0: torch.Tensor, eps: torch.Tensor, t: float, velocity) -> torch.Tensor:
-        """x0hat [B,C,h,w] from one model step at level ``t`` (with grad through v)."""
-        if self.cfg.method == "refl":
+    def recover(self, branch: str, x0: torch.Tensor, eps: torch.Tensor, t: float, velocity,
+                draw_noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+        """x0hat [B,C,h,w] from model step(s) at level ``t`` (with grad through v)."""
+        method = self.cfg.method
+        if method == "refl":
             return one_step_predict(velocity, add_noise(x0, eps, t), t)
-        if self.cfg.method == "draft_lv":
-            fresh = torch.randn(eps.shape, generator=self.generator).to(eps)
-            return one_step_predict(velocity, add_noise(x0, fresh, t), t)
-        if self.cfg.method == "draft":
+        if method == "draft_lv":
+            return one_step_predict(velocity, add_noise(x0, draw_noise(), t), t)
+        if method == "draft":
             return euler_sample_with_grad_tail(velocity, eps, self.sampler_sigmas.to(eps), self.cfg.draft_steps)
         if branch == "denoise":
             return denoise_recover(velocity, x0, eps, t, self.d_sigma)
@@ -166,67 +253,191 @@ class SRPOTrainer:
 
     # ---- the update ---------------------------------------------------------------------
     def train_step(self, step: int) -> StepLog:
-        cfg, start = self.cfg, time.perf_counter()
+        cfg, acc, start = self.cfg, self.accelerator, time.perf_counter()
         prompts, x0, eps = self.clean_batch(step)
         txt = self.text_sides(prompts, step)
         velocity = self.policy.velocity_fn(self.policy.encode_prompts(prompts), cfg.guidance)
         branches = ["denoise", "inversion"] if cfg.inversion else ["denoise"]
-        levels = self.noise_levels()
-        micro_steps = len(levels) * len(branches)
+        levels = self.noise_levels(step)
+        micro = [(j, level, branch) for j, level in enumerate(levels) for branch in branches]
 
-        self.policy.transformer.train()
+        self.policy.denoiser.train()
         self.optimizer.zero_grad(set_to_none=True)
-        rewards: dict[str, list[float]] = {b: [] for b in branches}
-        total_loss = 0.0
-        for grid_index, t, weight in levels:
-            for branch in branches:
-                x0_hat = self.recover(branch, x0, eps, t, velocity)
+        rewards = {b: torch.zeros((), device=acc.device) for b in branches}
+        total_loss = torch.zeros((), device=acc.device)
+        for n, (j, (grid_index, t, weight), branch) in enumerate(micro):
+            draw = lambda: self.fresh_noise(step, f"draw{j}", x0.shape[1:])  # noqa: E731 (DRaFT-LV only)
+            sync = n == len(micro) - 1  # all-reduce gradients once, after the last micro-step
+            with acc.no_sync(self.policy.denoiser) if not sync and self.world > 1 else _nullcontext():
+                x0_hat = self.recover(branch, x0, eps, t, velocity, draw)
                 r = self.branch_reward(branch, self.policy.decode(x0_hat), txt, grid_index)  # [B]
-                loss = weight * reward_loss(r, cfg.loss, cfg.tau) / micro_steps
-                loss.backward()  # one gradient-accumulation micro-step per level and branch
-                rewards[branch].append(r.detach().mean().item())
-                total_loss += loss.item()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm))
-        skipped = not (math.isfinite(total_loss) and math.isfinite(grad_norm))
+                loss = weight * reward_loss(r, cfg.loss, cfg.tau) / len(micro)
+                acc.backward(loss)  # one gradient-accumulation micro-step per level and branch
+            rewards[branch] += r.detach().mean() / len(levels)
+            total_loss += loss.detach()
+        grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        grad_norm = float(grad_norm) if grad_norm is not None else 0.0
+        stats = acc.reduce(torch.stack([total_loss, *rewards.values()]), reduction="mean").tolist()
+        loss_value, reward_values = stats[0], dict(zip(branches, stats[1:]))
+        skipped = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
             self.bad_in_a_row += 1
-            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, self.bad_in_a_row)
-            if self.bad_in_a_row >= self.max_bad_steps:
-                raise NonFiniteError(f"{self.bad_in_a_row} updates in a row had non-finite loss or gradients "
-                                     "(check the learning rate, dtype and reward scale)")
+            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
+                        step, self.bad_in_a_row, self.skipped)
+            if self.bad_in_a_row >= cfg.max_bad_steps:
+                raise NonFiniteError(f"{self.bad_in_a_row} updates in a row had non-finite loss or gradients; "
+                                     "the last good checkpoint is kept. Check the learning rate, dtype and reward "
+                                     "scale, then resume")
         else:
             self.optimizer.step()
+            self.scheduler.step()
             self.bad_in_a_row = 0
         seconds = time.perf_counter() - start
-        inv = rewards.get("inversion")
-        return StepLog(step=step, reward=sum(rewards["denoise"]) / len(levels),
-                       inversion_reward=sum(inv) / len(inv) if inv else None, loss=total_loss,
-                       grad_norm=grad_norm, sigmas=[t for _, t, _ in levels], skipped=skipped,
-                       seconds=seconds, images_per_second=len(prompts) * micro_steps / seconds)
+        return StepLog(step=step, reward=reward_values["denoise"], inversion_reward=reward_values.get("inversion"),
+                       loss=loss_value, grad_norm=grad_norm, sigmas=[t for _, t, _ in levels], skipped=skipped,
+                       seconds=seconds, images_per_second=len(prompts) * self.world * len(micro) / seconds)
 
-    def train(self, on_step=None) -> list[StepLog]:
-        """Run exactly ``cfg.steps`` updates; ``on_step(StepLog)`` is called after each."""
-        for step in range(len(self.history), self.cfg.steps):
-            entry = self.train_step(step)
-            self.history.append(entry)
-            if step % self.cfg.log_every == 0 or step == self.cfg.steps - 1:
-                log.info("step %d/%d reward %.4f loss %.4f |g| %.3g %.2f s/step %.1f img/s%s", step + 1,
-                         self.cfg.steps, entry.reward, entry.loss, entry.grad_norm, entry.seconds,
-                         entry.images_per_second, " (skipped)" if entry.skipped else "")
-            if on_step is not None:
-                on_step(entry)
+    def train(self, on_step: Callable[[StepLog], None] | None = None) -> list[StepLog]:
+        """Run until ``cfg.steps`` updates are done, resuming from a checkpoint when there is one."""
+        from tqdm.auto import tqdm
+
+        start = self.resume()
+        bar = tqdm(total=self.cfg.steps, initial=start, desc="srpo", unit="step",
+                   disable=not self.accelerator.is_main_process, dynamic_ncols=True)
+        try:
+            for step in range(start, self.cfg.steps):
+                entry = self.train_step(step)
+                self.history.append(entry)
+                self._report(entry, bar)
+                if on_step is not None:
+                    on_step(entry)
+                every = self.cfg.checkpoint_every
+                if self.checkpoint_dir and every and ((step + 1) % every == 0 or step + 1 == self.cfg.steps):
+                    self.save_checkpoint(step + 1)
+        finally:
+            bar.close()
         return self.history
 
+    def _report(self, entry: StepLog, bar) -> None:
+        bar.update(1)
+        bar.set_postfix(reward=f"{entry.reward:.4f}", loss=f"{entry.loss:.4f}", s_per_step=f"{entry.seconds:.2f}",
+                        img_s=f"{entry.images_per_second:.1f}", refresh=False)
+        if entry.step % self.cfg.log_every == 0 or entry.step == self.cfg.steps - 1:
+            log.info("step %d/%d reward %.4f loss %.4f |g| %.3g %.2f s/step %.1f img/s%s", entry.step + 1,
+                     self.cfg.steps, entry.reward, entry.loss, entry.grad_norm, entry.seconds,
+                     entry.images_per_second, " (skipped)" if entry.skipped else "")
+        if self.cfg.trackers:
+            self.accelerator.log({k: v for k, v in asdict(entry).items() if isinstance(v, (int, float))},
+                                 step=entry.step)
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The trained parameters by name (LoRA: the adapter only), gathered for saving."""
+        state = self.accelerator.get_state_dict(self.policy.denoiser)
+        if self.cfg.finetune == "lora":
+            state = {k: v for k, v in state.items() if "lora_" in k}
+        return state
+
+    def save_checkpoint(self, step: int) -> Path | None:
+        """Checkpoint after ``step`` updates (main process writes; every rank's RNG state included)."""
+        acc = self.accelerator
+        model_state = self.trainable_state()
+        optim_state = self.optimizer.state_dict() if self.cfg.distributed == "ddp" else _fsdp_optim_state(self)
+        rng_states = acc.gather_object([torch.random.get_rng_state()]) if self.world > 1 else [torch.random.get_rng_state()]
+        path = None
+        if acc.is_main_process:
+            state = {"step": step, "world_size": self.world, "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row,
+                     "history": [asdict(h) for h in self.history], "config": self.cfg.model_dump(mode="json")}
+            files = {"trainable.safetensors": ckpt.save_tensors(model_state),
+                     "optimizer.pt": ckpt.save_torch(optim_state),
+                     "scheduler.pt": ckpt.save_torch(self.scheduler.state_dict()),
+                     **{f"rng-rank{r}.pt": ckpt.save_torch(s) for r, s in enumerate(rng_states)},
+                     ckpt.STATE: ckpt.save_json(state)}
+            path = ckpt.write_checkpoint(self.checkpoint_dir, step, files, self.cfg.keep_checkpoints)
+            log.info("saved checkpoint %s", path)
+        acc.wait_for_everyone()
+        return path
+
+    def resume(self) -> int:
+        """Load the newest valid checkpoint; returns the step to continue from (0 if none)."""
+        if self.checkpoint_dir is None:
+            return 0
+        found = ckpt.latest_valid(self.checkpoint_dir)
+        if found is None:
+            return 0
+        folder, state = found
+        if state["world_size"] != self.world:
+            raise RuntimeError(f"{folder} was written by {state['world_size']} processes, this run has {self.world}: "
+                               "resume with the same number of processes (the data order depends on it)")
+        from safetensors.torch import load_file
+
+        trained = load_file(str(folder / "trainable.safetensors"))
+        model = self.accelerator.unwrap_model(self.policy.denoiser)
+        missing, unexpected = model.load_state_dict(trained, strict=False)
+        if unexpected or (self.cfg.finetune == "full" and missing):
+            raise ckpt.CorruptCheckpoint(f"{folder}: weights do not fit this model (missing {missing[:3]}, "
+                                         f"unexpected {unexpected[:3]}): was it written with another config?")
+        optim_state = ckpt.load_torch(folder / "optimizer.pt")
+        if self.cfg.distributed == "ddp":
+            self.optimizer.load_state_dict(optim_state)
+        else:
+            _fsdp_load_optim_state(self, optim_state)
+        self.scheduler.load_state_dict(ckpt.load_torch(folder / "scheduler.pt"))
+        rng = folder / f"rng-rank{self.rank}.pt"
+        torch.random.set_rng_state(ckpt.load_torch(rng))
+        self.history = [StepLog(**h) for h in state["history"]]
+        self.skipped, self.bad_in_a_row = state["skipped"], state["bad_in_a_row"]
+        log.info("resumed from %s at step %d", folder, state["step"])
+        return int(state["step"])
+
+    # ---- output -------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
-        """The tuned transformer (diffusers folder, safetensors) plus ``training_log.json``."""
+        """Full: the tuned transformer as a diffusers folder. LoRA: ``pytorch_lora_weights.safetensors``.
+
+        Both with ``training_log.json``; written by the main process.
+        """
         out_dir = Path(out_dir)
-        self.policy.save_transformer(out_dir)
-        atomic_write_text(out_dir / "training_log.json", json.dumps({
-            "config": self.cfg.model_dump(mode="json"),
-            "d_sigma": self.d_sigma,
-            "skipped_updates": self.skipped,
-            "history": [asdict(h) for h in self.history],
-        }, indent=2))
+        acc = self.accelerator
+        state = self.accelerator.get_state_dict(self.policy.denoiser)  # gathers FSDP shards on every rank
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.policy.denoiser)
+            if self.cfg.finetune == "lora":
+                save_lora(model, out_dir)
+            else:
+                model.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
+            atomic_write_text(out_dir / "training_log.json", json.dumps({
+                "config": self.cfg.model_dump(mode="json"),
+                "d_sigma": self.d_sigma,
+                "processes": self.world,
+                "skipped_updates": self.skipped,
+                "history": [asdict(h) for h in self.history],
+            }, indent=2))
+        acc.wait_for_everyone()
+        if self.cfg.trackers:
+            acc.end_training()
         return out_dir
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _fsdp_optim_state(trainer: SRPOTrainer) -> dict:
+    """Full optimizer state of an FSDP-2 model (all ranks take part; rank 0 gets it all)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(trainer.policy.denoiser, trainer.optimizer.optimizer,
+                                    options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _fsdp_load_optim_state(trainer: SRPOTrainer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(trainer.policy.denoiser, trainer.optimizer.optimizer, state,
+                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))

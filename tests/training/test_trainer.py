@@ -58,8 +58,8 @@ def test_runs_exactly_the_configured_number_of_updates(policy_cfg, reward, rollo
 
 def test_levels_stay_on_the_grid_with_the_step_inside_bounds(policy_cfg, reward, rollouts):
     trainer = make_trainer(policy_cfg, reward, rollouts)
-    for _ in range(20):
-        for idx, t, w in trainer.noise_levels():
+    for step in range(20):
+        for idx, t, w in trainer.noise_levels(step):
             assert trainer.grid[idx] == pytest.approx(t)
             assert 0 < t - trainer.d_sigma and t + trainer.d_sigma <= 0.99
             assert 0.3 - 1e-6 <= w <= 1.0
@@ -82,7 +82,7 @@ def test_one_update_increases_the_reward_it_followed(policy_cfg, reward, rollout
     trainer = make_trainer(policy_cfg, reward, rollouts, method=method, inversion=False, reward_form="plain",
                            loss="linear", learning_rate=1e-4, discount="none", num_injections=1)
     level = trainer.noise_levels()[:1]
-    trainer.noise_levels = lambda: level
+    trainer.noise_levels = lambda step: level
     prompts, x0, eps = trainer.clean_batch(0)
 
     def current_reward():
@@ -125,8 +125,7 @@ def test_batches_cover_every_prompt_once_per_epoch(policy_cfg, reward, rollouts)
 
 
 def test_non_finite_rewards_skip_updates_then_stop(policy_cfg, reward, rollouts):
-    trainer = make_trainer(policy_cfg, reward, rollouts, steps=10)
-    trainer.max_bad_steps = 3
+    trainer = make_trainer(policy_cfg, reward, rollouts, steps=10, max_bad_steps=3)
     trainer.branch_reward = lambda *a, **k: torch.full((2,), math.nan, requires_grad=True)
     before = weights(trainer)
     with pytest.raises(NonFiniteError, match="3 updates in a row"):

@@ -1,0 +1,65 @@
+"""LoRA on the FLUX transformer through peft, saved in the format diffusers loads.
+
+``FluxPipeline.load_lora_weights(folder)`` reads what :func:`save_lora` writes
+(``pytorch_lora_weights.safetensors`` with ``transformer.``-prefixed peft keys).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+#: Attention and MLP projections of FLUX's double- and single-stream blocks.
+FLUX_LORA_TARGETS = [
+    "to_q", "to_k", "to_v", "to_out.0",                   # image-stream attention
+    "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",  # text-stream attention
+    "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",  # double-block MLPs
+    "proj_mlp", "proj_out",                               # single-block MLP in / fused out
+]
+
+
+def add_lora(transformer: torch.nn.Module, rank: int, alpha: float, targets: list[str], dropout: float = 0.0,
+             seed: int = 0) -> list[torch.nn.Parameter]:
+    """Freeze ``transformer``, add a LoRA adapter on ``targets``; returns the trainable parameters.
+
+    peft initialises B to zero, so the adapted model starts equal to the base model; A is drawn
+    from a generator seeded by ``seed`` so that runs are reproducible.
+    """
+    from peft import LoraConfig
+
+    transformer.requires_grad_(False)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        init_lora_weights=True)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        transformer.add_adapter(config)
+    except ValueError as err:
+        raise ValueError(f"could not add LoRA on targets {targets}: {err}. Targets are module-name suffixes "
+                         f"of the transformer, e.g. {FLUX_LORA_TARGETS[:4]}") from err
+    finally:
+        torch.random.set_rng_state(state)
+    params = [p for n, p in transformer.named_parameters() if "lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+    if not params:
+        raise ValueError(f"LoRA targets {targets} matched no module of the transformer")
+    return params
+
+
+def lora_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's weights with peft's key names (no base weights)."""
+    from peft.utils import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
+
+
+def save_lora(transformer: torch.nn.Module, out_dir: str | Path) -> Path:
+    """Write the adapter as ``pytorch_lora_weights.safetensors`` in diffusers' FLUX LoRA format."""
+    from diffusers import FluxPipeline
+
+    out_dir = Path(out_dir)
+    FluxPipeline.save_lora_weights(out_dir, transformer_lora_layers=lora_state_dict(transformer),
+                                   safe_serialization=True)
+    return out_dir

@@ -1,0 +1,145 @@
+"""Resume after SIGKILL, corrupt checkpoints, LoRA round trips and 2-process equivalence."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
+from srpo.models.flux import load_policy
+from srpo.rewards import RewardConfig
+from srpo.training import checkpoint as ckpt
+from srpo.training.launch import launch_processes, run_job, write_job
+from srpo.training.rollouts import generate_rollouts
+
+PROMPTS = ["a red circle", "a blue square", "a black cat", "a white bird"]
+ROLLOUT = RolloutConfig(num_steps=3)
+REWARD = RewardConfig(name="clip", checkpoint="builtin:tiny")
+
+
+@pytest.fixture(scope="module")
+def policy_cfg(tiny_flux_dir):
+    return PolicyConfig(pretrained=str(tiny_flux_dir), height=32, width=32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def rollouts(policy_cfg):
+    return generate_rollouts(load_policy(policy_cfg), PROMPTS, ROLLOUT, policy_cfg)
+
+
+def job(tmp_path, name, policy_cfg, rollouts, checkpoint_dir=None, **train):
+    cfg = TrainConfig(**{"steps": 4, "batch_size": 2, "learning_rate": 1e-3, "max_grad_norm": 1.0,
+                         "num_injections": 2, **train})
+    return write_job(tmp_path / name, policy_cfg, REWARD, ROLLOUT, cfg, rollouts,
+                     str(checkpoint_dir) if checkpoint_dir else None)
+
+
+def transformer_weights(out: Path) -> dict[str, torch.Tensor]:
+    merged = {}
+    for f in sorted(out.glob("*.safetensors")):
+        merged.update(load_file(str(f)))
+    return merged
+
+
+def max_abs_diff(a, b) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def launch_cmd(job_dir, out_dir):
+    return [sys.executable, "-m", "srpo.training.launch", str(job_dir), str(out_dir)]
+
+
+def test_sigkill_then_the_same_command_finishes_like_an_uninterrupted_run(tmp_path, policy_cfg, rollouts):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = job(tmp_path, "ref", policy_cfg, rollouts, steps=8)
+    subprocess.run(launch_cmd(reference, tmp_path / "out-ref"), check=True, env=env, capture_output=True)
+
+    ck = tmp_path / "checkpoints"
+    resumable = job(tmp_path, "resumable", policy_cfg, rollouts, ck, steps=8, checkpoint_every=1, keep_checkpoints=2)
+    cmd = launch_cmd(resumable, tmp_path / "out")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while not (ck / "step-000003").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "out").exists(), "the run finished before it could be killed"
+    assert len(list(ck.glob("step-*"))) <= 2  # only the last K are kept
+
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed from" in result.stderr
+    assert max_abs_diff(transformer_weights(tmp_path / "out"), transformer_weights(tmp_path / "out-ref")) <= 1e-6
+    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert [h["step"] for h in log["history"]] == list(range(8))
+
+
+def test_a_corrupt_newest_checkpoint_is_skipped_with_a_clear_message(tmp_path, policy_cfg, rollouts, caplog):
+    ck = tmp_path / "ck"
+    run_job(job(tmp_path, "j", policy_cfg, rollouts, ck, steps=3, checkpoint_every=1, keep_checkpoints=3),
+            tmp_path / "out")
+    assert sorted(p.name for p in ck.glob("step-*")) == ["step-000001", "step-000002", "step-000003"]
+    newest = ck / "step-000003" / "trainable.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])  # a partial write
+    (ck / "step-000002" / "manifest.json").unlink()  # an unfinished one
+    with caplog.at_level(logging.WARNING):
+        folder, state = ckpt.latest_valid(ck)
+    assert folder.name == "step-000001" and state["step"] == 1
+    assert "does not match its checksum" in caplog.text and "no readable manifest.json" in caplog.text
+
+
+def test_lora_adapter_loads_into_flux_pipeline_and_reproduces_the_trained_model(tmp_path, policy_cfg, rollouts,
+                                                                               tiny_flux_dir):
+    from diffusers import FluxPipeline
+
+    trainer = run_job(job(tmp_path, "lora", policy_cfg, rollouts, steps=2, finetune="lora", lora_rank=4,
+                          lora_alpha=4.0), tmp_path / "lora-out")
+    assert (tmp_path / "lora-out" / "pytorch_lora_weights.safetensors").exists()
+    trained = sum(p.numel() for p in trainer.params)
+    total = sum(p.numel() for p in trainer.policy.transformer.parameters())
+    assert 0 < trained < total / 2
+
+    pipe = FluxPipeline.from_pretrained(str(tiny_flux_dir))
+    x = torch.randn(1, 4, 4, 4)
+    cond = trainer.policy.encode_prompts(["a red circle"])
+    from srpo.models.flux import FluxPolicy
+
+    base_v = FluxPolicy(pipe).velocity(x, torch.tensor([0.8]), cond, 3.5)
+    pipe.load_lora_weights(str(tmp_path / "lora-out"))
+    lora_v = FluxPolicy(pipe).velocity(x, torch.tensor([0.8]), cond, 3.5)
+    with torch.no_grad():
+        trained_v = trainer.policy.velocity(x, torch.tensor([0.8]), cond, 3.5)
+    assert torch.allclose(lora_v, trained_v, atol=1e-5)
+    assert not torch.allclose(lora_v, base_v, atol=1e-5)
+    image = pipe("a red circle", height=32, width=32, num_inference_steps=2, output_type="pt").images
+    assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
+
+
+def test_full_weights_load_into_flux_pipeline_and_generate(tmp_path, policy_cfg, rollouts, tiny_flux_dir):
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    run_job(job(tmp_path, "full", policy_cfg, rollouts, steps=1), tmp_path / "full-out")
+    transformer = FluxTransformer2DModel.from_pretrained(str(tmp_path / "full-out"))
+    pipe = FluxPipeline.from_pretrained(str(tiny_flux_dir), transformer=transformer)
+    image = pipe("a red circle", height=32, width=32, num_inference_steps=2, output_type="pt").images
+    assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
+
+
+def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, policy_cfg, rollouts):
+    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2), tmp_path / "single-out")
+    launch_processes(job(tmp_path, "ddp", policy_cfg, rollouts, steps=2, batch_size=1), tmp_path / "ddp-out",
+                     num_processes=2, cpu=True)
+    single = transformer_weights(tmp_path / "single-out")
+    ddp = transformer_weights(tmp_path / "ddp-out")
+    assert max_abs_diff(single, ddp) <= 1e-5
+    log = json.loads((tmp_path / "ddp-out" / "training_log.json").read_text())
+    assert log["processes"] == 2
