@@ -112,6 +112,7 @@ class TrainConfig(_Strict):
     num_processes: int = Field(1, ge=1, description="processes the pipeline step launches on its node")
     vae_gradient_checkpointing: bool = False
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N updates (0: never)")
+    checkpoint_dir: Optional[str] = Field(None, description="folder for checkpoints; a rerun resumes from it")
     keep_checkpoints: int = Field(2, ge=1)
     max_bad_steps: int = Field(5, ge=1, description="consecutive non-finite updates before the run stops")
     trackers: list[str] = Field(default_factory=list, description="accelerate trackers, e.g. [tensorboard]")

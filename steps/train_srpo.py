@@ -1,6 +1,8 @@
-"""Run the SRPO / Direct-Align trainer and store the tuned transformer as a model folder."""
+"""Run the SRPO / Direct-Align trainer and store the result as a model folder."""
 
+import json
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -8,27 +10,39 @@ from zenml import log_metadata, step
 
 from srpo.artifacts import ModelFolder, RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
-from srpo.models.flux import load_policy
-from srpo.rewards import RewardConfig, load_reward
-from srpo.training.trainer import SRPOTrainer
+from srpo.models.flux import resolve_device
+from srpo.rewards import RewardConfig
+from srpo.training.launch import launch_processes, run_job, write_job
 from steps._log import library_logging
 
 
 @step
 def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
                train: TrainConfig) -> Annotated[ModelFolder, "tuned_transformer"]:
-    """Apply exactly ``train.steps`` updates; returns the tuned transformer (diffusers, safetensors)."""
+    """Apply exactly ``train.steps`` updates (resuming from ``train.checkpoint_dir`` if it holds a checkpoint).
+
+    ``train.num_processes > 1`` launches that many processes on this node (accelerate on GPUs,
+    torchrun on the CPU). Returns the tuned transformer (full) or the LoRA adapter, both as
+    diffusers-loadable safetensors.
+    """
     library_logging()
-    flux = load_policy(policy)
-    trainer = SRPOTrainer(flux, load_reward(reward, device=flux.device), rollouts, train, rollout)
-    history = trainer.train()
-    out = trainer.save(Path(tempfile.mkdtemp(prefix="srpo-tuned-")))
+    work = Path(tempfile.mkdtemp(prefix="srpo-train-"))
+    job = write_job(work / "job", policy, reward, rollout, train, rollouts)
+    out = work / "out"
+    if train.num_processes > 1:
+        launch_processes(job, out, train.num_processes, cpu=resolve_device(policy.device).type == "cpu")
+    else:
+        run_job(job, out, on_step=lambda e: log_metadata(metadata={f"train_step_{e.step:05d}": asdict(e)}))
+    history = json.loads((out / "training_log.json").read_text())["history"]
+    if train.num_processes > 1:
+        log_metadata(metadata={f"train_step_{h['step']:05d}": h for h in history})
     log_metadata(metadata={
         "steps": len(history),
-        "skipped_updates": trainer.skipped,
-        "d_sigma": trainer.d_sigma,
-        "reward_curve": [h.reward for h in history],
-        "loss_curve": [h.loss for h in history],
-        "seconds_per_step": sum(h.seconds for h in history) / len(history),
+        "skipped_updates": sum(h["skipped"] for h in history),
+        "reward_curve": [h["reward"] for h in history],
+        "loss_curve": [h["loss"] for h in history],
+        "seconds_per_step": sum(h["seconds"] for h in history) / len(history),
+        "finetune": train.finetune,
+        "processes": train.num_processes,
     })
-    return ModelFolder(out, kind="diffusers-transformer")
+    return ModelFolder(out, kind="lora" if train.finetune == "lora" else "diffusers-transformer")

@@ -49,11 +49,14 @@ def latent_image_ids(h: int, w: int, device=None, dtype=torch.float32) -> torch.
     return ids.reshape(-1, 3).to(device=device, dtype=dtype)
 
 
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
 def load_flux_pipeline(location: str, transformer: str | None = None, torch_dtype=torch.float32):
     """``FluxPipeline.from_pretrained`` from a folder, an fsspec URL, a hub id or a built-in name.
 
     ``transformer`` optionally replaces the pipeline's transformer by a diffusers transformer
-    folder (what training saves).
+    folder, or adds a LoRA adapter folder (``pytorch_lora_weights.safetensors``): what training saves.
     """
     from diffusers import FluxPipeline, FluxTransformer2DModel
 
@@ -62,16 +65,22 @@ def load_flux_pipeline(location: str, transformer: str | None = None, torch_dtyp
 
         location = str(builtin_flux_path(location[len(BUILTIN_PREFIX):]))
     source = resolve_model_location(location)
-    kwargs = {}
+    kwargs, lora = {}, None
     if transformer is not None:
-        kwargs["transformer"] = FluxTransformer2DModel.from_pretrained(
-            resolve_model_location(transformer), dtype=torch_dtype)
+        tuned = resolve_model_location(transformer)
+        if (Path(tuned) / LORA_WEIGHTS).exists():
+            lora = tuned  # a LoRA adapter saved by the trainer: applied on top of the base transformer
+        else:
+            kwargs["transformer"] = FluxTransformer2DModel.from_pretrained(tuned, dtype=torch_dtype)
     try:
-        return FluxPipeline.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        pipe = FluxPipeline.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except OSError as err:
         raise OSError(f"could not load a FLUX pipeline from {location!r}: {err}. A local folder must "
                       "hold a diffusers layout (model_index.json, transformer/, vae/, text_encoder/, "
                       "text_encoder_2/, tokenizer/, tokenizer_2/, scheduler/)") from err
+    if lora is not None:
+        pipe.load_lora_weights(lora)
+    return pipe
 
 
 class FluxPolicy:

@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
               train: TrainConfig, rollouts: RolloutSet, checkpoint_dir: str | None = None) -> Path:
+    """Write a job folder; ``checkpoint_dir`` defaults to ``train.checkpoint_dir``."""
     job_dir = Path(job_dir)
+    checkpoint_dir = checkpoint_dir or train.checkpoint_dir
     rollouts.save(job_dir / "rollouts")
     job = {"policy": policy.model_dump(mode="json"), "reward": reward.model_dump(mode="json"),
            "rollout": rollout.model_dump(mode="json"), "train": train.model_dump(mode="json"),

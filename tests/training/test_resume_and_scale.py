@@ -143,3 +143,13 @@ def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, pol
     assert max_abs_diff(single, ddp) <= 1e-5
     log = json.loads((tmp_path / "ddp-out" / "training_log.json").read_text())
     assert log["processes"] == 2
+
+
+def test_evaluation_loader_applies_a_saved_lora_adapter(tmp_path, policy_cfg, rollouts):
+    trainer = run_job(job(tmp_path, "lora2", policy_cfg, rollouts, steps=1, finetune="lora", lora_rank=2,
+                          lora_alpha=2.0), tmp_path / "lora2-out")
+    tuned = load_policy(policy_cfg, transformer=str(tmp_path / "lora2-out"))
+    x, cond = torch.randn(1, 4, 4, 4), tuned.encode_prompts(["a cat"])
+    with torch.no_grad():
+        assert torch.allclose(tuned.velocity(x, torch.tensor([0.7]), cond, 3.5),
+                              trainer.policy.velocity(x, torch.tensor([0.7]), cond, 3.5), atol=1e-5)
