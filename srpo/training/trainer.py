@@ -345,7 +345,11 @@ class SRPOTrainer:
         acc = self.accelerator
         model_state = self.trainable_state()
         optim_state = self.optimizer.state_dict() if self.cfg.distributed == "ddp" else _fsdp_optim_state(self)
-        rng_states = acc.gather_object([torch.random.get_rng_state()]) if self.world > 1 else [torch.random.get_rng_state()]
+        rng_states = [torch.random.get_rng_state()]
+        if self.world > 1:
+            from accelerate.utils import gather_object
+
+            rng_states = gather_object(rng_states)  # every rank's state, in rank order
         path = None
         if acc.is_main_process:
             state = {"step": step, "world_size": self.world, "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row,

@@ -134,15 +134,22 @@ def test_full_weights_load_into_flux_pipeline_and_generate(tmp_path, policy_cfg,
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
 
 
-def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, policy_cfg, rollouts):
+@pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
+def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, policy_cfg, rollouts, distributed):
     run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2), tmp_path / "single-out")
-    launch_processes(job(tmp_path, "ddp", policy_cfg, rollouts, steps=2, batch_size=1), tmp_path / "ddp-out",
-                     num_processes=2, cpu=True)
+    ck = tmp_path / "ck"
+    two = job(tmp_path, "two", policy_cfg, rollouts, ck, steps=2, batch_size=1, distributed=distributed,
+              checkpoint_every=1)
+    launch_processes(two, tmp_path / "two-out", num_processes=2, cpu=True)
     single = transformer_weights(tmp_path / "single-out")
-    ddp = transformer_weights(tmp_path / "ddp-out")
-    assert max_abs_diff(single, ddp) <= 1e-5
-    log = json.loads((tmp_path / "ddp-out" / "training_log.json").read_text())
+    assert max_abs_diff(single, transformer_weights(tmp_path / "two-out")) <= 1e-5
+    log = json.loads((tmp_path / "two-out" / "training_log.json").read_text())
     assert log["processes"] == 2
+    state = json.loads((ck / "step-000002" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and (ck / "step-000002" / "rng-rank1.pt").exists()
+    if distributed == "fsdp":  # the sharded model and optimizer load back: resuming at the end changes nothing
+        launch_processes(two, tmp_path / "again-out", num_processes=2, cpu=True)
+        assert max_abs_diff(transformer_weights(tmp_path / "again-out"), transformer_weights(tmp_path / "two-out")) == 0
 
 
 def test_evaluation_loader_applies_a_saved_lora_adapter(tmp_path, policy_cfg, rollouts):
