@@ -1,0 +1,55 @@
+"""Shared measuring tools for the benchmarks."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from typing import Callable
+
+import torch
+
+
+def emit(result: dict) -> None:
+    """Print the benchmark's result as one JSON object on the last line of output."""
+    print(json.dumps(result, sort_keys=True))
+
+
+def machine() -> dict:
+    info = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def time_it(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: bool = False) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if sync:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if sync:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype=torch.float32) -> float:
+    """Best achieved GFLOP/s of an n x n x n matmul: this machine's practical peak."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = time_it(lambda: a @ b, repeats, warmup=2, sync=device != "cpu")
+    return 2 * n**3 / min(times) / 1e9
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs that ``fn`` performs (matmuls, convolutions, attention), by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()

@@ -1,0 +1,104 @@
+"""Cost of one training update on the CPU: Direct-Align / SRPO vs DRaFT-LV vs full-chain backprop.
+
+    python -m benchmarks.step_cost            # mid-size FLUX (~36M transformer params), 128 px
+    python -m benchmarks.step_cost --quick    # tiny FLUX, for a smoke run
+
+Every method trains the same FLUX config with the same tiny CLIP reward on the same clean
+samples, in offline mode (x0 given, fresh noise), so that the update itself is measured: one
+Direct-Align step (``direct_align``), the same plus the inversion branch (``srpo``), DRaFT-LV
+(one-step prediction from the last sampler level, 2 noise draws) and DRaFT-K through the whole
+sampler (``full_chain``, 10 steps). Each method runs in its own process so that its peak
+resident memory (``peak_rss_mb``, model load included) is its own.
+
+FLOPs per update are counted by torch's FLOP counter (matmuls, convolutions, attention; the
+transformer, the VAE decoder and the reward tower, forward and backward). ``achieved_share`` is
+the SRPO update's FLOP/s over this machine's measured fp32 matmul peak (``peak_gflops``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import count_flops, emit, machine, matmul_peak_gflops, time_it
+
+MID = dict(num_layers=2, num_single_layers=4, num_heads=8, head_dim=64, axes_dims_rope=(16, 24, 24),
+           text_dim=256, pooled_dim=256, latent_channels=16, vae_channels=32, t5_max_length=32)
+QUICK = dict()
+METHODS = {
+    "direct_align": dict(method="direct_align", inversion=False, num_injections=1),
+    "srpo": dict(method="srpo", inversion=True, num_injections=1),
+    "draft_lv": dict(method="draft_lv", inversion=False, num_injections=2),
+    "full_chain": dict(method="draft", inversion=False, draft_steps=10),
+}
+
+
+def measure(method: str, quick: bool, size: int, batch: int, repeats: int) -> dict:
+    from srpo.artifacts import RolloutSet
+    from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
+    from srpo.models.flux import load_policy
+    from srpo.models.tiny import TinyFluxSpec, save_tiny_flux
+    from srpo.rewards import RewardConfig, load_reward
+    from srpo.training.trainer import SRPOTrainer
+
+    folder = save_tiny_flux(Path(tempfile.mkdtemp()) / "flux", TinyFluxSpec(**(QUICK if quick else MID)), seed=0)
+    policy_cfg = PolicyConfig(pretrained=str(folder), height=size, width=size, device="cpu")
+    policy = load_policy(policy_cfg)
+    shape = policy.latent_shape(size, size)
+    g = torch.Generator().manual_seed(0)
+    prompts = [f"a photo of object {i}" for i in range(batch)]
+    data = RolloutSet(prompts, torch.randn(batch, *shape, generator=g), torch.randn(batch, *shape, generator=g),
+                      "offline", size, size)
+    rollout_cfg = RolloutConfig(num_steps=10)
+    cfg = TrainConfig(steps=10_000, batch_size=batch, learning_rate=1e-6, **METHODS[method])
+    trainer = SRPOTrainer(policy, load_reward(RewardConfig(name="clip", checkpoint="builtin:tiny")), data, cfg,
+                          rollout_cfg)
+    step = iter(range(10_000))
+    flops = count_flops(lambda: trainer.train_step(next(step)))
+    times = time_it(lambda: trainer.train_step(next(step)), repeats, warmup=1)
+    cond = policy.encode_prompts(prompts)
+    rollout_s = min(time_it(lambda: policy.rollout(cond, data.eps, 1), 3, warmup=1))  # one no-grad sampler step
+    seconds = sorted(times)[len(times) // 2]
+    return {"name": method, "seconds_per_update": seconds, "gflops_per_update": flops / 1e9,
+            "achieved_gflops": flops / seconds / 1e9, "rollout_seconds_per_sampler_step": rollout_s,
+            "transformer_params": sum(p.numel() for p in policy.transformer.parameters()),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model, for a smoke run")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--method", choices=sorted(METHODS), help=argparse.SUPPRESS)  # child process
+    args = parser.parse_args()
+    if args.method:
+        print(json.dumps(measure(args.method, args.quick, args.size, args.batch, args.repeats)))
+        return
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s", flush=True)
+    results = []
+    for method in METHODS:
+        cmd = [sys.executable, "-m", "benchmarks.step_cost", "--method", method, "--size", str(args.size),
+               "--batch", str(args.batch), "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        results.append(json.loads(out))
+        r = results[-1]
+        print(f"{method:>13}: {r['seconds_per_update']:.3f} s/update  {r['gflops_per_update']:.2f} GFLOP  "
+              f"{r['achieved_gflops']:.1f} GFLOP/s  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    srpo = next(r for r in results if r["name"] == "srpo")
+    emit({"benchmark": "step_cost", "quick": args.quick, "size": args.size, "batch": args.batch,
+          "methods": results, "peak_gflops": peak, "achieved_share": srpo["achieved_gflops"] / peak,
+          "machine": machine()})
+
+
+if __name__ == "__main__":
+    main()
