@@ -279,15 +279,15 @@ class SRPOTrainer:
         grad_norm = float(grad_norm) if grad_norm is not None else 0.0
         stats = acc.reduce(torch.stack([total_loss, *rewards.values()]), reduction="mean").tolist()
         loss_value, reward_values = stats[0], dict(zip(branches, stats[1:]))
-        skipped = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
+        skipped = not all(math.isfinite(v) for v in (*stats, grad_norm))  # rewards, loss and gradient
         if skipped:
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
             self.bad_in_a_row += 1
-            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
+            log.warning("step %d: non-finite reward, loss or gradient, update skipped (%d in a row, %d in all)",
                         step, self.bad_in_a_row, self.skipped)
             if self.bad_in_a_row >= cfg.max_bad_steps:
-                raise NonFiniteError(f"{self.bad_in_a_row} updates in a row had non-finite loss or gradients; "
+                raise NonFiniteError(f"{self.bad_in_a_row} updates in a row had a non-finite reward, loss or gradient; "
                                      "the last good checkpoint is kept. Check the learning rate, dtype and reward "
                                      "scale, then resume")
         else:
@@ -314,7 +314,8 @@ class SRPOTrainer:
                 if on_step is not None:
                     on_step(entry)
                 every = self.cfg.checkpoint_every
-                if self.checkpoint_dir and every and ((step + 1) % every == 0 or step + 1 == self.cfg.steps):
+                due = every and ((step + 1) % every == 0 or step + 1 == self.cfg.steps)
+                if self.checkpoint_dir and due and self.bad_in_a_row == 0:  # never replace a good one by a bad streak
                     self.save_checkpoint(step + 1)
         finally:
             bar.close()

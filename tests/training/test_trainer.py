@@ -168,3 +168,27 @@ def test_draft_baselines_share_the_update_path(policy_cfg, reward, rollouts, met
 def test_draft_steps_beyond_the_rollout_are_refused(policy_cfg, reward, rollouts):
     with pytest.raises(ValueError, match="full chain"):
         make_trainer(policy_cfg, reward, rollouts, method="draft", inversion=False, draft_steps=5)
+
+
+def test_vae_gradient_checkpointing_changes_memory_not_results(policy_cfg, reward, rollouts):
+    plain = make_trainer(policy_cfg, reward, rollouts, steps=1)
+    checkpointed = make_trainer(policy_cfg, reward, rollouts, steps=1, vae_gradient_checkpointing=True)
+    plain.train()
+    checkpointed.train()
+    assert checkpointed.policy.pipe.vae.decoder.gradient_checkpointing
+    a, b = weights(plain), weights(checkpointed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    assert not torch.is_anomaly_enabled()
+
+
+def test_a_bad_streak_stops_the_run_and_keeps_the_last_good_checkpoint(policy_cfg, reward, rollouts, tmp_path):
+    cfg = TrainConfig(steps=8, batch_size=2, learning_rate=1e-3, max_grad_norm=1.0, checkpoint_every=1,
+                      keep_checkpoints=2, max_bad_steps=2)
+    trainer = SRPOTrainer(load_policy(policy_cfg), reward, rollouts, cfg, ROLLOUT, checkpoint_dir=tmp_path)
+    good_reward = trainer.branch_reward
+    trainer.branch_reward = lambda branch, images, txt, i: (
+        good_reward(branch, images, txt, i) if len(trainer.history) < 3 else torch.full((2,), math.inf, requires_grad=True))  # hinge: zero loss, yet not finite
+    with pytest.raises(NonFiniteError, match="last good checkpoint is kept"):
+        trainer.train()
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-000002", "step-000003"]
+    assert [h.skipped for h in trainer.history] == [False, False, False, True]
