@@ -92,6 +92,11 @@ class FluxPolicy:
     def __init__(self, pipe, device: str | torch.device = "cpu", autocast_dtype: torch.dtype | None = None):
         self.pipe = pipe.to(device)
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            # cuDNN's fused attention (PyTorch 2.11, H200) gave non-finite gradients for FLUX's joint
+            # text-image attention and an illegal memory access at FLUX.1 size; flash and
+            # memory-efficient attention are exact there. See docs/performance.md.
+            torch.backends.cuda.enable_cudnn_sdp(False)
         self.autocast_dtype = autocast_dtype  # bf16 on GPU; None = full precision
         for frozen in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
             frozen.requires_grad_(False).eval()
