@@ -11,7 +11,8 @@ Measures, with bf16 weights and autocast, flash/SDPA attention as PyTorch picks 
 - model-FLOPs utilisation, counting FLOPs as the issue defines them: forward
   ``2 * 6.46e9 * N + 57 * 4 * 3072 * N**2`` with N image + text tokens, backward twice the
   forward (so an update of two micro-steps counts 6 forward-equivalents), over the card's dense
-  bf16 peak. VAE and reward FLOPs are not counted (they are small here), so MFU is a lower bound.
+  bf16 peak. VAE and reward FLOPs are not counted (about 2.5% of the FLOPs, but a quarter of the
+  eager update time at 720 px), so MFU is a lower bound. ``--transformer-only`` leaves them out.
 Then the same with ``torch.compile`` on the repeated transformer blocks, if time allows.
 """
 
