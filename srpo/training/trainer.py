@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -130,8 +131,11 @@ class SRPOTrainer:
         if cfg.vae_gradient_checkpointing:
             self.policy.pipe.vae.enable_gradient_checkpointing()
         self.reward.requires_grad_(False).eval()
+        # fused AdamW: one kernel over all parameters (CPU and CUDA); FSDP's sharded
+        # parameters take the multi-tensor path instead
         optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, betas=cfg.betas,
-                                      weight_decay=cfg.weight_decay)
+                                      weight_decay=cfg.weight_decay, fused=cfg.distributed != "fsdp",
+                                      foreach=False if cfg.distributed != "fsdp" else None)
         self.scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
         module, self.optimizer, self.scheduler = self.accelerator.prepare(transformer, optimizer, self.scheduler)
         self.policy.denoiser = module  # forwards go through the DDP/FSDP wrapper
@@ -268,7 +272,7 @@ class SRPOTrainer:
         for n, (j, (grid_index, t, weight), branch) in enumerate(micro):
             draw = lambda: self.fresh_noise(step, f"draw{j}", x0.shape[1:])  # noqa: E731 (DRaFT-LV only)
             sync = n == len(micro) - 1  # all-reduce gradients once, after the last micro-step
-            with acc.no_sync(self.policy.denoiser) if not sync and self.world > 1 else _nullcontext():
+            with acc.no_sync(self.policy.denoiser) if not sync and self.world > 1 else nullcontext():
                 x0_hat = self.recover(branch, x0, eps, t, velocity, draw)
                 r = self.branch_reward(branch, self.policy.decode(x0_hat), txt, grid_index)  # [B]
                 loss = weight * reward_loss(r, cfg.loss, cfg.tau) / len(micro)
@@ -423,14 +427,6 @@ class SRPOTrainer:
         if self.cfg.trackers:
             acc.end_training()
         return out_dir
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _fsdp_optim_state(trainer: SRPOTrainer) -> dict:
