@@ -12,7 +12,9 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -79,6 +81,29 @@ def _mirror_remote(url: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextmanager
+def atomic_directory(target: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``target``; on success it becomes ``target``.
+
+    On an exception the temporary folder is removed and ``target`` is left as it was, so a
+    crash never leaves a half-written folder under the final name. With ``replace=False`` an
+    existing ``target`` (for example one a concurrent builder finished first) is kept and the
+    new folder discarded.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
+    try:
+        yield tmp
+        if target.exists():
+            if not replace:
+                return
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -8,15 +8,13 @@ tiny width, with random weights from a fixed seed and tokenizers made offline. I
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
+from typing import Optional
 
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from srpo.io import cache_dir
+from srpo.io import atomic_directory, cache_dir
 from srpo.models.tokenizers import clip_tokenizer, t5_tokenizer
 
 
@@ -34,7 +32,10 @@ class TinyFluxSpec(BaseModel):
     pooled_dim: int = 32  # CLIP hidden size = pooled_projection_dim
     latent_channels: int = 4  # FLUX.1: 16
     vae_channels: int = 8
+    vae_block_channels: Optional[tuple[int, int, int, int]] = None  # per VAE level; default 4 x vae_channels
+    vae_norm_groups: Optional[int] = None  # default min(vae_channels, 4)
     t5_max_length: int = 32
+    t5_words: Optional[tuple[str, ...]] = None  # T5 vocabulary; default DEFAULT_T5_WORDS
 
 
 def build_tiny_flux_pipeline(spec: TinyFluxSpec = TinyFluxSpec(), seed: int = 0):
@@ -61,8 +62,9 @@ def build_tiny_flux_pipeline(spec: TinyFluxSpec = TinyFluxSpec(), seed: int = 0)
     vae = AutoencoderKL(
         in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(c, c, c, c),  # 4 levels: x8 like FLUX's VAE
-        layers_per_block=1, latent_channels=spec.latent_channels, norm_num_groups=min(c, 4),
+        block_out_channels=spec.vae_block_channels or (c, c, c, c),  # 4 levels: x8 like FLUX's VAE
+        layers_per_block=1, latent_channels=spec.latent_channels,
+        norm_num_groups=spec.vae_norm_groups or min(c, 4),
         scaling_factor=0.3611, shift_factor=0.1159,  # FLUX.1's values
         use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False,
     )
@@ -72,7 +74,8 @@ def build_tiny_flux_pipeline(spec: TinyFluxSpec = TinyFluxSpec(), seed: int = 0)
         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=77,
         projection_dim=spec.pooled_dim, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
     ))
-    tok_t5 = t5_tokenizer(model_max_length=spec.t5_max_length)
+    tok_t5 = (t5_tokenizer(spec.t5_words, model_max_length=spec.t5_max_length) if spec.t5_words
+              else t5_tokenizer(model_max_length=spec.t5_max_length))
     t5 = T5EncoderModel(T5Config(
         vocab_size=len(tok_t5), d_model=spec.text_dim, d_kv=spec.text_dim // 4, d_ff=2 * spec.text_dim,
         num_layers=2, num_heads=4, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
@@ -84,25 +87,24 @@ def build_tiny_flux_pipeline(spec: TinyFluxSpec = TinyFluxSpec(), seed: int = 0)
 
 def save_tiny_flux(out_dir: str | Path, spec: TinyFluxSpec = TinyFluxSpec(), seed: int = 0) -> Path:
     """Build and ``save_pretrained`` a tiny FLUX pipeline (safetensors), atomically."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
+    with atomic_directory(Path(out_dir)) as tmp:
         build_tiny_flux_pipeline(spec, seed).save_pretrained(tmp, safe_serialization=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir)
 
 
 BUILTIN_FLUX = {"tiny-flux": TinyFluxSpec()}
 
 
 def builtin_flux_path(name: str, seed: int = 0) -> Path:
-    """The folder of built-in pipeline ``name`` (``builtin:tiny-flux``), built on first use."""
+    """The folder of built-in pipeline ``name`` (``builtin:tiny-flux``), built on first use.
+
+    ``builtin:shapes-flux`` is the shapes world's trained generator, published by the
+    ``shapes_bootstrap`` pipeline (see :mod:`srpo.world.publish`).
+    """
+    from srpo.world.publish import WORLD_MODELS, published_path
+
+    if name in WORLD_MODELS:
+        return published_path(name)
     if name not in BUILTIN_FLUX:
         raise ValueError(f"unknown built-in model {name!r}: known are {sorted(BUILTIN_FLUX)}")
     path = cache_dir() / "builtin" / f"{name}-seed{seed}"

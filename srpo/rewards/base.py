@@ -22,14 +22,13 @@ caller's ``.train()`` reaches it. Adapters (open_clip, transformers) subclass
 from __future__ import annotations
 
 import abc
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from srpo.io import atomic_directory
 
 #: OpenAI CLIP's pixel normalisation (also used by HPS v2.1, PickScore and laion CLIP-H).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
@@ -156,15 +155,6 @@ def build_once(target: Path, build: Callable[[Path], None]) -> Path:
     """
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic_directory(target, replace=False) as tmp:
         build(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # not a lost race with another builder
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -20,11 +20,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from srpo.io import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,8 @@ def checkpoint_name(step: int) -> str:
 
 def write_checkpoint(root: Path, step: int, files: dict[str, Any], keep: int) -> Path:
     """Write ``files`` (name -> writer(path)) as checkpoint ``step`` under ``root``; keep the last ``keep``."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{checkpoint_name(step)}-"))
-    try:
+    final = root / checkpoint_name(step)
+    with atomic_directory(final) as tmp:
         for name, write in files.items():
             write(tmp / name)
         manifest = {name: {"size": (tmp / name).stat().st_size, "sha256": sha256(tmp / name)} for name in files}
@@ -61,13 +61,6 @@ def write_checkpoint(root: Path, step: int, files: dict[str, Any], keep: int) ->
         for f in tmp.iterdir():  # make the bytes durable before the rename publishes them
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        final = root / checkpoint_name(step)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     prune(root, keep)
     return final
 

@@ -13,26 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
+from srpo.config import RolloutConfig, TrainConfig
 from srpo.models.flux import load_policy
 from srpo.rewards import RewardConfig
 from srpo.training import checkpoint as ckpt
 from srpo.training.launch import launch_processes, run_job, write_job
-from srpo.training.rollouts import generate_rollouts
 
-PROMPTS = ["a red circle", "a blue square", "a black cat", "a white bird"]
-ROLLOUT = RolloutConfig(num_steps=3)
+ROLLOUT = RolloutConfig(num_steps=4)  # the same as the rollout_cfg fixture
 REWARD = RewardConfig(name="clip", checkpoint="builtin:tiny")
-
-
-@pytest.fixture(scope="module")
-def policy_cfg(tiny_flux_dir):
-    return PolicyConfig(pretrained=str(tiny_flux_dir), height=32, width=32, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def rollouts(policy_cfg):
-    return generate_rollouts(load_policy(policy_cfg), PROMPTS, ROLLOUT, policy_cfg)
 
 
 def job(tmp_path, name, policy_cfg, rollouts, checkpoint_dir=None, **train):

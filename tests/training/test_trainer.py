@@ -10,26 +10,14 @@ from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.models.flux import load_policy
 from srpo.rewards import RewardConfig, load_reward
-from srpo.training.rollouts import generate_rollouts
 from srpo.training.trainer import NonFiniteError, SRPOTrainer
 
-PROMPTS = ["a red circle", "a blue square", "a black cat", "a white bird"]
-ROLLOUT = RolloutConfig(num_steps=4)
+ROLLOUT = RolloutConfig(num_steps=4)  # the same as the rollout_cfg fixture
 
 
 @pytest.fixture(scope="module")
 def reward():
     return load_reward(RewardConfig(name="clip", checkpoint="builtin:tiny"))
-
-
-@pytest.fixture(scope="module")
-def policy_cfg(tiny_flux_dir):
-    return PolicyConfig(pretrained=str(tiny_flux_dir), height=32, width=32, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def rollouts(policy_cfg):
-    return generate_rollouts(load_policy(policy_cfg), PROMPTS, ROLLOUT, policy_cfg)
 
 
 def make_trainer(policy_cfg, reward, rollouts, **overrides):
