@@ -27,11 +27,15 @@ install: $(STAMP)
 test: $(STAMP)
 	ZENML_CONFIG_PATH=$$(mktemp -d) SRPO_CACHE=$$(mktemp -d) $(PY) -m pytest -q tests
 
+DEMO_ENV := ZENML_CONFIG_PATH=$(DEMO_HOME)/zenml SRPO_CACHE=$(DEMO_HOME)/cache
+
+# The shapes world: bootstrap (cached after the first run), then SRPO steering it, then the table.
 demo: $(STAMP)
 	mkdir -p $(DEMO_HOME)
-	ZENML_CONFIG_PATH=$(DEMO_HOME)/zenml SRPO_CACHE=$(DEMO_HOME)/cache \
-	  $(VENV)/bin/zenml pipeline run pipelines.training.srpo_training --config configs/tiny_cpu.yaml
-	ZENML_CONFIG_PATH=$(DEMO_HOME)/zenml $(PY) -m pipelines.summary srpo_training
+	$(DEMO_ENV) $(VENV)/bin/zenml pipeline run pipelines.bootstrap.shapes_bootstrap --config configs/shapes_bootstrap.yaml
+	$(DEMO_ENV) $(VENV)/bin/zenml pipeline run pipelines.training.srpo_training --config configs/shapes_demo.yaml
+	@$(DEMO_ENV) $(PY) -m pipelines.summary shapes_bootstrap
+	@$(DEMO_ENV) $(PY) -m pipelines.summary srpo_training
 
 clean:
 	rm -rf $(DEMO_HOME)

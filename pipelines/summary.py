@@ -25,6 +25,20 @@ def latest_run_summary(pipeline_name: str) -> str:
         for metric in metrics:
             row = "".join(f"{means[m][metric]:>12.4f}" for m in means)
             lines.append(f"{metric:<12}{row}{result['deltas'][f'delta_{metric}']:>+12.4f}")
+    checks = run.steps.get("check_world")
+    if checks is not None:  # shapes_bootstrap: the world's models against the bootstrap targets
+        report = checks.outputs["world_checks"][0].load()
+        rew, gen = report["reward"], report["generator"]
+        lines.append(f"reward ranks the true attribute word above its opposite: {100 * rew['attribute_words']:.1f}% "
+                     f"of held-out images (target {100 * report['targets']['reward_attribute_words']:.0f}%)")
+        lines.append(f"generator samples with both colours right: {100 * gen['colours']:.1f}% of "
+                     f"{gen['num_samples']} (target {100 * report['targets']['generator_colours']:.0f}%); "
+                     f"foreground {100 * gen['fidelity']['fg']:.1f}%, background {100 * gen['fidelity']['bg']:.1f}%")
+        lines.append(f"targets {'reached' if report['passed'] else 'NOT reached'}")
+    world = run.steps.get("world_report")
+    if world is not None:  # shapes world: the steered attribute, fidelity and reward before/after
+        lines.append("")
+        lines.append(world.outputs["world_report"][0].load()["table"])
     return "\n".join(lines)
 
 

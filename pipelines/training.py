@@ -1,19 +1,30 @@
-"""``srpo_training``: prompts -> rollouts -> SRPO training -> evaluation.
+"""``srpo_training``: prompts -> rollouts -> SRPO training -> evaluation -> human-eval export.
 
     zenml pipeline run pipelines.training.srpo_training --config configs/tiny_cpu.yaml
+
+Every run carries a version of a ZenML Model (Model Control Plane): ``srpo`` unless the config's
+``model:`` section names another; the tuned transformer is its MODEL artifact and the evaluation
+numbers are its metadata. Before anything runs, the active stack's artifact store is checked
+(``pipelines/preflight.py``), so a down S3 endpoint or wrong keys fail at once with the fix.
 """
 
 from typing import Optional
 
-from zenml import pipeline
+from zenml import Model, pipeline
 
 from srpo.config import EvalConfig, PolicyConfig, RolloutConfig, TrainConfig
+from srpo.evaluation.config import EvalReportConfig, HumanEvalConfig, MetricConfig
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
-from steps import evaluate, generate_rollouts, prepare_prompts, train_srpo
+from srpo.world.report import WorldReportConfig
+from pipelines.preflight import check_artifact_store
+from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo
+from steps.world_report import world_report
+
+DEFAULT_MODEL = Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"])
 
 
-@pipeline
+@pipeline(model=DEFAULT_MODEL)
 def srpo_training(
     prompts: PromptConfig,
     reward: RewardConfig,
@@ -22,9 +33,19 @@ def srpo_training(
     train: TrainConfig = TrainConfig(),
     evaluation: EvalConfig = EvalConfig(),
     extra_rewards: Optional[dict[str, RewardConfig]] = None,
+    metrics: Optional[dict[str, MetricConfig]] = None,
+    report: EvalReportConfig = EvalReportConfig(),
+    human_eval: HumanEvalConfig = HumanEvalConfig(),
+    world: Optional[WorldReportConfig] = None,
 ) -> None:
+    check_artifact_store()
     train_prompts, heldout_prompts = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
     tuned = train_srpo(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train)
-    evaluate(heldout_prompts=heldout_prompts, tuned=tuned, policy=policy, reward=reward,
-             evaluation=evaluation, extra_rewards=extra_rewards)
+    _, results = evaluate(heldout_prompts=heldout_prompts, tuned=tuned, policy=policy, reward=reward,
+                          evaluation=evaluation, extra_rewards=extra_rewards, metrics=metrics, report=report)
+    if human_eval.enabled:
+        export_human_eval(results=results, config=human_eval)
+    if world is not None:  # shapes world: before/after table, grids and curves (configs/shapes_demo.yaml)
+        world_report(rollouts=rollout_set, tuned=tuned, policy=policy, reward=reward, rollout=rollouts, train=train,
+                     world=world)

@@ -1,29 +1,47 @@
-"""Score the base and the tuned model on held-out prompts with every configured reward."""
+"""Generate with every model and score with every metric: the evaluation of both pipelines.
 
-from typing import Annotated, Optional
+``srpo_training`` passes its held-out prompts, the tuned transformer and its reward(s);
+``srpo_evaluation`` passes a benchmark's prompts and categories, the models and the metrics.
+Both run :func:`srpo.evaluation.suite.evaluate_suite`.
+"""
 
-from zenml import log_metadata, step
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional, Tuple
+
+from zenml import get_step_context, log_metadata, step
 
 from srpo.artifacts import ModelFolder
 from srpo.config import EvalConfig, PolicyConfig
-from srpo.evaluation.scoring import evaluate_models
-from srpo.models.flux import load_policy
-from srpo.rewards import RewardConfig, load_reward
+from srpo.evaluation.artifacts import EvalResults
+from srpo.evaluation.config import EvalReportConfig, MetricConfig, ModelSpec
+from srpo.evaluation.suite import evaluate_suite
+from srpo.rewards import RewardConfig
 from steps._log import library_logging
 
 
 @step
-def evaluate(heldout_prompts: list[str], tuned: ModelFolder, policy: PolicyConfig, reward: RewardConfig,
-             evaluation: EvalConfig, extra_rewards: Optional[dict[str, RewardConfig]] = None) -> Annotated[
-    dict, "evaluation"
-]:
-    """Mean score per model and metric (``base`` vs ``tuned``), also logged as run metadata."""
+def evaluate(
+    heldout_prompts: list[str],
+    policy: PolicyConfig,
+    evaluation: EvalConfig,
+    tuned: Optional[ModelFolder] = None,
+    reward: Optional[RewardConfig] = None,
+    extra_rewards: Optional[dict[str, RewardConfig]] = None,
+    categories: Optional[list[str]] = None,
+    models: Optional[dict[str, ModelSpec]] = None,
+    metrics: Optional[dict[str, MetricConfig]] = None,
+    report: EvalReportConfig = EvalReportConfig(),
+) -> Tuple[Annotated[dict, "evaluation"], Annotated[EvalResults, "evaluation_results"]]:
+    """Mean score per model and metric (``evaluation``) and the full results with images and CIs."""
     library_logging()
-    metrics = {"reward": reward, **(extra_rewards or {})}
-    rewards = {name: load_reward(cfg) for name, cfg in metrics.items()}
-    loaders = {"base": lambda: load_policy(policy),
-               "tuned": lambda: load_policy(policy, transformer=str(tuned.path))}
-    report = evaluate_models(loaders, heldout_prompts, rewards, evaluation, policy.height, policy.width)
-    deltas = {f"delta_{m}": report.delta(m) for m in rewards}
-    log_metadata(metadata={"means": report.means, **deltas, "num_prompts": len(report.prompts)})
-    return {**report.as_dict(), "deltas": deltas}
+    summary, results = evaluate_suite(
+        heldout_prompts, Path(tempfile.mkdtemp(prefix="srpo-eval-")) / "results", policy=policy,
+        evaluation=evaluation, report=report, categories=categories,
+        tuned=str(tuned.path) if tuned is not None else None, models=models, reward=reward,
+        extra_rewards=extra_rewards, metrics=metrics)
+    log_metadata(metadata={"means": summary["means"], **summary["deltas"], "num_prompts": len(summary["prompts"])})
+    if get_step_context().model_version is not None:  # the run's Model version (lineage) gets the numbers too
+        log_metadata(metadata={"evaluation_means": summary["means"], **summary["deltas"],
+                               "num_prompts": len(summary["prompts"])}, infer_model=True)
+    return summary, results

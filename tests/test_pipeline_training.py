@@ -30,7 +30,7 @@ def test_tiny_pipeline_runs_and_is_reproducible(zenml_client, tmp_path):
     first = run_tiny(tmp_path, enable_cache=False)
     run = zenml_client.get_pipeline_run(first.id)
     assert run.status == "completed"
-    assert set(run.steps) == {"prepare_prompts", "generate_rollouts", "train_srpo", "evaluate"}
+    assert set(run.steps) == {"prepare_prompts", "generate_rollouts", "train_srpo", "evaluate", "export_human_eval"}
 
     train, heldout = (run.steps["prepare_prompts"].outputs[k][0].load() for k in ("train_prompts", "heldout_prompts"))
     assert train and heldout and not set(train) & set(heldout)
@@ -48,6 +48,12 @@ def test_tiny_pipeline_runs_and_is_reproducible(zenml_client, tmp_path):
     assert set(evaluation["means"]) == {"base", "tuned"}
     assert evaluation["prompts"] == heldout
     assert "delta_reward" in run.steps["evaluate"].run_metadata
+    # the same evaluation as srpo_evaluation: full results with intervals and images, then the human-eval export
+    results = run.steps["evaluate"].outputs["evaluation_results"][0].load().read_json()
+    assert results["models"] == ["base", "tuned"] and [it["prompt"] for it in results["items"]] == heldout
+    assert {(r["model"], r["metric"]) for r in results["deltas"]} == {("tuned", "reward")}
+    key = run.steps["export_human_eval"].outputs["human_eval_key"][0].load()
+    assert set(key["studies"]) == {"quality"} and key["studies"]["quality"]["models"] == ["base", "tuned"]
 
     second = zenml_client.get_pipeline_run(run_tiny(tmp_path, enable_cache=False).id)
     _, weights_again = tuned_weights(second)

@@ -1,4 +1,4 @@
-"""Score base and tuned models on held-out prompts with fixed seeds.
+"""Evaluation seeds and in-memory helpers (the runner itself is :mod:`srpo.evaluation.runner`).
 
 Generation follows the paper's protocol: one image per prompt, seed ``42 + index * 1000``,
 deterministic Euler sampling on the shifted schedule with the evaluation guidance. Every model
@@ -68,17 +68,22 @@ def score_images(images: torch.Tensor, prompts: Sequence[str], rewards: Mapping[
 
 def evaluate_models(load_policy: Mapping[str, Callable[[], FluxPolicy]], prompts: Sequence[str],
                     rewards: Mapping[str, RewardModel], cfg: EvalConfig, height: int, width: int) -> EvalReport:
-    """Generate with each model (loaded one at a time) and score with every reward."""
-    prompts = list(prompts[: cfg.num_prompts] if cfg.num_prompts else prompts)
-    if not prompts:
-        raise ValueError("no held-out prompts to evaluate on: raise prompts.heldout_fraction")
-    report = EvalReport(prompts=prompts)
-    for model_name, load in load_policy.items():
-        policy = load()
-        images = generate_images(policy, prompts, cfg, height, width)
-        scores = score_images(images, prompts, rewards)
-        report.per_prompt[model_name] = {m: s.tolist() for m, s in scores.items()}
-        report.means[model_name] = {m: float(s.mean()) for m, s in scores.items()}
-        log.info("evaluated %s: %s", model_name, report.means[model_name])
-        del policy
+    """Generate with each model and score with every reward: the in-memory view of
+    :func:`srpo.evaluation.runner.run_evaluation` (which this calls, in a temporary folder)."""
+    import tempfile
+    from pathlib import Path
+
+    from srpo.evaluation.benchmarks import Benchmark
+    from srpo.evaluation.config import EvalReportConfig
+    from srpo.evaluation.metrics.clip_metrics import RewardScoreMetric
+    from srpo.evaluation.runner import run_evaluation
+
+    metrics = {name: RewardScoreMetric(name, reward) for name, reward in rewards.items()}
+    bench = Benchmark(list(prompts), ["all"] * len(prompts))
+    with tempfile.TemporaryDirectory(prefix="srpo-eval-") as tmp:
+        results = run_evaluation(load_policy, bench, metrics, cfg, EvalReportConfig(), height, width, Path(tmp))
+        data = results.read_json()
+    report = EvalReport(prompts=[it["prompt"] for it in data["items"]])
+    report.per_prompt = data["scores"]
+    report.means = {m: {k: float(sum(v) / len(v)) for k, v in s.items()} for m, s in data["scores"].items()}
     return report

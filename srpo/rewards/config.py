@@ -25,6 +25,8 @@ DEFAULT_CHECKPOINTS = {"pickscore": "yuvalkirstain/PickScore_v1"}
 
 #: The special checkpoint that builds a tiny random model of the reward's family (tests, CPU).
 BUILTIN_TINY = BUILTIN_PREFIX + "tiny"
+#: The shapes world's trained CLIP rewards (transformers folders published by ``shapes_bootstrap``).
+BUILTIN_WORLD = {BUILTIN_PREFIX + "shapes-clip": "shapes-clip", BUILTIN_PREFIX + "shapes-clip-biased": "shapes-clip-biased"}
 
 
 class RewardConfig(BaseModel):
@@ -66,8 +68,9 @@ class RewardConfig(BaseModel):
     @field_validator("checkpoint")
     @classmethod
     def _known_builtin(cls, checkpoint: str | None) -> str | None:
-        if checkpoint is not None and is_builtin(checkpoint) and checkpoint != BUILTIN_TINY:
-            raise ValueError(f"unknown built-in checkpoint {checkpoint!r}: the only one is {BUILTIN_TINY!r}")
+        known = [BUILTIN_TINY, *BUILTIN_WORLD]
+        if checkpoint is not None and is_builtin(checkpoint) and checkpoint not in known:
+            raise ValueError(f"unknown built-in checkpoint {checkpoint!r}: known are {known}")
         return checkpoint
 
     @model_validator(mode="after")
@@ -80,8 +83,15 @@ class RewardConfig(BaseModel):
             raise ValueError(f"architecture is only used by open_clip rewards "
                              f"({', '.join(OPEN_CLIP_REWARDS)}); reward {self.name!r} reads its "
                              "architecture from the checkpoint's config.json: remove architecture")
+        if self.checkpoint in BUILTIN_WORLD and self.name not in HF_CLIP_REWARDS:
+            raise ValueError(f"{self.checkpoint!r} is a transformers CLIP folder: use name 'hf_clip' with it")
         return self
 
     @property
     def is_builtin_tiny(self) -> bool:
         return self.checkpoint == BUILTIN_TINY
+
+    @property
+    def world_model(self) -> str | None:
+        """The published shapes-world model this checkpoint names (``builtin:shapes-clip``), if any."""
+        return BUILTIN_WORLD.get(self.checkpoint or "")

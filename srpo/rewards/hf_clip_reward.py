@@ -71,6 +71,10 @@ def load_hf_clip_reward(config: RewardConfig) -> HFClipReward:
     """The transformers reward that ``config`` describes ("pickscore" or "hf_clip")."""
     if config.is_builtin_tiny:
         source: Path | str = build_tiny_hf_clip(config.name, config.seed)
+    elif config.world_model is not None:
+        from srpo.world.publish import published_path
+
+        source = published_path(config.world_model)
     else:
         location = config.checkpoint if config.checkpoint is not None else DEFAULT_CHECKPOINTS.get(config.name)
         if location is None:

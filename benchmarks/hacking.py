@@ -1,0 +1,92 @@
+"""Reward hacking with a planted bias: Direct-Align (plain, late-only) vs SRPO (paper figs. 7, 9d).
+
+    python -m benchmarks.hacking [--steps 40] [--seed 0]
+
+The reward here is the world's CLIP trained with a *planted* preference for vivid (saturated)
+renderings whenever a caption does not mention saturation (``shapes-clip-biased``; it still
+ranks every attribute word right). Every method starts from the same generator, trains for the
+same number of updates on the same rollouts with the same seed, and aims at "bright":
+
+- ``direct_align``: Direct-Align on the absolute reward of "bright. <prompt>" (SGP: what one does
+  without SRP), the paper's early grid (sigma 0.75..0.96), no discount, no inversion;
+- ``direct_align_late``: the same on late, low-noise levels only (sigma 0.05..0.25);
+- ``direct_align_plain_reward``: Direct-Align on the reward as it is (no control word at all);
+- ``srpo``: SRPO, relative reward "bright" vs "dark" (the authors' weighted form), inversion
+  branch, linear discount.
+
+Measured on 120 images (60 prompts x 2 fixed seeds) graded from pixels: ``target_gain`` = change
+of the share of bright images, ``bias_gain`` = change of the share of vivid images (the hacking
+measure: nothing asked for saturation), ``fidelity`` = share with both colours right after
+training. Last line: one JSON object with ``methods``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from benchmarks.common import emit, machine
+from benchmarks.world import ensure_world
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
+from srpo.rewards import RewardConfig, load_reward
+from srpo.world.experiments import Setting, base_measure, make_rollouts, run_method
+from srpo.world.report import WorldReportConfig
+from srpo.world.shapes import all_base_prompts
+
+COMMON = dict(batch_size=8, num_injections=2, loss="linear", learning_rate=3e-5, max_grad_norm=1.0, guidance=3.5)
+LATE = (0.05, 0.25)
+
+
+def methods(steps: int, seed: int) -> dict[str, TrainConfig]:
+    common = dict(COMMON, steps=steps, seed=seed)
+    return {
+        "direct_align": TrainConfig(method="direct_align", inversion=False, discount="none", reward_form="sgp",
+                                    positive_words=["bright"], negative_words=[], **common),
+        "direct_align_late": TrainConfig(method="direct_align", inversion=False, discount="none", reward_form="sgp",
+                                         positive_words=["bright"], negative_words=[], sigma_range=LATE, **common),
+        "direct_align_plain_reward": TrainConfig(method="direct_align", inversion=False, discount="none",
+                                                 reward_form="plain", positive_words=[], negative_words=[], **common),
+        "srpo": TrainConfig(method="srpo", inversion=True, discount="linear", reward_form="weighted",
+                            positive_words=["bright"], negative_words=["dark"], **common),
+    }
+
+
+def setting(reward_name: str, seed: int) -> Setting:
+    policy = PolicyConfig(pretrained="builtin:shapes-flux", height=64, width=64, device="cpu")
+    rollout = RolloutConfig(num_steps=25, guidance=3.5, seed=seed)
+    reward = load_reward(RewardConfig(name="hf_clip", checkpoint=f"builtin:{reward_name}"))
+    rollouts = make_rollouts(policy, rollout, all_base_prompts()[:45])
+    return Setting(policy, rollout, reward, rollouts, WorldReportConfig(samples_per_prompt=2))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", nargs="*", default=None, help="run only these methods")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    start = time.perf_counter()
+    record = ensure_world(biased=True)
+    shared = setting("shapes-clip-biased", args.seed)
+    words = (["bright"], "dark")
+    before = base_measure(shared, words)
+    results = []
+    for name, cfg in methods(args.steps, args.seed).items():
+        if args.only and name not in args.only:
+            continue
+        r = run_method(name, cfg, shared, words, before)
+        results.append({k: r[k] for k in ("name", "target_gain", "bias_gain", "fidelity", "fidelity_change",
+                                          "saturation_gain", "reward_gain", "seconds")} | {"after": r["after"]})
+    result = {"benchmark": "hacking", "methods": results, "before": before, "steps": args.steps, "seed": args.seed,
+              "reward": "shapes-clip-biased (planted saturation preference)",
+              "reward_record": record.get("shapes-clip-biased", {}), "images": 120,
+              "seconds": time.perf_counter() - start, "machine": machine()}
+    emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""The shapes world for the benchmarks: the published bootstrap, or a fresh one made the same way.
+
+The benchmarks run on what ``shapes_bootstrap`` published (``$SRPO_CACHE/world/``); when nothing is
+published yet they train it here, through the same library functions and the same config file
+(``configs/shapes_bootstrap.yaml``), so the numbers refer to the demo's world either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from srpo.world.bootstrap import WorldCheckConfig, bootstrap_generator, bootstrap_reward
+from srpo.world.generator import GeneratorConfig
+from srpo.world.publish import publish, published_path, read_record
+from srpo.world.reward import RewardTrainConfig
+from srpo.world.shapes import WorldSpec
+
+BOOTSTRAP_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "shapes_bootstrap.yaml"
+
+
+def bootstrap_settings(path: Path = BOOTSTRAP_CONFIG):
+    params = (yaml.safe_load(path.read_text()) or {}).get("parameters", {})
+    return (WorldSpec(**params.get("world", {})), GeneratorConfig(**params.get("generator", {})),
+            RewardTrainConfig(**params.get("reward", {})), WorldCheckConfig(**params.get("checks", {})))
+
+
+def ensure_world(biased: bool = False) -> dict:
+    """Publish the world's generator and reward (and the biased reward) unless already published."""
+    spec, gen_cfg, rew_cfg, _ = bootstrap_settings()
+    wanted = {"shapes-flux": ("generator", gen_cfg), "shapes-clip": ("reward", rew_cfg)}
+    if biased:
+        wanted["shapes-clip-biased"] = ("reward", rew_cfg.model_copy(update={"bias": "saturation"}))
+    for name, (kind, cfg) in wanted.items():
+        try:
+            published_path(name)
+            continue
+        except FileNotFoundError:
+            pass
+        logging.getLogger(__name__).info("training %s (not published yet)", name)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / name
+            info = (bootstrap_generator if kind == "generator" else bootstrap_reward)(cfg, spec, out)
+            publish(name, out, {"made_by": "benchmarks.world.ensure_world", "seconds": info["seconds"]})
+    return read_record()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    print(ensure_world(biased="--biased" in sys.argv))

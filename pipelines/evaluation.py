@@ -1,0 +1,36 @@
+"""``srpo_evaluation``: benchmark -> word frequencies; generate + score every model -> human-eval export.
+
+    zenml pipeline run pipelines.evaluation.srpo_evaluation --config configs/eval_tiny_cpu.yaml
+
+The ``evaluate`` step is the same step ``srpo_training`` ends with (one implementation,
+:func:`srpo.evaluation.suite.evaluate_suite`); here it gets a benchmark's prompts and
+categories, the models to compare and the metrics.
+"""
+
+from typing import Optional
+
+from zenml import pipeline
+
+from srpo.config import EvalConfig, PolicyConfig
+from srpo.evaluation.config import (BenchmarkConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, ModelSpec,
+                                    PromptAnalysisConfig)
+from steps import analyze_prompts, evaluate, export_human_eval, load_benchmark
+
+
+@pipeline
+def srpo_evaluation(
+    benchmark: BenchmarkConfig,
+    metrics: dict[str, MetricConfig],
+    policy: PolicyConfig = PolicyConfig(),
+    models: Optional[dict[str, ModelSpec]] = None,
+    evaluation: EvalConfig = EvalConfig(),
+    report: EvalReportConfig = EvalReportConfig(),
+    human_eval: HumanEvalConfig = HumanEvalConfig(),
+    analysis: PromptAnalysisConfig = PromptAnalysisConfig(),
+) -> None:
+    prompts, categories = load_benchmark(config=benchmark)
+    analyze_prompts(prompts=prompts, config=analysis)
+    _, results = evaluate(heldout_prompts=prompts, categories=categories, policy=policy, evaluation=evaluation,
+                          models=models, metrics=metrics, report=report)
+    if human_eval.enabled:
+        export_human_eval(results=results, config=human_eval)

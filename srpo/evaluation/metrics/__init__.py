@@ -1,0 +1,48 @@
+"""Evaluation metrics behind one interface (:class:`~srpo.evaluation.metrics.base.Metric`).
+
+``load_metric(MetricConfig(...))`` returns a ready metric; heavy packages (open_clip,
+transformers) are imported only when a metric that needs them is loaded.
+
+=================  =========================================================  ====================
+name               model                                                      score
+=================  =========================================================  ====================
+``hpsv2.1``        open_clip ViT-H-14 + HPS v2.1 state dict                   cosine
+``pickscore``      transformers CLIP-H (PickScore_v1)                         logit_scale.exp()*cos
+``clip_score``     transformers CLIP (openai/clip-vit-large-patch14)          max(100*cos, 0)
+``sgp_hps``        HPS v2.1 with "Realistic photo" / "CG Render" prefixes      sigmoid(100 * diff)
+``aesthetic_v2.5`` SigLIP so400m-patch14-384 + v2.5 MLP head                  ~1-10
+``imagereward``    BLIP ViT-L + BERT cross-attention + MLP                    standardised reward
+``geneval``        external command / its results.jsonl                       0/1 per image
+``deqa``           external command / its result file                         ~1-5 per image
+=================  =========================================================  ====================
+"""
+
+from __future__ import annotations
+
+from srpo.evaluation.metrics.base import Metric, ModuleMetric
+
+
+def load_metric(cfg, device: str = "cpu") -> Metric:
+    """The metric that ``cfg`` (a :class:`~srpo.evaluation.config.MetricConfig`) describes, on ``device``."""
+    if cfg.name in ("hpsv2.1", "pickscore", "clip_score", "sgp_hps"):
+        from srpo.evaluation.metrics.clip_metrics import load_clip_metric
+
+        metric: Metric = load_clip_metric(cfg)
+    elif cfg.name == "aesthetic_v2.5":
+        from srpo.evaluation.metrics.aesthetic import load_aesthetic_metric
+
+        metric = load_aesthetic_metric(cfg)
+    elif cfg.name == "imagereward":
+        from srpo.evaluation.metrics.imagereward import load_imagereward_metric
+
+        metric = load_imagereward_metric(cfg)
+    elif cfg.name in ("geneval", "deqa"):
+        from srpo.evaluation.metrics.external import load_external_metric
+
+        metric = load_external_metric(cfg)
+    else:  # MetricConfig validates names
+        raise ValueError(f"unknown metric {cfg.name!r}")
+    return metric.to(device)
+
+
+__all__ = ["Metric", "ModuleMetric", "load_metric"]

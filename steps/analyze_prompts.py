@@ -1,0 +1,21 @@
+"""Word-frequency report of a prompt set (paper, supplement S3): a table and a bar chart."""
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from zenml import log_metadata, step
+
+from srpo.evaluation.artifacts import PromptReport
+from srpo.evaluation.config import PromptAnalysisConfig
+from srpo.evaluation.prompt_analysis import write_prompt_report
+
+
+@step
+def analyze_prompts(prompts: list[str], config: PromptAnalysisConfig) -> Annotated[PromptReport, "prompt_word_frequency"]:
+    """Top words and control-word frequencies (``index.html`` shows both)."""
+    report = write_prompt_report(prompts, config, Path(tempfile.mkdtemp(prefix="srpo-words-")) / "report")
+    data = report.read_json()
+    log_metadata(metadata={"top_words": {r["word"]: r["count"] for r in data["top"][:10]},
+                           "control_words": {r["word"]: r["count"] for r in data["control"]}})
+    return report

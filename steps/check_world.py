@@ -1,0 +1,34 @@
+"""Check the bootstrapped world against the issue's targets; a sample grid as a visualization."""
+
+from typing import Annotated
+
+from PIL import Image
+from zenml import log_metadata, step
+from zenml.integrations.pillow.materializers.pillow_image_materializer import PillowImageMaterializer  # noqa: F401
+
+from srpo.artifacts import ModelFolder
+from srpo.models.flux import FluxPolicy
+from srpo.rewards import RewardConfig, load_reward
+from srpo.world.bootstrap import WorldCheckConfig, check_world as _check
+from srpo.world.bootstrap import check_generator
+from srpo.world.plots import image_grid
+from srpo.world.shapes import WorldSpec
+from steps._log import library_logging
+
+
+@step
+def check_world(generator: ModelFolder, reward: ModelFolder, world: WorldSpec, checks: WorldCheckConfig) -> tuple[
+    Annotated[dict, "world_checks"], Annotated[Image.Image, "world_samples"]
+]:
+    """Reward ranking of attribute words (held-out images) and generator colour correctness (graded samples)."""
+    library_logging()
+    policy = FluxPolicy.from_pretrained(str(generator.path), device="cpu")
+    clip = load_reward(RewardConfig(name="hf_clip", checkpoint=str(reward.path)))
+    report = _check(policy, clip, world, checks)
+    _, images, prompts = check_generator(policy, checks.model_copy(update={"samples_per_prompt": 1}))
+    grid = image_grid([images[i:i + 12] for i in range(0, 48, 12)], ["", "", "", ""], scale=2, label_width=4,
+                      title="generator samples, one per prompt: " + "; ".join(prompts[:2]) + " ...")
+    log_metadata(metadata={"reward_attribute_words": report["reward"]["attribute_words"],
+                           "generator_colours": report["generator"]["colours"], "passed": report["passed"],
+                           "reward_saturation_preference": report["reward"]["saturation_preference"]})
+    return report, grid
