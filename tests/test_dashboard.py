@@ -42,7 +42,6 @@ def test_tiny_pipeline_against_the_local_dashboard_server_and_its_lineage(dashbo
     tuned = run.steps["train_srpo"].outputs["tuned_transformer"][0]
     assert tuned.type == "ModelArtifact" and (tuned.load().path / "config.json").is_file()
     evaluation = run.steps["evaluate"].outputs["evaluation"][0].load()
-    print({name: round((st.end_time - st.start_time).total_seconds(), 1) for name, st in run.steps.items()})
 
     # the run carries a version of the config's Model, with its tags, numbers and MODEL artifact
     model_version = run.model_version

@@ -80,7 +80,6 @@ def sha256(path: Path) -> str:
 # ------------------------------------------------------------------------------------ end to end
 
 def test_tiny_pipeline_on_s3_stores_every_artifact_in_the_bucket(s3_client, s3, tmp_path):
-    started = time.monotonic()
     run = s3_client.get_pipeline_run(run_tiny(tmp_path, enable_cache=False).id)
     assert run.status == "completed"
     keys = set(s3.keys(BUCKET))
@@ -109,7 +108,6 @@ def test_tiny_pipeline_on_s3_stores_every_artifact_in_the_bucket(s3_client, s3, 
     assert isinstance(rollouts, RolloutSet) and rollouts.prompts == train
     assert outputs["evaluation"].load()["prompts"] == outputs["heldout_prompts"].load()
     assert any(k.startswith("zenml/logs/") for k in keys)  # step logs went to the bucket too
-    print(f"tiny srpo_training on the local-s3 stack: {time.monotonic() - started:.1f} s")
 
 
 def test_model_folder_streams_to_and_from_s3_in_chunks(s3_client, s3, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_serializer, model_validator
 
 from srpo.io import BUILTIN_PREFIX, is_builtin
 
@@ -86,6 +86,15 @@ class RewardConfig(BaseModel):
         if self.checkpoint in BUILTIN_WORLD and self.name not in HF_CLIP_REWARDS:
             raise ValueError(f"{self.checkpoint!r} is a transformers CLIP folder: use name 'hf_clip' with it")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_architecture(self, handler):
+        """Dumps of transformers rewards leave ``architecture`` out, so that they validate again
+        (ZenML dumps step parameters and re-validates them in the step)."""
+        data = handler(self)
+        if self.name in HF_CLIP_REWARDS and isinstance(data, dict):
+            data.pop("architecture", None)
+        return data
 
     @property
     def is_builtin_tiny(self) -> bool:

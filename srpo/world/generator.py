@@ -138,6 +138,21 @@ def build_pipeline(cfg: GeneratorConfig):
     return pipe
 
 
+def warmup_cosine(optimizer, steps: int, warmup_fraction: float = 0.05):
+    """Linear warm-up over ``warmup_fraction`` of ``steps``, then cosine decay to a tenth."""
+    import math
+
+    warmup = max(1, int(warmup_fraction * steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 @torch.no_grad()
 def fit_latent_scaling(vae, images: torch.Tensor, batch_size: int = 256) -> tuple[float, float, torch.Tensor]:
     """Set ``shift_factor`` / ``scaling_factor`` so encoded latents are ~N(0, 1).
@@ -157,7 +172,7 @@ def train_transformer(policy, cfg: GeneratorConfig, x0: torch.Tensor, scenes, on
     transformer = policy.transformer
     transformer.train().requires_grad_(True)
     opt = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=max(cfg.steps, 1), pct_start=0.05)
+    sched = warmup_cosine(opt, cfg.steps, 0.05)
     history, start = [], time.perf_counter()
     for step in range(cfg.steps):
         idx = torch.randint(len(x0), (cfg.batch_size,), generator=g)

@@ -179,6 +179,7 @@ def build_reward_model(cfg: RewardTrainConfig):
 def train_reward(cfg: RewardTrainConfig, spec: WorldSpec = WorldSpec(), on_log=None):
     """Train the world's CLIP reward; returns the ``CLIPModel`` (eval mode) and a loss history."""
     from srpo.models.tokenizers import clip_tokenizer
+    from srpo.world.generator import warmup_cosine
 
     model = build_reward_model(cfg)
     towers = _Towers(model, clip_tokenizer(77), cfg.image_size)
@@ -186,7 +187,7 @@ def train_reward(cfg: RewardTrainConfig, spec: WorldSpec = WorldSpec(), on_log=N
     pool = sample_scenes(cfg.pool_size, cfg.seed + 2, spec)
     images = render(pool, spec)  # [P, 3, S, S]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=cfg.steps, pct_start=0.1)
+    sched = warmup_cosine(opt, cfg.steps, 0.1)
     history, start = [], time.perf_counter()
     model.train()
     for step in range(cfg.steps):
