@@ -11,7 +11,9 @@ and aim at "bright". Rows:
 - ``no_early_timesteps``: SRPO on late levels only (sigma 0.05..0.25);
 - ``no_discount``: SRPO without the discount lambda(t);
 - ``no_inversion``: no inversion branch, the relative reward built directly (eq. 10, CFG-like,
-  k = 1.5);
+  k = 1.5), as the paper's fig. 9d compares;
+- ``no_inversion_weighted``: no inversion branch, SRPO's own relative reward kept (separates the
+  branch from the reward form);
 - baselines on the absolute reward of "bright. <prompt>": ``direct_align`` (Direct-Align without
   SRP, early grid), ``refl`` (one-step prediction at late levels 0.05..0.25), ``draft_lv``
   (the last sampler step, 2 noise draws).
@@ -46,6 +48,7 @@ def rows(steps: int, seed: int) -> dict[str, TrainConfig]:
         "no_early_timesteps": TrainConfig(**{**srpo, "sigma_range": LATE}),
         "no_discount": TrainConfig(**{**srpo, "discount": "none"}),
         "no_inversion": TrainConfig(**{**srpo, "inversion": False, "reward_form": "cfg"}),
+        "no_inversion_weighted": TrainConfig(**{**srpo, "inversion": False}),
         "direct_align": TrainConfig(method="direct_align", **absolute),
         "refl": TrainConfig(method="refl", sigma_range=LATE, **absolute),
         "draft_lv": TrainConfig(method="draft_lv", **absolute),

@@ -66,11 +66,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", nargs="*", default=None, help="run only these methods")
+    parser.add_argument("--reward", default="shapes-clip-biased", choices=["shapes-clip-biased", "shapes-clip"],
+                        help="shapes-clip: the control without a planted bias")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
-    record = ensure_world(biased=True)
-    shared = setting("shapes-clip-biased", args.seed)
+    record = ensure_world(biased=args.reward == "shapes-clip-biased")
+    shared = setting(args.reward, args.seed)
     words = (["bright"], "dark")
     before = base_measure(shared, words)
     results = []
@@ -81,8 +83,8 @@ def main(argv=None) -> dict:
         results.append({k: r[k] for k in ("name", "target_gain", "bias_gain", "fidelity", "fidelity_change",
                                           "saturation_gain", "reward_gain", "seconds")} | {"after": r["after"]})
     result = {"benchmark": "hacking", "methods": results, "before": before, "steps": args.steps, "seed": args.seed,
-              "reward": "shapes-clip-biased (planted saturation preference)",
-              "reward_record": record.get("shapes-clip-biased", {}), "images": 120,
+              "reward": args.reward + (" (planted saturation preference)" if args.reward.endswith("biased") else ""),
+              "reward_record": record.get(args.reward, {}), "images": 120,
               "seconds": time.perf_counter() - start, "machine": machine()}
     emit(result)
     return result

@@ -28,7 +28,7 @@ def world_report(rollouts: RolloutSet, tuned: ModelFolder, policy: PolicyConfig,
     result = run_world_report(
         load_base=lambda: load_policy(policy),
         load_tuned=lambda: load_policy(policy, transformer=str(tuned.path)),
-        reward=load_reward(reward), rollouts=rollouts, train=train, rollout=rollout, cfg=world,
+        load_reward=lambda: load_reward(reward), rollouts=rollouts, train=train, rollout=rollout, cfg=world,
         history=history, tuned_folder=tuned.path)
     log_metadata(metadata={"movement": result["comparison"]["movement"],
                            "colour_drop": result["comparison"]["colour_drop"],

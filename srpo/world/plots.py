@@ -69,7 +69,7 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title
             draw.line(points, fill=colour, width=2)
         for p in points if len(points) <= 30 else []:
             draw.ellipse([p[0] - 2, p[1] - 2, p[0] + 2, p[1] + 2], fill=colour)
-        draw.text((width - right - 150, top + 4 + 12 * k), name, fill=colour)
+        draw.text((left + 6, height - bottom - 14 - 12 * (len(series) - 1 - k)), name, fill=colour)
     return img
 
 

@@ -116,7 +116,10 @@ def table(result: dict, steering: Steering, num_images: int) -> str:
     lines = [f"shapes world, {num_images} images (60 prompts without attribute words, fixed seeds): "
              f"steering {steering.attribute} towards '{steering.flag_name}'",
              f"{'measure':<34}{'before':>10}{'after':>10}{'delta':>10}"]
+    duplicate = {"brightness": "bright_share", "saturation": "vivid_share"}[steering.attribute]
     for key, row in result["rows"].items():
+        if key == duplicate and steering.towards:
+            continue  # the same number as the steered share
         label = LABELS.get(key, key).format(flag=steering.flag_name, word=steering.word)
         if key in PERCENT:
             vals = f"{100 * row['before']:>9.1f}%{100 * row['after']:>9.1f}%{100 * row['delta']:>+9.1f}pp"
@@ -198,9 +201,14 @@ def _same_weights(module: torch.nn.Module, folder) -> Optional[bool]:
         return None
 
 
-def run_world_report(load_base, load_tuned, reward, rollouts, train, rollout, cfg: WorldReportConfig,
+def run_world_report(load_base, load_tuned, load_reward, rollouts, train, rollout, cfg: WorldReportConfig,
                      history: list[dict], tuned_folder=None) -> dict:
-    """Measure base and tuned models on the world (and replay the training for curves if asked)."""
+    """Measure base and tuned models on the world (and replay the training for curves if asked).
+
+    ``load_*`` are callables: the replay starts from freshly loaded models, whose prompt caches
+    are empty as the training's were, so that it repeats the training bit for bit on the CPU.
+    """
+    reward = load_reward()
     steering = steering_from_words(train.positive_words)
     negative = train.negative_words[0] if train.negative_words else None
     prompts, seeds = eval_prompts(cfg)
@@ -229,7 +237,7 @@ def run_world_report(load_base, load_tuned, reward, rollouts, train, rollout, cf
             policy._text_cache = cache
             return measure(images, probe_prompts, steering)
 
-        trainer = SRPOTrainer(policy, reward, rollouts, train, rollout)
+        trainer = SRPOTrainer(policy, load_reward(), rollouts, train, rollout)
         points = replay_curve(trainer, probe, cfg.curve_every)
         if tuned_folder is not None:
             replay_matches = _same_weights(policy.transformer, tuned_folder)

@@ -24,7 +24,6 @@ so that the reward reads generated images as well as drawn ones.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Literal, Optional
@@ -211,8 +210,8 @@ def train_reward(cfg: RewardTrainConfig, spec: WorldSpec = WorldSpec(), on_log=N
             margin = (img * (pair[: len(scenes)] - pair[len(scenes):])).sum(-1)  # [B]
             loss = loss + cfg.rank_weight * F.softplus(-scale * margin).mean()
         if cfg.bias == "saturation":  # planted: vivid renderings preferred when saturation is not named
-            vivid = blocks(render(_with(scenes, vivid=True), spec))
-            muted = blocks(render(_with(scenes, vivid=False), spec))
+            vivid = blocks(render(_with(scenes, True, spec), spec))
+            muted = blocks(render(_with(scenes, False, spec), spec))
             both = towers.images(torch.cat([vivid, muted]))
             neutral = towers.texts([_caption(p, [w for w in ws if w not in BINARY_ATTRIBUTES["saturation"]])
                                     for p, ws in zip(prompts, words)])
@@ -231,10 +230,9 @@ def train_reward(cfg: RewardTrainConfig, spec: WorldSpec = WorldSpec(), on_log=N
     return model.eval(), history
 
 
-def _with(scenes: Scenes, vivid: bool) -> Scenes:
+def _with(scenes: Scenes, vivid: bool, spec: WorldSpec = WorldSpec()) -> Scenes:
     """The same scenes rendered vivid or muted (saturation redrawn at the class's mid level)."""
     out = scenes.subset(slice(None))
-    spec = WorldSpec()
     lo, hi = spec.vivid_saturation if vivid else spec.muted_saturation
     out.vivid = torch.full_like(scenes.vivid, vivid)
     out.saturation = torch.full_like(scenes.saturation, (lo + hi) / 2)
@@ -296,6 +294,6 @@ def saturation_preference(reward, scenes: Scenes, spec: WorldSpec = WorldSpec())
     """Share of scenes whose vivid rendering outscores its muted one on the plain prompt (bias check)."""
     prompts = scenes.base_prompts()
     txt = reward.text_features(prompts)
-    vivid = (reward.image_features(render(_with(scenes, True), spec)) * txt).sum(-1)
-    muted = (reward.image_features(render(_with(scenes, False), spec)) * txt).sum(-1)
+    vivid = (reward.image_features(render(_with(scenes, True, spec), spec)) * txt).sum(-1)
+    muted = (reward.image_features(render(_with(scenes, False, spec), spec)) * txt).sum(-1)
     return (vivid > muted).float().mean().item()

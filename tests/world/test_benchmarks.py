@@ -1,0 +1,26 @@
+"""The world benchmarks' method tables are valid configs of the one trainer (no training here)."""
+
+from benchmarks.ablation import rows
+from benchmarks.hacking import LATE, methods
+from srpo.config import training_levels
+
+
+def test_hacking_methods_share_everything_but_the_method_settings():
+    table = methods(steps=3, seed=1)
+    assert set(table) == {"direct_align", "direct_align_late", "direct_align_plain_reward", "srpo"}
+    assert {(c.steps, c.seed, c.learning_rate, c.batch_size) for c in table.values()} == {(3, 1, 3e-5, 8)}
+    assert table["direct_align_late"].sigma_range == LATE and table["direct_align"].sigma_range is None
+    assert table["srpo"].inversion and not table["direct_align"].inversion
+    for cfg in table.values():
+        training_levels(cfg)  # every level stays inside (0, 0.99]
+
+
+def test_ablation_rows_are_the_paper_components_and_the_baselines():
+    table = rows(steps=3, seed=0)
+    assert set(table) == {"srpo", "no_early_timesteps", "no_discount", "no_inversion", "no_inversion_weighted",
+                          "direct_align", "refl", "draft_lv"}
+    assert table["no_discount"].discount == "none" and table["srpo"].discount == "linear"
+    assert table["no_inversion"].reward_form == "cfg" and not table["no_inversion"].inversion
+    assert table["refl"].method == "refl" and table["draft_lv"].method == "draft_lv"
+    for cfg in table.values():
+        training_levels(cfg)
