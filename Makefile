@@ -27,7 +27,9 @@ install: $(STAMP)
 test: $(STAMP)
 	ZENML_CONFIG_PATH=$$(mktemp -d) SRPO_CACHE=$$(mktemp -d) $(PY) -m pytest -q tests
 
-DEMO_ENV := ZENML_CONFIG_PATH=$(DEMO_HOME)/zenml SRPO_CACHE=$(DEMO_HOME)/cache
+# GOMP_SPINCOUNT: OpenMP threads spin briefly, then sleep; with the default long spin, PyTorch
+# updates slow down 5-20x whenever other jobs share the cores (docs/results.md).
+DEMO_ENV := ZENML_CONFIG_PATH=$(DEMO_HOME)/zenml SRPO_CACHE=$(DEMO_HOME)/cache GOMP_SPINCOUNT=20000
 
 # The shapes world: bootstrap (cached after the first run), then SRPO steering it, then the table.
 demo: $(STAMP)
