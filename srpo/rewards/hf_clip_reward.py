@@ -46,17 +46,17 @@ class HFClipReward(RewardModel):
         return float(self.backbone.logit_scale.exp())
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _embeddings(self.backbone.get_image_features(pixel_values=pixels))  # [B, D]
+        return projected_embeddings(self.backbone.get_image_features(pixel_values=pixels))  # [B, D]
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(list(prompts), padding=True, truncation=True,
                                max_length=self.max_length, return_tensors="pt")
-        return _embeddings(self.backbone.get_text_features(
+        return projected_embeddings(self.backbone.get_text_features(
             input_ids=batch["input_ids"].to(self.device),            # [B, L]
             attention_mask=batch["attention_mask"].to(self.device)))  # -> [B, D]
 
 
-def _embeddings(output) -> torch.Tensor:
+def projected_embeddings(output) -> torch.Tensor:
     """Projected embeddings from ``get_*_features``: a tensor (transformers 4) or an output object (5)."""
     if isinstance(output, torch.Tensor):
         return output

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from srpo.rewards.base import CLIP_MEAN, CLIP_STD, preprocess_for_clip
+from srpo.rewards.hf_clip_reward import projected_embeddings
 from srpo.world.shapes import (BINARY_ATTRIBUTES, COLOUR_NAMES, SHAPES, Scenes, WorldSpec, base_prompt, render,
                                sample_scenes)
 
@@ -80,22 +81,14 @@ class _Towers:
 
     def images(self, images: torch.Tensor) -> torch.Tensor:
         pixels = preprocess_for_clip(images, self.image_size, CLIP_MEAN, CLIP_STD)
-        return F.normalize(_embeds(self.model.get_image_features(pixel_values=pixels)), dim=-1)
+        return F.normalize(projected_embeddings(self.model.get_image_features(pixel_values=pixels)), dim=-1)
 
     def texts(self, prompts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=77, return_tensors="pt")
         out = self.model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return F.normalize(_embeds(out), dim=-1)
+        return F.normalize(projected_embeddings(out), dim=-1)
 
 
-def _embeds(output) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    for name in ("pooler_output", "image_embeds", "text_embeds"):
-        value = getattr(output, name, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise TypeError(f"no embeddings in {type(output).__name__}")
 
 
 def blur(images: torch.Tensor, generator: torch.Generator, prob: float) -> torch.Tensor:
