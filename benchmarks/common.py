@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from typing import Callable
@@ -17,6 +18,8 @@ def emit(result: dict) -> None:
 
 def machine() -> dict:
     info = {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "platform": platform.platform()}
+    if hasattr(os, "getloadavg"):
+        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]  # other work on shared cores skews timings
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
@@ -38,12 +41,17 @@ def time_it(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: bool 
     return times
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype=torch.float32) -> float:
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu", dtype=torch.float32) -> float:
     """Best achieved GFLOP/s of an n x n x n matmul: this machine's practical peak."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    times = time_it(lambda: a @ b, repeats, warmup=2, sync=device != "cpu")
+    times = time_it(lambda: a @ b, repeats, warmup=3, sync=device != "cpu")
     return 2 * n**3 / min(times) / 1e9
+
+
+def cpu_matmul_peak_gflops(sizes: tuple[int, ...] = (1024, 2048, 4096)) -> float:
+    """The best fp32 matmul rate over a few sizes: a conservative (high) denominator for shares."""
+    return max(matmul_peak_gflops(n) for n in sizes)
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -12,7 +12,10 @@ resident memory (``peak_rss_mb``, model load included) is its own.
 
 FLOPs per update are counted by torch's FLOP counter (matmuls, convolutions, attention; the
 transformer, the VAE decoder and the reward tower, forward and backward). ``achieved_share`` is
-the SRPO update's FLOP/s over this machine's measured fp32 matmul peak (``peak_gflops``).
+the SRPO update's FLOP/s over this machine's measured fp32 matmul peak (``peak_gflops``: the best
+rate of 1024/2048/4096-sized products, measured before and after the methods, the higher kept,
+so that a peak measured during a burst of load cannot flatter the share). The seconds are the
+median of ``--repeats`` updates; on shared cores they move with the load (``machine.loadavg``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import count_flops, emit, machine, matmul_peak_gflops, time_it
+from benchmarks.common import count_flops, cpu_matmul_peak_gflops, emit, machine, time_it
 
 MID = dict(num_layers=2, num_single_layers=4, num_heads=8, head_dim=64, axes_dims_rope=(16, 24, 24),
            text_dim=256, pooled_dim=256, latent_channels=16, vae_channels=32, t5_max_length=32)
@@ -78,25 +81,39 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated subset of {', '.join(METHODS)} (srpo is always measured)")
     parser.add_argument("--method", choices=sorted(METHODS), help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    methods = [m for m in METHODS if m in methods or m == "srpo"]
     if args.method:
         print(json.dumps(measure(args.method, args.quick, args.size, args.batch, args.repeats)))
         return
-    peak = matmul_peak_gflops()
-    print(f"fp32 matmul peak: {peak:.1f} GFLOP/s", flush=True)
+    peak_sizes = (256, 512) if args.quick else (1024, 2048, 4096)
+    peak_before = cpu_matmul_peak_gflops(peak_sizes)
+    print(f"fp32 matmul peak: {peak_before:.1f} GFLOP/s", flush=True)
     results = []
-    for method in METHODS:
+    for method in methods:
         cmd = [sys.executable, "-m", "benchmarks.step_cost", "--method", method, "--size", str(args.size),
                "--batch", str(args.batch), "--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-        results.append(json.loads(out))
+        child = subprocess.run(cmd, capture_output=True, text=True)
+        if child.returncode != 0:
+            raise SystemExit(f"measuring {method} failed (exit {child.returncode}):\n{child.stderr[-4000:]}")
+        results.append(json.loads(child.stdout.strip().splitlines()[-1]))
         r = results[-1]
         print(f"{method:>13}: {r['seconds_per_update']:.3f} s/update  {r['gflops_per_update']:.2f} GFLOP  "
               f"{r['achieved_gflops']:.1f} GFLOP/s  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    peak_after = cpu_matmul_peak_gflops(peak_sizes)  # measured again: a load that came and went shows here
+    peak = max(peak_before, peak_after)
+    print(f"fp32 matmul peak after the methods: {peak_after:.1f} GFLOP/s; using {peak:.1f}", flush=True)
     srpo = next(r for r in results if r["name"] == "srpo")
     emit({"benchmark": "step_cost", "quick": args.quick, "size": args.size, "batch": args.batch,
-          "methods": results, "peak_gflops": peak, "achieved_share": srpo["achieved_gflops"] / peak,
+          "methods": results, "peak_gflops": peak,
+          "peak_gflops_before_after": [peak_before, peak_after], "achieved_share": srpo["achieved_gflops"] / peak,
           "machine": machine()})
 
 

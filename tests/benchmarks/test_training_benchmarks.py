@@ -1,0 +1,44 @@
+"""The training benchmarks run on the CPU and end with one JSON object carrying the issue's keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(*args: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_step_cost_reports_flops_seconds_and_the_share_of_the_matmul_peak():
+    result = run_benchmark("benchmarks.step_cost", "--quick", "--methods", "direct_align", "--repeats", "1")
+    by_name = {m["name"]: m for m in result["methods"]}
+    assert set(by_name) == {"direct_align", "srpo"}  # srpo is always measured: the share is its own
+    # The inversion branch repeats the transformer, VAE and reward work; the prompts are encoded once.
+    da, srpo = by_name["direct_align"]["gflops_per_update"], by_name["srpo"]["gflops_per_update"]
+    assert 1.5 * da < srpo <= 2 * da
+    assert all(m["seconds_per_update"] > 0 and m["peak_rss_mb"] > 0 for m in result["methods"])
+    assert result["peak_gflops"] == max(result["peak_gflops_before_after"]) > 0
+    assert result["achieved_share"] == by_name["srpo"]["achieved_gflops"] / result["peak_gflops"]
+
+
+def test_step_cost_rejects_an_unknown_method_by_name():
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.step_cost", "--methods", "draft_k"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "draft_k" in proc.stderr and "full_chain" in proc.stderr
+
+
+def test_gpu_step_runs_tiny_on_the_cpu():
+    result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1")
+    assert result["device"] == "cpu" and result["tiny"]
+    assert result["eager"]["rollout_seconds_per_step"] > 0 and result["eager"]["train_seconds_per_update"] > 0
+    assert 0 < result["lora_params"] < result["transformer_params"]
