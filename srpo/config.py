@@ -30,6 +30,11 @@ class PolicyConfig(_Strict):
     autocast: Literal["none", "bfloat16"] = "none"
     device: str = "auto"
     gradient_checkpointing: bool = False
+    compile: bool = Field(False, description="torch.compile the transformer's repeated blocks (regional "
+                          "compilation): faster rollouts and updates after a one-time compile; see docs/performance.md")
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(
+        "default", description="torch.compile mode when compile is on (max-autotune tunes matmul kernels: slower start)")
+    compile_backend: str = Field("inductor", description="torch.compile backend (aot_eager: trace only, for debugging)")
 
     @field_validator("height", "width")
     @classmethod

@@ -169,6 +169,25 @@ def test_vae_gradient_checkpointing_changes_memory_not_results(policy_cfg, rewar
     assert not torch.is_anomaly_enabled()
 
 
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_compiled_blocks_train_like_eager_ones(policy_cfg, reward, rollouts, finetune):
+    # aot_eager traces the blocks through dynamo and AOT autograd, as inductor does, without
+    # generating C++ (inductor on this CPU: same weights within 1e-7, 45 s of compilation).
+    compiled_cfg = policy_cfg.model_copy(update={"compile": True, "compile_backend": "aot_eager",
+                                                 "gradient_checkpointing": True})
+    eager = make_trainer(policy_cfg, reward, rollouts, steps=2, finetune=finetune)
+    compiled = make_trainer(compiled_cfg, reward, rollouts, steps=2, finetune=finetune)
+    blocks = [m for m in compiled.policy.transformer.modules()
+              if type(m).__name__ in compiled.policy.transformer._repeated_blocks]
+    assert blocks and all(b._compiled_call_impl is not None for b in blocks)
+    before = weights(compiled)
+    eager.train()
+    compiled.train()
+    a, b = weights(eager), weights(compiled)
+    assert any(not torch.equal(before[k], v) for k, v in b.items())
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
 def test_a_bad_streak_stops_the_run_and_keeps_the_last_good_checkpoint(policy_cfg, reward, rollouts, tmp_path):
     cfg = TrainConfig(steps=8, batch_size=2, learning_rate=1e-3, max_grad_norm=1.0, checkpoint_every=1,
                       keep_checkpoints=2, max_bad_steps=2)
