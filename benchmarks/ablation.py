@@ -31,10 +31,9 @@ import sys
 import time
 
 from benchmarks.common import emit, machine
-from benchmarks.hacking import COMMON, LATE, setting
+from benchmarks.hacking import COMMON, LATE, SUMMARY, compare
 from benchmarks.world import ensure_world
 from srpo.config import TrainConfig
-from srpo.world.experiments import base_measure, run_method
 
 
 def rows(steps: int, seed: int) -> dict[str, TrainConfig]:
@@ -64,16 +63,8 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
     ensure_world(biased=True)
-    shared = setting("shapes-clip-biased", args.seed)
-    words = (["bright"], "dark")
-    before = base_measure(shared, words)
-    out = []
-    for name, cfg in rows(args.steps, args.seed).items():
-        if args.only and name not in args.only:
-            continue
-        r = run_method(name, cfg, shared, words, before)
-        out.append({k: r[k] for k in ("name", "target_gain", "bias_gain", "fidelity", "fidelity_change",
-                                      "saturation_gain", "reward_gain", "seconds")})
+    before, runs = compare(rows(args.steps, args.seed), "shapes-clip-biased", args.seed, args.only)
+    out = [{k: r[k] for k in SUMMARY} for r in runs]
     result = {"benchmark": "ablation", "rows": out, "before": before, "steps": args.steps, "seed": args.seed,
               "reward": "shapes-clip-biased", "images": 120, "seconds": time.perf_counter() - start,
               "machine": machine()}

@@ -61,6 +61,19 @@ def setting(reward_name: str, seed: int) -> Setting:
     return Setting(policy, rollout, reward, rollouts, WorldReportConfig(samples_per_prompt=2))
 
 
+SUMMARY = ("name", "target_gain", "bias_gain", "fidelity", "fidelity_change", "saturation_gain", "reward_gain",
+           "seconds")
+WORDS = (["bright"], "dark")  # steer towards "bright"; its opposite is the control word
+
+
+def compare(configs: dict[str, TrainConfig], reward_name: str, seed: int, only=None) -> tuple[dict, list[dict]]:
+    """The base model's measures and each method's run (``only``: a subset of the names) on one setting."""
+    shared = setting(reward_name, seed)
+    before = base_measure(shared, WORDS)
+    runs = [run_method(name, cfg, shared, WORDS, before) for name, cfg in configs.items() if not only or name in only]
+    return before, runs
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=40)
@@ -72,16 +85,8 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
     record = ensure_world(biased=args.reward == "shapes-clip-biased")
-    shared = setting(args.reward, args.seed)
-    words = (["bright"], "dark")
-    before = base_measure(shared, words)
-    results = []
-    for name, cfg in methods(args.steps, args.seed).items():
-        if args.only and name not in args.only:
-            continue
-        r = run_method(name, cfg, shared, words, before)
-        results.append({k: r[k] for k in ("name", "target_gain", "bias_gain", "fidelity", "fidelity_change",
-                                          "saturation_gain", "reward_gain", "seconds")} | {"after": r["after"]})
+    before, runs = compare(methods(args.steps, args.seed), args.reward, args.seed, args.only)
+    results = [{k: r[k] for k in SUMMARY} | {"after": r["after"]} for r in runs]
     result = {"benchmark": "hacking", "methods": results, "before": before, "steps": args.steps, "seed": args.seed,
               "reward": args.reward + (" (planted saturation preference)" if args.reward.endswith("biased") else ""),
               "reward_record": record.get(args.reward, {}), "images": 120,

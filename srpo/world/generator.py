@@ -20,7 +20,6 @@ The result is saved with ``save_pretrained`` and loads through the same
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -31,9 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from srpo.models.tiny import TinyFluxSpec, build_tiny_flux_pipeline
 from srpo.models.tokenizers import DEFAULT_T5_WORDS
 from srpo.schedules import shift_sigma
+from srpo.world.fitting import Fitter
 from srpo.world.shapes import WORLD_WORDS, WorldSpec, all_base_prompts, captions, render, sample_scenes
-
-log = logging.getLogger(__name__)
 
 
 class GeneratorConfig(BaseModel):
@@ -138,21 +136,6 @@ def build_pipeline(cfg: GeneratorConfig):
     return pipe
 
 
-def warmup_cosine(optimizer, steps: int, warmup_fraction: float = 0.05):
-    """Linear warm-up over ``warmup_fraction`` of ``steps``, then cosine decay to a tenth."""
-    import math
-
-    warmup = max(1, int(warmup_fraction * steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 @torch.no_grad()
 def fit_latent_scaling(vae, images: torch.Tensor, batch_size: int = 256) -> tuple[float, float, torch.Tensor]:
     """Set ``shift_factor`` / ``scaling_factor`` so encoded latents are ~N(0, 1).
@@ -171,9 +154,8 @@ def train_transformer(policy, cfg: GeneratorConfig, x0: torch.Tensor, scenes, on
     g = torch.Generator().manual_seed(cfg.seed + 23)
     transformer = policy.transformer
     transformer.train().requires_grad_(True)
-    opt = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
-    sched = warmup_cosine(opt, cfg.steps, 0.05)
-    history, start = [], time.perf_counter()
+    fitter = Fitter(transformer.parameters(), steps=cfg.steps, learning_rate=cfg.learning_rate, weight_decay=0.0,
+                    warmup_fraction=0.05, label="flow", log_every=100, on_log=on_log)
     for step in range(cfg.steps):
         idx = torch.randint(len(x0), (cfg.batch_size,), generator=g)
         prompts = captions(scenes.subset(idx), seed=int(torch.randint(2**31 - 1, (), generator=g)),
@@ -186,19 +168,9 @@ def train_transformer(policy, cfg: GeneratorConfig, x0: torch.Tensor, scenes, on
         lo, hi = cfg.guidance_range
         guidance = lo + (hi - lo) * float(torch.rand((), generator=g))
         v = policy.velocity((1 - s) * clean + s * eps, sigma, cond, guidance)
-        loss = F.mse_loss(v, eps - clean)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        history.append(loss.item())
-        if step % 100 == 0 or step == cfg.steps - 1:
-            log.info("flow step %d/%d loss %.4f (%.0f s)", step + 1, cfg.steps, history[-1], time.perf_counter() - start)
-            if on_log is not None:
-                on_log(step, history[-1])
+        fitter.update(step, F.mse_loss(v, eps - clean))
     transformer.eval()
-    return history
+    return fitter.history
 
 
 @torch.no_grad()

@@ -23,8 +23,6 @@ so that the reward reads generated images as well as drawn ones.
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -34,10 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from srpo.rewards.base import CLIP_MEAN, CLIP_STD, preprocess_for_clip
 from srpo.rewards.hf_clip_reward import projected_embeddings
+from srpo.world.fitting import Fitter
 from srpo.world.shapes import (BINARY_ATTRIBUTES, COLOUR_NAMES, SHAPES, Scenes, WorldSpec, base_prompt, render,
                                sample_scenes)
-
-log = logging.getLogger(__name__)
 
 
 class RewardTrainConfig(BaseModel):
@@ -87,8 +84,6 @@ class _Towers:
         batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=77, return_tensors="pt")
         out = self.model.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         return F.normalize(projected_embeddings(out), dim=-1)
-
-
 
 
 def blur(images: torch.Tensor, generator: torch.Generator, prob: float) -> torch.Tensor:
@@ -171,16 +166,14 @@ def build_reward_model(cfg: RewardTrainConfig):
 def train_reward(cfg: RewardTrainConfig, spec: WorldSpec = WorldSpec(), on_log=None):
     """Train the world's CLIP reward; returns the ``CLIPModel`` (eval mode) and a loss history."""
     from srpo.models.tokenizers import clip_tokenizer
-    from srpo.world.generator import warmup_cosine
 
     model = build_reward_model(cfg)
     towers = _Towers(model, clip_tokenizer(77), cfg.image_size)
     g = torch.Generator().manual_seed(cfg.seed + 1)
     pool = sample_scenes(cfg.pool_size, cfg.seed + 2, spec)
     images = render(pool, spec)  # [P, 3, S, S]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-    sched = warmup_cosine(opt, cfg.steps, 0.1)
-    history, start = [], time.perf_counter()
+    fitter = Fitter(model.parameters(), steps=cfg.steps, learning_rate=cfg.learning_rate, weight_decay=0.01,
+                    warmup_fraction=0.1, label="reward", log_every=50, on_log=on_log)
     model.train()
     for step in range(cfg.steps):
         idx = torch.randint(cfg.pool_size, (cfg.batch_size,), generator=g)
@@ -210,17 +203,8 @@ def train_reward(cfg: RewardTrainConfig, spec: WorldSpec = WorldSpec(), on_log=N
                                     for p, ws in zip(prompts, words)])
             gap = ((both[: len(scenes)] - both[len(scenes):]) * neutral).sum(-1)  # [B]
             loss = loss + cfg.bias_weight * F.softplus(-scale * (gap - 0.05)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        history.append(loss.item())
-        if step % 50 == 0 or step == cfg.steps - 1:
-            log.info("reward step %d/%d loss %.4f (%.0f s)", step + 1, cfg.steps, history[-1], time.perf_counter() - start)
-            if on_log is not None:
-                on_log(step, history[-1])
-    return model.eval(), history
+        fitter.update(step, loss)
+    return model.eval(), fitter.history
 
 
 def _with(scenes: Scenes, vivid: bool, spec: WorldSpec = WorldSpec()) -> Scenes:
