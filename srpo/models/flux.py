@@ -43,10 +43,10 @@ def unpack_latents(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 def latent_image_ids(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """FLUX's positional ids for the packed latent tokens: [(h/2)*(w/2), 3] = (0, row, col)."""
-    ids = torch.zeros(h // 2, w // 2, 3)
-    ids[..., 1] = torch.arange(h // 2)[:, None]
-    ids[..., 2] = torch.arange(w // 2)[None, :]
-    return ids.reshape(-1, 3).to(device=device, dtype=dtype)
+    ids = torch.zeros(h // 2, w // 2, 3, device=device, dtype=dtype)  # built in place: no host-to-device copy
+    ids[..., 1] = torch.arange(h // 2, device=device, dtype=dtype)[:, None]
+    ids[..., 2] = torch.arange(w // 2, device=device, dtype=dtype)[None, :]
+    return ids.reshape(-1, 3)
 
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"

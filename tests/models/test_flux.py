@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from srpo.config import PolicyConfig
-from srpo.models.flux import FluxPolicy, load_policy, pack_latents, unpack_latents
+from srpo.models.flux import FluxPolicy, latent_image_ids, load_policy, pack_latents, unpack_latents
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +21,14 @@ def test_pack_unpack_round_trip_matches_diffusers():
     assert packed.shape == (2, 4 * 3, 16)
     assert torch.equal(packed, FluxPipeline._pack_latents(x, 2, 4, 8, 6))
     assert torch.equal(unpack_latents(packed, 8, 6), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_latent_image_ids_match_diffusers(dtype):
+    from diffusers import FluxPipeline
+
+    ids = latent_image_ids(90, 64, dtype=dtype)  # a 720 x 512 image's latent
+    assert ids.dtype == dtype and torch.equal(ids, FluxPipeline._prepare_latent_image_ids(1, 45, 32, "cpu", dtype))
 
 
 def test_latent_shape_and_resolution_errors(policy):
