@@ -10,6 +10,9 @@ export ZENML_ANALYTICS_OPT_IN := false
 export ZENML_DEBUG := false
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# OpenMP threads spin briefly, then sleep; with the default long spin, PyTorch slows down 5-20x
+# whenever other jobs share the cores (docs/results.md). No cost measured on idle cores.
+export GOMP_SPINCOUNT ?= 20000
 DEMO_HOME := $(CURDIR)/.demo
 
 .PHONY: install test demo clean
@@ -27,9 +30,7 @@ install: $(STAMP)
 test: $(STAMP)
 	ZENML_CONFIG_PATH=$$(mktemp -d) SRPO_CACHE=$$(mktemp -d) $(PY) -m pytest -q tests
 
-# GOMP_SPINCOUNT: OpenMP threads spin briefly, then sleep; with the default long spin, PyTorch
-# updates slow down 5-20x whenever other jobs share the cores (docs/results.md).
-DEMO_ENV := ZENML_CONFIG_PATH=$(DEMO_HOME)/zenml SRPO_CACHE=$(DEMO_HOME)/cache GOMP_SPINCOUNT=20000
+DEMO_ENV := ZENML_CONFIG_PATH=$(DEMO_HOME)/zenml SRPO_CACHE=$(DEMO_HOME)/cache
 
 # The shapes world: bootstrap (cached after the first run), then SRPO steering it, then the table.
 demo: $(STAMP)
