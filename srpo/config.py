@@ -28,6 +28,9 @@ class PolicyConfig(_Strict):
     width: int = 64
     dtype: Literal["float32", "bfloat16"] = "float32"
     autocast: Literal["none", "bfloat16"] = "none"
+    frozen_dtype: Optional[Literal["float32", "bfloat16"]] = Field(
+        None, description="dtype of the weights that are not trained: VAE, text encoders and, with LoRA, the "
+        "transformer's base weights (default: the autocast dtype when autocast is on, else dtype)")
     device: str = "auto"
     gradient_checkpointing: bool = False
     compile: bool = Field(False, description="torch.compile the transformer's repeated blocks (regional "

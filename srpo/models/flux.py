@@ -98,20 +98,38 @@ class FluxPolicy:
             # memory-efficient attention are exact there. See docs/performance.md.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self.autocast_dtype = autocast_dtype  # bf16 on GPU; None = full precision
-        for frozen in (pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+        for frozen in self.frozen_modules:
             frozen.requires_grad_(False).eval()
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.denoiser: torch.nn.Module | None = None  # set by the trainer to its DDP/FSDP-wrapped transformer
+        self.frozen_dtype = pipe.transformer.dtype  # what untrained weights are kept in; load_policy sets it
 
     @classmethod
     def from_pretrained(cls, location: str, *, transformer: str | None = None, device="cpu",
                         torch_dtype=torch.float32, autocast_dtype=None) -> "FluxPolicy":
         return cls(load_flux_pipeline(location, transformer, torch_dtype), device, autocast_dtype)
 
-    # ---- geometry -------------------------------------------------------------------------
+    # ---- parts and precision --------------------------------------------------------------
     @property
     def transformer(self) -> torch.nn.Module:
         return self.pipe.transformer
+
+    @property
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """The modules that are never trained: the VAE and both text encoders."""
+        return [self.pipe.vae, self.pipe.text_encoder, self.pipe.text_encoder_2]
+
+    def store_frozen_in(self, dtype: torch.dtype) -> None:
+        """Keep the frozen modules' weights in ``dtype`` (bf16 halves their memory; autocast computes in bf16 anyway)."""
+        for module in self.frozen_modules:
+            cast_parameters(module, dtype)
+
+    def autocast(self):
+        """The mixed-precision context of this policy's compute (transformer, VAE decode, the reward tower)."""
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
+
+    # ---- geometry -------------------------------------------------------------------------
 
     @property
     def vae_scale_factor(self) -> int:
@@ -153,8 +171,7 @@ class FluxPolicy:
         guidance_vec = None
         if self.transformer.config.guidance_embeds:
             guidance_vec = torch.full((b,), float(guidance), device=x.device, dtype=torch.float32)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
+        with self.autocast():
             out = (self.denoiser if self.denoiser is not None else self.transformer)(
                 hidden_states=pack_latents(x),
                 timestep=sigma.to(x.dtype),  # diffusers' FLUX multiplies by 1000 inside
@@ -183,7 +200,8 @@ class FluxPolicy:
         """Latents [B,C,h,w] -> images [B,3,H,W] in [0, 1], differentiable."""
         cfg = self.pipe.vae.config
         z = x0 / cfg.scaling_factor + cfg.shift_factor
-        images = self.pipe.vae.decode(z.to(self.pipe.vae.dtype), return_dict=False)[0]  # [-1, 1]
+        with self.autocast():
+            images = self.pipe.vae.decode(z.to(self.pipe.vae.dtype), return_dict=False)[0]  # [-1, 1]
         return (images.float() / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
@@ -214,6 +232,19 @@ class FluxPolicy:
         return Path(out_dir)
 
 
+def cast_parameters(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Store ``module``'s floating-point parameters in ``dtype``, in place (buffers are left alone)."""
+    for param in module.parameters():
+        if param.is_floating_point():
+            param.data = param.data.to(dtype)
+
+
+def frozen_dtype(cfg) -> torch.dtype:
+    """The dtype a ``PolicyConfig`` keeps untrained weights in: ``frozen_dtype``, else autocast's, else ``dtype``."""
+    name = cfg.frozen_dtype or (cfg.autocast if cfg.autocast != "none" else cfg.dtype)
+    return getattr(torch, name)
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; anything else as given."""
     if device == "auto":
@@ -229,6 +260,8 @@ def load_policy(cfg, transformer: str | None = None, device: str | torch.device 
         torch_dtype=getattr(torch, cfg.dtype),
         autocast_dtype=torch.bfloat16 if cfg.autocast == "bfloat16" else None)
     policy.latent_shape(cfg.height, cfg.width)  # validates the resolution against this VAE
+    policy.frozen_dtype = frozen_dtype(cfg)
+    policy.store_frozen_in(policy.frozen_dtype)
     if cfg.gradient_checkpointing:
         policy.transformer.enable_gradient_checkpointing()
     if cfg.compile:

@@ -36,7 +36,7 @@ from srpo.direct_align import (add_noise, denoise_recover, euler_sample_with_gra
                                one_step_predict)
 from srpo.io import atomic_write_text
 from srpo.losses import reward_loss
-from srpo.models.flux import FluxPolicy
+from srpo.models.flux import FluxPolicy, cast_parameters
 from srpo.rewards.base import RewardModel
 from srpo.schedules import linear_discount, linear_k, shifted_linspace_discount, sigma_schedule
 from srpo.srp import semantic_reward, with_control
@@ -123,8 +123,15 @@ class SRPOTrainer:
     def _setup_model(self) -> None:
         cfg, transformer = self.cfg, self.policy.transformer
         if cfg.finetune == "lora":
+            master = transformer.dtype
+            if self.policy.frozen_dtype != master and not (cfg.distributed == "fsdp" and self.world > 1):
+                # frozen base weights in the compute dtype (half the memory of fp32); FSDP shards
+                # each block as one buffer of a single dtype, so there the base stays in `master`
+                cast_parameters(transformer, self.policy.frozen_dtype)
             self.params = add_lora(transformer, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets,
                                    cfg.lora_dropout, seed=cfg.seed)
+            for p in self.params:  # the adapter trains in the master dtype (fp32)
+                p.data = p.data.to(master)
         else:
             transformer.requires_grad_(True)
             self.params = list(transformer.parameters())
@@ -234,7 +241,8 @@ class SRPOTrainer:
                       grid_index: int) -> torch.Tensor:
         """Reward [B] of decoded ``images`` on ``branch`` ("denoise" or "inversion")."""
         cfg = self.cfg
-        img = self.reward.image_features(images)  # [B, D]
+        with self.policy.autocast():  # the reward tower in bf16 on GPUs, like the transformer and the VAE
+            img = self.reward.image_features(images).float()  # [B, D]
         target, other = ("pos", "neg") if branch == "denoise" else ("neg", "pos")
         k_range = cfg.k_denoise if branch == "denoise" else cfg.k_inversion
         k = linear_k(grid_index, len(self.grid), *k_range)

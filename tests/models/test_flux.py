@@ -135,3 +135,15 @@ def test_builtin_tiny_flux_is_reproducible(tmp_path, monkeypatch):
     a = FluxPolicy.from_pretrained("builtin:tiny-flux")
     b = FluxPolicy.from_pretrained("builtin:tiny-flux")
     assert all(torch.equal(x, y) for x, y in zip(a.transformer.parameters(), b.transformer.parameters()))
+
+
+@pytest.mark.parametrize("autocast, frozen, expected", [("none", None, torch.float32),
+                                                        ("bfloat16", None, torch.bfloat16),
+                                                        ("bfloat16", "float32", torch.float32)])
+def test_frozen_modules_are_stored_in_the_compute_dtype(tiny_flux_dir, autocast, frozen, expected):
+    policy = load_policy(PolicyConfig(pretrained=str(tiny_flux_dir), device="cpu", autocast=autocast,
+                                      frozen_dtype=frozen))
+    assert {m.dtype for m in policy.frozen_modules} == {expected} and policy.frozen_dtype == expected
+    assert policy.transformer.dtype == torch.float32  # the trained weights stay in `dtype`
+    images = policy.decode(torch.randn(1, *policy.latent_shape(32, 32)))
+    assert images.dtype == torch.float32 and torch.isfinite(images).all()

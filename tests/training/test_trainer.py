@@ -188,6 +188,24 @@ def test_compiled_blocks_train_like_eager_ones(policy_cfg, reward, rollouts, fin
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
 
 
+def test_lora_under_bf16_autocast_keeps_the_base_in_bf16_and_trains_the_adapter_in_fp32(policy_cfg, reward,
+                                                                                         rollouts):
+    def first_gradient(**policy):
+        trainer = make_trainer(policy_cfg.model_copy(update={"autocast": "bfloat16", **policy}), reward, rollouts,
+                               finetune="lora")
+        trainer.train_step(0)
+        return trainer, torch.cat([p.grad.flatten() for p in trainer.params])
+
+    lean, grad = first_gradient()
+    base = [p for n, p in lean.policy.transformer.named_parameters() if "lora_" not in n]
+    assert {p.dtype for p in base} == {torch.bfloat16} and {p.dtype for p in lean.params} == {torch.float32}
+    assert lean.policy.pipe.vae.dtype == lean.policy.pipe.text_encoder_2.dtype == torch.bfloat16
+    assert all(p.grad is None for p in base) and torch.isfinite(grad).all() and grad.norm() > 0
+    # autocast computes in bf16 from fp32 weights as well: storing them in bf16 changes little
+    _, grad_fp32_base = first_gradient(frozen_dtype="float32")
+    assert torch.nn.functional.cosine_similarity(grad, grad_fp32_base, dim=0) > 0.999
+
+
 def test_a_bad_streak_stops_the_run_and_keeps_the_last_good_checkpoint(policy_cfg, reward, rollouts, tmp_path):
     cfg = TrainConfig(steps=8, batch_size=2, learning_rate=1e-3, max_grad_norm=1.0, checkpoint_every=1,
                       keep_checkpoints=2, max_bad_steps=2)
