@@ -259,6 +259,11 @@ def load_policy(cfg, transformer: str | None = None, device: str | torch.device 
         cfg.pretrained, transformer=transformer or cfg.transformer, device=device,
         torch_dtype=getattr(torch, cfg.dtype),
         autocast_dtype=torch.bfloat16 if cfg.autocast == "bfloat16" else None)
+    return prepare_policy(policy, cfg)
+
+
+def prepare_policy(policy: FluxPolicy, cfg) -> FluxPolicy:
+    """Apply a ``PolicyConfig``'s resolution check, frozen dtype, checkpointing and compilation."""
     policy.latent_shape(cfg.height, cfg.width)  # validates the resolution against this VAE
     policy.frozen_dtype = frozen_dtype(cfg)
     policy.store_frozen_in(policy.frozen_dtype)

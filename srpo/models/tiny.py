@@ -34,6 +34,8 @@ class TinyFluxSpec(BaseModel):
     vae_channels: int = 8
     vae_block_channels: Optional[tuple[int, int, int, int]] = None  # per VAE level; default 4 x vae_channels
     vae_norm_groups: Optional[int] = None  # default min(vae_channels, 4)
+    vae_layers_per_block: int = 1  # FLUX.1: 2
+    vae_mid_attention: bool = False  # FLUX.1: True
     t5_max_length: int = 32
     t5_words: Optional[tuple[str, ...]] = None  # T5 vocabulary; default DEFAULT_T5_WORDS
 
@@ -63,10 +65,10 @@ def build_tiny_flux_pipeline(spec: TinyFluxSpec = TinyFluxSpec(), seed: int = 0)
         in_channels=3, out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=spec.vae_block_channels or (c, c, c, c),  # 4 levels: x8 like FLUX's VAE
-        layers_per_block=1, latent_channels=spec.latent_channels,
+        layers_per_block=spec.vae_layers_per_block, latent_channels=spec.latent_channels,
         norm_num_groups=spec.vae_norm_groups or min(c, 4),
         scaling_factor=0.3611, shift_factor=0.1159,  # FLUX.1's values
-        use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=False,
+        use_quant_conv=False, use_post_quant_conv=False, mid_block_add_attention=spec.vae_mid_attention,
     )
     tok_clip = clip_tokenizer(77)
     clip = CLIPTextModel(CLIPTextConfig(

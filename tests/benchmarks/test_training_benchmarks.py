@@ -43,3 +43,10 @@ def test_gpu_step_runs_tiny_on_the_cpu():
     assert result["eager"]["rollout_images_per_second"] == 2 / result["eager"]["rollout_seconds_per_step"]
     assert result["eager"]["rollout_seconds_per_step"] > 0 and result["eager"]["train_seconds_per_update"] > 0
     assert 0 < result["lora_params"] < result["transformer_params"]
+
+
+def test_trainer_step_times_the_trainer_with_a_bf16_base_under_autocast():
+    result = run_benchmark("benchmarks.trainer_step", "--tiny", "--autocast", "--updates", "1")
+    assert result["base_dtype"] == result["frozen_dtype"] == "torch.bfloat16" and result["skipped_updates"] == 0
+    assert result["train_seconds_per_update"] > 0 and result["rollout_seconds_per_step"] > 0
+    assert 0 < result["lora_params"] < result["transformer_params"]
