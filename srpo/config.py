@@ -47,6 +47,14 @@ class PolicyConfig(_Strict):
                              "2x2 latent packing); use for example 512, 720 or 1024")
         return v
 
+    @model_validator(mode="after")
+    def _frozen_dtype_needs_autocast(self) -> "PolicyConfig":
+        if self.autocast == "none" and self.frozen_dtype not in (None, self.dtype):
+            raise ValueError(f"frozen_dtype {self.frozen_dtype} differs from dtype {self.dtype} without autocast: "
+                             "the modules would pass each other tensors of different dtypes. Set autocast: "
+                             "bfloat16, or leave frozen_dtype out")
+        return self
+
 
 class RolloutConfig(_Strict):
     """How clean samples for training are made: sampled by the policy (online) or encoded (offline)."""

@@ -18,6 +18,13 @@ def test_resolution_must_be_a_multiple_of_16():
     PolicyConfig(height=720, width=1024)
 
 
+def test_frozen_weights_in_another_dtype_need_autocast():
+    with pytest.raises(ValidationError, match="autocast: bfloat16"):
+        PolicyConfig(frozen_dtype="bfloat16")
+    assert PolicyConfig(frozen_dtype="bfloat16", autocast="bfloat16").frozen_dtype == "bfloat16"
+    assert PolicyConfig(frozen_dtype="float32").frozen_dtype == "float32"  # the same as dtype: nothing to mix
+
+
 @pytest.mark.parametrize("bounds", [(0.0, 0.9), (0.5, 0.995), (0.9, 0.5), (-0.1, 0.5)])
 def test_sigma_bounds_outside_zero_to_099_are_refused(bounds):
     with pytest.raises(ValidationError, match=r"0 < low < high <= 0.99"):
