@@ -100,7 +100,8 @@ class FluxPolicy:
         self.autocast_dtype = autocast_dtype  # bf16 on GPU; None = full precision
         for frozen in self.frozen_modules:
             frozen.requires_grad_(False).eval()
-        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt -> (T5 states, pooled)
+        self.max_cached_prompts = 256
         self.denoiser: torch.nn.Module | None = None  # set by the trainer to its DDP/FSDP-wrapped transformer
         self.frozen_dtype = pipe.transformer.dtype  # what untrained weights are kept in; load_policy sets it
 
@@ -152,15 +153,25 @@ class FluxPolicy:
     # ---- text -----------------------------------------------------------------------------
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> PromptEmbeds:
-        """Text conditioning for ``prompts``, each prompt encoded once and then cached."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
-        if missing:
+        """Text conditioning for ``prompts``; each prompt is encoded on its own and cached.
+
+        Encoding one prompt at a time makes its embedding independent of which batch it first
+        appeared in (batched matrix products may round differently), so an evicted and
+        re-encoded prompt, or one first met after a resume, gets bit for bit the same embedding.
+        The cache keeps the ``max_cached_prompts`` most recently used prompts (T5 states of
+        FLUX.1 are 4 MB each in bf16).
+        """
+        for p in dict.fromkeys(prompts):
+            if p in self._text_cache:
+                self._text_cache[p] = self._text_cache.pop(p)  # most recently used last
+                continue
             max_len = min(512, self.pipe.tokenizer_2.model_max_length)
-            tokens, pooled, _ = self.pipe.encode_prompt(missing, device=self.device, max_sequence_length=max_len)
-            for p, t, q in zip(missing, tokens, pooled):
-                self._text_cache[p] = (t, q)
+            tokens, pooled, _ = self.pipe.encode_prompt([p], device=self.device, max_sequence_length=max_len)
+            self._text_cache[p] = (tokens[0], pooled[0])
         tokens = torch.stack([self._text_cache[p][0] for p in prompts])  # [B, L, D_t5]
         pooled = torch.stack([self._text_cache[p][1] for p in prompts])  # [B, D_clip]
+        while len(self._text_cache) > max(self.max_cached_prompts, len(set(prompts))):
+            del self._text_cache[next(iter(self._text_cache))]  # least recently used
         text_ids = torch.zeros(tokens.shape[1], 3, device=self.device, dtype=tokens.dtype)
         return PromptEmbeds(tokens, pooled, text_ids)
 
