@@ -153,21 +153,21 @@ class FluxPolicy:
     # ---- text -----------------------------------------------------------------------------
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> PromptEmbeds:
-        """Text conditioning for ``prompts``; each prompt is encoded on its own and cached.
+        """Text conditioning for ``prompts``; the prompts not in the cache are encoded together.
 
-        Encoding one prompt at a time makes its embedding independent of which batch it first
-        appeared in (batched matrix products may round differently), so an evicted and
-        re-encoded prompt, or one first met after a resume, gets bit for bit the same embedding.
-        The cache keeps the ``max_cached_prompts`` most recently used prompts (T5 states of
-        FLUX.1 are 4 MB each in bf16).
+        The cache keeps the ``max_cached_prompts`` most recently used prompts (FLUX.1's T5 states
+        are 4 MB a prompt in bf16: an unbounded cache would fill a GPU over a 3,200-prompt
+        evaluation). A prompt's embedding is computed in the batch it is first met in.
         """
         for p in dict.fromkeys(prompts):
             if p in self._text_cache:
                 self._text_cache[p] = self._text_cache.pop(p)  # most recently used last
-                continue
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        if missing:
             max_len = min(512, self.pipe.tokenizer_2.model_max_length)
-            tokens, pooled, _ = self.pipe.encode_prompt([p], device=self.device, max_sequence_length=max_len)
-            self._text_cache[p] = (tokens[0], pooled[0])
+            tokens, pooled, _ = self.pipe.encode_prompt(missing, device=self.device, max_sequence_length=max_len)
+            for p, t, q in zip(missing, tokens, pooled):
+                self._text_cache[p] = (t, q)
         tokens = torch.stack([self._text_cache[p][0] for p in prompts])  # [B, L, D_t5]
         pooled = torch.stack([self._text_cache[p][1] for p in prompts])  # [B, D_clip]
         while len(self._text_cache) > max(self.max_cached_prompts, len(set(prompts))):

@@ -192,7 +192,9 @@ def train_generator(cfg: GeneratorConfig, spec: WorldSpec = WorldSpec(), on_log=
     images = render(scenes, spec)
     shift, scale, x0 = fit_latent_scaling(pipe.vae, images)
     policy = FluxPolicy(pipe, "cpu")
-    policy.encode_prompts([c for c in _all_captions()])  # fill the text cache once
+    captions = _all_captions()
+    policy.max_cached_prompts = len(captions)  # every caption stays encoded as this one batch made it
+    policy.encode_prompts(captions)
     flow_curve = train_transformer(policy, cfg, x0, scenes, on_log=on_log)
     info = {"flow_curve": flow_curve, "latent_shift": shift, "latent_scale": scale,
             "seconds": time.perf_counter() - start,

@@ -229,8 +229,13 @@ def run_world_report(load_base, load_tuned, load_reward, rollouts, train, rollou
         stride = max(1, len(prompts) // cfg.curve_samples)
         probe_prompts, probe_seeds = prompts[::stride][: cfg.curve_samples], seeds[::stride][: cfg.curve_samples]
 
-        def probe() -> dict:  # prompt encodings do not depend on the batch: sharing the cache is safe
-            return measure(generate(policy, probe_prompts, probe_seeds, cfg), probe_prompts, steering)
+        def probe() -> dict:
+            # the policy caches prompt encodings, and an encoding computed in a probe's batch can
+            # differ from the training batch's in the last bit: keep the probe's out of the cache
+            cache = dict(policy._text_cache)
+            images = generate(policy, probe_prompts, probe_seeds, cfg)
+            policy._text_cache = cache
+            return measure(images, probe_prompts, steering)
 
         trainer = SRPOTrainer(policy, load_reward(), rollouts, train, rollout)
         points = replay_curve(trainer, probe, cfg.curve_every)
