@@ -125,6 +125,9 @@ class TrainConfig(_Strict):
     lora_targets: list[str] = Field(default_factory=lambda: list(FLUX_LORA_TARGETS))
     # scale, memory and faults
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="strategy when several processes run")
+    fsdp_param_dtype: Optional[Literal["bfloat16"]] = Field(
+        None, description="fsdp: gather and compute with the parameters in this dtype (FSDP2 mixed precision: "
+        "half the all-gather traffic, no per-forward casts); shards and gradient reduction stay fp32")
     num_processes: int = Field(1, ge=1, description="processes the pipeline step launches on its node")
     vae_gradient_checkpointing: bool = False
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N updates (0: never)")

@@ -48,18 +48,22 @@ def add_lora(transformer: torch.nn.Module, rank: int, alpha: float, targets: lis
     return params
 
 
-def lora_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter's weights with peft's key names (no base weights)."""
+def lora_state_dict(transformer: torch.nn.Module, state: dict | None = None) -> dict[str, torch.Tensor]:
+    """The adapter's weights with peft's key names (no base weights).
+
+    ``state``: the transformer's full state dict when its own holds shards (FSDP).
+    """
     from peft.utils import get_peft_model_state_dict
 
-    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
+    adapter = get_peft_model_state_dict(transformer, state_dict=state)
+    return {k: v.detach().cpu().contiguous() for k, v in adapter.items()}
 
 
-def save_lora(transformer: torch.nn.Module, out_dir: str | Path) -> Path:
+def save_lora(transformer: torch.nn.Module, out_dir: str | Path, state: dict | None = None) -> Path:
     """Write the adapter as ``pytorch_lora_weights.safetensors`` in diffusers' FLUX LoRA format."""
     from diffusers import FluxPipeline
 
     out_dir = Path(out_dir)
-    FluxPipeline.save_lora_weights(out_dir, transformer_lora_layers=lora_state_dict(transformer),
+    FluxPipeline.save_lora_weights(out_dir, transformer_lora_layers=lora_state_dict(transformer, state),
                                    safe_serialization=True)
     return out_dir

@@ -1,4 +1,4 @@
-"""The SRPO / Direct-Align trainer: one process or many (accelerate: DDP or FSDP).
+"""The SRPO / Direct-Align trainer: one process or many (accelerate with DDP, or FSDP 2).
 
 One update, for each process's batch of clean samples ``x0`` with their noise ``eps``:
 
@@ -78,20 +78,35 @@ def seeded_noise(shape, seeds: list[int]) -> torch.Tensor:
 
 
 def make_accelerator(cfg: TrainConfig, cpu: bool):
-    """An ``Accelerator`` for the config: DDP by default, FSDP wrapping FLUX blocks if asked."""
+    """An ``Accelerator`` for the config: processes, devices, DDP and trackers.
+
+    FSDP is not accelerate's here: its plugin is ignored on CPU processes (gloo), so the trainer
+    shards with FSDP 2 itself (:func:`shard_fsdp`), the same on CPUs and GPUs.
+    """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    kwargs: dict = {"cpu": cpu, "log_with": cfg.trackers or None}
-    if cfg.distributed == "fsdp":
-        from accelerate import FullyShardedDataParallelPlugin
+    return Accelerator(cpu=cpu, log_with=cfg.trackers or None,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=False)])
 
-        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
-            fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=FLUX_BLOCKS,
-            reshard_after_forward=True, state_dict_type="FULL_STATE_DICT", cpu_ram_efficient_loading=False)
-    else:
-        kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=False)]
-    return Accelerator(**kwargs)
+
+def shard_fsdp(transformer: torch.nn.Module, device: torch.device, world: int, param_dtype: str | None = None):
+    """FSDP 2 (``fully_shard``) on every FLUX block, then on the whole transformer.
+
+    Parameters are sharded over the ``world`` processes; ``param_dtype`` (bf16) gathers and
+    computes in that dtype while shards and gradient reduction stay fp32.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (world,))
+    mixed = MixedPrecisionPolicy(param_dtype=getattr(torch, param_dtype) if param_dtype else None,
+                                 reduce_dtype=torch.float32 if param_dtype else None)
+    for block in transformer.modules():
+        if type(block).__name__ in FLUX_BLOCKS:
+            fully_shard(block, mesh=mesh, mp_policy=mixed, reshard_after_forward=True)
+    fully_shard(transformer, mesh=mesh, mp_policy=mixed, reshard_after_forward=True)
+    return transformer
 
 
 class SRPOTrainer:
@@ -124,7 +139,7 @@ class SRPOTrainer:
         cfg, transformer = self.cfg, self.policy.transformer
         if cfg.finetune == "lora":
             master = transformer.dtype
-            if self.policy.frozen_dtype != master and not (cfg.distributed == "fsdp" and self.world > 1):
+            if self.policy.frozen_dtype != master and not self.sharded:
                 # frozen base weights in the compute dtype (half the memory of fp32); FSDP shards
                 # each block as one buffer of a single dtype, so there the base stays in `master`
                 cast_parameters(transformer, self.policy.frozen_dtype)
@@ -138,16 +153,21 @@ class SRPOTrainer:
         if cfg.vae_gradient_checkpointing:
             self.policy.pipe.vae.enable_gradient_checkpointing()
         self.reward.requires_grad_(False).eval()
+        if self.sharded:  # FSDP 2 replaces the parameters by sharded ones: the optimizer takes those
+            shard_fsdp(transformer, self.accelerator.device, self.world, cfg.fsdp_param_dtype)
+            self.params = [p for p in transformer.parameters() if p.requires_grad]
         # fused AdamW: one kernel over all parameters (CPU and CUDA); FSDP's sharded
         # parameters take the multi-tensor path instead
         optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, betas=cfg.betas,
-                                      weight_decay=cfg.weight_decay, fused=cfg.distributed != "fsdp",
-                                      foreach=False if cfg.distributed != "fsdp" else None)
+                                      weight_decay=cfg.weight_decay, fused=not self.sharded,
+                                      foreach=None if self.sharded else False)
         self.scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-        module, self.optimizer, self.scheduler = self.accelerator.prepare(transformer, optimizer, self.scheduler)
-        self.policy.denoiser = module  # forwards go through the DDP/FSDP wrapper
-        if cfg.distributed == "fsdp" and self.accelerator.num_processes > 1:
-            self.params = [p for p in module.parameters() if p.requires_grad]
+        if self.sharded:
+            module = transformer
+            self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, self.scheduler)
+        else:
+            module, self.optimizer, self.scheduler = self.accelerator.prepare(transformer, optimizer, self.scheduler)
+        self.policy.denoiser = module  # forwards go through the DDP wrapper or the FSDP-sharded model
         if self.accelerator.is_main_process and cfg.trackers:
             self.accelerator.init_trackers("srpo", config=cfg.model_dump(mode="json"))
 
@@ -158,6 +178,18 @@ class SRPOTrainer:
     @property
     def world(self) -> int:
         return self.accelerator.num_processes
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the transformer is sharded with FSDP (``distributed: fsdp`` over several processes)."""
+        return self.cfg.distributed == "fsdp" and self.world > 1
+
+    def gradient_sync(self, sync: bool):
+        """Context for one micro-step's backward: reduce gradients across processes only if ``sync``."""
+        if self.sharded:
+            self.policy.denoiser.set_requires_gradient_sync(sync)
+            return nullcontext()
+        return self.accelerator.no_sync(self.policy.denoiser) if not sync and self.world > 1 else nullcontext()
 
     # ---- data ---------------------------------------------------------------------------
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -280,7 +312,7 @@ class SRPOTrainer:
         for n, (j, (grid_index, t, weight), branch) in enumerate(micro):
             draw = lambda: self.fresh_noise(step, f"draw{j}", x0.shape[1:])  # noqa: E731 (DRaFT-LV only)
             sync = n == len(micro) - 1  # all-reduce gradients once, after the last micro-step
-            with acc.no_sync(self.policy.denoiser) if not sync and self.world > 1 else nullcontext():
+            with self.gradient_sync(sync):
                 x0_hat = self.recover(branch, x0, eps, t, velocity, draw)
                 r = self.branch_reward(branch, self.policy.decode(x0_hat), txt, grid_index)  # [B]
                 loss = weight * reward_loss(r, cfg.loss, cfg.tau) / len(micro)
@@ -288,6 +320,8 @@ class SRPOTrainer:
             rewards[branch] += r.detach().mean() / len(levels)
             total_loss += loss.detach()
         grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor holding the global norm
+            grad_norm = grad_norm.full_tensor()
         grad_norm = float(grad_norm) if grad_norm is not None else 0.0
         stats = acc.reduce(torch.stack([total_loss, *rewards.values()]), reduction="mean").tolist()
         loss_value, reward_values = stats[0], dict(zip(branches, stats[1:]))
@@ -346,9 +380,21 @@ class SRPOTrainer:
                                  step=entry.step)
 
     # ---- checkpoints --------------------------------------------------------------------
+    def full_state(self) -> dict[str, torch.Tensor]:
+        """The transformer's whole state dict, FSDP shards gathered (every rank must call this)."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+            state = get_model_state_dict(self.policy.denoiser, options=StateDictOptions(full_state_dict=True,
+                                                                                        cpu_offload=True))
+            if self.accelerator.device.type == "cpu":  # gathered in place, not copied: own the memory
+                state = {k: v.clone() for k, v in state.items()}
+            return state
+        return self.accelerator.get_state_dict(self.policy.denoiser)
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The trained parameters by name (LoRA: the adapter only), gathered for saving."""
-        state = self.accelerator.get_state_dict(self.policy.denoiser)
+        state = self.full_state()
         if self.cfg.finetune == "lora":
             state = {k: v for k, v in state.items() if "lora_" in k}
         return state
@@ -357,7 +403,7 @@ class SRPOTrainer:
         """Checkpoint after ``step`` updates (main process writes; every rank's RNG state included)."""
         acc = self.accelerator
         model_state = self.trainable_state()
-        optim_state = self.optimizer.state_dict() if self.cfg.distributed == "ddp" else _fsdp_optim_state(self)
+        optim_state = _fsdp_optim_state(self) if self.sharded else self.optimizer.state_dict()
         rng_states = [torch.random.get_rng_state()]
         if self.world > 1:
             from accelerate.utils import gather_object
@@ -391,16 +437,22 @@ class SRPOTrainer:
         from safetensors.torch import load_file
 
         trained = load_file(str(folder / "trainable.safetensors"))
-        model = self.accelerator.unwrap_model(self.policy.denoiser)
-        missing, unexpected = model.load_state_dict(trained, strict=False)
+        if self.sharded:  # every rank reads the full tensors and keeps its shards
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            missing, unexpected = set_model_state_dict(self.policy.denoiser, trained,
+                                                       options=StateDictOptions(full_state_dict=True, strict=False))
+        else:
+            missing, unexpected = self.accelerator.unwrap_model(self.policy.denoiser).load_state_dict(trained,
+                                                                                                     strict=False)
         if unexpected or (self.cfg.finetune == "full" and missing):
             raise ckpt.CorruptCheckpoint(f"{folder}: weights do not fit this model (missing {missing[:3]}, "
                                          f"unexpected {unexpected[:3]}): was it written with another config?")
         optim_state = ckpt.load_torch(folder / "optimizer.pt")
-        if self.cfg.distributed == "ddp":
-            self.optimizer.load_state_dict(optim_state)
-        else:
+        if self.sharded:
             _fsdp_load_optim_state(self, optim_state)
+        else:
+            self.optimizer.load_state_dict(optim_state)
         self.scheduler.load_state_dict(ckpt.load_torch(folder / "scheduler.pt"))
         rng = folder / f"rng-rank{self.rank}.pt"
         torch.random.set_rng_state(ckpt.load_torch(rng))
@@ -417,17 +469,18 @@ class SRPOTrainer:
         """
         out_dir = Path(out_dir)
         acc = self.accelerator
-        state = self.accelerator.get_state_dict(self.policy.denoiser)  # gathers FSDP shards on every rank
+        state = self.full_state()  # every rank takes part in gathering FSDP shards
         if acc.is_main_process:
             model = acc.unwrap_model(self.policy.denoiser)
             if self.cfg.finetune == "lora":
-                save_lora(model, out_dir)
-            else:
-                model.save_pretrained(out_dir, state_dict=state, safe_serialization=True)
+                save_lora(model, out_dir, state)
+            else:  # diffusers' save_pretrained reads model.state_dict(), which holds shards under FSDP
+                save_diffusers_model(model, state, out_dir)
             atomic_write_text(out_dir / "training_log.json", json.dumps({
                 "config": self.cfg.model_dump(mode="json"),
                 "d_sigma": self.d_sigma,
                 "processes": self.world,
+                "strategy": "fsdp" if self.sharded else "ddp" if self.world > 1 else "single process",
                 "skipped_updates": self.skipped,
                 "history": [asdict(h) for h in self.history],
             }, indent=2))
@@ -435,6 +488,23 @@ class SRPOTrainer:
         if self.cfg.trackers:
             acc.end_training()
         return out_dir
+
+
+def save_diffusers_model(model, state: dict[str, torch.Tensor], out_dir: Path, max_shard_size: str = "10GB") -> Path:
+    """``model``'s config and ``state`` as a diffusers model folder (safetensors, sharded like diffusers)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_config(out_dir)
+    split = split_torch_state_dict_into_shards(state, filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
+                                               max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        save_file({n: state[n].contiguous() for n in names}, str(out_dir / filename), metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (out_dir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return out_dir
 
 
 def _fsdp_optim_state(trainer: SRPOTrainer) -> dict:
