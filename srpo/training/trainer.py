@@ -139,9 +139,7 @@ class SRPOTrainer:
         cfg, transformer = self.cfg, self.policy.transformer
         if cfg.finetune == "lora":
             master = transformer.dtype
-            if self.policy.frozen_dtype != master and not self.sharded:
-                # frozen base weights in the compute dtype (half the memory of fp32); FSDP shards
-                # each block as one buffer of a single dtype, so there the base stays in `master`
+            if self.policy.frozen_dtype != master:  # frozen base weights in the compute dtype: half of fp32's memory
                 cast_parameters(transformer, self.policy.frozen_dtype)
             self.params = add_lora(transformer, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets,
                                    cfg.lora_dropout, seed=cfg.seed)
