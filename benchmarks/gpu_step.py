@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--rollout-batch", type=int, default=1,
                         help="prompts per rollout forward (larger products; MFU counts every sample)")
     args = parser.parse_args()
+    if args.rollout_batch < 1:  # before minutes of building a 12B model
+        parser.error("--rollout-batch must be at least 1")
     t_start = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -150,8 +152,6 @@ def main() -> None:
         return v
 
     rb = args.rollout_batch
-    if rb < 1:
-        parser.error("--rollout-batch must be at least 1")
     roll_eps = torch.randn(rb, 16, h, w, device=device, generator=g)
     roll_cond = dict(pooled_projections=pooled.expand(rb, -1), encoder_hidden_states=text.expand(rb, -1, -1),
                      guidance=guidance.expand(rb))

@@ -97,11 +97,15 @@ def atomic_directory(target: Path, *, replace: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
     try:
         yield tmp
+        old = None
         if target.exists():
             if not replace:
                 return
-            shutil.rmtree(target)
+            old = target.with_name(f".old-{tmp.name}")
+            os.replace(target, old)  # moved aside, not deleted: `target` is missing only between two renames
         os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

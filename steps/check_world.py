@@ -10,7 +10,6 @@ from srpo.artifacts import ModelFolder
 from srpo.models.flux import FluxPolicy
 from srpo.rewards import RewardConfig, load_reward
 from srpo.world.bootstrap import WorldCheckConfig, check_world as _check
-from srpo.world.bootstrap import check_generator
 from srpo.world.plots import image_grid
 from srpo.world.shapes import WorldSpec
 from steps._log import library_logging
@@ -24,8 +23,8 @@ def check_world(generator: ModelFolder, reward: ModelFolder, world: WorldSpec, c
     library_logging()
     policy = FluxPolicy.from_pretrained(str(generator.path), device="cpu")
     clip = load_reward(RewardConfig(name="hf_clip", checkpoint=str(reward.path)))
-    report = _check(policy, clip, world, checks)
-    _, images, prompts = check_generator(policy, checks.model_copy(update={"samples_per_prompt": 1}))
+    report, samples, sample_prompts = _check(policy, clip, world, checks)
+    images, prompts = samples[::checks.samples_per_prompt], sample_prompts[::checks.samples_per_prompt]  # one a prompt
     grid = image_grid([images[i:i + 12] for i in range(0, 48, 12)], ["", "", "", ""], scale=2, label_width=4,
                       title="generator samples, one per prompt: " + "; ".join(prompts[:2]) + " ...")
     log_metadata(metadata={"reward_attribute_words": report["reward"]["attribute_words"],

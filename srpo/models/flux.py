@@ -159,10 +159,11 @@ class FluxPolicy:
         are 4 MB a prompt in bf16: an unbounded cache would fill a GPU over a 3,200-prompt
         evaluation). A prompt's embedding is computed in the batch it is first met in.
         """
-        for p in dict.fromkeys(prompts):
+        unique = list(dict.fromkeys(prompts))
+        for p in unique:
             if p in self._text_cache:
                 self._text_cache[p] = self._text_cache.pop(p)  # most recently used last
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        missing = [p for p in unique if p not in self._text_cache]
         if missing:
             max_len = min(512, self.pipe.tokenizer_2.model_max_length)
             tokens, pooled, _ = self.pipe.encode_prompt(missing, device=self.device, max_sequence_length=max_len)
@@ -170,7 +171,7 @@ class FluxPolicy:
                 self._text_cache[p] = (t, q)
         tokens = torch.stack([self._text_cache[p][0] for p in prompts])  # [B, L, D_t5]
         pooled = torch.stack([self._text_cache[p][1] for p in prompts])  # [B, D_clip]
-        while len(self._text_cache) > max(self.max_cached_prompts, len(set(prompts))):
+        while len(self._text_cache) > max(self.max_cached_prompts, len(unique)):
             del self._text_cache[next(iter(self._text_cache))]  # least recently used
         text_ids = torch.zeros(tokens.shape[1], 3, device=self.device, dtype=tokens.dtype)
         return PromptEmbeds(tokens, pooled, text_ids)

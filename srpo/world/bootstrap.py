@@ -88,12 +88,12 @@ def check_reward(reward, spec: WorldSpec, cfg: WorldCheckConfig) -> dict:
 
 
 @torch.no_grad()
-def check_generator(policy, cfg: WorldCheckConfig) -> tuple[dict, torch.Tensor, list[str]]:
+def check_generator(policy, spec: WorldSpec, cfg: WorldCheckConfig) -> tuple[dict, torch.Tensor, list[str]]:
     """Colour correctness of generator samples (every base prompt, ``samples_per_prompt`` seeds)."""
     prompts = [p for p in all_base_prompts() for _ in range(cfg.samples_per_prompt)]
     seeds = [cfg.seed + 7919 * i for i in range(len(prompts))]
     images = sample_images(policy, prompts, seeds, cfg.num_steps, guidance=cfg.guidance)
-    graded = grade(images)
+    graded = grade(images, spec)
     fid = fidelity(graded, prompts)
     out = {"fidelity": fid, "shares": shares(graded), "num_samples": len(prompts),
            "colours": fid["colours"], "passed": fid["colours"] >= cfg.generator_target}
@@ -109,14 +109,17 @@ def check_grader(spec: WorldSpec, cfg: WorldCheckConfig) -> dict:
     return out
 
 
-def check_world(policy, reward, spec: WorldSpec, cfg: WorldCheckConfig) -> dict:
-    """All bootstrap checks in one report (``passed`` is True when both targets are reached)."""
+def check_world(policy, reward, spec: WorldSpec, cfg: WorldCheckConfig) -> tuple[dict, torch.Tensor, list[str]]:
+    """All bootstrap checks in one report (``passed`` is True when both targets are reached).
+
+    Also returns the generator samples the check graded, with their prompts.
+    """
     start = time.perf_counter()
     rew = check_reward(reward, spec, cfg)
-    gen, _, _ = check_generator(policy, cfg)
+    gen, images, prompts = check_generator(policy, spec, cfg)
     report = {"reward": rew, "generator": gen, "grader": check_grader(spec, cfg),
               "targets": {"reward_attribute_words": cfg.reward_target, "generator_colours": cfg.generator_target},
               "passed": rew["passed"] and gen["passed"], "seconds": time.perf_counter() - start}
     log.info("world check: reward ranks attribute words right on %.1f%%, generator colours right on %.1f%%",
              100 * rew["attribute_words"], 100 * gen["colours"])
-    return report
+    return report, images, prompts

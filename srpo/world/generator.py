@@ -142,8 +142,7 @@ def fit_latent_scaling(vae, images: torch.Tensor, batch_size: int = 256) -> tupl
 
     Returns the two factors and the scaled latents of ``images`` (the FLUX convention).
     """
-    z = torch.cat([vae.encode(images[i:i + batch_size] * 2 - 1).latent_dist.mode()
-                   for i in range(0, len(images), batch_size)])
+    z = latent_modes(vae, images, batch_size)
     shift, scale = float(z.mean()), float(1.0 / z.std())
     vae.register_to_config(shift_factor=shift, scaling_factor=scale)
     return shift, scale, (z - shift) * scale
@@ -174,12 +173,17 @@ def train_transformer(policy, cfg: GeneratorConfig, x0: torch.Tensor, scenes, on
 
 
 @torch.no_grad()
+def latent_modes(vae, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Images [N,3,H,W] in [0,1] -> the VAE posterior modes [N,C,h,w], unscaled, in batches."""
+    return torch.cat([vae.encode(images[i:i + batch_size] * 2 - 1).latent_dist.mode()
+                      for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
 def encode(vae, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Images [N,3,H,W] in [0,1] -> scaled, shifted latents (the FLUX convention)."""
     cfg = vae.config
-    out = [(vae.encode(images[i:i + batch_size] * 2 - 1).latent_dist.mode() - cfg.shift_factor) * cfg.scaling_factor
-           for i in range(0, len(images), batch_size)]
-    return torch.cat(out)
+    return (latent_modes(vae, images, batch_size) - cfg.shift_factor) * cfg.scaling_factor
 
 
 def train_generator(cfg: GeneratorConfig, spec: WorldSpec = WorldSpec(), on_log=None):
@@ -192,9 +196,9 @@ def train_generator(cfg: GeneratorConfig, spec: WorldSpec = WorldSpec(), on_log=
     images = render(scenes, spec)
     shift, scale, x0 = fit_latent_scaling(pipe.vae, images)
     policy = FluxPolicy(pipe, "cpu")
-    captions = _all_captions()
-    policy.max_cached_prompts = len(captions)  # every caption stays encoded as this one batch made it
-    policy.encode_prompts(captions)
+    every_caption = _all_captions()
+    policy.max_cached_prompts = len(every_caption)  # every caption stays encoded as this one batch made it
+    policy.encode_prompts(every_caption)
     flow_curve = train_transformer(policy, cfg, x0, scenes, on_log=on_log)
     info = {"flow_curve": flow_curve, "latent_shift": shift, "latent_scale": scale,
             "seconds": time.perf_counter() - start,

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
-from srpo.io import atomic_write_text, cache_dir
+from srpo.io import atomic_directory, atomic_write_text, cache_dir
 
 #: Published world models: name -> what kind of folder it is.
 WORLD_MODELS = {"shapes-flux": "diffusers FLUX pipeline", "shapes-clip": "transformers CLIPModel (hf_clip)",
@@ -65,18 +63,8 @@ def publish(name: str, source: str | Path, provenance: dict | None = None) -> Pa
     if name not in WORLD_MODELS:
         raise ValueError(f"unknown world model {name!r}: known are {sorted(WORLD_MODELS)}")
     source, target = Path(source), world_dir() / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
-    try:
+    with atomic_directory(target) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
-        old = target.with_name(f".{name}.old")
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     record = read_record()
     record[name] = {"sha256": folder_digest(target), **(provenance or {})}
     atomic_write_text(world_dir() / RECORD, json.dumps(record, indent=2, sort_keys=True))

@@ -127,7 +127,7 @@ def swapped_caption(scenes: Scenes, i: int, words: list[str], generator: torch.G
     kind = int(torch.randint(5, (), generator=generator))
     if kind < 2:  # a wrong binary word, added if the caption had none
         attribute = list(BINARY_ATTRIBUTES)[kind]
-        true = BINARY_ATTRIBUTES[attribute][int((scenes.bright if attribute == "brightness" else scenes.vivid)[i])]
+        true = scenes.words(attribute)[i]
         wrong = [w for w in BINARY_ATTRIBUTES[attribute] if w != true][0]
         words = [wrong if w == true else w for w in words] if true in words else [wrong] + words
         return _caption(base_prompt(shape, fg, bg), words)
