@@ -296,7 +296,12 @@ def test_builtin_tiny_models_are_built_once_and_load_through_the_same_code(name)
     metric = load_metric(MetricConfig(name=name, checkpoint="builtin:tiny"))
     scores = metric.score_batched(images(), PROMPTS)
     assert scores.shape == (3,) and torch.isfinite(scores).all()
+    from srpo.io import cache_dir
+
+    built = {p: p.stat().st_mtime_ns for p in (cache_dir() / "builtin").rglob("*") if p.is_file()}
+    assert built  # the tiny model was written to the cache
     again = load_metric(MetricConfig(name=name, checkpoint="builtin:tiny"))  # the cached folder this time
+    assert {p: p.stat().st_mtime_ns for p in built} == built  # nothing rebuilt or rewritten
     torch.testing.assert_close(again.score_batched(images(), PROMPTS), scores)
 
 
