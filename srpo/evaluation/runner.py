@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Mapping
@@ -28,6 +27,7 @@ from srpo.evaluation.images import save_png
 from srpo.evaluation.metrics.base import Metric
 from srpo.evaluation.results import write_results
 from srpo.evaluation.scoring import eval_seeds
+from srpo.io import atomic_directory
 from srpo.models.flux import FluxPolicy
 from srpo.training.rollouts import prompt_noise
 
@@ -65,16 +65,8 @@ def run_evaluation(models: Mapping[str, Callable[[], FluxPolicy]], bench: Benchm
     items = [{"index": i, "prompt": p, "category": c, "seed": s}
              for i, (p, c, s) in enumerate(zip(prompts, categories, seeds))]
     out_dir = Path(out_dir)
-    work = out_dir.parent / f".{out_dir.name}.partial"  # renamed to out_dir only when everything worked
-    shutil.rmtree(work, ignore_errors=True)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_directory(out_dir) as work:  # becomes out_dir only when everything worked
         _run(models, items, prompts, categories, seeds, metrics, gen, report, height, width, work, bench.name)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.rename(out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return EvalResults(out_dir)
 
 
