@@ -115,16 +115,16 @@ def write_results(folder: Path, items: list[dict], scores: dict[str, dict[str, l
     atomic_write_text(folder / "results.json", json.dumps(data, indent=1, ensure_ascii=False))
     atomic_write_text(folder / "summary.csv", _csv(summary, SUMMARY_COLUMNS))
     atomic_write_text(folder / "deltas.csv", _csv(deltas, DELTA_COLUMNS))
-    per_image = []
+    results, per_image = EvalResults(folder), []
     for model in models:
         for i, it in enumerate(items):
+            image = results.image_path(model, it["index"]).relative_to(folder).as_posix()
             row = {"index": it["index"], "category": it["category"], "seed": it["seed"], "model": model,
-                   "image": f"images/{model}/{it['index']:05d}.png", "prompt": it["prompt"]}
+                   "image": image, "prompt": it["prompt"]}
             row.update({m: scores[model][m][i] for m in metrics if m in scores[model]})
             per_image.append(row)
     atomic_write_text(folder / "scores.csv",
                       _csv(per_image, ["index", "category", "seed", "model", "image", *metrics, "prompt"]))
-    results = EvalResults(folder)
     atomic_write_text(folder / INDEX_HTML, render_html(results, data, cfg))
     return results
 

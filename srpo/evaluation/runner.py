@@ -84,11 +84,12 @@ def _run(models, items, prompts, categories, seeds, metrics, gen, report, height
         policy = load()
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in internal}
         paths: list[Path] = []
+        layout = EvalResults(out_dir)  # where each image goes
         for i in range(0, n, report.batch_size):
             batch = slice(i, min(i + report.batch_size, n))
             images = generate_batch(policy, prompts[batch], seeds[batch], gen, height, width)
             for j, img in enumerate(images):
-                paths.append(save_png(img, out_dir / "images" / model_name / f"{i + j:05d}.png"))
+                paths.append(save_png(img, layout.image_path(model_name, i + j)))
             for key, metric in internal.items():
                 parts[key].append(metric.score_batched(images, prompts[batch]))
             log.info("%s: %d/%d prompts generated and scored", model_name, batch.stop, n)
