@@ -7,7 +7,8 @@ Measures, with bf16 weights and autocast, flash/SDPA attention as PyTorch picks 
 - rollout seconds per sampler step (one no-grad transformer forward, batch ``--rollout-batch``,
   default 1);
 - training seconds per SRPO update (denoise + inversion micro-steps, each: transformer forward
-  with LoRA, Direct-Align recovery, VAE decode, a ViT-H/14 reward tower, backward);
+  with LoRA, Direct-Align recovery, VAE decode, a ViT-H/14 reward tower, backward; with
+  ``--fuse-branches`` one micro-step of batch 2 instead, like ``train.fuse_branches``);
 - peak GPU memory;
 - model-FLOPs utilisation, counting FLOPs as the issue defines them: forward
   ``2 * 6.46e9 * N + 57 * 4 * 3072 * N**2`` with N image + text tokens, backward twice the
@@ -102,6 +103,8 @@ def main() -> None:
     parser.add_argument("--cudnn-sdp", action="store_true", help="allow cuDNN attention (off by default)")
     parser.add_argument("--compile-mode", choices=["default", "max-autotune-no-cudagraphs"], default="default",
                         help="torch.compile mode of the compiled pass")
+    parser.add_argument("--fuse-branches", action="store_true",
+                        help="train.fuse_branches: denoise and inversion as one micro-step of batch 2")
     parser.add_argument("--rollout-batch", type=int, default=1,
                         help="prompts per rollout forward (larger products; MFU counts every sample)")
     args = parser.parse_args()
@@ -117,7 +120,7 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cuda.enable_cudnn_sdp(args.cudnn_sdp)  # flash / memory-efficient kernels otherwise
 
-    from srpo.direct_align import denoise_recover, inversion_recover
+    from srpo.direct_align import both_branches_recover, denoise_recover, inversion_recover
     from srpo.models.flux import latent_image_ids, pack_latents, unpack_latents
     from srpo.rewards.base import preprocess_for_clip
 
@@ -143,10 +146,12 @@ def main() -> None:
     optimizer = torch.optim.AdamW(lora_params, lr=1e-6)
 
     def velocity(model):
-        def v(x, sigma):
+        def v(x, sigma):  # x [n,16,h,w]: the prompt's conditioning repeated n times
+            n = x.shape[0]
             with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-                out = model(hidden_states=pack_latents(x).to(dtype), timestep=sigma.to(dtype), guidance=guidance,
-                            pooled_projections=pooled, encoder_hidden_states=text, txt_ids=txt_ids,
+                out = model(hidden_states=pack_latents(x).to(dtype), timestep=sigma.to(dtype),
+                            guidance=guidance.expand(n), pooled_projections=pooled.expand(n, -1),
+                            encoder_hidden_states=text.expand(n, -1, -1), txt_ids=txt_ids,
                             img_ids=img_ids, return_dict=False)[0]
             return unpack_latents(out.float(), h, w)
         return v
@@ -161,24 +166,31 @@ def main() -> None:
             model(hidden_states=pack_latents(roll_eps).to(dtype), timestep=torch.full((rb,), 0.9, device=device,
                   dtype=dtype), txt_ids=txt_ids, img_ids=img_ids, return_dict=False, **roll_cond)
 
+    def micro_steps(model):  # x0hat of each micro-step: the two branches apart, or as one batch of 2
+        if args.fuse_branches:
+            yield torch.cat(both_branches_recover(velocity(model), x0, eps, 0.85, 0.02))
+            return
+        for recover in (denoise_recover, inversion_recover):
+            yield recover(velocity(model), x0, eps, 0.85, 0.02)
+
     def update(model):
         optimizer.zero_grad(set_to_none=True)
-        for recover in (denoise_recover, inversion_recover):
-            x0_hat = recover(velocity(model), x0, eps, 0.85, 0.02)
+        for x0_hat in micro_steps(model):
             if args.transformer_only:
-                x0_hat.square().mean().backward()
+                x0_hat.square().flatten(1).mean(1).sum().backward()
                 continue
             with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
                 images = vae.decode((x0_hat / 0.3611 + 0.1159).to(dtype), return_dict=False)[0]
                 feats = reward(preprocess_for_clip((images.float() / 2 + 0.5).clamp(0, 1), 224).to(dtype))
-            (-feats.float().mean()).backward()
+            (-feats.float().mean(dim=-1).sum()).backward()  # each branch's sample counts once
         torch.nn.utils.clip_grad_norm_(lora_params, 0.1)
         optimizer.step()
 
     peak, peak_source = card_peak(device)
     fwd = flux_forward_flops(tokens) if not (args.tiny or overrides) else None
     results = {"benchmark": "gpu_step", "tiny": args.tiny, "overrides": overrides,
-               "transformer_only": args.transformer_only, "rollout_batch": rb, "compile_mode": args.compile_mode,
+               "transformer_only": args.transformer_only, "fuse_branches": args.fuse_branches, "rollout_batch": rb,
+               "compile_mode": args.compile_mode,
                "device": device, "size": size, "tokens": tokens,
                "peak_flops": peak, "peak_source": peak_source, "build_seconds": build_s,
                "transformer_params": sum(p.numel() for p in transformer.parameters()),

@@ -5,7 +5,8 @@
 
 Every method trains the same FLUX config with the same tiny CLIP reward on the same clean
 samples, in offline mode (x0 given, fresh noise), so that the update itself is measured: one
-Direct-Align step (``direct_align``), the same plus the inversion branch (``srpo``), DRaFT-LV
+Direct-Align step (``direct_align``), the same plus the inversion branch (``srpo``; ``srpo_fused``:
+both branches as one batch, ``train.fuse_branches``), DRaFT-LV
 (one-step prediction from the last sampler level, 2 noise draws) and DRaFT-K through the whole
 sampler (``full_chain``, 10 steps). Each method runs in its own process so that its peak
 resident memory (``peak_rss_mb``, model load included) is its own.
@@ -38,6 +39,7 @@ QUICK = dict()
 METHODS = {
     "direct_align": dict(method="direct_align", inversion=False, num_injections=1),
     "srpo": dict(method="srpo", inversion=True, num_injections=1),
+    "srpo_fused": dict(method="srpo", inversion=True, num_injections=1, fuse_branches=True),
     "draft_lv": dict(method="draft_lv", inversion=False, num_injections=2),
     "full_chain": dict(method="draft", inversion=False, draft_steps=10),
 }

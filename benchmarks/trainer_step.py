@@ -2,6 +2,7 @@
 
     python -m benchmarks.trainer_step             # on a GPU: FLUX.1 size, 720 px, LoRA r16, ViT-H/14 reward
     python -m benchmarks.trainer_step --compile   # the same with policy.compile
+    python -m benchmarks.trainer_step --compile --fuse-branches   # and train.fuse_branches
     python -m benchmarks.trainer_step --tiny      # anywhere (CPU too): a tiny FLUX and CLIP, to check the script
 
 ``benchmarks.gpu_step`` times a hand-written update on bf16 weights. This one times
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="policy.compile: compile the repeated blocks")
     parser.add_argument("--checkpointing", action="store_true", help="policy.gradient_checkpointing")
     parser.add_argument("--vae-checkpointing", action="store_true", help="train.vae_gradient_checkpointing")
+    parser.add_argument("--fuse-branches", action="store_true", help="train.fuse_branches: both branches as one batch")
     parser.add_argument("--autocast", action="store_true", help="bf16 autocast on the CPU too (on by default on GPUs)")
     parser.add_argument("--blocks", default=None, help="D,S: override FLUX.1's block counts (a dry run of the full "
                         "width, e.g. on a CPU)")
@@ -94,7 +96,8 @@ def main() -> None:
     data = RolloutSet(prompts, torch.randn(args.batch, *shape, generator=g), torch.randn(args.batch, *shape, generator=g),
                       "offline", size, size)
     train_cfg = TrainConfig(steps=10_000, batch_size=args.batch, learning_rate=1e-6, finetune="lora", lora_rank=16,
-                            lora_alpha=16.0, num_injections=1, vae_gradient_checkpointing=args.vae_checkpointing)
+                            lora_alpha=16.0, num_injections=1, vae_gradient_checkpointing=args.vae_checkpointing,
+                            fuse_branches=args.fuse_branches)
     trainer = SRPOTrainer(policy, reward, data, train_cfg, RolloutConfig(num_steps=25))
     if sync:
         torch.cuda.reset_peak_memory_stats()
@@ -117,7 +120,8 @@ def main() -> None:
     skipped = trainer.skipped
     print(entry, f"skipped {skipped}", flush=True)
     emit({"benchmark": "trainer_step", "tiny": args.tiny, "overrides": overrides, "device": device.type, "size": size, "batch": args.batch,
-          "tokens": tokens, "compile": args.compile, "checkpointing": args.checkpointing,
+          "tokens": tokens, "compile": args.compile, "fuse_branches": args.fuse_branches,
+          "checkpointing": args.checkpointing,
           "vae_checkpointing": args.vae_checkpointing, "skipped_updates": skipped, "peak_flops": peak,
           "peak_source": peak_source, "build_seconds": build_s,
           "transformer_params": sum(p.numel() for p in policy.transformer.parameters()),

@@ -65,6 +65,28 @@ def inversion_recover(
     return remove_known_noise(x_t, eps, t)
 
 
+def both_branches_recover(
+    velocity: Velocity, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | float, d_sigma: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Denoise and inversion branches as one model call on a batch of 2B.
+
+    The same maths as :func:`denoise_recover` and :func:`inversion_recover` (equal up to float
+    rounding): the first B samples start at ``t + d`` and step down, the last B start at ``t - d``
+    and step up. ``velocity`` must take the doubled batch (its conditioning repeated twice).
+    Returns ``(x0hat_denoise [B,...], x0hat_inversion [B,...])``.
+    """
+    b = x0.shape[0]
+    t = torch.as_tensor(t, dtype=x0.dtype, device=x0.device)
+    t = t.expand(b) if t.ndim == 0 else t  # [B]
+    start = torch.cat([t + d_sigma, t - d_sigma])  # [2B]
+    step = torch.cat([torch.full_like(t, -d_sigma), torch.full_like(t, d_sigma)])  # [2B] down, then up
+    x0_2, eps_2 = torch.cat([x0, x0]), torch.cat([eps, eps])  # [2B,...]
+    x_start = add_noise(x0_2, eps_2, start).detach()
+    x_t = x_start + _per_sample(step, x_start) * velocity(x_start, start)
+    denoised, inverted = remove_known_noise(x_t, eps_2, torch.cat([t, t])).chunk(2)
+    return denoised, inverted
+
+
 def one_step_predict(velocity: Velocity, x_s: torch.Tensor, s: torch.Tensor | float) -> torch.Tensor:
     """Standard one-step prediction (ReFL): ``x0hat = x_s - s * v(x_s, s)``."""
     s_t = torch.as_tensor(s, dtype=x_s.dtype, device=x_s.device)

@@ -52,6 +52,11 @@ def test_plain_reward_needs_no_words_but_inversion_does():
         TrainConfig(method="direct_align", inversion=True)
 
 
+def test_fusing_branches_without_an_inversion_branch_is_refused():
+    with pytest.raises(ValidationError, match="fuse_branches.*inversion is false"):
+        TrainConfig(inversion=False, fuse_branches=True)
+
+
 def test_unknown_reward_name_lists_the_known_ones():
     with pytest.raises(ValidationError, match="hpsv2.1"):
         RewardConfig(name="hps3")

@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from srpo.direct_align import (add_noise, denoise_recover, euler_sample, inversion_recover, one_step_predict,
-                               remove_known_noise)
+from srpo.direct_align import (add_noise, both_branches_recover, denoise_recover, euler_sample, inversion_recover,
+                               one_step_predict, remove_known_noise)
 from srpo.schedules import sigma_schedule, training_grid
-
 
 
 @pytest.fixture
@@ -69,6 +68,28 @@ def test_gradient_through_velocity_has_opposite_signs_on_the_two_branches(sample
         grads[name] = v_param.grad
     assert torch.allclose(grads["denoise"], -d / (1 - t) * w)
     assert torch.allclose(grads["inversion"], d / (1 - t) * w)
+
+
+@pytest.mark.parametrize("t", [0.3, torch.tensor([0.2, 0.6, 0.9], dtype=torch.float64)])
+def test_both_branches_in_one_call_equal_the_two_calls_values_and_gradients(sample, t):
+    """One model call on [x_s; x_a] gives each branch's x0hat and the gradient of their sum."""
+    x0, eps = sample
+    w = torch.nn.Parameter(torch.randn(4, 4, dtype=torch.float64))
+    calls = []
+
+    def v(x, sigma):  # depends on the state, the level and a parameter, per sample
+        calls.append(x.shape[0])
+        return torch.einsum("oc,bchw->bohw", w, torch.tanh(x)) * (1 + sigma.view(-1, 1, 1, 1))
+
+    d = 0.05
+    a, b = denoise_recover(v, x0, eps, t, d), inversion_recover(v, x0, eps, t, d)
+    (grad_apart,) = torch.autograd.grad((a.square().sum() - 2 * b.sum()), w)
+    fused_a, fused_b = both_branches_recover(v, x0, eps, t, d)
+    (grad_fused,) = torch.autograd.grad((fused_a.square().sum() - 2 * fused_b.sum()), w)
+    assert calls == [3, 3, 6]
+    assert torch.allclose(fused_a, a, atol=1e-12) and torch.allclose(fused_b, b, atol=1e-12)
+    assert torch.allclose(grad_fused, grad_apart, atol=1e-10)
+    assert not torch.allclose(a, b)  # the branches differ: a swapped half would fail above
 
 
 def test_no_gradient_flows_into_the_injected_state(sample):

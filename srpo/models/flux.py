@@ -26,6 +26,10 @@ class PromptEmbeds:
     pooled: torch.Tensor  # [B, D_clip]    CLIP pooled output
     text_ids: torch.Tensor  # [L, 3]       positional ids of the text tokens (zeros)
 
+    def repeat(self, n: int) -> "PromptEmbeds":
+        """The batch ``n`` times over, [n*B, ...] (for a model call on n stacked batches)."""
+        return PromptEmbeds(self.tokens.repeat(n, 1, 1), self.pooled.repeat(n, 1), self.text_ids)
+
 
 def pack_latents(x: torch.Tensor) -> torch.Tensor:
     """[B, C, h, w] -> [B, (h/2)*(w/2), 4C]: 2x2 patches become tokens."""

@@ -6,6 +6,7 @@ One update, for each process's batch of clean samples ``x0`` with their noise ``
         denoise branch:   x0hat = Direct-Align(x0, eps, t)      reward towards positive words
         inversion branch: x0hat = inversion(x0, eps, t)         reward towards negative words
         each branch: image = VAE.decode(x0hat); loss = lambda * loss(r(image)); backward
+        (fuse_branches: both branches as one batch of 2B, one forward, decode and backward)
     clip grad norm; AdamW step (skipped, and counted, if anything was non-finite)
 
 Gradients flow through the reward's image tower and the VAE decoder into the transformer (or
@@ -32,8 +33,8 @@ import torch
 
 from srpo.artifacts import RolloutSet
 from srpo.config import RolloutConfig, TrainConfig, training_levels
-from srpo.direct_align import (add_noise, denoise_recover, euler_sample_with_grad_tail, inversion_recover,
-                               one_step_predict)
+from srpo.direct_align import (add_noise, both_branches_recover, denoise_recover, euler_sample_with_grad_tail,
+                               inversion_recover, one_step_predict)
 from srpo.io import atomic_write_text
 from srpo.losses import reward_loss
 from srpo.models.flux import FluxPolicy, cast_parameters
@@ -267,17 +268,32 @@ class SRPOTrainer:
             feats["neg"] = self.reward.text_features(with_control(cfg.negative_words[step % len(cfg.negative_words)], prompts))
         return feats
 
-    def branch_reward(self, branch: str, images: torch.Tensor, txt: dict[str, torch.Tensor],
-                      grid_index: int) -> torch.Tensor:
-        """Reward [B] of decoded ``images`` on ``branch`` ("denoise" or "inversion")."""
-        cfg = self.cfg
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The reward's image features [B, D] of decoded ``images`` [B,3,H,W] (differentiable)."""
         with self.policy.autocast():  # the reward tower in bf16 on GPUs, like the transformer and the VAE
-            img = self.reward.image_features(images).float()  # [B, D]
+            return self.reward.image_features(images).float()
+
+    def branch_reward(self, branch: str, img: torch.Tensor, txt: dict[str, torch.Tensor],
+                      grid_index: int) -> torch.Tensor:
+        """Reward [B] on ``branch`` ("denoise" or "inversion") of images with features ``img`` [B, D]."""
+        cfg = self.cfg
         target, other = ("pos", "neg") if branch == "denoise" else ("neg", "pos")
         k_range = cfg.k_denoise if branch == "denoise" else cfg.k_inversion
         k = linear_k(grid_index, len(self.grid), *k_range)
         r = semantic_reward(cfg.reward_form, img, txt["plain"], txt.get(target), txt.get(other), k, cfg.cfg_k)
         return self.reward.scale * r
+
+    def recover_group(self, group: tuple[str, ...], x0: torch.Tensor, eps: torch.Tensor, t: float,
+                      cond, draw_noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+        """x0hat [G*B,C,h,w] of a micro-step's branches ``group`` (G of them) at level ``t``, stacked.
+
+        One branch: one model call at batch B. Both (``fuse_branches``): one call at batch 2B.
+        """
+        if len(group) == 2:
+            velocity = self.policy.velocity_fn(cond.repeat(2), self.cfg.guidance)
+            return torch.cat(both_branches_recover(velocity, x0, eps, t, self.d_sigma))
+        velocity = self.policy.velocity_fn(cond, self.cfg.guidance)
+        return self.recover(group[0], x0, eps, t, velocity, draw_noise)
 
     def recover(self, branch: str, x0: torch.Tensor, eps: torch.Tensor, t: float, velocity,
                 draw_noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
@@ -298,24 +314,29 @@ class SRPOTrainer:
         cfg, acc, start = self.cfg, self.accelerator, time.perf_counter()
         prompts, x0, eps = self.clean_batch(step)
         txt = self.text_sides(prompts, step)
-        velocity = self.policy.velocity_fn(self.policy.encode_prompts(prompts), cfg.guidance)
-        branches = ["denoise", "inversion"] if cfg.inversion else ["denoise"]
+        cond = self.policy.encode_prompts(prompts)
+        branches = ("denoise", "inversion") if cfg.inversion else ("denoise",)
+        groups = [branches] if cfg.fuse_branches else [(b,) for b in branches]  # branches sharing a micro-step
         levels = self.noise_levels(step)
-        micro = [(j, level, branch) for j, level in enumerate(levels) for branch in branches]
+        micro = [(j, level, group) for j, level in enumerate(levels) for group in groups]
+        terms = len(levels) * len(branches)  # the loss averages over levels and branches
 
         self.policy.denoiser.train()
         self.optimizer.zero_grad(set_to_none=True)
         rewards = {b: torch.zeros((), device=acc.device) for b in branches}
         total_loss = torch.zeros((), device=acc.device)
-        for n, (j, (grid_index, t, weight), branch) in enumerate(micro):
+        for n, (j, (grid_index, t, weight), group) in enumerate(micro):
             draw = lambda: self.fresh_noise(step, f"draw{j}", x0.shape[1:])  # noqa: E731 (DRaFT-LV only)
             sync = n == len(micro) - 1  # all-reduce gradients once, after the last micro-step
             with self.gradient_sync(sync):
-                x0_hat = self.recover(branch, x0, eps, t, velocity, draw)
-                r = self.branch_reward(branch, self.policy.decode(x0_hat), txt, grid_index)  # [B]
-                loss = weight * reward_loss(r, cfg.loss, cfg.tau) / len(micro)
-                acc.backward(loss)  # one gradient-accumulation micro-step per level and branch
-            rewards[branch] += r.detach().mean() / len(levels)
+                x0_hat = self.recover_group(group, x0, eps, t, cond, draw)  # [G*B,C,h,w]
+                features = self.image_features(self.policy.decode(x0_hat)).chunk(len(group))  # G x [B, D]
+                loss = torch.zeros((), device=acc.device)
+                for branch, img in zip(group, features):
+                    r = self.branch_reward(branch, img, txt, grid_index)  # [B]
+                    loss = loss + weight * reward_loss(r, cfg.loss, cfg.tau) / terms
+                    rewards[branch] += r.detach().mean() / len(levels)
+                acc.backward(loss)  # one gradient-accumulation micro-step per level and branch (or pair)
             total_loss += loss.detach()
         grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor holding the global norm
@@ -341,7 +362,7 @@ class SRPOTrainer:
         seconds = time.perf_counter() - start
         return StepLog(step=step, reward=reward_values["denoise"], inversion_reward=reward_values.get("inversion"),
                        loss=loss_value, grad_norm=grad_norm, sigmas=[t for _, t, _ in levels], skipped=skipped,
-                       seconds=seconds, images_per_second=len(prompts) * self.world * len(micro) / seconds)
+                       seconds=seconds, images_per_second=len(prompts) * self.world * terms / seconds)
 
     def train(self, on_step: Callable[[StepLog], None] | None = None) -> list[StepLog]:
         """Run until ``cfg.steps`` updates are done, resuming from a checkpoint when there is one."""

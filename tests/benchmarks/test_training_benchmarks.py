@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -20,12 +22,15 @@ def run_benchmark(*args: str) -> dict:
 
 
 def test_step_cost_reports_flops_seconds_and_the_share_of_the_matmul_peak():
-    result = run_benchmark("benchmarks.step_cost", "--quick", "--methods", "direct_align", "--repeats", "1")
+    result = run_benchmark("benchmarks.step_cost", "--quick", "--methods", "direct_align,srpo_fused",
+                           "--repeats", "1")
     by_name = {m["name"]: m for m in result["methods"]}
-    assert set(by_name) == {"direct_align", "srpo"}  # srpo is always measured: the share is its own
+    assert set(by_name) == {"direct_align", "srpo", "srpo_fused"}  # srpo is always measured: the share is its own
     # The inversion branch repeats the transformer, VAE and reward work; the prompts are encoded once.
     da, srpo = by_name["direct_align"]["gflops_per_update"], by_name["srpo"]["gflops_per_update"]
     assert 1.5 * da < srpo <= 2 * da
+    # fusing the branches batches the same work: the same FLOPs in fewer, larger calls
+    assert by_name["srpo_fused"]["gflops_per_update"] == pytest.approx(srpo, rel=1e-6)
     assert all(m["seconds_per_update"] > 0 and m["peak_rss_mb"] > 0 for m in result["methods"])
     assert result["peak_gflops"] == max(result["peak_gflops_before_after"]) > 0
     assert result["achieved_share"] == by_name["srpo"]["achieved_gflops"] / result["peak_gflops"]
@@ -38,15 +43,16 @@ def test_step_cost_rejects_an_unknown_method_by_name():
 
 
 def test_gpu_step_runs_tiny_on_the_cpu():
-    result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2")
-    assert result["device"] == "cpu" and result["tiny"] and result["rollout_batch"] == 2
+    result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2",
+                           "--fuse-branches")
+    assert result["device"] == "cpu" and result["tiny"] and result["rollout_batch"] == 2 and result["fuse_branches"]
     assert result["eager"]["rollout_images_per_second"] == 2 / result["eager"]["rollout_seconds_per_step"]
     assert result["eager"]["rollout_seconds_per_step"] > 0 and result["eager"]["train_seconds_per_update"] > 0
     assert 0 < result["lora_params"] < result["transformer_params"]
 
 
 def test_trainer_step_times_the_trainer_with_a_bf16_base_under_autocast():
-    result = run_benchmark("benchmarks.trainer_step", "--tiny", "--autocast", "--updates", "1")
-    assert result["base_dtype"] == result["frozen_dtype"] == "torch.bfloat16" and result["skipped_updates"] == 0
+    result = run_benchmark("benchmarks.trainer_step", "--tiny", "--autocast", "--updates", "1", "--fuse-branches")
+    assert result["fuse_branches"] and result["base_dtype"] == result["frozen_dtype"] == "torch.bfloat16" and result["skipped_updates"] == 0
     assert result["train_seconds_per_update"] > 0 and result["rollout_seconds_per_step"] > 0
     assert 0 < result["lora_params"] < result["transformer_params"]

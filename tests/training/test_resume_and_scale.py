@@ -124,14 +124,15 @@ def test_full_weights_load_into_flux_pipeline_and_generate(tmp_path, policy_cfg,
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
 
 
-@pytest.mark.parametrize("distributed, finetune", [("ddp", "full"), ("fsdp", "full"), ("fsdp", "lora")])
+@pytest.mark.parametrize("distributed, finetune, fuse", [("ddp", "full", False), ("fsdp", "full", False),
+                                                         ("fsdp", "lora", True)])
 def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, policy_cfg, rollouts, distributed,
-                                                                   finetune):
-    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, finetune=finetune),
-            tmp_path / "single-out")
+                                                                   finetune, fuse):
+    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, finetune=finetune,
+                fuse_branches=fuse), tmp_path / "single-out")
     ck = tmp_path / "ck"
     two = job(tmp_path, "two", policy_cfg, rollouts, ck, steps=2, batch_size=1, distributed=distributed,
-              checkpoint_every=1, finetune=finetune)
+              checkpoint_every=1, finetune=finetune, fuse_branches=fuse)
     launch_processes(two, tmp_path / "two-out", num_processes=2, cpu=True)
     single = transformer_weights(tmp_path / "single-out")
     assert max_abs_diff(single, transformer_weights(tmp_path / "two-out")) <= 1e-5

@@ -78,7 +78,8 @@ def test_one_update_increases_the_reward_it_followed(policy_cfg, reward, rollout
             velocity = trainer.policy.velocity_fn(trainer.policy.encode_prompts(prompts), trainer.cfg.guidance)
             x0_hat = trainer.recover("denoise", x0, eps, level[0][1], velocity)
             txt = trainer.text_sides(prompts, 0)
-            return trainer.branch_reward("denoise", trainer.policy.decode(x0_hat), txt, level[0][0]).mean().item()
+            img = trainer.image_features(trainer.policy.decode(x0_hat))
+            return trainer.branch_reward("denoise", img, txt, level[0][0]).mean().item()
 
     before = current_reward()
     log = trainer.train_step(0)
@@ -158,6 +159,26 @@ def test_draft_steps_beyond_the_rollout_are_refused(policy_cfg, reward, rollouts
         make_trainer(policy_cfg, reward, rollouts, method="draft", inversion=False, draft_steps=5)
 
 
+def test_fused_branches_take_half_the_model_calls_and_give_the_same_update(policy_cfg, reward, rollouts):
+    apart = make_trainer(policy_cfg, reward, rollouts, steps=2, num_injections=2)
+    fused = make_trainer(policy_cfg, reward, rollouts, steps=2, num_injections=2, fuse_branches=True)
+    batches = {"apart": [], "fused": []}
+    for name, trainer in (("apart", apart), ("fused", fused)):
+        trainer.policy.transformer.register_forward_pre_hook(
+            lambda module, args, kwargs, name=name: batches[name].append(kwargs["hidden_states"].shape[0]),
+            with_kwargs=True)
+    logs_apart, logs_fused = apart.train(), fused.train()
+    # step 0 trains on the stored rollouts; step 1 first rolls out afresh (4 sampler steps, batch 2)
+    assert batches["apart"] == [2] * 4 + [2] * 4 + [2] * 4
+    assert batches["fused"] == [4] * 2 + [2] * 4 + [4] * 2
+    for a, b in zip(logs_apart, logs_fused):
+        assert b.reward == pytest.approx(a.reward, abs=1e-5)
+        assert b.inversion_reward == pytest.approx(a.inversion_reward, abs=1e-5)
+        assert b.loss == pytest.approx(a.loss, abs=1e-5) and b.grad_norm == pytest.approx(a.grad_norm, rel=1e-4)
+    a, b = weights(apart), weights(fused)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+
+
 def test_vae_gradient_checkpointing_changes_memory_not_results(policy_cfg, reward, rollouts):
     plain = make_trainer(policy_cfg, reward, rollouts, steps=1)
     checkpointed = make_trainer(policy_cfg, reward, rollouts, steps=1, vae_gradient_checkpointing=True)
@@ -212,8 +233,8 @@ def test_a_bad_streak_stops_the_run_and_keeps_the_last_good_checkpoint(policy_cf
                       keep_checkpoints=2, max_bad_steps=2)
     trainer = SRPOTrainer(load_policy(policy_cfg), reward, rollouts, cfg, ROLLOUT, checkpoint_dir=tmp_path)
     good_reward = trainer.branch_reward
-    trainer.branch_reward = lambda branch, images, txt, i: (
-        good_reward(branch, images, txt, i) if len(trainer.history) < 3 else torch.full((2,), math.inf, requires_grad=True))  # hinge: zero loss, yet not finite
+    trainer.branch_reward = lambda branch, img, txt, i: (
+        good_reward(branch, img, txt, i) if len(trainer.history) < 3 else torch.full((2,), math.inf, requires_grad=True))  # hinge: zero loss, yet not finite
     with pytest.raises(NonFiniteError, match="last good checkpoint is kept"):
         trainer.train()
     assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-000002", "step-000003"]
