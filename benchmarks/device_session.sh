@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #4's GPU checks as one script for a lent GPU: about 6-9 of its 15 minutes.
+# Issue #4's GPU checks as one script for a lent GPU: at most 8 of its 15 minutes (plus the start).
 #
 # Here, once (the device image has torch, transformers, accelerate and peft but not these;
 # .whl/ is ignored through .git/info/exclude):
@@ -32,7 +32,7 @@ run() {  # name, seconds, module and arguments
     echo "$name: exit $rc after $((SECONDS - start)) s: $(tail -n 1 "$log" | cut -c1-300)"
 }
 
-run trainer_step 150 benchmarks.trainer_step                        # the trainer, eager
-run trainer_step_compiled 200 benchmarks.trainer_step --compile     # the trainer, policy.compile
+# the MFU goal first: eager and compiled, rollouts of 4, updates with the branches apart and fused
+run gpu_step_rollout4 180 benchmarks.gpu_step --rollout-batch 4
+run trainer_step_compiled_fused 200 benchmarks.trainer_step --compile --fuse-branches   # the trainer itself
 run trainer_gpu_check 100 benchmarks.trainer_gpu_check --compile    # resume, finiteness, compiled vs eager
-run gpu_step_rollout4 150 benchmarks.gpu_step --rollout-batch 4     # batched rollouts, eager and compiled

@@ -7,9 +7,10 @@ Measures, with bf16 weights and autocast, flash/SDPA attention as PyTorch picks 
 - rollout seconds per sampler step (one no-grad transformer forward, batch ``--rollout-batch``,
   default 1);
 - training seconds per SRPO update (denoise + inversion micro-steps, each: transformer forward
-  with LoRA, Direct-Align recovery, VAE decode, a ViT-H/14 reward tower, backward; with
-  ``--fuse-branches`` one micro-step of batch 2 instead, like ``train.fuse_branches``);
-- peak GPU memory;
+  with LoRA, Direct-Align recovery, VAE decode, a ViT-H/14 reward tower, backward), and the same
+  update with the branches fused into one micro-step of batch 2 (``train.fuse_branches``; keys
+  ending in ``_fused``);
+- peak GPU memory of each update;
 - model-FLOPs utilisation, counting FLOPs as the issue defines them: forward
   ``2 * 6.46e9 * N + 57 * 4 * 3072 * N**2`` with N image + text tokens, backward twice the
   forward (so an update of two micro-steps counts 6 forward-equivalents), over the card's dense
@@ -84,7 +85,9 @@ def build(tiny: bool, device: str, dtype, overrides: dict):
 def build_reward(tiny: bool, device: str, dtype):
     import open_clip
 
-    model = open_clip.create_model("ViT-B-32" if tiny else "ViT-H-14", pretrained=None)
+    from srpo.rewards.open_clip_reward import use_sequence_first_attention
+
+    model = use_sequence_first_attention(open_clip.create_model("ViT-B-32" if tiny else "ViT-H-14", pretrained=None))
     visual = model.visual.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return visual
 
@@ -103,8 +106,6 @@ def main() -> None:
     parser.add_argument("--cudnn-sdp", action="store_true", help="allow cuDNN attention (off by default)")
     parser.add_argument("--compile-mode", choices=["default", "max-autotune-no-cudagraphs"], default="default",
                         help="torch.compile mode of the compiled pass")
-    parser.add_argument("--fuse-branches", action="store_true",
-                        help="train.fuse_branches: denoise and inversion as one micro-step of batch 2")
     parser.add_argument("--rollout-batch", type=int, default=1,
                         help="prompts per rollout forward (larger products; MFU counts every sample)")
     args = parser.parse_args()
@@ -166,16 +167,16 @@ def main() -> None:
             model(hidden_states=pack_latents(roll_eps).to(dtype), timestep=torch.full((rb,), 0.9, device=device,
                   dtype=dtype), txt_ids=txt_ids, img_ids=img_ids, return_dict=False, **roll_cond)
 
-    def micro_steps(model):  # x0hat of each micro-step: the two branches apart, or as one batch of 2
-        if args.fuse_branches:
+    def micro_steps(model, fused: bool):  # x0hat of each micro-step: the two branches apart, or one batch of 2
+        if fused:
             yield torch.cat(both_branches_recover(velocity(model), x0, eps, 0.85, 0.02))
             return
         for recover in (denoise_recover, inversion_recover):
             yield recover(velocity(model), x0, eps, 0.85, 0.02)
 
-    def update(model):
+    def update(model, fused: bool):
         optimizer.zero_grad(set_to_none=True)
-        for x0_hat in micro_steps(model):
+        for x0_hat in micro_steps(model, fused):
             if args.transformer_only:
                 x0_hat.square().flatten(1).mean(1).sum().backward()
                 continue
@@ -189,7 +190,7 @@ def main() -> None:
     peak, peak_source = card_peak(device)
     fwd = flux_forward_flops(tokens) if not (args.tiny or overrides) else None
     results = {"benchmark": "gpu_step", "tiny": args.tiny, "overrides": overrides,
-               "transformer_only": args.transformer_only, "fuse_branches": args.fuse_branches, "rollout_batch": rb,
+               "transformer_only": args.transformer_only, "rollout_batch": rb,
                "compile_mode": args.compile_mode,
                "device": device, "size": size, "tokens": tokens,
                "peak_flops": peak, "peak_source": peak_source, "build_seconds": build_s,
@@ -197,18 +198,26 @@ def main() -> None:
                "lora_params": sum(p.numel() for p in lora_params), "machine": machine()}
     passes = [("eager", transformer)]
     for name, model in passes:
-        if sync:
-            torch.cuda.reset_peak_memory_stats()
         roll = time_it(lambda: rollout_step(model), args.repeats, warmup=2, sync=sync)
-        train = time_it(lambda: update(model), args.repeats, warmup=1, sync=sync)
-        entry = {"rollout_seconds_per_step": sorted(roll)[len(roll) // 2],
-                 "train_seconds_per_update": sorted(train)[len(train) // 2]}
+        entry = {"rollout_seconds_per_step": sorted(roll)[len(roll) // 2]}
         entry["rollout_images_per_second"] = rb / entry["rollout_seconds_per_step"]  # one sampler step each
-        if sync:
-            entry["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
         if fwd is not None:
             entry["rollout_mfu"] = rb * fwd / entry["rollout_seconds_per_step"] / peak
-            entry["train_mfu"] = 2 * 3 * fwd / entry["train_seconds_per_update"] / peak
+        for suffix, fused in (("", False), ("_fused", True)):  # the branches apart, then as one batch of 2
+            if sync:
+                torch.cuda.reset_peak_memory_stats()
+            try:
+                train = time_it(lambda: update(model, fused), args.repeats, warmup=1, sync=sync)
+            except torch.OutOfMemoryError as err:  # twice a micro-step's activations may not fit: say so, go on
+                entry[f"train_error{suffix}"] = f"out of memory: {str(err)[:200]}"
+                optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                continue
+            entry[f"train_seconds_per_update{suffix}"] = sorted(train)[len(train) // 2]
+            if sync:
+                entry[f"peak_memory_gb{suffix}"] = torch.cuda.max_memory_allocated() / 2**30
+            if fwd is not None:
+                entry[f"train_mfu{suffix}"] = 2 * 3 * fwd / entry[f"train_seconds_per_update{suffix}"] / peak
         results[name] = entry
         print(name, entry, flush=True)
         use_compile = args.compile == "yes" or (args.compile == "auto" and device == "cuda")

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from srpo.evaluation.config import HPDV2_CATEGORIES, STYLE_CATEGORY_PREFIX, BenchmarkConfig
 from srpo.io import resolve_local
+from srpo.prompts import normalize_prompt
 
 
 @dataclass
@@ -89,7 +90,7 @@ def load_hpdv2(source: str, expected_per_category: int | None = None,
         if expected_per_category is not None and len(data) != expected_per_category:
             raise ValueError(f"HPDv2 benchmark file {where!r} has {len(data)} prompts, expected "
                              f"{expected_per_category}: check the file, or unset expected_per_category")
-        prompts += [" ".join(p.split()) for p in data]
+        prompts += [normalize_prompt(p) for p in data]
         cats += [category] * len(data)
     return Benchmark(prompts, cats, name="hpdv2", meta={"source": source})
 
@@ -108,7 +109,7 @@ def load_prompt_list(source: str, fmt: str = "auto", column: str = "prompt",
     except UnicodeDecodeError as err:
         raise ValueError(f"{source!r} is not UTF-8 text ({err.reason}): re-save it as UTF-8") from err
     if fmt == "txt":
-        prompts = [" ".join(line.split()) for line in text.splitlines() if line.strip()]
+        prompts = [normalize_prompt(line) for line in text.splitlines() if line.strip()]
         return Benchmark(prompts, ["all"] * len(prompts), name=Path(source).stem, meta={"source": source})
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
@@ -121,7 +122,7 @@ def load_prompt_list(source: str, fmt: str = "auto", column: str = "prompt",
         raise ValueError(f"{source!r} is not valid CSV (line {reader.line_num}: {err})") from err
     prompts, cats = [], []
     for row in rows:
-        prompt = " ".join((row.get(column) or "").split())
+        prompt = normalize_prompt(row.get(column) or "")
         if prompt:
             prompts.append(prompt)
             cats.append((row.get(category_column) or "").strip() or "all")

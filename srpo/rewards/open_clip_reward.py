@@ -48,6 +48,7 @@ class OpenClipReward(RewardModel):
 
         cfg = open_clip.get_model_preprocess_cfg(model)
         size = cfg.get("size", 224)
+        use_sequence_first_attention(model)
         super().__init__(model, image_size=size[0] if isinstance(size, (tuple, list)) else size,
                          scale=scale, mean=cfg.get("mean", CLIP_MEAN), std=cfg.get("std", CLIP_STD))
         self.tokenizer = tokenizer
@@ -70,6 +71,29 @@ class OpenClipReward(RewardModel):
         check_state_dict_fits(model, state_dict, architecture, checkpoint)
         model.load_state_dict(state_dict, strict=True)
         return cls(model, open_clip.get_tokenizer(architecture), architecture=architecture, scale=scale)
+
+
+def use_sequence_first_attention(model: torch.nn.Module) -> torch.nn.Module:
+    """Run ``model``'s open_clip transformers sequence-first ([L, B, D]) instead of batch-first.
+
+    The outputs are the same. Batch-first, ``nn.MultiheadAttention`` transposes its input and
+    projects a non-contiguous [L, B, D] view; when that view requires grad (a reward inside the
+    training graph) torch does not fold it into one matrix product but runs a batched product
+    with the weight broadcast, which on the CPU (torch 2.14) made ViT-H-14's differentiable
+    forward 4x slower at batch 2 than at batch 1 (``python -m benchmarks.reward_backward``).
+    Sequence-first, the projections read LayerNorm's contiguous output. Plain ``Transformer``
+    stacks only (their blocks hold ``nn.MultiheadAttention``); other open_clip variants are
+    left as they are. Returns ``model``, changed in place.
+    """
+    from open_clip.transformer import Transformer
+
+    for module in model.modules():
+        if type(module) is Transformer and all(isinstance(getattr(block, "attn", None), torch.nn.MultiheadAttention)
+                                               for block in module.resblocks):
+            module.batch_first = False
+            for block in module.resblocks:
+                block.attn.batch_first = False
+    return model
 
 
 def load_open_clip_reward(config: RewardConfig) -> OpenClipReward:

@@ -43,9 +43,9 @@ def test_step_cost_rejects_an_unknown_method_by_name():
 
 
 def test_gpu_step_runs_tiny_on_the_cpu():
-    result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2",
-                           "--fuse-branches")
-    assert result["device"] == "cpu" and result["tiny"] and result["rollout_batch"] == 2 and result["fuse_branches"]
+    result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2")
+    assert result["device"] == "cpu" and result["tiny"] and result["rollout_batch"] == 2
+    assert result["eager"]["train_seconds_per_update_fused"] > 0  # the branches as one batch, timed as well
     assert result["eager"]["rollout_images_per_second"] == 2 / result["eager"]["rollout_seconds_per_step"]
     assert result["eager"]["rollout_seconds_per_step"] > 0 and result["eager"]["train_seconds_per_update"] > 0
     assert 0 < result["lora_params"] < result["transformer_params"]
@@ -56,3 +56,11 @@ def test_trainer_step_times_the_trainer_with_a_bf16_base_under_autocast():
     assert result["fuse_branches"] and result["base_dtype"] == result["frozen_dtype"] == "torch.bfloat16" and result["skipped_updates"] == 0
     assert result["train_seconds_per_update"] > 0 and result["rollout_seconds_per_step"] > 0
     assert 0 < result["lora_params"] < result["transformer_params"]
+
+
+def test_reward_backward_times_both_attention_layouts_at_batch_one_and_two():
+    result = run_benchmark("benchmarks.reward_backward", "--quick", "--repeats", "1")
+    assert set(result["layouts"]) == {"batch_first", "sequence_first"} and result["blocks"] == 2
+    for entry in result["layouts"].values():
+        assert entry["seconds_batch_1"] > 0 and entry["seconds_batch_2"] > 0
+        assert entry["slowdown_at_batch_2"] == entry["seconds_batch_2"] / 2 / entry["seconds_batch_1"]

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 from srpo.models.tokenizers import clip_tokenizer
 from srpo.rewards import RewardConfig, load_reward, preprocess_for_clip
-from srpo.rewards.open_clip_reward import TINY_ARCHITECTURE, TINY_CONFIG, create_open_clip_model
+from srpo.rewards.open_clip_reward import (TINY_ARCHITECTURE, TINY_CONFIG, OpenClipReward, create_open_clip_model,
+                                           use_sequence_first_attention)
 
 PROMPTS = ["a red circle on a blue background", "Photo of a cat, 4K, highly-detailed!"]
 
@@ -31,6 +32,26 @@ def tiny_model() -> torch.nn.Module:
 
 def _config(checkpoint, **kwargs) -> RewardConfig:
     return RewardConfig(name="clip", architecture=TINY_ARCHITECTURE, checkpoint=str(checkpoint), **kwargs)
+
+
+def test_sequence_first_attention_gives_the_same_features_and_gradients(tiny_model):
+    batch_first = create_open_clip_model(TINY_ARCHITECTURE)
+    batch_first.load_state_dict(tiny_model.state_dict())
+    seq_first = use_sequence_first_attention(tiny_model)
+    attn = [m for m in seq_first.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    assert attn and not any(m.batch_first for m in attn)  # vision and text towers alike
+    assert all(m.batch_first for m in batch_first.modules() if isinstance(m, torch.nn.MultiheadAttention))
+    pixels = torch.randn(3, 3, 32, 32, requires_grad=True)
+    tokens = open_clip.get_tokenizer(TINY_ARCHITECTURE)(PROMPTS + ["x"])
+    outputs = []
+    for model in (batch_first, seq_first):
+        image = model.encode_image(pixels)  # [3, D]
+        (grad,) = torch.autograd.grad(image.square().sum(), pixels)
+        outputs.append((image, grad, model.encode_text(tokens)))
+    for a, b in zip(*outputs):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+    reward = OpenClipReward(create_open_clip_model(TINY_ARCHITECTURE), None, architecture=TINY_ARCHITECTURE)
+    assert not any(m.batch_first for m in reward.backbone.modules() if isinstance(m, torch.nn.MultiheadAttention))
 
 
 def test_hps_style_checkpoint_loads_the_same_model(tiny_model, tmp_path):
