@@ -9,7 +9,8 @@ Measures, with bf16 weights and autocast, flash/SDPA attention as PyTorch picks 
 - training seconds per SRPO update (denoise + inversion micro-steps, each: transformer forward
   with LoRA, Direct-Align recovery, VAE decode, a ViT-H/14 reward tower, backward), and the same
   update with the branches fused into one micro-step of batch 2 (``train.fuse_branches``; keys
-  ending in ``_fused``);
+  ending in ``_fused``) and with the VAE's convolutions channels-last (NHWC: cuDNN's tensor-core
+  layout; keys ending in ``_vae_channels_last``);
 - peak GPU memory of each update;
 - model-FLOPs utilisation, counting FLOPs as the issue defines them: forward
   ``2 * 6.46e9 * N + 57 * 4 * 3072 * N**2`` with N image + text tokens, backward twice the
@@ -174,6 +175,12 @@ def main() -> None:
         for recover in (denoise_recover, inversion_recover):
             yield recover(velocity(model), x0, eps, 0.85, 0.02)
 
+    vae_layout = {"channels_last": False}  # the VAE's memory format for the next updates
+
+    def use_vae_layout(channels_last: bool) -> None:
+        vae.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        vae_layout["channels_last"] = channels_last
+
     def update(model, fused: bool):
         optimizer.zero_grad(set_to_none=True)
         for x0_hat in micro_steps(model, fused):
@@ -181,7 +188,9 @@ def main() -> None:
                 x0_hat.square().flatten(1).mean(1).sum().backward()
                 continue
             with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-                images = vae.decode((x0_hat / 0.3611 + 0.1159).to(dtype), return_dict=False)[0]
+                z = (x0_hat / 0.3611 + 0.1159).to(dtype)
+                layout = torch.channels_last if vae_layout["channels_last"] else torch.contiguous_format
+                images = vae.decode(z.contiguous(memory_format=layout), return_dict=False)[0]
                 feats = reward(preprocess_for_clip((images.float() / 2 + 0.5).clamp(0, 1), 224).to(dtype))
             (-feats.float().mean(dim=-1).sum()).backward()  # each branch's sample counts once
         torch.nn.utils.clip_grad_norm_(lora_params, 0.1)
@@ -203,7 +212,11 @@ def main() -> None:
         entry["rollout_images_per_second"] = rb / entry["rollout_seconds_per_step"]  # one sampler step each
         if fwd is not None:
             entry["rollout_mfu"] = rb * fwd / entry["rollout_seconds_per_step"] / peak
-        for suffix, fused in (("", False), ("_fused", True)):  # the branches apart, then as one batch of 2
+        variants = [("", False, False), ("_fused", True, False)]  # the branches apart, then as one batch of 2
+        if not args.transformer_only:  # then apart with the VAE in channels-last (NHWC) convolutions
+            variants.append(("_vae_channels_last", False, True))
+        for suffix, fused, channels_last in variants:
+            use_vae_layout(channels_last)
             if sync:
                 torch.cuda.reset_peak_memory_stats()
             try:

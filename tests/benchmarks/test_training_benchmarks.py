@@ -45,7 +45,9 @@ def test_step_cost_rejects_an_unknown_method_by_name():
 def test_gpu_step_runs_tiny_on_the_cpu():
     result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2")
     assert result["device"] == "cpu" and result["tiny"] and result["rollout_batch"] == 2
-    assert result["eager"]["train_seconds_per_update_fused"] > 0  # the branches as one batch, timed as well
+    # also timed: the branches as one batch, and the VAE channels-last
+    assert result["eager"]["train_seconds_per_update_fused"] > 0
+    assert result["eager"]["train_seconds_per_update_vae_channels_last"] > 0
     assert result["eager"]["rollout_images_per_second"] == 2 / result["eager"]["rollout_seconds_per_step"]
     assert result["eager"]["rollout_seconds_per_step"] > 0 and result["eager"]["train_seconds_per_update"] > 0
     assert 0 < result["lora_params"] < result["transformer_params"]
