@@ -13,7 +13,7 @@ import torch
 
 def emit(result: dict) -> None:
     """Print the benchmark's result as one JSON object on the last line of output."""
-    print(json.dumps(result, sort_keys=True))
+    print(json.dumps(result, sort_keys=True), flush=True)
 
 
 def machine() -> dict:

@@ -233,6 +233,8 @@ def main() -> None:
                 entry[f"train_mfu{suffix}"] = 2 * 3 * fwd / entry[f"train_seconds_per_update{suffix}"] / peak
         results[name] = entry
         print(name, entry, flush=True)
+        if name == "eager" and sync:  # a timeout during compilation keeps the eager figures (last line so far)
+            emit({**results, "total_seconds": time.perf_counter() - t_start, "partial": True})
         use_compile = args.compile == "yes" or (args.compile == "auto" and device == "cuda")
         if name == "eager" and use_compile and time.perf_counter() - t_start < args.budget_s:
             try:
