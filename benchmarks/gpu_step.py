@@ -175,22 +175,16 @@ def main() -> None:
         for recover in (denoise_recover, inversion_recover):
             yield recover(velocity(model), x0, eps, 0.85, 0.02)
 
-    vae_layout = {"channels_last": False}  # the VAE's memory format for the next updates
-
-    def use_vae_layout(channels_last: bool) -> None:
-        vae.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        vae_layout["channels_last"] = channels_last
-
-    def update(model, fused: bool):
+    def update(model, fused: bool, channels_last: bool):  # the VAE's weights must be in the same layout
+        layout = torch.channels_last if channels_last else torch.contiguous_format
         optimizer.zero_grad(set_to_none=True)
         for x0_hat in micro_steps(model, fused):
             if args.transformer_only:
                 x0_hat.square().flatten(1).mean(1).sum().backward()
                 continue
             with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-                z = (x0_hat / 0.3611 + 0.1159).to(dtype)
-                layout = torch.channels_last if vae_layout["channels_last"] else torch.contiguous_format
-                images = vae.decode(z.contiguous(memory_format=layout), return_dict=False)[0]
+                z = (x0_hat / 0.3611 + 0.1159).to(dtype).contiguous(memory_format=layout)
+                images = vae.decode(z, return_dict=False)[0]
                 feats = reward(preprocess_for_clip((images.float() / 2 + 0.5).clamp(0, 1), 224).to(dtype))
             (-feats.float().mean(dim=-1).sum()).backward()  # each branch's sample counts once
         torch.nn.utils.clip_grad_norm_(lora_params, 0.1)
@@ -216,11 +210,11 @@ def main() -> None:
         if not args.transformer_only:  # then apart with the VAE in channels-last (NHWC) convolutions
             variants.append(("_vae_channels_last", False, True))
         for suffix, fused, channels_last in variants:
-            use_vae_layout(channels_last)
+            vae.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
             if sync:
                 torch.cuda.reset_peak_memory_stats()
             try:
-                train = time_it(lambda: update(model, fused), args.repeats, warmup=1, sync=sync)
+                train = time_it(lambda: update(model, fused, channels_last), args.repeats, warmup=1, sync=sync)
             except torch.OutOfMemoryError as err:  # twice a micro-step's activations may not fit: say so, go on
                 entry[f"train_error{suffix}"] = f"out of memory: {str(err)[:200]}"
                 optimizer.zero_grad(set_to_none=True)

@@ -289,7 +289,7 @@ class SRPOTrainer:
 
         One branch: one model call at batch B. Both (``fuse_branches``): one call at batch 2B.
         """
-        if len(group) == 2:
+        if group == ("denoise", "inversion"):
             velocity = self.policy.velocity_fn(cond.repeat(2), self.cfg.guidance)
             return torch.cat(both_branches_recover(velocity, x0, eps, t, self.d_sigma))
         velocity = self.policy.velocity_fn(cond, self.cfg.guidance)
