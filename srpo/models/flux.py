@@ -120,6 +120,11 @@ class FluxPolicy:
         return self.pipe.transformer
 
     @property
+    def forward_module(self) -> torch.nn.Module:
+        """What the velocity calls: the trainer's DDP/FSDP-wrapped transformer, else the transformer."""
+        return self.denoiser if self.denoiser is not None else self.transformer
+
+    @property
     def frozen_modules(self) -> list[torch.nn.Module]:
         """The modules that are never trained: the VAE and both text encoders."""
         return [self.pipe.vae, self.pipe.text_encoder, self.pipe.text_encoder_2]
@@ -188,7 +193,7 @@ class FluxPolicy:
         if self.transformer.config.guidance_embeds:
             guidance_vec = torch.full((b,), float(guidance), device=x.device, dtype=torch.float32)
         with self.autocast():
-            out = (self.denoiser if self.denoiser is not None else self.transformer)(
+            out = self.forward_module(
                 hidden_states=pack_latents(x),
                 timestep=sigma.to(x.dtype),  # diffusers' FLUX multiplies by 1000 inside
                 guidance=guidance_vec,
@@ -207,9 +212,18 @@ class FluxPolicy:
     @torch.no_grad()
     def rollout(self, cond: PromptEmbeds, eps: torch.Tensor, num_steps: int = 25,
                 shift: float = 3.0, guidance: float = 1.0) -> torch.Tensor:
-        """Deterministic Euler ODE from ``eps`` (sigma 1) to a clean latent x0, no grad."""
+        """Deterministic Euler ODE from ``eps`` (sigma 1) to a clean latent x0, no grad.
+
+        The model runs in eval mode (no LoRA dropout) whatever mode it is in; that mode is restored.
+        """
+        model = self.forward_module
+        was_training = model.training
         sigmas = sigma_schedule(num_steps, shift).to(eps.device)
-        return euler_sample(self.velocity_fn(cond, guidance), eps, sigmas)
+        try:
+            model.eval()
+            return euler_sample(self.velocity_fn(cond, guidance), eps, sigmas)
+        finally:
+            model.train(was_training)
 
     # ---- pixels <-> latents ---------------------------------------------------------------
     def decode(self, x0: torch.Tensor) -> torch.Tensor:

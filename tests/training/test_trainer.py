@@ -107,6 +107,16 @@ def test_online_mode_rolls_out_afresh_after_the_first_update(policy_cfg, reward,
                                                           ROLLOUT.guidance))
 
 
+def test_online_rollouts_run_the_policy_without_lora_dropout(policy_cfg, reward, rollouts):
+    trainer = make_trainer(policy_cfg, reward, rollouts, finetune="lora", lora_dropout=0.5)
+    trainer.train_step(0)  # leaves the transformer in training mode, dropout active
+    assert trainer.policy.transformer.training
+    _, first, _ = trainer.clean_batch(1)
+    _, again, _ = trainer.clean_batch(1)
+    assert torch.equal(first, again)  # deterministic: the ODE of the current weights
+    assert trainer.policy.transformer.training  # the rollout restored the mode: updates train with dropout
+
+
 def test_batches_cover_every_prompt_once_per_epoch(policy_cfg, reward, rollouts):
     trainer = make_trainer(policy_cfg, reward, rollouts, batch_size=2)
     epoch = torch.cat([trainer.batch_indices(0), trainer.batch_indices(1)])
