@@ -61,3 +61,33 @@ def count_flops(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
+
+
+def profile_once(fn: Callable[[], object], device: str, top: int = 12) -> dict:
+    """One call of ``fn`` (after a warm-up call) under ``torch.profiler``: where its time went.
+
+    On a GPU, ``busy_share`` is the summed kernel time over the wall time: near 1 the kernels are
+    the limit; well below 1 the host is (Python, dispatch, kernel launches: ``launches`` counts
+    them). On the CPU the ops' own time stands in for kernel time. The profiler adds overhead
+    of its own, so ``wall_seconds`` runs above an unprofiled call's.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    own = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)  # microseconds
+    busy = sum(own(e) for e in events) / 1e6
+    ranked = sorted(events, key=own, reverse=True)[:top]
+    return {"wall_seconds": wall, "kernel_seconds": busy, "busy_share": busy / wall,
+            "launches": sum(e.count for e in events if "LaunchKernel" in e.key),
+            "top": [{"op": e.key[:100], "seconds": own(e) / 1e6, "calls": e.count} for e in ranked]}

@@ -33,6 +33,6 @@ run() {  # name, seconds, module and arguments
 }
 
 # the MFU goal first: eager and compiled, rollouts of 4, three kinds of update
-run gpu_step_rollout4 200 benchmarks.gpu_step --rollout-batch 4 --budget-s 100   # apart, fused, VAE NHWC
+run gpu_step_rollout4 210 benchmarks.gpu_step --rollout-batch 4 --budget-s 100 --profile   # apart, fused, VAE NHWC
 run trainer_step_compiled_fused 200 benchmarks.trainer_step --compile --fuse-branches   # the trainer itself
 run trainer_gpu_check 100 benchmarks.trainer_gpu_check --compile    # resume, finiteness, compiled vs eager

@@ -12,6 +12,8 @@ Measures, with bf16 weights and autocast, flash/SDPA attention as PyTorch picks 
   ending in ``_fused``) and with the VAE's convolutions channels-last (NHWC: cuDNN's tensor-core
   layout; keys ending in ``_vae_channels_last``);
 - peak GPU memory of each update;
+- with ``--profile``, where one update's and one rollout step's time went (``busy_share``: kernel
+  time over wall time; ``launches``; the ops that took longest);
 - model-FLOPs utilisation, counting FLOPs as the issue defines them: forward
   ``2 * 6.46e9 * N + 57 * 4 * 3072 * N**2`` with N image + text tokens, backward twice the
   forward (so an update of two micro-steps counts 6 forward-equivalents), over the card's dense
@@ -27,7 +29,7 @@ import time
 
 import torch
 
-from benchmarks.common import emit, machine, matmul_peak_gflops, time_it
+from benchmarks.common import emit, machine, matmul_peak_gflops, profile_once, time_it
 
 FLUX_SIZE = dict(num_layers=19, num_single_layers=38, num_attention_heads=24, attention_head_dim=128,
                  axes_dims_rope=(16, 56, 56), joint_attention_dim=4096, pooled_projection_dim=768,
@@ -107,6 +109,8 @@ def main() -> None:
     parser.add_argument("--cudnn-sdp", action="store_true", help="allow cuDNN attention (off by default)")
     parser.add_argument("--compile-mode", choices=["default", "max-autotune-no-cudagraphs"], default="default",
                         help="torch.compile mode of the compiled pass")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one update and one rollout step per pass (kernel time vs wall time)")
     parser.add_argument("--rollout-batch", type=int, default=1,
                         help="prompts per rollout forward (larger products; MFU counts every sample)")
     args = parser.parse_args()
@@ -225,8 +229,12 @@ def main() -> None:
                 entry[f"peak_memory_gb{suffix}"] = torch.cuda.max_memory_allocated() / 2**30
             if fwd is not None:
                 entry[f"train_mfu{suffix}"] = 2 * 3 * fwd / entry[f"train_seconds_per_update{suffix}"] / peak
+        if args.profile:  # is the pass bound by its kernels or by the host?
+            vae.to(memory_format=torch.contiguous_format)
+            entry["profile_update"] = profile_once(lambda: update(model, False, False), device)
+            entry["profile_rollout"] = profile_once(lambda: rollout_step(model), device)
         results[name] = entry
-        print(name, entry, flush=True)
+        print(name, {k: v for k, v in entry.items() if not k.startswith("profile")}, flush=True)
         if name == "eager" and sync:  # a timeout during compilation keeps the eager figures (last line so far)
             emit({**results, "total_seconds": time.perf_counter() - t_start, "partial": True})
         use_compile = args.compile == "yes" or (args.compile == "auto" and device == "cuda")

@@ -43,11 +43,14 @@ def test_step_cost_rejects_an_unknown_method_by_name():
 
 
 def test_gpu_step_runs_tiny_on_the_cpu():
-    result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2")
+    result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2", "--profile")
     assert result["device"] == "cpu" and result["tiny"] and result["rollout_batch"] == 2
     # also timed: the branches as one batch, and the VAE channels-last
     assert result["eager"]["train_seconds_per_update_fused"] > 0
     assert result["eager"]["train_seconds_per_update_vae_channels_last"] > 0
+    profile = result["eager"]["profile_update"]  # where the time went (CPU: the ops' own time)
+    assert 0 < profile["kernel_seconds"] and profile["busy_share"] == profile["kernel_seconds"] / profile["wall_seconds"]
+    assert profile["top"] and any(row["op"] in ("aten::mm", "aten::addmm") for row in profile["top"])
     assert result["eager"]["rollout_images_per_second"] == 2 / result["eager"]["rollout_seconds_per_step"]
     assert result["eager"]["rollout_seconds_per_step"] > 0 and result["eager"]["train_seconds_per_update"] > 0
     assert 0 < result["lora_params"] < result["transformer_params"]
