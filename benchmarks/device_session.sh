@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #4's GPU checks as one script for a lent GPU: at most 8 of its 15 minutes (plus the start).
+# Issue #4's GPU checks as one script for a lent GPU: at most 9 of its 15 minutes (plus the start).
 #
 # Here, once (the device image has torch, transformers, accelerate and peft but not these;
 # .whl/ is ignored through .git/info/exclude):
