@@ -51,9 +51,9 @@ def main() -> None:
         entry["slowdown_at_batch_2"] = entry["seconds_batch_2"] / 2 / entry["seconds_batch_1"]
         results[layout] = entry
         print(layout, {k: round(v, 3) for k, v in entry.items()}, flush=True)
+    speedup = results["batch_first"]["seconds_batch_2"] / results["sequence_first"]["seconds_batch_2"]
     emit({"benchmark": "reward_backward", "architecture": architecture, "image_size": size,
-          "blocks": len(batch_first.transformer.resblocks), "layouts": results,
-          "speedup_at_batch_2": results["batch_first"]["seconds_batch_2"] / results["sequence_first"]["seconds_batch_2"],
+          "blocks": len(batch_first.transformer.resblocks), "layouts": results, "speedup_at_batch_2": speedup,
           "machine": machine()})
 
 

@@ -84,8 +84,8 @@ def main() -> None:
     sync = device.type == "cuda"
     size = args.size or (64 if args.tiny else 720)
     policy_cfg = PolicyConfig(height=size, width=size, device=str(device), dtype="float32",
-                              autocast="bfloat16" if sync or args.autocast else "none", gradient_checkpointing=args.checkpointing,
-                              compile=args.compile)
+                              autocast="bfloat16" if sync or args.autocast else "none",
+                              gradient_checkpointing=args.checkpointing, compile=args.compile)
     policy = build_policy(args.tiny, device, policy_cfg, overrides)
     reward = build_reward(args.tiny, device)
     build_s = time.perf_counter() - start
@@ -119,9 +119,9 @@ def main() -> None:
         entry["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
     skipped = trainer.skipped
     print(entry, f"skipped {skipped}", flush=True)
-    emit({"benchmark": "trainer_step", "tiny": args.tiny, "overrides": overrides, "device": device.type, "size": size, "batch": args.batch,
-          "tokens": tokens, "compile": args.compile, "fuse_branches": args.fuse_branches,
-          "checkpointing": args.checkpointing,
+    emit({"benchmark": "trainer_step", "tiny": args.tiny, "overrides": overrides, "device": device.type,
+          "size": size, "batch": args.batch, "tokens": tokens, "compile": args.compile,
+          "fuse_branches": args.fuse_branches, "checkpointing": args.checkpointing,
           "vae_checkpointing": args.vae_checkpointing, "skipped_updates": skipped, "peak_flops": peak,
           "peak_source": peak_source, "build_seconds": build_s,
           "transformer_params": sum(p.numel() for p in policy.transformer.parameters()),

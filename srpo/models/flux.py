@@ -140,7 +140,6 @@ class FluxPolicy:
                               enabled=self.autocast_dtype is not None)
 
     # ---- geometry -------------------------------------------------------------------------
-
     @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
