@@ -2,12 +2,14 @@
 
 Every loader in the library goes through :func:`resolve_local`, so that ``s3://bucket/model``
 and ``/data/model`` and ``hf-user/model`` behave the same way downstream: they become a local
-path (remote folders are mirrored file by file into a cache directory first).
+path (remote files and folders are mirrored into a cache directory first, again whenever the
+remote source changed).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -39,8 +41,9 @@ def resolve_local(location: str, *, must_exist: bool = True) -> Path:
     """Return a local path for ``location``, mirroring fsspec URLs into the cache.
 
     Local paths are returned as they are; a missing one raises ``FileNotFoundError`` that names
-    the path. URLs are downloaded once into ``cache_dir()/remote/<hash>/`` (a completed download
-    is marked, a partial one is discarded and redone).
+    the path. URLs are mirrored into ``cache_dir()/remote/<hash>/`` and downloaded again only
+    when the source changed (its files' sizes, ETags or modification times); see
+    :func:`_mirror_remote`.
     """
     if location.startswith("file://"):
         location = location[len("file://"):]
@@ -53,34 +56,118 @@ def resolve_local(location: str, *, must_exist: bool = True) -> Path:
     return _mirror_remote(location)
 
 
+# Fields of an fsspec ``info()`` entry that change when the object is rewritten: ETags and
+# checksums (S3, GCS, Azure, HTTP headers, the Hugging Face hub's blob id), generations and version
+# ids, modification/creation times (local, memory, SFTP...). Any one of them, with the size, tells
+# a changed source from an unchanged one.
+_CHANGE_MARKS = ("ETag", "etag", "md5Hash", "crc32c", "content_md5", "Content-MD5", "Digest", "blob_id",
+                 "generation", "VersionId", "version_id", "LastModified", "last_modified", "Last-Modified",
+                 "mtime", "updated", "modified", "created")
+
+
 def _mirror_remote(url: str) -> Path:
+    """Local copy of the file or folder at ``url``, downloaded again only when the source changed.
+
+    Each URL has a slot ``cache_dir()/remote/<url hash>/`` holding one version folder named after
+    the source's fingerprint (:func:`_remote_fingerprint`): an unchanged source (model weights) is
+    reused, a changed one (a rewritten prompt file, an annotation folder raters added to) is
+    downloaded afresh and the older version removed. Processes mirroring the same URL at once (one
+    per GPU) take turns on a lock: the first downloads, the others wait and reuse its copy.
+    """
     import fsspec
 
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "root"
-    target = cache_dir() / "remote" / key / name
-    done = target.parent / ".complete"
-    if done.exists():
-        return target
     fs, path = fsspec.core.url_to_fs(url)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"{url!r} does not exist (checked through fsspec): check the bucket, "
-                                "the key and the credentials/endpoint")
-    if target.parent.exists():
-        shutil.rmtree(target.parent)  # a partial earlier download
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix=".download-"))
+    info = _remote_info(fs, path, url)
+    fingerprint = _remote_fingerprint(fs, path, info)
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "root"
+    slot = _url_slot(url)
+    # Without a fingerprint the source may have changed unseen: download again, every time.
+    version = slot / (_short_hash(fingerprint) if fingerprint is not None else "unversioned")
+    with _exclusive_lock(slot.with_name(f"{slot.name}.lock")):
+        if fingerprint is None or not version.is_dir():
+            with atomic_directory(version) as tmp:  # appears complete, or not at all
+                _download(fs, path, info, tmp / name)
+        _remove_other_versions(slot, keep=version)
+    return version / name
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _url_slot(url: str) -> Path:
+    """``cache_dir()/remote/<hash of url>/``: the folder that holds the mirrored versions of ``url``."""
+    return cache_dir() / "remote" / _short_hash(url)
+
+
+def _remote_info(fs, path: str, url: str) -> dict:
+    """fsspec's ``info`` of ``path``, fresh (not from this process's listing cache)."""
+    fs.invalidate_cache(path)  # s3fs and others cache listings per process: they would hide changes
     try:
-        local = tmp / name
-        if fs.isdir(path):
-            fs.get(path.rstrip("/") + "/", str(local), recursive=True)
+        return fs.info(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{url!r} does not exist (checked through fsspec): check the bucket, "
+                                "the key and the credentials/endpoint") from err
+
+
+def _remote_fingerprint(fs, path: str, info: dict) -> str | None:
+    """The names, sizes and change marks of the file at ``path`` or of every file under it.
+
+    ``None`` when some file has no change mark (see ``_CHANGE_MARKS``): the size alone cannot show
+    a rewrite, so the caller downloads again on every resolve (correct, only slower).
+    """
+    is_folder = info.get("type") == "directory"
+    entries = [entry for _, entry in sorted(fs.find(path, detail=True).items())] if is_folder else [info]
+    marks = [_change_marks(entry) for entry in entries]
+    if any(mark is None for mark in marks):
+        return None
+    return json.dumps({"folder": is_folder, "files": marks}, default=str)
+
+
+def _change_marks(entry: dict) -> dict | None:
+    """``name``, ``size`` and the change marks of one fsspec ``info`` entry; ``None`` without marks."""
+    marks = {key: entry[key] for key in _CHANGE_MARKS if entry.get(key) is not None}
+    return {"name": entry.get("name"), "size": entry.get("size"), **marks} if marks else None
+
+
+def _download(fs, path: str, info: dict, local: Path) -> None:
+    """Copy the remote file or folder ``path`` to ``local`` (a folder file by file)."""
+    if info.get("type") == "directory":
+        fs.get(path.rstrip("/") + "/", str(local), recursive=True)
+    else:
+        fs.get(path, str(local))
+
+
+def _remove_other_versions(slot: Path, keep: Path) -> None:
+    """Delete everything in ``slot`` but ``keep``: outdated versions, leftovers of killed downloads.
+
+    Called under the slot's lock, so no other process is writing there.
+    """
+    for entry in slot.iterdir():
+        if entry == keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
         else:
-            fs.get(path, str(local))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(local, target)
-        done.touch()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+            entry.unlink(missing_ok=True)
+
+
+@contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (made if missing); other holders wait.
+
+    The kernel drops the lock when its holder exits, even when killed, so a crashed download
+    never blocks the next one. POSIX only (``fcntl``).
+    """
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextmanager

@@ -1,0 +1,142 @@
+"""Remote locations mirrored into the cache: fresh when the source changed, shared between processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import uuid
+from pathlib import Path
+
+import fsspec
+import pytest
+
+from srpo import io
+from srpo.io import resolve_local
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRPO_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def memfs():
+    """The process-wide in-memory filesystem, under a fresh root; removed afterwards."""
+    fs = fsspec.filesystem("memory")
+    root = f"/io-{uuid.uuid4().hex[:8]}"
+    yield fs, root
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def count_downloads(fs, monkeypatch) -> list[str]:
+    """Patch ``fs.get`` to record each call (the remote path) before delegating."""
+    calls, get = [], fs.get
+    monkeypatch.setattr(fs, "get", lambda rpath, *a, **k: (calls.append(rpath), get(rpath, *a, **k))[1])
+    return calls
+
+
+def test_a_changed_remote_file_is_seen_on_the_next_resolve(cache, memfs):
+    fs, root = memfs
+    fs.pipe(f"{root}/prompts.txt", b"a cat\n")
+    first = resolve_local(f"memory://{root}/prompts.txt")
+    assert first.name == "prompts.txt" and first.read_text() == "a cat\n"
+    time.sleep(0.002)  # the memory filesystem's change mark is its creation time (microseconds)
+    fs.pipe(f"{root}/prompts.txt", b"a dog\n")  # same size, new content
+    second = resolve_local(f"memory://{root}/prompts.txt")
+    assert second.read_text() == "a dog\n"
+    assert not first.exists()  # the outdated copy of this URL is removed, not kept forever
+
+
+def test_a_folder_with_an_added_file_is_seen_on_the_next_resolve(cache, memfs):
+    fs, root = memfs
+    fs.pipe(f"{root}/returned/a.json", b"{}")
+    first = resolve_local(f"memory://{root}/returned/")
+    assert sorted(p.name for p in first.iterdir()) == ["a.json"]
+    fs.pipe(f"{root}/returned/b.json", b"[]")
+    second = resolve_local(f"memory://{root}/returned/")
+    assert second.name == "returned"
+    assert sorted(p.name for p in second.iterdir()) == ["a.json", "b.json"]
+
+
+def test_an_unchanged_remote_folder_is_downloaded_once(cache, memfs, monkeypatch):
+    fs, root = memfs
+    fs.pipe({f"{root}/model/config.json": b"{}", f"{root}/model/sub/weights.bin": b"\0" * 64})
+    downloads = count_downloads(fs, monkeypatch)
+    first = resolve_local(f"memory://{root}/model")
+    second = resolve_local(f"memory://{root}/model")
+    assert first == second and len(downloads) == 1
+    assert (second / "sub" / "weights.bin").read_bytes() == b"\0" * 64
+
+
+def test_without_change_marks_every_resolve_downloads_again(cache, memfs, monkeypatch):
+    fs, root = memfs
+    fs.pipe(f"{root}/key.json", b'{"v": 1}')
+    monkeypatch.setattr(io, "_CHANGE_MARKS", ())  # a filesystem that reports sizes only
+    downloads = count_downloads(fs, monkeypatch)
+    assert resolve_local(f"memory://{root}/key.json").read_text() == '{"v": 1}'
+    fs.pipe(f"{root}/key.json", b'{"v": 2}')  # same size: only a new download can tell
+    assert resolve_local(f"memory://{root}/key.json").read_text() == '{"v": 2}'
+    assert len(downloads) == 2
+
+
+def test_a_missing_remote_location_names_the_url(cache, memfs):
+    _, root = memfs
+    with pytest.raises(FileNotFoundError, match=f"memory://{root}/nothing"):
+        resolve_local(f"memory://{root}/nothing")
+
+
+def test_an_old_style_cache_entry_is_replaced(cache, memfs):
+    """A mirror made before change marks (``remote/<hash>/<name>`` + ``.complete``) is not trusted."""
+    fs, root = memfs
+    url = f"memory://{root}/prompts.txt"
+    fs.pipe(f"{root}/prompts.txt", b"new\n")
+    old = io._url_slot(url) / "prompts.txt"
+    old.parent.mkdir(parents=True)
+    old.write_text("old\n")
+    (old.parent / ".complete").touch()
+    assert resolve_local(url).read_text() == "new\n"
+    assert not old.exists()
+
+
+def _slow_mirror(url: str, barrier, results) -> None:
+    """Child process: wait for the sibling, then mirror ``url`` with a slow download; report the result."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    get, downloads = LocalFileSystem.get, []
+
+    def slow_get(self, *args, **kwargs):
+        downloads.append(args[0])
+        time.sleep(0.5)  # long enough for the sibling to arrive while this copy is being made
+        return get(self, *args, **kwargs)
+
+    LocalFileSystem.get = slow_get
+    try:
+        barrier.wait(timeout=60)
+        path = io._mirror_remote(url)
+        files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+        results.put(("ok", str(path), files, len(downloads)))
+    except BaseException as err:  # noqa: BLE001 -- reported to the parent, which fails the test with it
+        results.put(("error", repr(err), [], len(downloads)))
+
+
+def test_two_processes_mirroring_one_url_at_once_share_one_download(cache, tmp_path):
+    source = tmp_path / "remote-model"
+    (source / "sub").mkdir(parents=True)
+    (source / "config.json").write_text("{}")
+    (source / "sub" / "weights.bin").write_bytes(b"\1" * 1024)
+    url = source.as_uri()  # file:// through the remote code path: fsspec's local filesystem
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_slow_mirror, args=(url, barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    out = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert [o[0] for o in out] == ["ok", "ok"], out
+    assert out[0][1] == out[1][1]  # the same local copy
+    assert out[0][2] == out[1][2] == ["config.json", "sub/weights.bin"]
+    assert sum(o[3] for o in out) == 1  # one process downloaded, the other waited and reused it
+    assert Path(out[0][1]).is_relative_to(cache)
