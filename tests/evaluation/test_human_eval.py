@@ -6,19 +6,30 @@ import csv
 import io
 import json
 import re
+from pathlib import Path
+from typing import Annotated
 
 import pytest
+from zenml import log_metadata, pipeline, step
 
+from srpo.evaluation.artifacts import EvalResults
 from srpo.evaluation.config import (HackingStudyConfig, HumanEvalConfig, HumanEvalImportConfig, QualityStudyConfig,
                                     StyleStudyConfig)
 from srpo.evaluation.human_eval import AnnotationError, export_human_eval, import_human_eval
+from srpo.evaluation.human_eval.importer import KeyCandidate, export_id_of, find_key, read_annotations
 from tests.evaluation.helpers import EVIL, make_results, rate_all, write_json
 
 
-def export(tmp_path, results=None, **cfg):
+def export(tmp_path, results=None, store_key=None, **cfg):
     results = results or make_results(tmp_path / "results")
     cfg.setdefault("blinding_seed", 1)
-    return export_human_eval(results, HumanEvalConfig(**cfg), tmp_path / "pages")
+    if cfg.get("output_dir") and store_key is None:
+        store_key = ignore_key
+    return export_human_eval(results, HumanEvalConfig(**cfg), tmp_path / "pages", store_key)
+
+
+def ignore_key(key):
+    """A ``store_key`` for tests that do not look at where the key is kept."""
 
 
 def page_data(path):
@@ -46,8 +57,9 @@ def test_stratified_sample_assignment_and_blinding(tmp_path):
                    for t in data["tasks"])
     assert not any("key" in p.name for p in pages.path.rglob("*"))
     shared = sorted(p.relative_to(tmp_path / "to-raters").as_posix() for p in (tmp_path / "to-raters").rglob("*.*"))
-    assert shared == ["manifest.json", "pages/quality_rater-01.html", "pages/quality_rater-02.html",
-                      "pages/quality_rater-03.html"]
+    export_id = key["export_id"]
+    assert shared == [f"{export_id}/manifest.json", f"{export_id}/pages/quality_rater-01.html",
+                      f"{export_id}/pages/quality_rater-02.html", f"{export_id}/pages/quality_rater-03.html"]
     assert json.dumps(key).count("tuned") >= len(study["tasks"])  # the key holds the models
 
 
@@ -84,6 +96,89 @@ def test_studies_need_their_models_and_prompts(tmp_path):
     with pytest.raises(ValueError, match=r"raters_per_prompt \(5\) cannot exceed num_raters \(3\)"):
         QualityStudyConfig(num_raters=3)
     assert not (tmp_path / "pages").exists()  # nothing half-written
+
+
+def published(folder):
+    """Every file under ``folder``, relative to it."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_each_export_is_published_into_its_own_folder_after_its_key_is_stored(tmp_path):
+    results = make_results(tmp_path / "results")
+    out = tmp_path / "to-raters"
+    stored = []
+
+    def store_key(key):  # nothing of this export may be published yet
+        assert not (out / key["export_id"]).exists()
+        stored.append(key)
+
+    def run(name, num_raters, store_key=store_key, seed=None):
+        quality = QualityStudyConfig(prompts_per_category=2, raters_per_prompt=1, num_raters=num_raters)
+        cfg = HumanEvalConfig(quality=quality, output_dir=str(out), blinding_seed=seed)
+        return export_human_eval(results, cfg, tmp_path / name, store_key)
+
+    _, first = run("a", 4)
+    _, second = run("b", 2)  # fewer raters: rater-03/04 of the first export must not sit beside these pages
+    assert [k["export_id"] for k in stored] == [first["export_id"], second["export_id"]]
+    assert {p.name for p in out.iterdir()} == {first["export_id"], second["export_id"]}
+    assert published(out / second["export_id"]) == ["manifest.json", "pages/quality_rater-01.html",
+                                                    "pages/quality_rater-02.html"]
+    assert len(published(out / first["export_id"])) == 1 + 4  # the earlier export is left as it was
+    manifest = json.loads((out / second["export_id"] / "manifest.json").read_text())
+    assert manifest["export_id"] == second["export_id"]
+
+    def refuse(key):
+        raise OSError("key store unreachable")
+
+    with pytest.raises(OSError, match="key store unreachable"):
+        run("c", 2, refuse)
+    assert len(list(out.iterdir())) == 2  # a key that could not be stored publishes nothing
+    with pytest.raises(ValueError, match="no store_key was given: the key must be stored before pages"):
+        run("d", 2, None)
+
+
+def test_an_interrupted_copy_has_no_manifest_and_a_new_copy_replaces_it(tmp_path, monkeypatch):
+    from fsspec.implementations.local import LocalFileSystem
+
+    results = make_results(tmp_path / "results")
+    out = tmp_path / "to-raters"
+    cfg = HumanEvalConfig(quality=QualityStudyConfig(prompts_per_category=2, raters_per_prompt=1, num_raters=3),
+                          output_dir=str(out), blinding_seed=7)
+    put_file, copied = LocalFileSystem.put_file, []
+
+    def put_then_fail(self, lpath, rpath, **kw):
+        if len(copied) == 2:
+            raise OSError("connection lost")
+        copied.append(rpath.rsplit("/", 1)[-1])
+        return put_file(self, lpath, rpath, **kw)
+
+    monkeypatch.setattr(LocalFileSystem, "put_file", put_then_fail)
+    with pytest.raises(OSError, match="connection lost"):
+        export_human_eval(results, cfg, tmp_path / "a", ignore_key)
+    (export_id,) = [p.name for p in out.iterdir()]
+    assert published(out / export_id) == ["pages/quality_rater-01.html", "pages/quality_rater-02.html"]  # no manifest
+    (out / export_id / "pages" / "stale.html").write_text("left over")
+    monkeypatch.setattr(LocalFileSystem, "put_file", put_file)
+    copied.clear()
+    _, key = export_human_eval(results, cfg, tmp_path / "b", ignore_key)  # same blinding seed: same export
+    assert key["export_id"] == export_id
+    assert published(out / export_id) == ["manifest.json", "pages/quality_rater-01.html",
+                                          "pages/quality_rater-02.html", "pages/quality_rater-03.html"]
+
+
+def test_the_manifest_is_copied_last(tmp_path, monkeypatch):
+    from fsspec.implementations.local import LocalFileSystem
+
+    put_file, order = LocalFileSystem.put_file, []
+
+    def record(self, lpath, rpath, **kw):
+        order.append(rpath.rsplit("/", 1)[-1])
+        return put_file(self, lpath, rpath, **kw)
+
+    monkeypatch.setattr(LocalFileSystem, "put_file", record)
+    export(tmp_path, quality=QualityStudyConfig(prompts_per_category=1, raters_per_prompt=1, num_raters=2),
+           output_dir=str(tmp_path / "to-raters"))
+    assert order == ["quality_rater-01.html", "quality_rater-02.html", "manifest.json"]
 
 
 LEVEL = {"base": "Good", "tuned": "Excellent"}
@@ -229,3 +324,137 @@ def test_hacking_and_style_studies(tmp_path):
     assert wins == {"early": 0.0, "late": 1.0}
     alpha = {r["study"]: r["alpha"] for r in data["agreement"]}
     assert alpha["hacking"] == 1.0
+
+
+# ------------------------------------------------------------------ which key un-blinds the files
+
+def candidate(key, recorded=True, loads=None):
+    """A stored key as the import step lists it; ``loads`` records which keys were loaded."""
+    def load():
+        if loads is not None:
+            loads.append(key["export_id"])
+        return key
+    return KeyCandidate(f"key {key['export_id']}", key["export_id"] if recorded else None, load)
+
+
+def test_the_key_is_found_by_the_files_export_id(tmp_path, exported):
+    _, study = exported
+    _, later = export(tmp_path / "later", quality=QualityStudyConfig(prompts_per_category=1, raters_per_prompt=1,
+                                                                     num_raters=1), blinding_seed=2)
+    _, older = export(tmp_path / "older", quality=QualityStudyConfig(prompts_per_category=1, raters_per_prompt=1,
+                                                                     num_raters=1), blinding_seed=3)
+    export_id = export_id_of(read_annotations(quality_files(tmp_path, study)))
+    assert export_id == study["export_id"]
+    loads = []
+    newest_first = [candidate(later, loads=loads), candidate(study, recorded=False, loads=loads),
+                    candidate(older, loads=loads)]
+    assert find_key(export_id, newest_first) is study
+    assert loads == [study["export_id"]]  # a key whose recorded export id differs is not loaded
+    assert find_key(export_id, [candidate(later, recorded=False), candidate(study)]) is study
+    with pytest.raises(AnnotationError, match=rf"none of the 2 human_eval_key artifact versions .* export "
+                                              rf"'{study['export_id']}'.*artifact version id.*JSON file"):
+        find_key(export_id, [candidate(later), candidate(older, recorded=False)])
+    with pytest.raises(AnnotationError, match=rf"no human_eval_key artifact exists.*'{study['export_id']}'"):
+        find_key(export_id, [])
+
+
+def test_files_of_several_exports_are_refused(tmp_path, exported):
+    _, study = exported
+    _, other = export(tmp_path / "other", quality=QualityStudyConfig(prompts_per_category=1, raters_per_prompt=1,
+                                                                     num_raters=1), blinding_seed=2)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "theirs").mkdir()
+    files = quality_files(tmp_path / "mine", study) + quality_files(tmp_path / "theirs", other)
+    with pytest.raises(AnnotationError, match="come from 2 different exports.*import each export's files separately"):
+        export_id_of(read_annotations(files))
+
+
+def test_a_wrong_key_says_how_to_name_the_right_one(tmp_path, exported):
+    _, study = exported
+    _, other = export(tmp_path / "other", quality=QualityStudyConfig(prompts_per_category=1, raters_per_prompt=1,
+                                                                     num_raters=1), blinding_seed=2)
+    with pytest.raises(AnnotationError, match=rf"key is for export '{other['export_id']}'.*leave `key` unset.*"
+                                              "artifact version id"):
+        import_human_eval(HumanEvalImportConfig(annotations=quality_files(tmp_path, study)), other, tmp_path / "rep")
+
+
+# ---------------------------------------------------------------------- the ZenML steps
+
+@step
+def _legacy_export(key: dict) -> Annotated[dict, "human_eval_key"]:
+    """What export_human_eval did before: the key as a returned output, its export id only as step metadata."""
+    log_metadata(metadata={"export_id": key["export_id"]})
+    return key
+
+
+@pipeline(enable_cache=False)
+def _legacy_export_pipeline(key: dict) -> None:
+    _legacy_export(key)
+
+
+def test_import_step_uses_the_key_of_the_files_export_not_the_latest(zenml_client, tmp_path, exported):
+    from pipelines.human_eval import srpo_human_eval
+    from steps.export_human_eval import save_key_artifact
+    from steps.import_human_eval import configured_key, stored_keys
+    from steps.import_human_eval import import_human_eval as import_step
+
+    _, study = exported
+    _legacy_export_pipeline(study)  # the real study, exported before keys carried metadata
+    small = QualityStudyConfig(prompts_per_category=1, raters_per_prompt=1, num_raters=1)
+    _, demo = export(tmp_path / "demo", quality=small, blinding_seed=2)
+    save_key_artifact(demo)  # a later tiny run's key: the newest human_eval_key
+    versions = zenml_client.list_artifact_versions(artifact="human_eval_key", sort_by="desc:created").items
+    assert [k.export_id for k in stored_keys(zenml_client)] == [demo["export_id"], study["export_id"]]
+
+    files = quality_files(tmp_path, study)
+    run = zenml_client.get_pipeline_run(srpo_human_eval(annotations={"annotations": files}).id)
+    assert run.status == "completed"
+    report = run.steps["import_human_eval"].outputs["human_eval_report"][0].load().read_json()
+    assert report["export_id"] == study["export_id"]
+
+    assert configured_key(str(versions[1].id)) == study  # key: an artifact version id
+    assert configured_key(str(tmp_path / "key.json")) == study  # key: a JSON file
+    with pytest.raises(AnnotationError, match="no artifact version has this id"):
+        configured_key("00000000-0000-0000-0000-000000000000")
+    _, unknown = export(tmp_path / "unknown", quality=small, blinding_seed=3)
+    (tmp_path / "returned").mkdir()
+    with pytest.raises(AnnotationError, match=rf"none of the 2 human_eval_key .* '{unknown['export_id']}'.*"
+                                              "zenml artifact version list"):
+        import_step.entrypoint(HumanEvalImportConfig(annotations=quality_files(tmp_path / "returned", unknown)))
+
+
+@step
+def _results(folder: str) -> EvalResults:
+    return make_results(Path(folder))
+
+
+@pipeline(enable_cache=False)
+def _export_pipeline(folder: str, config: HumanEvalConfig) -> None:
+    from steps import export_human_eval as export_step
+
+    export_step(results=_results(folder), config=config)
+
+
+def test_export_step_stores_the_key_before_publishing_pages(zenml_client, tmp_path):
+    quality = QualityStudyConfig(prompts_per_category=1, raters_per_prompt=1, num_raters=2)
+    out = tmp_path / "to-raters"
+    config = HumanEvalConfig(quality=quality, image_max_side=16, output_dir=str(out))
+    run = zenml_client.get_pipeline_run(_export_pipeline(str(tmp_path / "results"), config).id)
+    assert run.status == "completed"
+    step_run = run.steps["export_human_eval"]
+    key_version = step_run.outputs["human_eval_key"][0]
+    key = key_version.load()
+    assert key_version.run_metadata["export_id"] == key["export_id"] == step_run.run_metadata["export_id"]
+    assert step_run.outputs["human_eval_pages"][0].load().read_json()["export_id"] == key["export_id"]
+    assert step_run.run_metadata["published_to"] == f"{out}/{key['export_id']}"
+    assert published(out) == [f"{key['export_id']}/{f}" for f in ("manifest.json", "pages/quality_rater-01.html",
+                                                                  "pages/quality_rater-02.html")]
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the pages should go")  # publishing fails
+    with pytest.raises(RuntimeError):
+        _export_pipeline(str(tmp_path / "results-2"), config.model_copy(update={"output_dir": str(blocked)}))
+    failed = zenml_client.list_pipeline_runs(sort_by="desc:created").items[0]
+    assert failed.status == "failed"
+    kept = failed.steps["export_human_eval"].outputs["human_eval_key"][0]  # the key outlives the failure
+    assert kept.load()["export_id"] == kept.run_metadata["export_id"] != key["export_id"]

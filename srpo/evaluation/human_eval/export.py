@@ -15,6 +15,11 @@ prompt) this writes, for each configured study:
 - the key (returned separately, never written next to the pages): which model and prompt
   every image id and task id stands for.
 
+With ``output_dir`` set, the pages are published to ``<output_dir>/<export_id>/`` (so pages of
+different exports never mix), ``manifest.json`` last (a folder without it is an unfinished copy),
+and only after the caller's ``store_key`` has stored the key: wherever pages exist, their key
+has been kept.
+
 The sample and assignment depend on ``seed`` only; ids and orders come from the operating
 system's randomness unless ``blinding_seed`` is given, so nobody can re-derive the key from
 the configuration.
@@ -26,6 +31,7 @@ import json
 import random
 import secrets
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -89,8 +95,17 @@ def _study_models(name: str, wanted: list[str] | None, available: list[str]) -> 
     return models
 
 
-def export_human_eval(results: EvalResults, cfg: HumanEvalConfig, out_dir: Path) -> tuple[HumanEvalPages, dict]:
-    """Write the pages into ``out_dir``; returns ``(HumanEvalPages, key)``. Nothing is half-written on error."""
+def export_human_eval(results: EvalResults, cfg: HumanEvalConfig, out_dir: Path,
+                      store_key: Callable[[dict], Any] | None = None) -> tuple[HumanEvalPages, dict]:
+    """Write the pages into ``out_dir``; returns ``(HumanEvalPages, key)``. Nothing is half-written on error.
+
+    ``store_key(key)`` is called once the pages are written and before they are published to
+    ``cfg.output_dir`` (required then): if it raises, nothing is published.
+    """
+    if cfg.output_dir and store_key is None:
+        raise ValueError("human_eval.output_dir is set, but no store_key was given: the key must be stored before "
+                         "pages are published (blinding cannot be re-derived); pass store_key, as the "
+                         "export_human_eval step does")
     data = results.read_json()
     items, available = data["items"], data["models"]
     sample_rng = random.Random(cfg.seed)
@@ -200,8 +215,10 @@ def export_human_eval(results: EvalResults, cfg: HumanEvalConfig, out_dir: Path)
         tmp.rename(out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if store_key is not None:
+        store_key(key)
     if cfg.output_dir:
-        copy_pages(out_dir, cfg.output_dir)
+        publish_pages(out_dir, cfg.output_dir)
     return HumanEvalPages(out_dir), key
 
 
@@ -213,16 +230,36 @@ def _check_categories(study: str, cats: list[str], by_cat: dict[str, list[int]])
         raise ValueError(f"the {study} study found no benchmark categories to sample from")
 
 
-def copy_pages(folder: Path, destination: str) -> None:
-    """Copy ``manifest.json`` and ``pages/`` to a local folder or fsspec URL (never the key)."""
+def export_location(destination: str, export_id: str) -> str:
+    """Where :func:`publish_pages` puts an export: ``<destination>/<export_id>``."""
+    return f"{destination.rstrip('/')}/{export_id}"
+
+
+def published_files(folder: Path) -> list[Path]:
+    """What raters get, in the order it is copied: the pages, then ``manifest.json`` (never the key)."""
+    pages = sorted(p for p in (folder / "pages").rglob("*") if p.is_file())
+    return [*pages, folder / "manifest.json"]
+
+
+def publish_pages(folder: Path, destination: str) -> str:
+    """Copy an export's pages and manifest to ``<destination>/<export_id>/`` (local or fsspec URL).
+
+    The folder is emptied first (only an unfinished copy of this same export can be there) and
+    ``manifest.json`` is written last, so a folder with a manifest holds exactly that export's
+    pages. Returns the folder's location.
+    """
     import fsspec
 
-    fs, root = fsspec.core.url_to_fs(destination)
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name != INDEX_HTML:
-            target = f"{root.rstrip('/')}/{path.relative_to(folder).as_posix()}"
-            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-            fs.put_file(str(path), target)
+    export_id = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["export_id"]
+    location = export_location(destination, export_id)
+    fs, root = fsspec.core.url_to_fs(location)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+    for path in published_files(folder):
+        target = f"{root}/{path.relative_to(folder).as_posix()}"
+        fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        fs.put_file(str(path), target)
+    return location
 
 
 def _overview(manifest: dict, cfg: HumanEvalConfig) -> str:

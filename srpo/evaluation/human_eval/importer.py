@@ -1,5 +1,10 @@
 """Import raters' annotation files: check them, un-blind them with the key, and summarise.
 
+The key is given (``key``: a JSON file, or in the ZenML step also an artifact version id) or,
+when not, found by :func:`find_key`: the newest stored key whose ``export_id`` is the one the
+files carry (files of several exports are refused), so a later export never replaces the key of
+an earlier study.
+
 Checks (each failure names the file and says what to do):
 
 - a file must be an export of this page format (JSON or CSV) from the same export as the key;
@@ -28,9 +33,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -127,6 +133,65 @@ def parse_annotation(name: str, path: Path) -> Annotation:
     raise AnnotationError(f"{name}: unknown file type {path.suffix!r}; give .json or .csv exports of the page")
 
 
+def read_annotations(locations: Iterable[str]) -> list[Annotation]:
+    """Every annotation file given directly or inside a folder, parsed."""
+    return [parse_annotation(name, path) for name, path in annotation_files(locations)]
+
+
+def export_id_of(annotations: list[Annotation]) -> str:
+    """The one export the files come from; files of several exports are refused."""
+    first_file: dict[str, str] = {}
+    for ann in annotations:
+        first_file.setdefault(ann.export_id, ann.source)
+    if not first_file:
+        raise AnnotationError("no annotation files were given: list the raters' exported .json/.csv files or folders")
+    if len(first_file) > 1:
+        listing = "; ".join(f"{export_id!r} (e.g. {source})" for export_id, source in sorted(first_file.items()))
+        raise AnnotationError(f"the annotation files come from {len(first_file)} different exports: {listing}; "
+                              "import each export's files separately, with its own key")
+    return next(iter(first_file))
+
+
+# How to name the key explicitly; every "which key?" error ends with this.
+KEY_OPTIONS = ("set `key` in the import config (parameters.annotations.key) to the key's ZenML artifact version "
+               "id (`zenml artifact version list --artifact=human_eval_key` lists them; `zenml artifact version "
+               "describe <id>` shows a key's export_id in its run metadata, older keys have it in the metadata of "
+               "their export_human_eval step) or to a JSON file holding the key")
+
+
+@dataclass
+class KeyCandidate:
+    """A stored key: a name for messages, its export id when known without loading it, and its loader."""
+
+    label: str
+    export_id: str | None
+    load: Callable[[], Any]
+
+
+def find_key(export_id: str, candidates: Iterable[KeyCandidate]) -> dict:
+    """The key of export ``export_id``: the first candidate (give them newest first) whose key is for it.
+
+    A candidate whose recorded export id differs is skipped without loading it; one without a
+    recorded id is loaded and its ``export_id`` compared.
+    """
+    searched = 0
+    for candidate in candidates:
+        searched += 1
+        if candidate.export_id is not None and candidate.export_id != export_id:
+            continue
+        key = candidate.load()
+        if isinstance(key, dict) and key.get("export_id") == export_id:
+            check_key(key, candidate.label)
+            return key
+    if not searched:
+        raise AnnotationError(f"no human_eval_key artifact exists in this ZenML store, so the key of export "
+                              f"{export_id!r} (the annotation files' export) cannot be found: run export_human_eval "
+                              f"in this store first, or {KEY_OPTIONS}")
+    raise AnnotationError(f"none of the {searched} human_eval_key artifact versions in this ZenML store is the key "
+                          f"of export {export_id!r}, the export the annotation files come from (was it exported "
+                          f"with another ZenML store, or was its key deleted?): {KEY_OPTIONS}")
+
+
 def read_key(location: str) -> dict:
     path = resolve_local(location)
     try:
@@ -161,7 +226,9 @@ def check_and_unblind(annotations: list[Annotation], key: dict, allow_incomplete
     for ann in annotations:
         if ann.export_id != key["export_id"]:
             raise AnnotationError(f"{ann.source}: comes from export {ann.export_id!r}, but the key is for export "
-                                  f"{key['export_id']!r}; use the key of the export the pages came from")
+                                  f"{key['export_id']!r}; use the key of export {ann.export_id!r}: leave `key` "
+                                  "unset to find it among the human_eval_key artifacts by its export id, or "
+                                  f"{KEY_OPTIONS}")
         page_info = key["pages"].get(ann.page_id)
         if page_info is None:
             raise AnnotationError(f"{ann.source}: unknown page id {ann.page_id!r}; the file does not belong to this "
@@ -315,10 +382,15 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def import_human_eval(cfg: HumanEvalImportConfig, key: dict, out_dir: Path) -> HumanEvalReport:
-    """Read, check, un-blind and summarise; writes the report into ``out_dir`` (only when all checks pass)."""
+def import_human_eval(cfg: HumanEvalImportConfig, key: dict, out_dir: Path,
+                      annotations: list[Annotation] | None = None) -> HumanEvalReport:
+    """Read, check, un-blind and summarise; writes the report into ``out_dir`` (only when all checks pass).
+
+    ``annotations``: the files already read with :func:`read_annotations` (else ``cfg.annotations`` is read).
+    """
     check_key(key)
-    annotations = [parse_annotation(name, path) for name, path in annotation_files(cfg.annotations)]
+    if annotations is None:
+        annotations = read_annotations(cfg.annotations)
     checked = check_and_unblind(annotations, key, cfg.allow_incomplete)
     if not checked.quality and not checked.choices:
         raise AnnotationError("the annotation files hold no ratings: rate on the pages, export, and import those files")
@@ -375,4 +447,5 @@ def render_report(summary: dict, cfg: HumanEvalImportConfig) -> str:
     return page("Human evaluation results", "".join(parts))
 
 
-__all__ = ["AnnotationError", "check_and_unblind", "headline", "import_human_eval", "parse_annotation", "read_key"]
+__all__ = ["AnnotationError", "KeyCandidate", "check_and_unblind", "export_id_of", "find_key", "headline",
+           "import_human_eval", "parse_annotation", "read_annotations", "read_key"]
