@@ -149,6 +149,15 @@ class TrainConfig(_Strict):
             raise ValueError("control words must not be blank strings")
         return words
 
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _local_checkpoint_dir(cls, folder: Optional[str]) -> Optional[str]:
+        if folder is not None and "://" in folder:
+            raise ValueError(f"checkpoint_dir {folder!r} is a URL: checkpoints are written to a local or mounted "
+                             "folder (a temporary name, then an atomic rename, which object stores lack); mount "
+                             "the bucket or use a persistent volume and give its path")
+        return folder
+
     @field_validator("sigma_range")
     @classmethod
     def _sigma_bounds(cls, rng):
@@ -174,12 +183,17 @@ class TrainConfig(_Strict):
                              "(train.negative_words), or use reward_form 'sgp' or 'plain'")
         if self.inversion and self.method != "srpo":
             raise ValueError(f"the inversion branch belongs to method 'srpo'; set inversion: false for {self.method!r}")
+        if self.inversion and self.reward_form == "plain":
+            raise ValueError("the inversion branch needs a reward with control words: with reward_form 'plain' it "
+                             "maximises the denoise branch's reward, and through its opposite step the two gradients "
+                             "nearly cancel; use reward_form 'weighted' (or 'sgp', 'srp', 'cfg') or set inversion: false")
         if self.inversion and not self.negative_words:
             raise ValueError("the inversion branch is trained towards the negative words: give "
                              "train.negative_words or set inversion: false")
         if self.fuse_branches and not self.inversion:
             raise ValueError("fuse_branches batches the denoise and inversion branches together, but inversion is "
                              "false: set fuse_branches: false (one branch has nothing to fuse) or inversion: true")
+        training_levels(self)  # every level and model step inside (0, MAX_TRAIN_SIGMA]: refused before any work
         return self
 
 
@@ -214,8 +228,12 @@ def training_levels(cfg: TrainConfig):
         top, bottom = float(grid.max()), float(grid.min())
     else:
         top, bottom = float(grid.max()) + d_sigma, float(grid.min()) - (d_sigma if cfg.inversion else 0.0)
-    if top > MAX_TRAIN_SIGMA + 1e-6 or bottom <= 0.0:
-        raise ValueError(f"training levels reach sigma in [{bottom:.4f}, {top:.4f}] with d_sigma {d_sigma:.4f}, "
-                         f"outside (0, {MAX_TRAIN_SIGMA}]: lower the grid's start (grid_start_index or "
-                         "sigma_range) or d_sigma")
+    if top > MAX_TRAIN_SIGMA + 1e-6:
+        raise ValueError(f"the highest training level plus the model step reaches sigma {top:.4f} (d_sigma "
+                         f"{d_sigma:.4f}), above {MAX_TRAIN_SIGMA}: start the grid at lower noise (a larger "
+                         "grid_start_index, or a lower sigma_range high end) or use a smaller d_sigma")
+    if bottom <= 0.0:
+        raise ValueError(f"the lowest training level minus the model step reaches sigma {bottom:.4f} (d_sigma "
+                         f"{d_sigma:.4f}), not above 0: end the grid at higher noise (a smaller grid_end_index, "
+                         "or a higher sigma_range low end) or use a smaller d_sigma")
     return grid, d_sigma

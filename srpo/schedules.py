@@ -53,32 +53,41 @@ def default_step_size(grid: torch.Tensor, fraction: float = 0.1) -> float:
     return float(fraction * (grid.max() - grid.min()))
 
 
+def grid_position(sigma: torch.Tensor | float, sigma_lo: float, sigma_hi: float) -> torch.Tensor:
+    """Where ``sigma`` sits on the training grid: 0 at its lowest (latest) level, 1 at its highest.
+
+    The authors index their discounts and k-schedules by a timestep counted from the clean end of
+    the grid; this is that index over the grid's length. Clamped to [0, 1].
+    """
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    return ((sigma - sigma_lo) / max(sigma_hi - sigma_lo, 1e-12)).clamp(0.0, 1.0)
+
+
 def linear_discount(sigma: torch.Tensor, sigma_lo: float, sigma_hi: float, floor: float = 0.0) -> torch.Tensor:
     """Multiplicative discount ``lambda(sigma)`` (paper eq. 3) that down-weights late levels.
 
     1 at ``sigma_hi`` (early, high noise) falling linearly to ``floor`` at ``sigma_lo`` (late,
-    low noise), where reward hacking happens; clamped to [floor, 1].
+    low noise), where reward hacking happens.
     """
-    frac = (sigma - sigma_lo) / max(sigma_hi - sigma_lo, 1e-12)
-    return (floor + (1.0 - floor) * frac).clamp(floor, 1.0)
+    return (floor + (1.0 - floor) * grid_position(sigma, sigma_lo, sigma_hi)).float()
 
 
-def shifted_linspace_discount(num_levels: int, shift: float = 3.0, floor: float = 0.0) -> torch.Tensor:
-    """Discount weights over ``num_levels`` injection levels, earliest first.
+def shifted_linspace_discount(sigma: torch.Tensor, sigma_lo: float, sigma_hi: float, shift: float = 3.0,
+                              floor: float = 0.0) -> torch.Tensor:
+    """The authors' Qwen-Image discount: ``shift(position)`` of each level on the grid, scaled to [floor, 1].
 
-    A linspace from 1 to ``floor`` passed through the shift map (what the authors' Qwen-Image
-    code does): weights stay near 1 for longer, then fall towards ``floor``.
+    Their ``sd3_time_shift(3, linspace(0, 1, L + 1))[index]`` with the index counted from the clean
+    end (``floor = 0``): 1 at the highest level, 0 at the lowest, and kept high for longer than
+    :func:`linear_discount`.
     """
-    t = torch.linspace(1.0, 0.0, num_levels, dtype=torch.float64)  # [n]
-    return (floor + (1.0 - floor) * shift_sigma(t, shift)).float()
+    return (floor + (1.0 - floor) * shift_sigma(grid_position(sigma, sigma_lo, sigma_hi), shift)).float()
 
 
-def linear_k(index: int, num_levels: int, k_start: float, k_end: float) -> float:
-    """Additive ("absolute term") weight k at timestep index ``index`` of ``num_levels``.
+def linear_k(sigma: float, sigma_lo: float, sigma_hi: float, k_start: float, k_end: float) -> float:
+    """Additive ("absolute term") weight k at noise level ``sigma`` of a grid over [sigma_lo, sigma_hi].
 
-    Linear in the index: ``k_start`` at index 0, ``k_end`` at the last index (authors, HPS:
-    denoise 0.10 -> 0.25, inversion 0.30 -> 0.01).
+    Linear in the authors' timestep index, which counts from the clean end: ``k_start`` at the
+    lowest level, ``k_end`` at the highest (HPS: denoise 0.10 -> 0.25, inversion 0.30 -> 0.01, so
+    late levels get the smallest positive push and the largest pull away from the negative words).
     """
-    if num_levels <= 1:
-        return float(k_start)
-    return float(k_start + (k_end - k_start) * index / (num_levels - 1))
+    return float(k_start + (k_end - k_start) * grid_position(sigma, sigma_lo, sigma_hi))

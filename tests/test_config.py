@@ -31,9 +31,13 @@ def test_sigma_bounds_outside_zero_to_099_are_refused(bounds):
         TrainConfig(sigma_range=bounds)
 
 
-def test_a_step_that_leaves_the_allowed_range_is_refused():
-    with pytest.raises(ValueError, match="outside"):
-        training_levels(TrainConfig(sigma_range=(0.5, 0.98), d_sigma=0.05))
+def test_a_step_that_leaves_the_allowed_range_is_refused_with_the_fix_for_that_end():
+    with pytest.raises(ValidationError, match="above 0.99: start the grid at lower noise"):
+        TrainConfig(sigma_range=(0.5, 0.98), d_sigma=0.05)
+    with pytest.raises(ValidationError, match="above 0.99: start the grid at lower noise.*larger grid_start_index"):
+        TrainConfig(grid_start_index=1)
+    with pytest.raises(ValidationError, match="not above 0: end the grid at higher noise"):
+        TrainConfig(sigma_range=(0.01, 0.5), d_sigma=0.05)
     grid, d = training_levels(TrainConfig())
     assert grid.max() + d <= 0.99 and d == pytest.approx(0.0214, abs=1e-3)
 
@@ -50,6 +54,19 @@ def test_plain_reward_needs_no_words_but_inversion_does():
     TrainConfig(method="direct_align", inversion=False, reward_form="plain", positive_words=[], negative_words=[])
     with pytest.raises(ValidationError, match="inversion"):
         TrainConfig(method="direct_align", inversion=True)
+
+
+def test_a_plain_reward_on_the_inversion_branch_is_refused():
+    """Both branches would maximise the same reward through opposite steps: the gradients cancel."""
+    with pytest.raises(ValidationError, match="reward_form 'plain'.*inversion: false"):
+        TrainConfig(method="srpo", inversion=True, reward_form="plain")
+    TrainConfig(method="srpo", inversion=False, reward_form="plain")
+
+
+def test_a_checkpoint_url_is_refused_with_the_fix():
+    with pytest.raises(ValidationError, match="checkpoint_dir 's3://b/ck' is a URL.*mount the bucket"):
+        TrainConfig(checkpoint_dir="s3://b/ck")
+    assert TrainConfig(checkpoint_dir="/mnt/ck").checkpoint_dir == "/mnt/ck"
 
 
 def test_fusing_branches_without_an_inversion_branch_is_refused():
@@ -102,3 +119,4 @@ def test_misspelled_step_names_and_parameters_are_errors(tmp_path):
     no_header.write_text(yaml.safe_dump(raw))
     with pytest.raises(RunConfigError, match="header"):
         validate_run_config(no_header)
+

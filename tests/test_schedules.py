@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from srpo.schedules import (default_step_size, linear_discount, linear_k, shift_sigma, shifted_linspace_discount,
+from srpo.schedules import (default_step_size, grid_position, linear_discount, linear_k, shift_sigma, shifted_linspace_discount,
                             sigma_schedule, training_grid)
 
 
@@ -38,15 +38,29 @@ def test_linear_discount_downweights_late_levels():
     assert w.tolist() == pytest.approx([1.0, 0.6, 0.2])
 
 
-def test_shifted_linspace_discount_is_monotone_from_one_to_floor():
-    w = shifted_linspace_discount(5, shift=3.0, floor=0.1)
+def test_grid_position_counts_from_the_clean_end_and_is_clamped():
+    pos = grid_position(torch.tensor([0.70, 0.75, 0.85, 0.95, 0.99]), 0.75, 0.95)
+    assert pos.tolist() == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.0])
+
+
+def test_shifted_linspace_discount_is_the_authors_shifted_index_of_each_level():
+    lo, hi = 0.75, 0.95
+    sigmas = torch.linspace(hi, lo, 5)  # earliest first
+    w = shifted_linspace_discount(sigmas, lo, hi, shift=3.0, floor=0.1)
     assert w[0] == pytest.approx(1.0) and w[-1] == pytest.approx(0.1)
     assert bool((w[1:] <= w[:-1]).all())
     assert w[2] > 0.1 + 0.9 * 0.5  # the shift keeps weights high for longer than a plain linspace
+    # authors (Qwen-Image): sd3_time_shift(3, linspace(0, 1, L + 1))[index], the index from the clean end
+    L, index = 100, 37
+    authors = shift_sigma(torch.linspace(0, 1, L + 1, dtype=torch.float64), 3.0)[index]
+    level = lo + (hi - lo) * index / L
+    assert float(shifted_linspace_discount(torch.tensor(level), lo, hi, 3.0, 0.0)) == pytest.approx(float(authors))
+    # a level's weight is its own: it does not depend on which other levels were drawn with it
+    assert float(shifted_linspace_discount(sigmas[2:3], lo, hi, 3.0, 0.1)) == pytest.approx(float(w[2]))
 
 
-def test_linear_k_interpolates_the_authors_schedules():
-    assert linear_k(0, 11, 0.10, 0.25) == pytest.approx(0.10)
-    assert linear_k(10, 11, 0.10, 0.25) == pytest.approx(0.25)
-    assert linear_k(5, 11, 0.30, 0.01) == pytest.approx(0.155)
-    assert linear_k(0, 1, 0.3, 0.01) == pytest.approx(0.3)
+def test_linear_k_is_linear_from_the_lowest_level_to_the_highest():
+    assert linear_k(0.75, 0.75, 0.95, 0.10, 0.25) == pytest.approx(0.10)
+    assert linear_k(0.95, 0.75, 0.95, 0.10, 0.25) == pytest.approx(0.25)
+    assert linear_k(0.85, 0.75, 0.95, 0.30, 0.01) == pytest.approx(0.155)
+    assert linear_k(0.70, 0.75, 0.95, 0.30, 0.01) == pytest.approx(0.30)  # below the grid: clamped

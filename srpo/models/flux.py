@@ -102,6 +102,7 @@ class FluxPolicy:
             # memory-efficient attention are exact there. See docs/performance.md.
             torch.backends.cuda.enable_cudnn_sdp(False)
         self.autocast_dtype = autocast_dtype  # bf16 on GPU; None = full precision
+        norms_in_input_dtype(pipe.transformer)
         for frozen in self.frozen_modules:
             frozen.requires_grad_(False).eval()
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt -> (T5 states, pooled)
@@ -259,6 +260,31 @@ class FluxPolicy:
         """The (tuned) transformer as a diffusers folder with safetensors weights."""
         self.transformer.save_pretrained(out_dir, safe_serialization=True)
         return Path(out_dir)
+
+
+class InputDtypeRMSNorm(torch.nn.RMSNorm):
+    """``nn.RMSNorm`` that scales by its weight cast to the input's dtype.
+
+    FLUX's query/key norms see bf16 activations under autocast; with fp32 weights (full
+    fine-tuning's master copy) PyTorch cannot use its fused kernel, warns "Mismatch dtype between
+    input and weight" and runs the composite ops. Casting the weight (its gradient flows back in
+    fp32) keeps the fused kernel; with equal dtypes this is exactly ``nn.RMSNorm``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = None if self.weight is None else self.weight.to(x.dtype)
+        return torch.nn.functional.rms_norm(x, self.normalized_shape, weight, self.eps)
+
+
+def norms_in_input_dtype(module: torch.nn.Module) -> int:
+    """Make every ``nn.RMSNorm`` in ``module`` an :class:`InputDtypeRMSNorm` in place; how many.
+
+    Only the class changes: parameters, state-dict keys and saved folders stay the same.
+    """
+    norms = [m for m in module.modules() if type(m) is torch.nn.RMSNorm]
+    for norm in norms:
+        norm.__class__ = InputDtypeRMSNorm
+    return len(norms)
 
 
 def cast_parameters(module: torch.nn.Module, dtype: torch.dtype) -> None:

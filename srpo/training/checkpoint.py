@@ -85,6 +85,11 @@ def verify(folder: Path) -> dict:
             raise CorruptCheckpoint(f"{folder}: {name} is missing")
         if path.stat().st_size != expected["size"] or sha256(path) != expected["sha256"]:
             raise CorruptCheckpoint(f"{folder}: {name} does not match its checksum (damaged or partial)")
+    return read_state(folder)
+
+
+def read_state(folder: Path) -> dict:
+    """The trainer state of a checkpoint (no checksums: for processes that resume where another verified)."""
     try:
         return json.loads((folder / STATE).read_text())
     except (OSError, json.JSONDecodeError) as err:

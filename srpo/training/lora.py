@@ -60,10 +60,15 @@ def lora_state_dict(transformer: torch.nn.Module, state: dict | None = None) -> 
 
 
 def save_lora(transformer: torch.nn.Module, out_dir: str | Path, state: dict | None = None) -> Path:
-    """Write the adapter as ``pytorch_lora_weights.safetensors`` in diffusers' FLUX LoRA format."""
+    """Write the adapter as ``pytorch_lora_weights.safetensors`` in diffusers' FLUX LoRA format.
+
+    The adapter's config (rank, alpha, targets) goes into the file's metadata: without it
+    diffusers reloads the adapter with alpha = rank, i.e. at the wrong scale whenever they differ.
+    """
     from diffusers import FluxPipeline
 
     out_dir = Path(out_dir)
     FluxPipeline.save_lora_weights(out_dir, transformer_lora_layers=lora_state_dict(transformer, state),
+                                   transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict(),
                                    safe_serialization=True)
     return out_dir

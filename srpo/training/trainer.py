@@ -73,6 +73,27 @@ def derived_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
 
 
+#: Settings a resumed run may change: its length and bookkeeping, not what or how it trains.
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "checkpoint_dir", "keep_checkpoints", "max_bad_steps", "log_every",
+                     "trackers", "num_processes"}
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """This process's global generator states: the CPU's, and the current CUDA device's when in use."""
+    state = {"cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor] | torch.Tensor) -> None:
+    """Restore :func:`rng_state` (a bare tensor: a CPU state from a checkpoint written before CUDA's was kept)."""
+    state = state if isinstance(state, dict) else {"cpu": state}
+    torch.random.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
 def seeded_noise(shape, seeds: list[int]) -> torch.Tensor:
     """One standard normal tensor of ``shape`` per seed, drawn on the CPU: [len(seeds), *shape]."""
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
@@ -124,6 +145,7 @@ class SRPOTrainer:
         self.policy, self.reward, self.rollouts = policy, reward, rollouts
         self.cfg, self.rollout_cfg = cfg, rollout_cfg
         self.grid, self.d_sigma = training_levels(cfg)
+        self.grid_bounds = float(self.grid.min()), float(self.grid.max())  # (sigma_lo, sigma_hi)
         self.sampler_sigmas = sigma_schedule(rollout_cfg.num_steps, rollout_cfg.shift)  # DRaFT baselines
         if cfg.method == "draft" and cfg.draft_steps > rollout_cfg.num_steps:
             raise ValueError(f"train.draft_steps {cfg.draft_steps} exceeds the rollout's {rollout_cfg.num_steps} "
@@ -133,6 +155,12 @@ class SRPOTrainer:
         self.history: list[StepLog] = []
         self.bad_in_a_row = 0
         self.skipped = 0
+        if cfg.checkpoint_every and self.checkpoint_dir is None:
+            raise ValueError(f"train.checkpoint_every is {cfg.checkpoint_every} but no checkpoint folder is given: "
+                             "set train.checkpoint_dir (or checkpoint_every: 0 for no checkpoints)")
+        # The global generator drives LoRA dropout only (every other draw has its own seed): seeded
+        # per process, so masks differ across processes and repeat across runs (CPU and CUDA).
+        torch.manual_seed(derived_seed(cfg.seed, "global", self.rank))
         self._setup_model()
 
     # ---- setup --------------------------------------------------------------------------
@@ -184,9 +212,12 @@ class SRPOTrainer:
         return self.cfg.distributed == "fsdp" and self.world > 1
 
     def gradient_sync(self, sync: bool):
-        """Context for one micro-step's backward: reduce gradients across processes only if ``sync``."""
+        """Context for one micro-step's backward: reduce gradients across processes only if ``sync``.
+
+        FSDP reduces every micro-step anyway: skipping it would hold every parameter's gradient
+        unsharded until the last backward (48 GB in fp32 for a fully fine-tuned FLUX.1).
+        """
         if self.sharded:
-            self.policy.denoiser.set_requires_gradient_sync(sync)
             return nullcontext()
         return self.accelerator.no_sync(self.policy.denoiser) if not sync and self.world > 1 else nullcontext()
 
@@ -250,9 +281,9 @@ class SRPOTrainer:
         idx = torch.randperm(len(self.grid), generator=g)[:n].sort().values
         sigmas = self.grid[idx]
         if self.cfg.discount == "linear":
-            weights = linear_discount(sigmas, float(self.grid.min()), float(self.grid.max()), self.cfg.discount_floor)
+            weights = linear_discount(sigmas, *self.grid_bounds, self.cfg.discount_floor)
         elif self.cfg.discount == "shifted_linspace":
-            weights = shifted_linspace_discount(n, self.cfg.shift, self.cfg.discount_floor)
+            weights = shifted_linspace_discount(sigmas, *self.grid_bounds, self.cfg.shift, self.cfg.discount_floor)
         else:
             weights = torch.ones(n)
         return [(int(i), float(s), float(w)) for i, s, w in zip(idx, sigmas, weights)]
@@ -273,13 +304,19 @@ class SRPOTrainer:
         with self.policy.autocast():  # the reward tower in bf16 on GPUs, like the transformer and the VAE
             return self.reward.image_features(images).float()
 
-    def branch_reward(self, branch: str, img: torch.Tensor, txt: dict[str, torch.Tensor],
-                      grid_index: int) -> torch.Tensor:
-        """Reward [B] on ``branch`` ("denoise" or "inversion") of images with features ``img`` [B, D]."""
+    def branch_reward(self, branch: str, img: torch.Tensor, txt: dict[str, torch.Tensor], t: float) -> torch.Tensor:
+        """Reward [B] on ``branch`` ("denoise" or "inversion") at level ``t`` of images with features ``img`` [B, D].
+
+        k is read at the low-noise end of the branch's model step, where the authors index it: at
+        ``t`` on the denoise branch (its step ends there), at ``t - d_sigma`` on the inversion branch
+        (its step starts there).
+        """
         cfg = self.cfg
         target, other = ("pos", "neg") if branch == "denoise" else ("neg", "pos")
-        k_range = cfg.k_denoise if branch == "denoise" else cfg.k_inversion
-        k = linear_k(grid_index, len(self.grid), *k_range)
+        if branch == "denoise":
+            k = linear_k(t, *self.grid_bounds, *cfg.k_denoise)
+        else:
+            k = linear_k(t - self.d_sigma, *self.grid_bounds, *cfg.k_inversion)
         r = semantic_reward(cfg.reward_form, img, txt["plain"], txt.get(target), txt.get(other), k, cfg.cfg_k)
         return self.reward.scale * r
 
@@ -325,7 +362,7 @@ class SRPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         rewards = {b: torch.zeros((), device=acc.device) for b in branches}
         total_loss = torch.zeros((), device=acc.device)
-        for n, (j, (grid_index, t, weight), group) in enumerate(micro):
+        for n, (j, (_, t, weight), group) in enumerate(micro):
             draw = lambda: self.fresh_noise(step, f"draw{j}", x0.shape[1:])  # noqa: E731 (DRaFT-LV only)
             sync = n == len(micro) - 1  # all-reduce gradients once, after the last micro-step
             with self.gradient_sync(sync):
@@ -333,7 +370,7 @@ class SRPOTrainer:
                 features = self.image_features(self.policy.decode(x0_hat)).chunk(len(group))  # G x [B, D]
                 loss = torch.zeros((), device=acc.device)
                 for branch, img in zip(group, features):
-                    r = self.branch_reward(branch, img, txt, grid_index)  # [B]
+                    r = self.branch_reward(branch, img, txt, t)  # [B]
                     loss = loss + weight * reward_loss(r, cfg.loss, cfg.tau) / terms
                     rewards[branch] += r.detach().mean() / len(levels)
                 acc.backward(loss)  # one gradient-accumulation micro-step per level and branch (or pair)
@@ -423,7 +460,7 @@ class SRPOTrainer:
         acc = self.accelerator
         model_state = self.trainable_state()
         optim_state = _fsdp_optim_state(self) if self.sharded else self.optimizer.state_dict()
-        rng_states = [torch.random.get_rng_state()]
+        rng_states = [rng_state()]
         if self.world > 1:
             from accelerate.utils import gather_object
 
@@ -442,14 +479,48 @@ class SRPOTrainer:
         acc.wait_for_everyone()
         return path
 
+    def find_checkpoint(self) -> tuple[Path, dict] | None:
+        """The newest valid checkpoint, chosen by the main process (it alone checks the checksums).
+
+        Every process resumes from that folder; one that cannot read it raises: the checkpoint
+        folder must be shared by all nodes.
+        """
+        found = ckpt.latest_valid(self.checkpoint_dir) if self.accelerator.is_main_process else None
+        if self.world == 1:
+            return found
+        from accelerate.utils import broadcast_object_list
+
+        chosen = broadcast_object_list([str(found[0]) if found else None], from_process=0)[0]
+        if chosen is None:
+            return None
+        folder = Path(chosen)
+        if found is not None:
+            return found
+        try:
+            return folder, ckpt.read_state(folder)
+        except ckpt.CorruptCheckpoint as err:
+            raise RuntimeError(f"process {self.rank} cannot read checkpoint {folder}, which the main process resumes "
+                               f"from ({err}): train.checkpoint_dir must be a folder every node shares") from err
+
+    def check_resumable(self, folder: Path, state: dict) -> None:
+        """Refuse a checkpoint written by a run with other settings (other than its length and bookkeeping)."""
+        saved, current = state.get("config", {}), self.cfg.model_dump(mode="json")
+        changed = sorted(k for k in set(saved) | set(current)
+                         if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:5])
+            raise RuntimeError(f"{folder} was written by a run with other settings ({details}): resuming would mix "
+                               "two runs. Restore those settings, or use a new train.checkpoint_dir to start afresh")
+
     def resume(self) -> int:
         """Load the newest valid checkpoint; returns the step to continue from (0 if none)."""
         if self.checkpoint_dir is None:
             return 0
-        found = ckpt.latest_valid(self.checkpoint_dir)
+        found = self.find_checkpoint()
         if found is None:
             return 0
         folder, state = found
+        self.check_resumable(folder, state)
         if state["world_size"] != self.world:
             raise RuntimeError(f"{folder} was written by {state['world_size']} processes, this run has {self.world}: "
                                "resume with the same number of processes (the data order depends on it)")
@@ -467,14 +538,13 @@ class SRPOTrainer:
         if unexpected or (self.cfg.finetune == "full" and missing):
             raise ckpt.CorruptCheckpoint(f"{folder}: weights do not fit this model (missing {missing[:3]}, "
                                          f"unexpected {unexpected[:3]}): was it written with another config?")
-        optim_state = ckpt.load_torch(folder / "optimizer.pt")
-        if self.sharded:
+        if self.sharded:  # the main process reads the full state and sends each rank its shards
+            optim_state = ckpt.load_torch(folder / "optimizer.pt") if self.accelerator.is_main_process else {}
             _fsdp_load_optim_state(self, optim_state)
         else:
-            self.optimizer.load_state_dict(optim_state)
+            self.optimizer.load_state_dict(ckpt.load_torch(folder / "optimizer.pt"))
         self.scheduler.load_state_dict(ckpt.load_torch(folder / "scheduler.pt"))
-        rng = folder / f"rng-rank{self.rank}.pt"
-        torch.random.set_rng_state(ckpt.load_torch(rng))
+        set_rng_state(ckpt.load_torch(folder / f"rng-rank{self.rank}.pt"))
         self.history = [StepLog(**h) for h in state["history"]]
         self.skipped, self.bad_in_a_row = state["skipped"], state["bad_in_a_row"]
         log.info("resumed from %s at step %d", folder, state["step"])

@@ -159,3 +159,34 @@ def test_frozen_modules_are_stored_in_the_compute_dtype(tiny_flux_dir, autocast,
     assert policy.transformer.dtype == torch.float32  # the trained weights stay in `dtype`
     images = policy.decode(torch.randn(1, *policy.latent_shape(32, 32)))
     assert images.dtype == torch.float32 and torch.isfinite(images).all()
+
+
+def test_query_key_norms_keep_the_fused_kernel_with_fp32_weights_under_bf16_autocast(tiny_flux_dir):
+    import warnings
+
+    from srpo.models.flux import InputDtypeRMSNorm
+
+    policy = load_policy(PolicyConfig(pretrained=str(tiny_flux_dir), device="cpu", autocast="bfloat16"))
+    norms = [m for m in policy.transformer.modules() if isinstance(m, torch.nn.RMSNorm)]
+    assert norms and all(type(m) is InputDtypeRMSNorm for m in norms)
+    assert all(m.weight.dtype == torch.float32 for m in norms)  # full fine-tuning: fp32 master weights
+    plain = torch.nn.RMSNorm(norms[0].normalized_shape, eps=norms[0].eps)
+    assert policy.transformer.state_dict().keys() >= {"transformer_blocks.0.attn.norm_q.weight"}
+    assert plain.state_dict().keys() == norms[0].state_dict().keys()  # saved folders are unchanged
+
+    cond = policy.encode_prompts(["a cat"])
+    x = torch.randn(1, *policy.latent_shape(32, 32))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Mismatch dtype")  # the composite path warns so
+        policy.velocity(x, torch.tensor([0.9]), cond, 3.5).float().square().mean().backward()
+    assert all(m.weight.grad is not None and m.weight.grad.dtype == torch.float32 for m in norms)
+
+    q = torch.randn(2, 7, norms[0].normalized_shape[0])
+    plain.weight.data.uniform_(0.5, 1.5)
+    norms[0].weight.data.copy_(plain.weight)
+    assert torch.equal(norms[0](q), plain(q))  # equal dtypes: exactly nn.RMSNorm
+    with torch.autocast("cpu", dtype=torch.bfloat16), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fused, composite = norms[0](q.bfloat16()), plain(q.bfloat16())
+    assert fused.dtype == composite.dtype == torch.bfloat16
+    torch.testing.assert_close(fused, composite, rtol=1.6e-2, atol=1e-2)  # one bf16 rounding apart

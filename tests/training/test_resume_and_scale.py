@@ -87,12 +87,24 @@ def test_a_corrupt_newest_checkpoint_is_skipped_with_a_clear_message(tmp_path, p
     assert "does not match its checksum" in caplog.text and "no readable manifest.json" in caplog.text
 
 
+def test_a_checkpoint_of_other_settings_is_refused_but_a_longer_run_resumes(tmp_path, policy_cfg, rollouts):
+    ck = tmp_path / "ck"
+    run_job(job(tmp_path, "short", policy_cfg, rollouts, ck, steps=1, checkpoint_every=1), tmp_path / "short-out")
+    with pytest.raises(RuntimeError, match=r"other settings \(learning_rate: 0.001 -> 0.002\).*new train.checkpoint_dir"):
+        run_job(job(tmp_path, "other", policy_cfg, rollouts, ck, steps=2, checkpoint_every=1, learning_rate=2e-3),
+                tmp_path / "other-out")
+    assert not (tmp_path / "other-out").exists()
+    longer = run_job(job(tmp_path, "longer", policy_cfg, rollouts, ck, steps=2, checkpoint_every=1, keep_checkpoints=3),
+                     tmp_path / "longer-out")
+    assert [h.step for h in longer.history] == [0, 1]  # step 0 came from the checkpoint
+
+
 def test_lora_adapter_loads_into_flux_pipeline_and_reproduces_the_trained_model(tmp_path, policy_cfg, rollouts,
                                                                                tiny_flux_dir):
     from diffusers import FluxPipeline
 
     trainer = run_job(job(tmp_path, "lora", policy_cfg, rollouts, steps=2, finetune="lora", lora_rank=4,
-                          lora_alpha=4.0), tmp_path / "lora-out")
+                          lora_alpha=16.0), tmp_path / "lora-out")  # alpha != rank: the scale must travel too
     assert (tmp_path / "lora-out" / "pytorch_lora_weights.safetensors").exists()
     trained = sum(p.numel() for p in trainer.params)
     total = sum(p.numel() for p in trainer.policy.transformer.parameters())

@@ -53,6 +53,26 @@ def test_levels_stay_on_the_grid_with_the_step_inside_bounds(policy_cfg, reward,
             assert 0.3 - 1e-6 <= w <= 1.0
 
 
+def test_k_is_indexed_from_the_clean_end_of_the_grid_like_the_authors(policy_cfg, reward, rollouts):
+    """HPS: the denoise k runs 0.10 (latest level) -> 0.25 (earliest), the inversion k' 0.30 -> 0.01."""
+    trainer = make_trainer(policy_cfg, reward, rollouts)  # reward_form weighted, the HPS k ranges
+    lo, hi = trainer.grid_bounds
+    dim = 8
+    img = torch.zeros(1, dim)
+    img[0, :2] = 1.0  # <img, pos> = <img, neg> = 1: the weighted reward is scale * k
+    txt = {"plain": torch.zeros(1, dim), "pos": torch.eye(dim)[:1], "neg": torch.eye(dim)[1:2]}
+
+    def k(branch, t):
+        return float(trainer.branch_reward(branch, img, txt, t)) / trainer.reward.scale
+
+    assert k("denoise", hi) == pytest.approx(0.25) and k("denoise", lo) == pytest.approx(0.10)
+    assert k("denoise", (lo + hi) / 2) == pytest.approx(0.175)
+    # the inversion branch's k is read where its step starts, d_sigma below the level
+    assert k("inversion", lo + trainer.d_sigma) == pytest.approx(0.30)
+    assert k("inversion", hi + trainer.d_sigma) == pytest.approx(0.01)
+    assert k("inversion", hi) > 0.01
+
+
 def test_same_seed_same_weights_different_seed_different_weights(policy_cfg, reward, rollouts):
     a = make_trainer(policy_cfg, reward, rollouts, steps=2)
     b = make_trainer(policy_cfg, reward, rollouts, steps=2)
@@ -79,7 +99,7 @@ def test_one_update_increases_the_reward_it_followed(policy_cfg, reward, rollout
             x0_hat = trainer.recover("denoise", x0, eps, level[0][1], velocity)
             txt = trainer.text_sides(prompts, 0)
             img = trainer.image_features(trainer.policy.decode(x0_hat))
-            return trainer.branch_reward("denoise", img, txt, level[0][0]).mean().item()
+            return trainer.branch_reward("denoise", img, txt, level[0][1]).mean().item()
 
     before = current_reward()
     log = trainer.train_step(0)
@@ -243,13 +263,18 @@ def test_lora_under_bf16_autocast_keeps_the_base_in_bf16_and_trains_the_adapter_
     assert torch.nn.functional.cosine_similarity(grad, grad_fp32_base, dim=0) > 0.999
 
 
+def test_checkpoints_asked_for_without_a_folder_are_refused(policy_cfg, reward, rollouts):
+    with pytest.raises(ValueError, match="checkpoint_every is 2 but no checkpoint folder.*train.checkpoint_dir"):
+        make_trainer(policy_cfg, reward, rollouts, checkpoint_every=2)
+
+
 def test_a_bad_streak_stops_the_run_and_keeps_the_last_good_checkpoint(policy_cfg, reward, rollouts, tmp_path):
     cfg = TrainConfig(steps=8, batch_size=2, learning_rate=1e-3, max_grad_norm=1.0, checkpoint_every=1,
                       keep_checkpoints=2, max_bad_steps=2)
     trainer = SRPOTrainer(load_policy(policy_cfg), reward, rollouts, cfg, ROLLOUT, checkpoint_dir=tmp_path)
     good_reward = trainer.branch_reward
-    trainer.branch_reward = lambda branch, img, txt, i: (
-        good_reward(branch, img, txt, i) if len(trainer.history) < 3 else torch.full((2,), math.inf, requires_grad=True))  # hinge: zero loss, yet not finite
+    trainer.branch_reward = lambda branch, img, txt, t: (
+        good_reward(branch, img, txt, t) if len(trainer.history) < 3 else torch.full((2,), math.inf, requires_grad=True))  # hinge: zero loss, yet not finite
     with pytest.raises(NonFiniteError, match="last good checkpoint is kept"):
         trainer.train()
     assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-000002", "step-000003"]
