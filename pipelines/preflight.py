@@ -7,12 +7,17 @@ timeouts and no retries:
 
     python -m pipelines.preflight          # check the active stack's artifact store
 
-Only S3 stores (``flavor: s3``) are checked; other flavors pass.
+Only S3 stores (``flavor: s3``) are checked; other flavors pass. Code that compiles a pipeline
+without running it (``pipelines.validate``) wraps the compilation in
+``with artifact_store_check_skipped():`` so that it never contacts the store.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 CONNECT_TIMEOUT_S = 5
@@ -22,8 +27,24 @@ _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenie
                      "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"}
 
 
+_SKIP_CHECK: ContextVar[bool] = ContextVar("skip_artifact_store_check", default=False)
+
+
 class ArtifactStoreUnavailable(RuntimeError):
     """The artifact store cannot be reached or refuses the configured credentials."""
+
+
+@contextmanager
+def artifact_store_check_skipped() -> Iterator[None]:
+    """Inside this block :func:`check_artifact_store` does nothing: for compiling a pipeline that will not run.
+
+    Only the current thread / task is affected, and the check is back on when the block ends.
+    """
+    token = _SKIP_CHECK.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_CHECK.reset(token)
 
 
 def _fix_credentials(store: Any) -> str:
@@ -88,7 +109,12 @@ def check_s3_store(store: Any) -> None:
 
 
 def check_artifact_store() -> None:
-    """Check the active stack's artifact store (S3 only); raises :class:`ArtifactStoreUnavailable`."""
+    """Check the active stack's artifact store (S3 only); raises :class:`ArtifactStoreUnavailable`.
+
+    Does nothing inside :func:`artifact_store_check_skipped`.
+    """
+    if _SKIP_CHECK.get():
+        return
     from zenml.client import Client
 
     store = Client().active_stack.artifact_store

@@ -7,6 +7,22 @@ import sys
 from zenml.client import Client
 
 
+def evaluation_lines(result: dict) -> list[str]:
+    """The ``evaluation`` artifact as a table: one row per metric, one column per model, then the delta.
+
+    The delta column shows "-" where there is no delta (a single model, or no baseline to compare with).
+    """
+    means, deltas = result["means"], result.get("deltas") or {}
+    metrics = sorted(next(iter(means.values()), {}))
+    lines = [f"held-out prompts: {len(result['prompts'])}",
+             f"{'metric':<12}" + "".join(f"{m:>12}" for m in means) + f"{'delta':>12}"]
+    for metric in metrics:
+        row = "".join(f"{means[m][metric]:>12.4f}" for m in means)
+        delta = deltas.get(f"delta_{metric}")
+        lines.append(f"{metric:<12}{row}" + (f"{delta:>+12.4f}" if delta is not None else f"{'-':>12}"))
+    return lines
+
+
 def latest_run_summary(pipeline_name: str) -> str:
     run = Client().get_pipeline(pipeline_name).last_run
     lines = [f"run {run.name}: {run.status}"]
@@ -17,14 +33,7 @@ def latest_run_summary(pipeline_name: str) -> str:
             lines.append(f"train reward: first {curve[0]:+.4f}  last {curve[-1]:+.4f}  ({len(curve)} updates)")
     evaluation = run.steps.get("evaluate")
     if evaluation is not None:
-        result = evaluation.outputs["evaluation"][0].load()
-        means = result["means"]
-        metrics = sorted(next(iter(means.values())))
-        lines.append(f"held-out prompts: {len(result['prompts'])}")
-        lines.append(f"{'metric':<12}" + "".join(f"{m:>12}" for m in means) + f"{'delta':>12}")
-        for metric in metrics:
-            row = "".join(f"{means[m][metric]:>12.4f}" for m in means)
-            lines.append(f"{metric:<12}{row}{result['deltas'][f'delta_{metric}']:>+12.4f}")
+        lines += evaluation_lines(evaluation.outputs["evaluation"][0].load())
     checks = run.steps.get("check_world")
     if checks is not None:  # shapes_bootstrap: the world's models against the bootstrap targets
         report = checks.outputs["world_checks"][0].load()

@@ -1,25 +1,37 @@
 """Validate a run configuration before ZenML sees it: ``python -m pipelines.validate configs/x.yaml``.
 
-ZenML ignores unknown top-level keys and only warns about a misspelled step name, so a typo can
-silently drop settings. This check reads the pipeline from the config's header line
+ZenML ignores unknown top-level keys, only warns about a misspelled step name and drops
+misspelled settings attributes with a warning, so a typo can silently drop settings. This check
+reads the pipeline from the config's header line
 (``zenml pipeline run pipelines.<module>.<pipeline> --config ...``) and rejects:
 
 - unknown top-level keys and unknown keys inside a step's section;
-- step names the pipeline does not have;
-- pipeline parameters that are unknown or fail their pydantic model.
+- step names the pipeline does not have, and step parameters the step function does not take;
+- pipeline parameters that are unknown or fail their pydantic model;
+- settings keys that name no settings class, and attributes (at any depth) or values that the
+  key's ZenML settings class does not accept: ``docker`` -> ``DockerSettings``, ``resources`` ->
+  ``ResourceSettings``, ``<component type>.<flavor>`` (e.g. ``orchestrator.kubernetes``) -> the
+  settings class of that flavor's implementation, as ZenML's own flavor registry lists them.
+
+It never contacts the artifact store or any other stack component: the pipeline is compiled
+with the preflight check skipped (:func:`pipelines.preflight.artifact_store_check_skipped`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import re
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from pipelines.preflight import artifact_store_check_skipped
 
 _HEADER = re.compile(r"zenml pipeline run (pipelines\.[\w.]+)")
 
@@ -35,7 +47,7 @@ def pipeline_source(config_path: Path) -> str:
             break
         if match := _HEADER.search(line):
             return match.group(1)
-    raise RunConfigError(f"{config_path}: the header must name its command, e.g. "
+    raise RunConfigError("the header must name its command, e.g. "
                          "'#   zenml pipeline run pipelines.training.srpo_training --config <this file>'")
 
 
@@ -44,10 +56,126 @@ def load_pipeline(source: str):
     return getattr(importlib.import_module(module), name)
 
 
-def step_names(pipeline, parameters: dict[str, Any]) -> set[str]:
-    """The step invocation names the pipeline creates with these parameters."""
-    pipeline.prepare(**parameters)
-    return set(pipeline.invocations)
+def step_invocations(pipeline, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The step invocations (by name) the pipeline creates with these parameters, without running any
+    of its checks against the active stack (the artifact store is not contacted)."""
+    with artifact_store_check_skipped():
+        pipeline.prepare(**parameters)
+    return dict(pipeline.invocations)
+
+
+def validate_step_parameters(step, parameters: dict[str, Any], where: str) -> None:
+    """Check ``steps.<name>.parameters`` names against the step function's signature."""
+    known = inspect.signature(step.entrypoint).parameters
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        raise RunConfigError(f"{where}: unknown step parameter(s) {unknown}: {step.name} takes {sorted(known)}")
+
+
+@functools.cache
+def component_flavors() -> dict[str, Any]:
+    """ZenML's built-in and integration flavors by settings key ``<component type>.<flavor>``."""
+    from zenml.stack.flavor_registry import FlavorRegistry
+
+    registry = FlavorRegistry()
+    flavors = (flavor() for flavor in registry.builtin_flavors + registry.integration_flavors)
+    return {f"{flavor.type}.{flavor.name}": flavor for flavor in flavors}
+
+
+def flavor_settings_class(key: str):
+    """The settings class of the flavor that ``<component type>.<flavor>`` names (None: it has none)."""
+    flavors = component_flavors()
+    if key not in flavors:
+        component_type = key.partition(".")[0]
+        same_type = sorted(k for k in flavors if k.startswith(f"{component_type}."))
+        raise RunConfigError(f"settings key '{key}' names no ZenML flavor: {component_type} flavors are {same_type}")
+    try:
+        implementation = flavors[key].implementation_class
+    except ImportError as err:
+        raise RunConfigError(f"settings key '{key}': the flavor's integration is not installed ({err}); "
+                             f"install it (`zenml integration install <integration>`) to check these settings") from err
+    # `settings_class` is a property returning a constant; an instance needs a registered component
+    return implementation.settings_class.fget(None)
+
+
+def settings_class(key: str):
+    """The ZenML settings class for a ``settings:`` key, resolved without a stack (as ZenML's
+    ``SettingsResolver`` does with one): general keys, or ``<component type>.<flavor>``."""
+    from zenml.enums import StackComponentType
+    from zenml.utils import settings_utils
+
+    general = settings_utils.get_general_settings()
+    if key in general:
+        return general[key]
+    flavor_form = ("'<component type>.<flavor>', e.g. 'orchestrator.kubernetes' or 'step_operator.kubernetes' "
+                   f"(component types: {sorted(StackComponentType.values())})")
+    if not settings_utils.is_valid_setting_key(key):
+        raise RunConfigError(f"settings key '{key}' is not a ZenML settings key: use one of {sorted(general)} "
+                             f"or {flavor_form}")
+    component_type, dot, flavor = key.partition(".")
+    if not (dot and flavor and component_type in StackComponentType.values()):
+        raise RunConfigError(f"settings key '{key}' selects a component of the stack it runs on, so its attributes "
+                             f"cannot be checked here: name the flavor instead, {flavor_form}")
+    cls = flavor_settings_class(key)
+    if cls is None:
+        raise RunConfigError(f"settings key '{key}': the {flavor} {component_type} flavor has no settings")
+    return cls
+
+
+def drops_unknown_attributes(cls: type[BaseModel]) -> bool:
+    """Whether attributes that ``cls`` does not define are lost: ZenML drops (or never reads) them on
+    settings classes, pydantic drops them where extras are ignored. Models that keep extras on purpose
+    (e.g. ``DockerBuildOptions``, whose extras become ``docker build`` options) are left alone."""
+    from zenml.config.base_settings import BaseSettings
+
+    return issubclass(cls, BaseSettings) or cls.model_config.get("extra") in (None, "ignore")
+
+
+def attribute_names(cls: type[BaseModel]) -> set[str]:
+    """The attribute names ``cls`` accepts: field names and their aliases."""
+    names = set(cls.model_fields)
+    names |= {f.alias for f in cls.model_fields.values() if f.alias}
+    names |= {f.validation_alias for f in cls.model_fields.values() if isinstance(f.validation_alias, str)}
+    return names
+
+
+def unknown_attributes(value: Any, raw: Any, path: str) -> list[str]:
+    """One line per model in ``value`` (validated from ``raw``, followed into fields, lists and dicts) whose
+    ``raw`` input has attributes that the model does not define and would lose."""
+    if isinstance(value, BaseModel) and isinstance(raw, dict):
+        cls = type(value)
+        unknown = sorted(set(raw) - attribute_names(cls)) if drops_unknown_attributes(cls) else []
+        found = [f"{path}: unknown attribute(s) {unknown}; {cls.__name__} has {sorted(cls.model_fields)}"]
+        found = found if unknown else []
+        for name, field in cls.model_fields.items():
+            key = name if name in raw else field.alias
+            if key in raw:
+                found += unknown_attributes(getattr(value, name), raw[key], f"{path}.{name}")
+        return found
+    if isinstance(value, (list, tuple)) and isinstance(raw, (list, tuple)) and len(value) == len(raw):
+        return [line for i, (v, r) in enumerate(zip(value, raw)) for line in unknown_attributes(v, r, f"{path}[{i}]")]
+    if isinstance(value, dict) and isinstance(raw, dict):
+        return [line for k in value if k in raw for line in unknown_attributes(value[k], raw[k], f"{path}.{k}")]
+    return []
+
+
+def validate_settings(settings: dict[str, Any], where: str, level: str) -> None:
+    """Check every ``settings:`` key against its ZenML settings class; ``level`` is "PIPELINE" or "STEP"."""
+    from zenml.config.base_settings import ConfigurationLevel
+
+    for key, values in (settings or {}).items():
+        path = f"{where}.{key}"
+        cls = settings_class(key)
+        if ConfigurationLevel[level] not in cls.LEVEL:
+            raise RunConfigError(f"{path}: {cls.__name__} cannot be set on a {level.lower()}; move it to "
+                                 f"{'a step' if level == 'PIPELINE' else 'the pipeline'}'s settings")
+        try:
+            instance = cls.model_validate(values or {})
+        except ValidationError as err:
+            raise RunConfigError(f"{path} ({cls.__name__}): {err}") from err
+        problems = unknown_attributes(instance, values or {}, path)
+        if problems:
+            raise RunConfigError("; ".join(problems) + " (a misspelled attribute is ignored by ZenML)")
 
 
 def validate_parameters(pipeline, parameters: dict[str, Any]) -> dict[str, Any]:
@@ -68,42 +196,68 @@ def validate_parameters(pipeline, parameters: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def validate_run_config(config_path: str | Path) -> dict[str, Any]:
-    """Validate ``config_path`` fully; returns the parsed YAML. Raises :class:`RunConfigError`."""
-    from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
+def validate_steps(pipeline, parameters: dict[str, Any], steps: dict[str, Any]) -> None:
+    """Check the ``steps:`` section: step names, the keys of each step's section, its parameters and settings."""
     from zenml.config.step_configurations import StepConfigurationUpdate
 
-    config_path = Path(config_path)
-    raw = yaml.safe_load(config_path.read_text()) or {}
+    invocations = step_invocations(pipeline, parameters)
+    for name, section in steps.items():
+        if name not in invocations:
+            raise RunConfigError(f"steps.{name} is not a step of {pipeline.name} (its steps: {sorted(invocations)})")
+        section = section or {}
+        bad = sorted(set(section) - set(StepConfigurationUpdate.model_fields))
+        if bad:
+            raise RunConfigError(f"unknown key(s) {bad} in steps.{name}")
+        validate_step_parameters(invocations[name].step, section.get("parameters") or {}, f"steps.{name}.parameters")
+        validate_settings(section.get("settings") or {}, f"steps.{name}.settings", "STEP")
+
+
+def check_run_config(raw: dict[str, Any], config_path: Path) -> None:
+    """Every check on the parsed config; raises :class:`RunConfigError` without the file name."""
+    from zenml.config.pipeline_run_configuration import PipelineRunConfiguration
+
     unknown = sorted(set(raw) - set(PipelineRunConfiguration.model_fields))
     if unknown:
-        raise RunConfigError(f"{config_path}: unknown top-level key(s) {unknown}")
+        raise RunConfigError(f"unknown top-level key(s) {unknown}")
     try:
         PipelineRunConfiguration.model_validate(raw)
     except ValidationError as err:
-        raise RunConfigError(f"{config_path}: {err}") from err
+        raise RunConfigError(str(err)) from err
+    validate_settings(raw.get("settings") or {}, "settings", "PIPELINE")
     pipeline = load_pipeline(pipeline_source(config_path))
     params = validate_parameters(pipeline, raw.get("parameters") or {})
-    steps = raw.get("steps") or {}
-    if steps:
-        known = step_names(pipeline, params)
-        for name, section in steps.items():
-            if name not in known:
-                raise RunConfigError(f"{config_path}: steps.{name} is not a step of {pipeline.name} "
-                                     f"(its steps: {sorted(known)})")
-            bad = sorted(set(section or {}) - set(StepConfigurationUpdate.model_fields))
-            if bad:
-                raise RunConfigError(f"{config_path}: unknown key(s) {bad} in steps.{name}")
+    if raw.get("steps"):
+        validate_steps(pipeline, params, raw["steps"])
+
+
+def validate_run_config(config_path: str | Path) -> dict[str, Any]:
+    """Validate ``config_path`` fully; returns the parsed YAML. Raises :class:`RunConfigError` naming the file."""
+    config_path = Path(config_path)
+    raw = yaml.safe_load(config_path.read_text()) or {}
+    try:
+        if not isinstance(raw, dict):
+            raise RunConfigError(f"the file holds a YAML {type(raw).__name__}, not a mapping of run config keys")
+        check_run_config(raw, config_path)
+    except RunConfigError as err:
+        raise RunConfigError(f"{config_path}: {err}") from err
     return raw
 
 
-if __name__ == "__main__":
+def main(paths: Sequence[str]) -> int:
+    """Validate every file, print one line per file; 1 if any failed (each failure is reported, none stops the rest)."""
     status = 0
-    for arg in sys.argv[1:]:
+    for path in paths:
         try:
-            validate_run_config(arg)
-            print(f"ok    {arg}")
-        except (RunConfigError, FileNotFoundError) as err:
+            validate_run_config(path)
+            print(f"ok    {path}")
+        except RunConfigError as err:
             print(f"error {err}")
             status = 1
-    sys.exit(status)
+        except Exception as err:  # noqa: BLE001 - an unreadable file or a failing import must not hide the others
+            print(f"error {path}: {type(err).__name__}: {err}")
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

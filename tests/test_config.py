@@ -120,3 +120,112 @@ def test_misspelled_step_names_and_parameters_are_errors(tmp_path):
     with pytest.raises(RunConfigError, match="header"):
         validate_run_config(no_header)
 
+
+def _write_variant(tmp_path: Path, source: Path, change) -> Path:
+    """``source`` with its header comment, its YAML changed in place by ``change(raw)``."""
+    text = source.read_text()
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    raw = yaml.safe_load(text)
+    change(raw)
+    path = tmp_path / f"{source.stem}-variant.yaml"
+    path.write_text(header + yaml.safe_dump(raw))
+    return path
+
+
+def test_validation_never_contacts_the_artifact_store(zenml_client, monkeypatch):
+    """A config with a steps: section compiles the pipeline; its preflight must not reach the (down) S3 store."""
+    from zenml.enums import StackComponentType
+
+    from _servers import free_port
+    from pipelines.preflight import ArtifactStoreUnavailable, check_artifact_store
+    from pipelines.validate import main, validate_run_config
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    config = {"path": "s3://srpo-down/zenml",
+              "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{free_port()}", "region_name": "us-east-1"}}
+    zenml_client.create_stack_component(name="s3-down", flavor="s3", component_type=StackComponentType.ARTIFACT_STORE,
+                                        configuration=config)
+    zenml_client.create_stack(name="s3-down", components={StackComponentType.ARTIFACT_STORE: "s3-down",
+                                                          StackComponentType.ORCHESTRATOR: "default"})
+    zenml_client.activate_stack("s3-down")
+    with pytest.raises(ArtifactStoreUnavailable, match="cannot be reached"):
+        check_artifact_store()  # what running the pipeline body would do
+
+    validate_run_config(Path("configs/k8s_flux_hps.yaml"))
+    assert main(["configs/k8s_flux_hps.yaml", "configs/k8s_weekly_retrain.yaml"]) == 0
+    with pytest.raises(ArtifactStoreUnavailable):  # skipped only while validating, not from then on
+        check_artifact_store()
+
+
+def test_every_file_is_checked_and_each_failure_names_its_file(tmp_path, capsys):
+    from pipelines.validate import main
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("parameters: [unclosed\n")
+    no_module = tmp_path / "no_module.yaml"
+    no_module.write_text("#   zenml pipeline run pipelines.nowhere.srpo_training --config x.yaml\nparameters: {}\n")
+    missing = tmp_path / "missing.yaml"
+    paths = [str(broken), str(no_module), str(missing), "configs/tiny_cpu.yaml"]
+
+    assert main(paths) == 1
+    lines = capsys.readouterr().out.splitlines()
+    reports = [line for line in lines if line.startswith(("ok ", "error "))]
+    assert len(reports) == 4, lines
+    for path, line in zip(paths[:3], reports):
+        assert line.startswith(f"error {path}: "), line
+    assert "ModuleNotFoundError" in reports[1] and "FileNotFoundError" in reports[2]
+    assert reports[3] == "ok    configs/tiny_cpu.yaml"
+
+
+K8S_WEEKLY = Path("configs/k8s_weekly_retrain.yaml")
+
+
+def _rename(section: dict, old: str, new: str) -> None:
+    section[new] = section.pop(old)
+
+
+@pytest.mark.parametrize("change, where, unknown, valid", [
+    (lambda c: _rename(c["settings"]["docker"], "local_project_install_command", "local_project_install_comand"),
+     "settings.docker", "local_project_install_comand", "local_project_install_command"),
+    (lambda c: _rename(c["settings"]["orchestrator.kubernetes"], "concurrency_policy", "concurency_policy"),
+     "settings.orchestrator.kubernetes", "concurency_policy", "concurrency_policy"),
+    (lambda c: _rename(c["steps"]["train_srpo"]["settings"]["step_operator.kubernetes"], "active_deadline_seconds",
+                       "active_deadline_secs"),
+     "steps.train_srpo.settings.step_operator.kubernetes", "active_deadline_secs", "active_deadline_seconds"),
+    (lambda c: _rename(c["steps"]["train_srpo"]["settings"]["step_operator.kubernetes"]["pod_settings"],
+                       "node_selectors", "node_selector"),
+     "steps.train_srpo.settings.step_operator.kubernetes.pod_settings", "node_selector", "node_selectors"),
+    (lambda c: c["steps"]["train_srpo"].update(parameters={"train": {}, "bogus": 1}),
+     "steps.train_srpo.parameters", "bogus", "rollouts"),
+], ids=["docker", "orchestrator", "step_operator", "nested_pod_settings", "step_parameter"])
+def test_misspelled_settings_attributes_and_step_parameters_are_errors(tmp_path, change, where, unknown, valid):
+    """ZenML only warns and drops these: a misspelled concurrency_policy would let two weekly runs overlap."""
+    from pipelines.validate import RunConfigError, validate_run_config
+
+    path = _write_variant(tmp_path, K8S_WEEKLY, change)
+    with pytest.raises(RunConfigError) as err:
+        validate_run_config(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {where}: unknown"), message
+    assert f"'{unknown}'" in message and f"'{valid}'" in message  # names the typo and lists the valid attributes
+
+
+def test_settings_keys_must_name_a_settings_class(tmp_path):
+    from pipelines.validate import RunConfigError, validate_run_config
+
+    def check(change, match):
+        with pytest.raises(RunConfigError, match=match):
+            validate_run_config(_write_variant(tmp_path, K8S_WEEKLY, change))
+
+    check(lambda c: c["settings"].update(resourcez={"gpu_count": 1}),
+          r"'resourcez' is not a ZenML settings key.*resources")
+    check(lambda c: _rename(c["settings"], "orchestrator.kubernetes", "orchestrator.kubernets"),
+          r"'orchestrator.kubernets' names no ZenML flavor.*'orchestrator.kubernetes'")
+    check(lambda c: _rename(c["settings"], "orchestrator.kubernetes", "orchestrator"), "name the flavor instead")
+    check(lambda c: c["steps"]["train_srpo"]["settings"]["resources"].update(gpu_count="eight"),
+          r"(?s)steps.train_srpo.settings.resources \(ResourceSettings\).*gpu_count")
+    # extras that ZenML passes on are not typos: DockerBuildOptions hands them to `docker build`
+    build_options = {"build_options": {"network": "host"}}
+    validate_run_config(_write_variant(
+        tmp_path, K8S_WEEKLY, lambda c: c["settings"]["docker"].update(build_config=build_options)))
