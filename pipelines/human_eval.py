@@ -2,8 +2,9 @@
 
     zenml pipeline run pipelines.human_eval.srpo_human_eval --config configs/human_eval_import.yaml
 
-The key is the ``human_eval_key`` artifact of the run that exported the pages (the latest one
-unless ``annotations.key`` points to a key file).
+The key is the ``human_eval_key`` artifact of the run that exported the pages, found by the
+annotation files' export id, unless ``annotations.key`` names it (a JSON file or an artifact
+version id).
 """
 
 from zenml import pipeline

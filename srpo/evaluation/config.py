@@ -246,7 +246,8 @@ class HumanEvalConfig(_Strict):
 
     Image ids and the per-prompt image order come from the operating system's randomness unless
     ``blinding_seed`` is set (tests); the sample and the rater assignment come from ``seed``.
-    ``output_dir`` (local or ``s3://``) optionally receives a copy of the pages (never the key).
+    ``output_dir`` (local or ``s3://``) optionally receives a copy of the pages in
+    ``<output_dir>/<export_id>/`` (never the key).
     """
 
     enabled: bool = True
@@ -265,8 +266,8 @@ class HumanEvalImportConfig(_Strict):
     """Where ``import_human_eval`` reads the raters' files and the blinding key.
 
     ``annotations``: files (``.json`` or ``.csv`` exported by the page) or folders holding them,
-    local or ``s3://``. ``key``: the key JSON; when left out, the latest ``human_eval_key``
-    artifact is used.
+    local or ``s3://``. ``key``: the key JSON file or its artifact version id; when left out, the
+    ``human_eval_key`` artifact of the files' export is used.
     """
 
     annotations: list[str] = Field(min_length=1)

@@ -42,7 +42,7 @@ def published_path(name: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"the shapes world's {name!r} ({WORLD_MODELS[name]}) is not published under "
                                 f"{world_dir()}: run the bootstrap first: {BOOTSTRAP_COMMAND}. It trains the "
-                                "generator and the reward (about 10-15 minutes on 2 CPU cores) and publishes them "
+                                "generator and the reward (about 3 minutes on 2 quiet CPU cores) and publishes them "
                                 "there ($SRPO_CACHE sets the cache root).")
     return path
 
