@@ -210,6 +210,39 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+#: First characters that make a spreadsheet read a cell as a formula (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    """A value as one CSV cell: floats to 6 significant digits, None empty, and text that a
+    spreadsheet would run as a formula (a prompt such as ``=HYPERLINK(...)``) prefixed with ``'``."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
+    """``rows`` as CSV text with a header (``columns``, default the first row's keys; others dropped)."""
+    import csv
+    import io
+
+    if columns is None:
+        if not rows:
+            return ""
+        columns = list(rows[0])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
+    return buf.getvalue()
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

@@ -140,3 +140,20 @@ def test_two_processes_mirroring_one_url_at_once_share_one_download(cache, tmp_p
     assert out[0][2] == out[1][2] == ["config.json", "sub/weights.bin"]
     assert sum(o[3] for o in out) == 1  # one process downloaded, the other waited and reused it
     assert Path(out[0][1]).is_relative_to(cache)
+
+
+def test_csv_cells_never_become_spreadsheet_formulas():
+    import csv
+    import io
+
+    from srpo.io import csv_text
+
+    rows = [{"prompt": "=HYPERLINK(\"http://x\")", "score": 0.123456789, "delta": -0.5, "note": None},
+            {"prompt": "@SUM(A1)", "score": float("nan"), "delta": 1.0, "note": "-1+2"},
+            {"prompt": "a red circle", "score": 1.0, "delta": 0.0, "note": "fine"}]
+    parsed = list(csv.DictReader(io.StringIO(csv_text(rows, ["prompt", "score", "delta", "note"]))))
+    assert [r["prompt"] for r in parsed] == ["'=HYPERLINK(\"http://x\")", "'@SUM(A1)", "a red circle"]
+    assert [r["note"] for r in parsed] == ["", "'-1+2", "fine"]
+    assert [r["score"] for r in parsed] == ["0.123457", "nan", "1"]
+    assert [r["delta"] for r in parsed] == ["-0.5", "1", "0"]  # numbers stay numbers
+    assert csv_text([]) == ""

@@ -16,8 +16,6 @@ spaces, so "Natural-lighting" also finds "natural lighting").
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from collections import Counter
@@ -27,7 +25,7 @@ from typing import Sequence
 from srpo.evaluation.artifacts import INDEX_HTML, PromptReport
 from srpo.evaluation.config import PromptAnalysisConfig
 from srpo.evaluation.html import esc, page, table
-from srpo.io import atomic_write_text
+from srpo.io import atomic_write_text, csv_text
 
 _WORD = re.compile(r"[a-z0-9][a-z0-9'\-]*")
 STOPWORDS = frozenset("""
@@ -100,15 +98,6 @@ def bar_chart_svg(rows: list[dict], value: str = "count", title: str = "", width
     return "".join(parts)
 
 
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()})
-    return buf.getvalue()
-
-
 def write_prompt_report(prompts: Sequence[str], cfg: PromptAnalysisConfig, out_dir: Path,
                         name: str = "prompts") -> PromptReport:
     """Write ``word_frequency.{json,csv,svg}``, ``control_words.csv`` and ``index.html`` into ``out_dir``."""
@@ -120,8 +109,8 @@ def write_prompt_report(prompts: Sequence[str], cfg: PromptAnalysisConfig, out_d
     columns = ["rank", "word", "count", "prompts", "share"]
     svg = bar_chart_svg(freq["top"], title=f"Most frequent words in {name} ({freq['num_prompts']} prompts)")
     atomic_write_text(out_dir / "word_frequency.json", json.dumps({"name": name, **freq}, indent=1, ensure_ascii=False))
-    atomic_write_text(out_dir / "word_frequency.csv", _csv(freq["top"], columns))
-    atomic_write_text(out_dir / "control_words.csv", _csv(freq["control"], columns))
+    atomic_write_text(out_dir / "word_frequency.csv", csv_text(freq["top"], columns))
+    atomic_write_text(out_dir / "control_words.csv", csv_text(freq["control"], columns))
     atomic_write_text(out_dir / "word_frequency.svg", svg)
     body = (f"<p>{freq['num_prompts']} prompts, {freq['num_words']} counted words, vocabulary {freq['vocabulary']}"
             f" (words of at least {cfg.min_length} letters{', without function words' if cfg.stopwords else ''}).</p>"

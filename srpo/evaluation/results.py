@@ -14,10 +14,7 @@ Reported per model, metric and category, and ``overall``:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +24,7 @@ from srpo.evaluation.artifacts import INDEX_HTML, EvalResults
 from srpo.evaluation.bootstrap import bootstrap_ci
 from srpo.evaluation.config import STYLE_CATEGORY_PREFIX, EvalReportConfig
 from srpo.evaluation.html import esc, page, table
-from srpo.io import atomic_write_text
+from srpo.io import atomic_write_text, csv_text
 
 OVERALL = "overall"
 RESULTS_FORMAT = "srpo-eval-results/1"
@@ -90,15 +87,6 @@ def overall_means(summary: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) and not math.isnan(v) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
 SUMMARY_COLUMNS = ["model", "metric", "category", "n", "mean", "ci_low", "ci_high"]
 DELTA_COLUMNS = ["model", "baseline", "metric", "category", "n", "delta", "ci_low", "ci_high"]
 
@@ -113,8 +101,8 @@ def write_results(folder: Path, items: list[dict], scores: dict[str, dict[str, l
             "categories": list(dict.fromkeys(it["category"] for it in items)), "scores": scores,
             "summary": summary, "deltas": deltas, "meta": meta}
     atomic_write_text(folder / "results.json", json.dumps(data, indent=1, ensure_ascii=False))
-    atomic_write_text(folder / "summary.csv", _csv(summary, SUMMARY_COLUMNS))
-    atomic_write_text(folder / "deltas.csv", _csv(deltas, DELTA_COLUMNS))
+    atomic_write_text(folder / "summary.csv", csv_text(summary, SUMMARY_COLUMNS))
+    atomic_write_text(folder / "deltas.csv", csv_text(deltas, DELTA_COLUMNS))
     results, per_image = EvalResults(folder), []
     for model in models:
         for i, it in enumerate(items):
@@ -124,7 +112,7 @@ def write_results(folder: Path, items: list[dict], scores: dict[str, dict[str, l
             row.update({m: scores[model][m][i] for m in metrics if m in scores[model]})
             per_image.append(row)
     atomic_write_text(folder / "scores.csv",
-                      _csv(per_image, ["index", "category", "seed", "model", "image", *metrics, "prompt"]))
+                      csv_text(per_image, ["index", "category", "seed", "model", "image", *metrics, "prompt"]))
     atomic_write_text(folder / INDEX_HTML, render_html(results, data, cfg))
     return results
 

@@ -48,7 +48,7 @@ from srpo.evaluation.html import page, table
 from srpo.evaluation.human_eval.export import KEY_FORMAT
 from srpo.evaluation.human_eval.page import ANNOTATION_FORMAT
 from srpo.evaluation.human_eval.rubric import DIMENSION_KEYS, LEVELS, OVERALL, overall_rating
-from srpo.io import atomic_write_text, resolve_local
+from srpo.io import atomic_write_text, csv_text, resolve_local
 
 
 class AnnotationError(ValueError):
@@ -371,17 +371,6 @@ def summarise(checked: Checked, key: dict, cfg: HumanEvalImportConfig) -> dict:
             "style": style, "files": checked.files}
 
 
-def _csv(rows: list[dict]) -> str:
-    if not rows:
-        return ""
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    return buf.getvalue()
-
-
 def import_human_eval(cfg: HumanEvalImportConfig, key: dict, out_dir: Path,
                       annotations: list[Annotation] | None = None) -> HumanEvalReport:
     """Read, check, un-blind and summarise; writes the report into ``out_dir`` (only when all checks pass).
@@ -403,7 +392,7 @@ def import_human_eval(cfg: HumanEvalImportConfig, key: dict, out_dir: Path,
     atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1, ensure_ascii=False))
     for name in ("excellent_share", "levels", "agreement", "hacking", "style", "files"):
         if summary[name]:
-            atomic_write_text(out_dir / f"{name}.csv", _csv(summary[name]))
+            atomic_write_text(out_dir / f"{name}.csv", csv_text(summary[name]))
     atomic_write_text(out_dir / INDEX_HTML, render_report(summary, cfg))
     return HumanEvalReport(out_dir)
 
