@@ -13,7 +13,7 @@ from zenml import pipeline
 
 from srpo.config import EvalConfig, PolicyConfig
 from srpo.evaluation.config import (BenchmarkConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, ModelSpec,
-                                    PromptAnalysisConfig)
+                                    PromptAnalysisConfig, check_evaluation_plan)
 from steps import analyze_prompts, evaluate, export_human_eval, load_benchmark
 
 
@@ -28,6 +28,8 @@ def srpo_evaluation(
     human_eval: HumanEvalConfig = HumanEvalConfig(),
     analysis: PromptAnalysisConfig = PromptAnalysisConfig(),
 ) -> None:
+    check_evaluation_plan(list(models) if models else ["base"], report, human_eval,
+                          style_prompts=benchmark.style_variants is not None)
     prompts, categories = load_benchmark(config=benchmark)
     analyze_prompts(prompts=prompts, config=analysis)
     _, results = evaluate(heldout_prompts=prompts, categories=categories, policy=policy, evaluation=evaluation,

@@ -13,10 +13,10 @@ from typing import Optional
 from zenml import Model, pipeline
 
 from srpo.config import EvalConfig, PolicyConfig, RolloutConfig, TrainConfig
-from srpo.evaluation.config import EvalReportConfig, HumanEvalConfig, MetricConfig
+from srpo.evaluation.config import EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
-from srpo.world.report import WorldReportConfig
+from srpo.world.report import WorldReportConfig, steering_from_words
 from pipelines.preflight import check_artifact_store
 from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo
 from steps.world_report import world_report
@@ -39,6 +39,9 @@ def srpo_training(
     world: Optional[WorldReportConfig] = None,
 ) -> None:
     check_artifact_store()
+    check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False)
+    if world is not None:
+        steering_from_words(train.positive_words)  # the world report needs a world attribute word
     train_prompts, heldout_prompts = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
     tuned = train_srpo(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train)

@@ -7,7 +7,8 @@ reads the pipeline from the config's header line
 
 - unknown top-level keys and unknown keys inside a step's section;
 - step names the pipeline does not have, and step parameters the step function does not take;
-- pipeline parameters that are unknown or fail their pydantic model;
+- pipeline parameters that are unknown or fail their pydantic model, or that the pipeline's body
+  refuses together (e.g. ``report.baseline`` not among the evaluated models);
 - settings keys that name no settings class, and attributes (at any depth) or values that the
   key's ZenML settings class does not accept: ``docker`` -> ``DockerSettings``, ``resources`` ->
   ``ResourceSettings``, ``<component type>.<flavor>`` (e.g. ``orchestrator.kubernetes``) -> the
@@ -59,8 +60,11 @@ def load_pipeline(source: str):
 def step_invocations(pipeline, parameters: dict[str, Any]) -> dict[str, Any]:
     """The step invocations (by name) the pipeline creates with these parameters, without running any
     of its checks against the active stack (the artifact store is not contacted)."""
-    with artifact_store_check_skipped():
-        pipeline.prepare(**parameters)
+    try:
+        with artifact_store_check_skipped():
+            pipeline.prepare(**parameters)  # runs the body: its checks of settings that are wrong together
+    except ValueError as err:
+        raise RunConfigError(str(err)) from err
     return dict(pipeline.invocations)
 
 
@@ -226,8 +230,7 @@ def check_run_config(raw: dict[str, Any], config_path: Path) -> None:
     validate_settings(raw.get("settings") or {}, "settings", "PIPELINE")
     pipeline = load_pipeline(pipeline_source(config_path))
     params = validate_parameters(pipeline, raw.get("parameters") or {})
-    if raw.get("steps"):
-        validate_steps(pipeline, params, raw["steps"])
+    validate_steps(pipeline, params, raw.get("steps") or {})  # compiles the pipeline even without steps:
 
 
 def validate_run_config(config_path: str | Path) -> dict[str, Any]:

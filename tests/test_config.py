@@ -229,3 +229,21 @@ def test_settings_keys_must_name_a_settings_class(tmp_path):
     build_options = {"build_options": {"network": "host"}}
     validate_run_config(_write_variant(
         tmp_path, K8S_WEEKLY, lambda c: c["settings"]["docker"].update(build_config=build_options)))
+
+
+@pytest.mark.parametrize("source, change, message", [
+    ("configs/eval_tiny_cpu.yaml", lambda raw: raw["parameters"]["report"].update(baseline="nope"),
+     r"report.baseline 'nope' is not an evaluated model \(\['base'\]\)"),
+    ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"].update(human_eval={"style": {"models": ["base", "tuned"]}}),
+     r"human_eval.style needs style-variant prompts"),
+    ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"].update(human_eval={"quality": {"models": ["base", "tunde"]}}),
+     r"human_eval.quality.models \['tunde'\] are not evaluated models \(\['base', 'tuned'\]\)"),
+    ("configs/shapes_demo.yaml", lambda raw: raw["parameters"]["train"].update(positive_words=["glossy"]),
+     r"none of the positive control words \['glossy'\] is a shapes-world attribute word"),
+])
+def test_settings_wrong_together_are_refused_before_any_step_runs(tmp_path, source, change, message):
+    """Each setting is valid alone; the pipeline's body refuses the combination at compile time."""
+    from pipelines.validate import RunConfigError, validate_run_config
+
+    with pytest.raises(RunConfigError, match=message):
+        validate_run_config(_write_variant(tmp_path, Path(source), change))

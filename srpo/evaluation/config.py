@@ -288,3 +288,26 @@ class PromptAnalysisConfig(_Strict):
         default_factory=lambda: ["Natural-lighting", "Detail", "Detailed", "Real", "Realistic photo", "CG Render",
                                  "Concept art", "Painting", "Anime", "Flat", "Oil", "Cyberpunk", "Renaissance"],
         description="words/phrases whose frequency is always reported")
+
+
+def check_evaluation_plan(models: list[str], report: EvalReportConfig, human_eval: HumanEvalConfig,
+                          style_prompts: bool) -> None:
+    """Refuse settings that are each valid but wrong together, before any image is generated.
+
+    ``models``: the names the evaluation will have; ``style_prompts``: whether it has
+    ``style/<word>`` prompts (``benchmark.style_variants``).
+    """
+    if report.baseline not in models:
+        raise ValueError(f"report.baseline {report.baseline!r} is not an evaluated model ({models}): no deltas "
+                         "would be computed; set report.baseline to one of them")
+    if not human_eval.enabled:
+        return
+    for name in ("quality", "hacking", "style"):
+        study = getattr(human_eval, name)
+        unknown = [m for m in ((study.models or []) if study is not None else []) if m not in models]
+        if unknown:
+            raise ValueError(f"human_eval.{name}.models {unknown} are not evaluated models ({models}): fix the "
+                             "names or evaluate those models")
+    if human_eval.style is not None and not style_prompts:
+        raise ValueError("human_eval.style needs style-variant prompts (categories style/<word>): set "
+                         "benchmark.style_variants in srpo_evaluation, or remove human_eval.style")
