@@ -1,7 +1,5 @@
 """Word-frequency report of a prompt set (paper, supplement S3): a table and a bar chart."""
 
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 from zenml import log_metadata, step
@@ -9,12 +7,13 @@ from zenml import log_metadata, step
 from srpo.evaluation.artifacts import PromptReport
 from srpo.evaluation.config import PromptAnalysisConfig
 from srpo.evaluation.prompt_analysis import write_prompt_report
+from steps._scratch import scratch_dir
 
 
 @step
 def analyze_prompts(prompts: list[str], config: PromptAnalysisConfig) -> Annotated[PromptReport, "prompt_word_frequency"]:
     """Top words and control-word frequencies (``index.html`` shows both)."""
-    report = write_prompt_report(prompts, config, Path(tempfile.mkdtemp(prefix="srpo-words-")) / "report")
+    report = write_prompt_report(prompts, config, scratch_dir("srpo-words-") / "report")
     data = report.read_json()
     log_metadata(metadata={"top_words": {r["word"]: r["count"] for r in data["top"][:10]},
                            "control_words": {r["word"]: r["count"] for r in data["control"]}})

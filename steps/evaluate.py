@@ -5,8 +5,6 @@
 Both run :func:`srpo.evaluation.suite.evaluate_suite`.
 """
 
-import tempfile
-from pathlib import Path
 from typing import Annotated, Optional, Tuple
 
 from zenml import get_step_context, log_metadata, step
@@ -18,6 +16,7 @@ from srpo.evaluation.config import EvalReportConfig, MetricConfig, ModelSpec
 from srpo.evaluation.suite import evaluate_suite
 from srpo.rewards import RewardConfig
 from steps._log import library_logging
+from steps._scratch import scratch_dir
 
 
 @step
@@ -36,7 +35,7 @@ def evaluate(
     """Mean score per model and metric (``evaluation``) and the full results with images and CIs."""
     library_logging()
     summary, results = evaluate_suite(
-        heldout_prompts, Path(tempfile.mkdtemp(prefix="srpo-eval-")) / "results", policy=policy,
+        heldout_prompts, scratch_dir("srpo-eval-") / "results", policy=policy,
         evaluation=evaluation, report=report, categories=categories,
         tuned=str(tuned.path) if tuned is not None else None, models=models, reward=reward,
         extra_rewards=extra_rewards, metrics=metrics)

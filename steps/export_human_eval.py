@@ -1,7 +1,5 @@
 """Export blinded human-evaluation pages from evaluation results; the key is a separate artifact."""
 
-import tempfile
-from pathlib import Path
 from typing import Annotated
 
 from zenml import log_metadata, save_artifact, step
@@ -11,6 +9,7 @@ from srpo.evaluation.config import HumanEvalConfig
 from srpo.evaluation.human_eval import export_human_eval as export
 from srpo.evaluation.human_eval.export import export_location
 from steps._log import library_logging
+from steps._scratch import scratch_dir
 
 KEY_ARTIFACT = "human_eval_key"
 
@@ -31,7 +30,7 @@ def export_human_eval(results: EvalResults, config: HumanEvalConfig) -> Annotate
     ``human_eval_key`` artifact, saved (also an output of this step) before the pages are published to
     ``<output_dir>/<export_id>/``."""
     library_logging()
-    pages, key = export(results, config, Path(tempfile.mkdtemp(prefix="srpo-human-eval-")) / "pages",
+    pages, key = export(results, config, scratch_dir("srpo-human-eval-") / "pages",
                         store_key=save_key_artifact)
     manifest = pages.read_json()
     metadata = {"export_id": key["export_id"], "pages": len(manifest["pages"]), "studies": manifest["studies"]}

@@ -1,6 +1,5 @@
 """Check and un-blind the raters' annotation files; report shares of Excellent, rates and agreement."""
 
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from srpo.evaluation.human_eval import import_human_eval as run_import
 from srpo.evaluation.human_eval.importer import (KEY_OPTIONS, AnnotationError, KeyCandidate, check_key,
                                                  export_id_of, find_key, read_annotations)
 from steps.export_human_eval import KEY_ARTIFACT
+from steps._scratch import scratch_dir
 
 PAGE_SIZE = 50
 
@@ -81,7 +81,7 @@ def import_human_eval(config: HumanEvalImportConfig) -> Annotated[HumanEvalRepor
         key = configured_key(config.key)
     else:
         key = find_key(export_id_of(annotations), stored_keys(Client()))
-    report = run_import(config, key, Path(tempfile.mkdtemp(prefix="srpo-human-report-")) / "report", annotations)
+    report = run_import(config, key, scratch_dir("srpo-human-report-") / "report", annotations)
     data = report.read_json()
     log_metadata(metadata={"export_id": key["export_id"], "excellent_share": headline(data),
                            "hacking_rate": {r["model"]: r["hacking_rate"] for r in data["hacking"]

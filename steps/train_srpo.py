@@ -1,9 +1,7 @@
 """Run the SRPO / Direct-Align trainer and store the result as a model folder."""
 
 import json
-import tempfile
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated
 
 from zenml import log_metadata, step
@@ -14,6 +12,7 @@ from srpo.models.flux import resolve_device
 from srpo.rewards import RewardConfig
 from srpo.training.launch import launch_processes, run_job, write_job
 from steps._log import library_logging
+from steps._scratch import scratch_dir
 
 
 @step
@@ -26,7 +25,7 @@ def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig,
     diffusers-loadable safetensors.
     """
     library_logging()
-    work = Path(tempfile.mkdtemp(prefix="srpo-train-"))
+    work = scratch_dir("srpo-train-")
     job = write_job(work / "job", policy, reward, rollout, train, rollouts)
     out = work / "out"
     if train.num_processes > 1:
