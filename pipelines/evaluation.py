@@ -31,7 +31,7 @@ def srpo_evaluation(
     check_evaluation_plan(list(models) if models else ["base"], report, human_eval,
                           style_prompts=benchmark.style_variants is not None)
     prompts, categories = load_benchmark(config=benchmark)
-    analyze_prompts(prompts=prompts, config=analysis)
+    analyze_prompts(prompts=prompts, categories=categories, config=analysis)
     _, results = evaluate(heldout_prompts=prompts, categories=categories, policy=policy, evaluation=evaluation,
                           models=models, metrics=metrics, report=report)
     if human_eval.enabled:

@@ -139,12 +139,19 @@ def load_prompts(source: str, format: PromptFormat = "auto", column: str = "prom
         raise ValueError(f"{source!r} is not UTF-8 text ({e.reason} at byte {e.start}): "
                          "re-save the file as UTF-8") from e
     if fmt == "txt":
-        return text.splitlines()
+        return text_lines(text)
     if fmt == "json":
         return _parse_json(text, source, column)
     if fmt == "csv":
         return _parse_csv(text, source, column)
     raise ValueError(f"unknown prompt format {fmt!r}: use 'auto', 'txt', 'json' or 'csv'")
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of a text file: ended by \\n, \\r\\n or \\r only (``str.splitlines`` also splits at
+    U+2028, form feeds and other characters a prompt may contain)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def _detect_format(source: str, path: Path) -> str:

@@ -38,6 +38,12 @@ def test_load_txt(tmp_path):
     assert load_prompts(str(path)) == PROMPTS
 
 
+def test_txt_lines_end_only_at_line_breaks(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_bytes("a cat\u2028on a mat\r\nform\x0cfeed\rlast".encode("utf-8"))
+    assert load_prompts(str(path)) == ["a cat\u2028on a mat", "form\x0cfeed", "last"]
+
+
 def test_load_json_list_of_strings_and_prompts_object(tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(PROMPTS))

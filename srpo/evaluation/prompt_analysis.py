@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from srpo.evaluation.artifacts import INDEX_HTML, PromptReport
-from srpo.evaluation.config import PromptAnalysisConfig
+from srpo.evaluation.config import STYLE_CATEGORY_PREFIX, PromptAnalysisConfig
 from srpo.evaluation.html import esc, page, table
 from srpo.io import atomic_write_text, csv_text
 
@@ -35,6 +35,16 @@ him his how i if in into is it its itself just me more most my no nor not now of
 ours out over own same she should so some such than that the their theirs them then there these they this those
 through to too under until up very was we were what when where which while who whom why will with you your
 """.split())
+
+
+def benchmark_prompts(prompts: Sequence[str], categories: Sequence[str] | None = None) -> list[str]:
+    """The benchmark's own prompts: without the style variants the evaluation appends (``style/<word>``),
+    which would count each style word once per variant."""
+    if categories is None:
+        return list(prompts)
+    if len(categories) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(categories)} categories: give one category per prompt")
+    return [p for p, c in zip(prompts, categories) if not c.startswith(STYLE_CATEGORY_PREFIX)]
 
 
 def words_of(prompt: str, min_length: int = 1, stopwords: bool = False) -> list[str]:

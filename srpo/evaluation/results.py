@@ -77,6 +77,18 @@ def summarise(items: list[dict], scores: dict[str, dict[str, list[float]]], cfg:
     return summary, deltas
 
 
+def refuse_non_finite(scores: dict[str, dict[str, list[float]]], items: list[dict]) -> None:
+    """Raise if any score is NaN or infinite: one would turn its category's mean, the overall mean,
+    the delta and both confidence bounds into NaN without a word."""
+    for model, by_metric in scores.items():
+        for metric, values in by_metric.items():
+            bad = [items[i]["index"] for i, v in enumerate(values) if not np.isfinite(v)]
+            if bad:
+                raise ValueError(f"metric {metric!r} gave {len(bad)} non-finite score(s) for model {model!r} "
+                                 f"(benchmark items {bad[:5]}{' ...' if len(bad) > 5 else ''}): check the metric's "
+                                 "output (for an external metric, its results file) and run the evaluation again")
+
+
 def overall_means(summary: list[dict]) -> dict[str, dict[str, float]]:
     """``{model: {metric: mean}}`` for the overall row (the single category when there is no overall)."""
     out: dict[str, dict[str, float]] = {}
@@ -94,6 +106,7 @@ DELTA_COLUMNS = ["model", "baseline", "metric", "category", "n", "delta", "ci_lo
 def write_results(folder: Path, items: list[dict], scores: dict[str, dict[str, list[float]]],
                   cfg: EvalReportConfig, meta: dict[str, Any]) -> EvalResults:
     """Write results.json, the three CSVs and index.html into ``folder`` (images already there)."""
+    refuse_non_finite(scores, items)
     summary, deltas = summarise(items, scores, cfg)
     models = list(scores)
     metrics = list(dict.fromkeys(m for s in scores.values() for m in s))

@@ -47,6 +47,8 @@ def build_metrics(reward: Optional[RewardConfig] = None, extra_rewards: Optional
     from srpo.rewards import load_reward
 
     out: dict[str, Metric] = {}
+    if reward is not None and "reward" in (extra_rewards or {}):
+        raise ValueError("extra_rewards has an entry 'reward', the name of the training reward's score: rename it")
     rewards = {**({"reward": reward} if reward is not None else {}), **(extra_rewards or {})}
     for name, cfg in rewards.items():
         out[name] = RewardScoreMetric(name, load_reward(cfg, device=device))

@@ -42,8 +42,9 @@ def preprocess_for_clip(images: torch.Tensor, size: int,
     """Differentiable CLIP preprocessing: bicubic resize, centre crop, normalise.
 
     ``images``: ``[B, 3, H, W]`` floats in ``[0, 1]``. The shorter side is resized to ``size``
-    (bicubic, ``align_corners=False``, no antialiasing so that the op stays a plain,
-    differentiable interpolation), the centre ``size x size`` is cropped, values are clamped
+    (bicubic, ``align_corners=False``, antialiased like PIL and like torchvision's ``Resize`` on
+    tensors, which the SRPO authors' reward classes call; still differentiable, and every input
+    pixel gets a gradient), the centre ``size x size`` is cropped, values are clamped
     back to ``[0, 1]`` (bicubic overshoots at edges; PIL clips the same way) and normalised with
     ``mean``/``std``. Returns ``[B, 3, size, size]``.
     """
@@ -54,7 +55,7 @@ def preprocess_for_clip(images: torch.Tensor, size: int,
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
     if (new_h, new_w) != (h, w):
         images = F.interpolate(images, size=(new_h, new_w), mode="bicubic",
-                               align_corners=False, antialias=False)  # [B, 3, new_h, new_w]
+                               align_corners=False, antialias=True)  # [B, 3, new_h, new_w]
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     images = images[:, :, top:top + size, left:left + size]  # [B, 3, size, size]
     images = images.clamp(0.0, 1.0)
@@ -71,7 +72,7 @@ class RewardModel(torch.nn.Module, abc.ABC):
     freezing live here.
     """
 
-    #: How many prompts' text features :meth:`text_features` keeps (oldest dropped first).
+    #: How many prompts' text features :meth:`text_features` keeps (least recently used dropped first).
     max_cached_prompts: int = 4096
 
     def __init__(self, backbone: torch.nn.Module, *, image_size: int, scale: float,
@@ -116,14 +117,18 @@ class RewardModel(torch.nn.Module, abc.ABC):
         """``B`` prompts -> ``[B, D]`` L2-normalised, without gradients, cached per prompt."""
         if isinstance(prompts, str):
             raise TypeError("text_features takes a sequence of prompts, not one string: wrap it in a list")
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
+        cache = self._text_cache
+        missing = [p for p in dict.fromkeys(prompts) if p not in cache]
         if missing:
             with torch.no_grad():
                 feats = F.normalize(self.encode_prompts(missing), dim=-1)  # [M, D]
-            self._text_cache.update(zip(missing, feats))
-            for old in list(self._text_cache)[: max(0, len(self._text_cache) - self.max_cached_prompts)]:
-                del self._text_cache[old]
-        return torch.stack([self._text_cache[p] for p in prompts])  # [B, D]
+            cache.update(zip(missing, feats))
+        out = torch.stack([cache[p] for p in prompts])  # [B, D], before anything is evicted
+        for p in dict.fromkeys(prompts):  # most recently used last
+            cache[p] = cache.pop(p)
+        for old in list(cache)[: max(0, len(cache) - self.max_cached_prompts)]:
+            del cache[old]
+        return out
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """``scale * cos(image, prompt)`` per pair: ``[B, 3, H, W]`` and ``B`` prompts -> ``[B]``."""

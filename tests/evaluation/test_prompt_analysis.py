@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from srpo.evaluation.config import PromptAnalysisConfig
 from srpo.evaluation.prompt_analysis import word_frequencies, write_prompt_report
 
@@ -29,3 +31,14 @@ def test_report_files_escape_prompt_text(tmp_path):
     html = report.index.read_text()
     assert "<svg" in html and "<script>" not in html and "<i>set</i>" not in html and "&lt;i&gt;set" in html
     assert report.read_json()["num_prompts"] == 4
+
+
+def test_style_variants_are_left_out_of_the_word_counts():
+    from srpo.evaluation.prompt_analysis import benchmark_prompts
+
+    prompts = ["a cat", "a dog", "a cat, Cyberpunk style", "a dog, Cyberpunk style"]
+    categories = ["photo", "photo", "style/Cyberpunk", "style/Cyberpunk"]
+    assert benchmark_prompts(prompts, categories) == ["a cat", "a dog"]
+    assert benchmark_prompts(prompts) == prompts
+    with pytest.raises(ValueError, match="4 prompts but 3 categories"):
+        benchmark_prompts(prompts, categories[:3])

@@ -56,3 +56,23 @@ def test_overall_rule(ratings, overall):
 def test_overall_rule_needs_all_dimensions():
     with pytest.raises(ValueError, match=r"missing dimension\(s\) \['aesthetics'\]"):
         overall_rating({"alignment": "Good", "realism": "Good", "detail": "Good"})
+
+
+def test_a_non_finite_score_is_refused_with_the_items_it_came_from(tmp_path):
+    from srpo.evaluation.config import EvalReportConfig
+    from srpo.evaluation.results import write_results
+
+    items = [{"index": i, "prompt": f"p{i}", "category": "photo", "seed": 42 + 1000 * i} for i in range(4)]
+    scores = {"base": {"deqa": [3.1, float("nan"), 2.0, 4.0]}, "tuned": {"deqa": [3.0, 3.2, 2.5, 4.1]}}
+    with pytest.raises(ValueError, match=r"'deqa' gave 1 non-finite score\(s\) for model 'base' \(benchmark items \[1\]\)"):
+        write_results(tmp_path, items, scores, EvalReportConfig(bootstrap_samples=100), {})
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_an_extra_reward_cannot_take_the_training_reward_name():
+    from srpo.evaluation.suite import build_metrics
+    from srpo.rewards import RewardConfig
+
+    tiny = RewardConfig(name="clip", checkpoint="builtin:tiny")
+    with pytest.raises(ValueError, match="extra_rewards has an entry 'reward'"):
+        build_metrics(reward=tiny, extra_rewards={"reward": tiny})

@@ -55,6 +55,19 @@ def test_text_features_are_cached(reward, monkeypatch):
     assert torch.equal(reward.text_features(PROMPTS[1:2]), first[1:2])
 
 
+def test_the_text_cache_never_drops_a_prompt_it_is_returning(reward, monkeypatch):
+    """Least recently used goes first; a full cache evicts only after the answer is built."""
+    monkeypatch.setattr(reward, "max_cached_prompts", 3)
+    monkeypatch.setattr(reward, "_text_cache", {})
+    want = {p: reward.encode_prompts([p]) for p in "abcde"}
+    reward.text_features(["a", "b", "c"])
+    reward.text_features(["a"])  # a is now the most recently used: b goes first
+    out = reward.text_features(["a", "d", "e"])  # a cached, d and e new: evicts b and c, never a
+    assert list(reward._text_cache) == ["a", "d", "e"]
+    for row, p in zip(out, "ade"):
+        torch.testing.assert_close(row, torch.nn.functional.normalize(want[p], dim=-1)[0])
+
+
 def test_one_prompt_per_image(reward):
     with pytest.raises(ValueError, match="one prompt per image"):
         reward.score(torch.rand(2, 3, 32, 32), ["only one"])
