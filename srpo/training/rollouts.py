@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -12,6 +13,7 @@ from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig
 from srpo.io import resolve_local
 from srpo.models.flux import FluxPolicy
+from srpo.prompts import text_lines
 
 log = logging.getLogger(__name__)
 
@@ -49,47 +51,60 @@ def generate_rollouts(policy: FluxPolicy, prompts: Sequence[str], cfg: RolloutCo
                             "guidance": cfg.guidance, "seeds": seeds})
 
 
-def load_image_folder(location: str, height: int, width: int) -> tuple[list[str], torch.Tensor]:
-    """Captions and images [N,3,H,W] in [0,1] from a folder with ``metadata.jsonl``.
+def image_folder_records(location: str, limit: int | None = None) -> tuple[Path, list[tuple[str, str]]]:
+    """The folder and its ``(file_name, caption)`` pairs from ``metadata.jsonl`` (the first ``limit``).
 
     Each line is ``{"file_name": "...", "text": "..."}`` (the Hugging Face imagefolder layout).
-    Images are resized (shorter side) and centre-cropped to ``height`` x ``width``.
     """
-    from PIL import Image
-    from torchvision.transforms import functional as TF
-
     root = resolve_local(location)
     meta = root / "metadata.jsonl"
     if not meta.exists():
         raise FileNotFoundError(f"{meta} not found: an offline image folder needs metadata.jsonl with "
                                 "{\"file_name\": ..., \"text\": ...} per line")
-    prompts, images = [], []
-    for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+    records = []
+    for n, line in enumerate(text_lines(meta.read_text(encoding="utf-8")), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-            name, text = rec["file_name"], rec["text"]
+            records.append((rec["file_name"], rec["text"]))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{meta}:{n}: expected a JSON object with file_name and text ({err})") from err
-        with Image.open(root / name) as im:
-            im = im.convert("RGB")
-            scale = max(height / im.height, width / im.width)  # cover the target, then crop
-            im = TF.resize(im, [max(height, round(im.height * scale)), max(width, round(im.width * scale))])
-            images.append(TF.to_tensor(TF.center_crop(im, [height, width])))
-        prompts.append(text)
-    if not prompts:
+        if limit is not None and len(records) == limit:
+            break
+    if not records:
         raise ValueError(f"{meta} lists no images")
-    return prompts, torch.stack(images)
+    return root, records
+
+
+def load_image(path: Path, height: int, width: int) -> torch.Tensor:
+    """One image as [3, H, W] in [0, 1]: the shorter side resized to cover, then centre-cropped."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        scale = max(height / im.height, width / im.width)  # cover the target, then crop
+        im = TF.resize(im, [max(height, round(im.height * scale)), max(width, round(im.width * scale))])
+        return TF.to_tensor(TF.center_crop(im, [height, width]))
 
 
 def encode_image_folder(policy: FluxPolicy, cfg: RolloutConfig, policy_cfg: PolicyConfig,
                         batch_size: int = 4) -> RolloutSet:
-    """Offline mode: x0 = VAE encoding of real images; eps drawn from seeds (the trainer redraws it)."""
-    prompts, images = load_image_folder(cfg.images, policy_cfg.height, policy_cfg.width)
-    x0 = torch.cat([policy.encode_images(images[i:i + batch_size].to(policy.device)).cpu()
-                    for i in range(0, len(images), batch_size)])
+    """Offline mode: x0 = VAE encoding of real images; eps drawn from seeds (the trainer redraws it).
+
+    Images are read ``batch_size`` at a time, so memory holds one batch of pixels, not the folder;
+    ``cfg.num_prompts`` takes the first images of ``metadata.jsonl``.
+    """
+    root, records = image_folder_records(cfg.images, cfg.num_prompts)
+    x0 = []
+    for start in range(0, len(records), batch_size):
+        batch = records[start:start + batch_size]
+        pixels = torch.stack([load_image(root / name, policy_cfg.height, policy_cfg.width) for name, _ in batch])
+        x0.append(policy.encode_images(pixels.to(policy.device)).cpu())  # [b, C, h, w]
+        log.info("encoded %d/%d offline images", start + len(batch), len(records))
+    prompts = [text for _, text in records]
     seeds = [cfg.seed * 1_000_003 + i for i in range(len(prompts))]
     eps = prompt_noise(policy, policy_cfg.height, policy_cfg.width, seeds).cpu()
-    return RolloutSet(prompts, x0, eps, "offline", policy_cfg.height, policy_cfg.width,
+    return RolloutSet(prompts, torch.cat(x0), eps, "offline", policy_cfg.height, policy_cfg.width,
                       meta={"pretrained": policy_cfg.pretrained, "images": str(cfg.images), "seeds": seeds})
