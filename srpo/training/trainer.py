@@ -503,10 +503,14 @@ class SRPOTrainer:
                                f"from ({err}): train.checkpoint_dir must be a folder every node shares") from err
 
     def check_resumable(self, folder: Path, state: dict) -> None:
-        """Refuse a checkpoint written by a run with other settings (other than its length and bookkeeping)."""
+        """Refuse a checkpoint written by a run with other settings (other than its length and bookkeeping).
+
+        Settings that only one side knows (added or removed by a newer version of this library) are
+        not compared.
+        """
         saved, current = state.get("config", {}), self.cfg.model_dump(mode="json")
-        changed = sorted(k for k in set(saved) | set(current)
-                         if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k))
+        changed = sorted(k for k in set(saved) & set(current)
+                         if k not in RESUMABLE_CHANGES and saved[k] != current[k])
         if changed:
             details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:5])
             raise RuntimeError(f"{folder} was written by a run with other settings ({details}): resuming would mix "
