@@ -3,8 +3,8 @@
     zenml pipeline run pipelines.evaluation.srpo_evaluation --config configs/eval_tiny_cpu.yaml
 
 The ``evaluate`` step is the same step ``srpo_training`` ends with (one implementation,
-:func:`srpo.evaluation.suite.evaluate_suite`); here it gets a benchmark's prompts and
-categories, the models to compare and the metrics.
+:func:`srpo.evaluation.suite.evaluate_suite`); here it gets a benchmark's prompts, categories,
+indices (each prompt's seed) and records (GenEval's specs), the models to compare and the metrics.
 """
 
 from typing import Optional
@@ -12,6 +12,7 @@ from typing import Optional
 from zenml import pipeline
 
 from srpo.config import EvalConfig, PolicyConfig
+from srpo.evaluation.benchmarks import benchmark_format
 from srpo.evaluation.config import (BenchmarkConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, ModelSpec,
                                     PromptAnalysisConfig, check_evaluation_plan)
 from steps import analyze_prompts, evaluate, export_human_eval, load_benchmark
@@ -29,10 +30,11 @@ def srpo_evaluation(
     analysis: PromptAnalysisConfig = PromptAnalysisConfig(),
 ) -> None:
     check_evaluation_plan(list(models) if models else ["base"], report, human_eval,
-                          style_prompts=benchmark.style_variants is not None)
-    prompts, categories = load_benchmark(config=benchmark)
+                          style_prompts=benchmark.style_variants is not None, metrics=metrics,
+                          geneval_specs=benchmark_format(benchmark) == "geneval")
+    prompts, categories, indices, records = load_benchmark(config=benchmark)
     analyze_prompts(prompts=prompts, categories=categories, config=analysis)
-    _, results = evaluate(heldout_prompts=prompts, categories=categories, policy=policy, evaluation=evaluation,
-                          models=models, metrics=metrics, report=report)
+    _, results = evaluate(heldout_prompts=prompts, categories=categories, indices=indices, records=records,
+                          policy=policy, evaluation=evaluation, models=models, metrics=metrics, report=report)
     if human_eval.enabled:
         export_human_eval(results=results, config=human_eval)

@@ -39,7 +39,7 @@ def srpo_training(
     world: Optional[WorldReportConfig] = None,
 ) -> None:
     check_artifact_store()
-    check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False)
+    check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)
     if world is not None:
         steering_from_words(train.positive_words)  # the world report needs a world attribute word
     train_prompts, heldout_prompts = prepare_prompts(config=prompts)

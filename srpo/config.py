@@ -200,7 +200,8 @@ class TrainConfig(_Strict):
 class EvalConfig(_Strict):
     """How base and tuned models are compared on held-out prompts."""
 
-    num_prompts: Optional[int] = Field(None, ge=1, description="held-out prompts to score (default: all)")
+    num_prompts: Optional[int] = Field(None, ge=1, description="score the first N prompts (default: all); only for "
+                                       "single-category prompts: use benchmark.per_category on a benchmark")
     num_steps: int = Field(50, ge=1)
     guidance: float = Field(3.5, ge=0)
     shift: float = Field(3.0, gt=0)

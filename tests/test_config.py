@@ -240,6 +240,12 @@ def test_settings_keys_must_name_a_settings_class(tmp_path):
      r"human_eval.quality.models \['tunde'\] are not evaluated models \(\['base', 'tuned'\]\)"),
     ("configs/shapes_demo.yaml", lambda raw: raw["parameters"]["train"].update(positive_words=["glossy"]),
      r"none of the positive control words \['glossy'\] is a shapes-world attribute word"),
+    ("configs/eval_tiny_cpu.yaml", lambda raw: raw["parameters"].update(
+        models={"base": {}, "other": {}}, metrics={"deqa": {"name": "deqa", "results": "/r/deqa.json"}}),
+     r"metrics.deqa.results '/r/deqa.json' is one file for 2 models \(base, other\).*put \{model\} in the path"),
+    ("configs/eval_tiny_cpu.yaml", lambda raw: raw["parameters"].update(
+        metrics={"geneval": {"name": "geneval", "command": ["geneval", "{images}", "{output}"]}}),
+     r"metrics.geneval \(geneval\) needs GenEval's per-prompt include/exclude specs.*benchmark.format: geneval"),
 ])
 def test_settings_wrong_together_are_refused_before_any_step_runs(tmp_path, source, change, message):
     """Each setting is valid alone; the pipeline's body refuses the combination at compile time."""
@@ -247,3 +253,13 @@ def test_settings_wrong_together_are_refused_before_any_step_runs(tmp_path, sour
 
     with pytest.raises(RunConfigError, match=message):
         validate_run_config(_write_variant(tmp_path, Path(source), change))
+
+
+def test_geneval_with_a_geneval_benchmark_and_per_model_results_validates(tmp_path):
+    from pipelines.validate import validate_run_config
+
+    def change(raw):
+        raw["parameters"]["benchmark"] = {"source": "s3://bench/geneval/evaluation_metadata.jsonl"}
+        raw["parameters"]["models"] = {"base": {}, "other": {}}
+        raw["parameters"]["metrics"] = {"geneval": {"name": "geneval", "results": "s3://r/geneval_{model}.jsonl"}}
+    validate_run_config(_write_variant(tmp_path, Path("configs/eval_tiny_cpu.yaml"), change))

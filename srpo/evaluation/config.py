@@ -7,7 +7,8 @@ combinations that cannot work raise an error that names the field and the fix.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+import re
+from typing import Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -60,14 +61,20 @@ class BenchmarkConfig(_Strict):
       ``anime.json``, ``concept-art.json``, ``paintings.json``, ``photo.json`` (each a JSON list
       of prompt strings; 800 each in the official release, checked when ``expected_per_category``
       is set);
+    - ``geneval``: GenEval's ``prompts/evaluation_metadata.jsonl`` (one JSON object per line
+      with ``prompt``, ``tag``, ``include`` and optional ``exclude``); category = ``tag``, and
+      each prompt keeps its whole record for the ``geneval`` metric;
     - ``txt``: one prompt per line, category ``all``;
     - ``csv``: a header row; prompts in column ``column``, categories in ``category_column``
       when the file has it (else ``all``);
-    - ``auto``: ``hpdv2`` for a folder, else from the suffix.
+    - ``auto``: ``hpdv2`` for a folder, ``geneval`` for a ``.jsonl`` file, else from the suffix.
+
+    A prompt's index (its position in the full benchmark) fixes its seed; ``categories`` and
+    ``per_category`` keep every prompt's index, so a subset gets the full run's seeds.
     """
 
-    source: str = Field(min_length=1, description="folder (hpdv2) or file (txt/csv), local or s3://")
-    format: Literal["auto", "hpdv2", "txt", "csv"] = "auto"
+    source: str = Field(min_length=1, description="folder (hpdv2) or file (geneval/txt/csv), local or s3://")
+    format: Literal["auto", "hpdv2", "geneval", "txt", "csv"] = "auto"
     column: str = "prompt"
     category_column: str = "category"
     categories: Optional[list[str]] = Field(None, description="keep only these categories (default: all)")
@@ -96,6 +103,9 @@ _METRIC_FIELDS: dict[str, set[str]] = {
     "deqa": {"command", "results", "timeout_s"},
 }
 _COMMON_FIELDS = {"name", "seed", "batch_size"}
+#: In an external metric's ``results`` path: replaced by the evaluated model's name (one file per model).
+MODEL_PLACEHOLDER = "{model}"
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
 class MetricConfig(_Strict):
@@ -120,7 +130,9 @@ class MetricConfig(_Strict):
 
     ``command``: argv list for external metrics; ``{images}``, ``{metadata}`` and ``{output}``
     are replaced by the image folder, its ``metadata.jsonl`` and the result file to write.
-    ``results``: read an existing result file instead of running anything.
+    ``results``: read existing result files instead of running anything, one per model: the
+    path's ``{model}`` placeholder becomes the model's name (``s3://b/deqa/{model}.json``);
+    required when more than one model is evaluated.
     """
 
     name: str
@@ -159,6 +171,9 @@ class MetricConfig(_Strict):
                              "(a result file it already wrote)")
         if self.command is not None and not self.command:
             raise ValueError(f"metric {self.name!r}: command must be a non-empty argv list")
+        if self.results is not None and _PLACEHOLDER.search(self.results.replace(MODEL_PLACEHOLDER, "")):
+            raise ValueError(f"metric {self.name!r}: results {self.results!r} has a placeholder other than "
+                             f"{MODEL_PLACEHOLDER} (the model's name): use {MODEL_PLACEHOLDER} only")
         return self
 
 
@@ -290,13 +305,33 @@ class PromptAnalysisConfig(_Strict):
         description="words/phrases whose frequency is always reported")
 
 
+def check_external_metrics(models: list[str], metrics: Mapping[str, MetricConfig], geneval_specs: bool) -> None:
+    """Refuse external metrics that would give wrong scores for these models and prompts.
+
+    ``results`` without ``{model}`` would give every model the scores in one file; GenEval
+    without its per-prompt ``include`` specs counts every image as correct.
+    """
+    for key, metric in metrics.items():
+        if metric.results is not None and len(models) > 1 and MODEL_PLACEHOLDER not in metric.results:
+            raise ValueError(f"metrics.{key}.results {metric.results!r} is one file for {len(models)} models "
+                             f"({', '.join(models)}): every model would get the same scores; put {MODEL_PLACEHOLDER} "
+                             f"in the path (e.g. .../{key}_{MODEL_PLACEHOLDER}.jsonl) and write one file per model")
+        if metric.name == "geneval" and not geneval_specs:
+            raise ValueError(f"metrics.{key} (geneval) needs GenEval's per-prompt include/exclude specs, which only "
+                             "a GenEval benchmark carries: set benchmark.format: geneval with GenEval's "
+                             "prompts/evaluation_metadata.jsonl, or remove the metric")
+
+
 def check_evaluation_plan(models: list[str], report: EvalReportConfig, human_eval: HumanEvalConfig,
-                          style_prompts: bool) -> None:
+                          style_prompts: bool, metrics: Optional[Mapping[str, MetricConfig]] = None,
+                          geneval_specs: bool = False) -> None:
     """Refuse settings that are each valid but wrong together, before any image is generated.
 
     ``models``: the names the evaluation will have; ``style_prompts``: whether it has
-    ``style/<word>`` prompts (``benchmark.style_variants``).
+    ``style/<word>`` prompts (``benchmark.style_variants``); ``metrics``: the configured metrics;
+    ``geneval_specs``: whether the prompts carry GenEval's specs (``benchmark.format: geneval``).
     """
+    check_external_metrics(models, metrics or {}, geneval_specs)
     if report.baseline not in models:
         raise ValueError(f"report.baseline {report.baseline!r} is not an evaluated model ({models}): no deltas "
                          "would be computed; set report.baseline to one of them")

@@ -83,9 +83,14 @@ def evaluate_suite(prompts: Sequence[str], out_dir: Path, *, policy: PolicyConfi
                    report: EvalReportConfig = EvalReportConfig(), categories: Optional[Sequence[str]] = None,
                    tuned: Optional[str] = None, models: Optional[Mapping[str, ModelSpec]] = None,
                    reward: Optional[RewardConfig] = None, extra_rewards: Optional[Mapping[str, RewardConfig]] = None,
-                   metrics: Optional[Mapping[str, MetricConfig]] = None, benchmark_name: str = "prompts"
+                   metrics: Optional[Mapping[str, MetricConfig]] = None, benchmark_name: str = "prompts",
+                   indices: Optional[Sequence[int]] = None, records: Optional[Sequence[Optional[dict]]] = None
                    ) -> tuple[dict, EvalResults]:
-    """Generate, score and summarise; returns ``(summary_dict, EvalResults)``."""
+    """Generate, score and summarise; returns ``(summary_dict, EvalResults)``.
+
+    ``indices``: each prompt's index in the full benchmark (fixes its seed; default
+    ``0..N-1``); ``records``: each prompt's benchmark record (GenEval's specs) or ``None``.
+    """
     from srpo.evaluation.runner import run_evaluation
     from srpo.models.flux import resolve_device
 
@@ -93,7 +98,7 @@ def evaluate_suite(prompts: Sequence[str], out_dir: Path, *, policy: PolicyConfi
     categories = list(categories) if categories is not None else ["all"] * len(prompts)
     if len(categories) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(categories)} categories: give one category per prompt")
-    bench = Benchmark(prompts, categories, name=benchmark_name)
+    bench = Benchmark(prompts, categories, name=benchmark_name, indices=indices, records=records)
     loaders = build_models(policy, tuned, models)
     scorers = build_metrics(reward, extra_rewards, metrics, device=str(resolve_device(policy.device)))
     results = run_evaluation(loaders, bench, scorers, evaluation, report, policy.height, policy.width, Path(out_dir))

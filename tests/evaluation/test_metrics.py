@@ -7,6 +7,7 @@ formula fails.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -328,10 +329,12 @@ import json, sys, pathlib
 root, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 with out.open("w") as f:
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        meta = json.loads((d / "metadata.jsonl").read_text())
+        meta = json.load((d / "metadata.jsonl").open())  # as GenEval's evaluate_images.py reads it
         sample = d / "samples" / "0000.png"
         assert sample.is_file()
-        f.write(json.dumps({"filename": str(sample), "tag": meta["tag"], "correct": "dog" in meta["prompt"]}) + "\\n")
+        # GenEval's evaluate(): every include clause must be met; here "met" = the class is in the prompt
+        correct = all(req["class"] in meta["prompt"] for req in meta.get("include", []))
+        f.write(json.dumps({"filename": str(sample), "tag": meta["tag"], "correct": correct}) + "\\n")
 """
 
 
@@ -352,11 +355,86 @@ def test_deqa_reads_an_existing_result_file_in_csv(tmp_path):
         load_metric(MetricConfig(name="deqa", results=str(tmp_path / "short.json"))).score_batched(images(), PROMPTS)
 
 
-def test_geneval_uses_its_layout_and_reads_correctness(tmp_path):
+GENEVAL_RECORDS = [
+    {"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": PROMPTS[0]},
+    {"tag": "two_object", "include": [{"class": "city", "count": 1}, {"class": "car", "count": 1}],
+     "prompt": PROMPTS[1]},
+    {"tag": "counting", "include": [{"class": "dog", "count": 1}], "exclude": [{"class": "dog", "count": 2}],
+     "prompt": PROMPTS[2]},
+]
+
+
+def saved_images(folder, n=3):
+    from srpo.evaluation.images import save_png
+
+    return [save_png(img, folder / f"{i}.png") for i, img in enumerate(images(n))]
+
+
+def test_geneval_writes_each_prompts_record_into_its_layout(tmp_path):
+    """GenEval scores ``include``/``exclude`` clauses read from ``<index:05d>/metadata.jsonl``: the whole record."""
     script = tmp_path / "geneval.py"
     script.write_text(FAKE_GENEVAL)
     metric = load_metric(MetricConfig(name="geneval", command=[sys.executable, str(script), "{images}", "{output}"]))
-    assert metric.score_batched(images(), PROMPTS).tolist() == [0.0, 0.0, 1.0]
+    got = metric.score_files(saved_images(tmp_path), PROMPTS, [r["tag"] for r in GENEVAL_RECORDS],
+                             indices=[4, 9, 17], records=GENEVAL_RECORDS, model="base")
+    assert got == [1.0, 0.0, 1.0]  # "car" is not in the second prompt
+
+    folder = tmp_path / "layout"
+    items = [{"path": path, "prompt": r["prompt"], "category": r["tag"], "index": i, "record": r}
+             for path, r, i in zip(saved_images(tmp_path), GENEVAL_RECORDS, [4, 9, 17])]
+    names = metric.write_layout(folder, items)
+    assert names == ["00004/samples/0000.png", "00009/samples/0000.png", "00017/samples/0000.png"]
+    for i, record in zip([4, 9, 17], GENEVAL_RECORDS):
+        assert json.load((folder / f"{i:05d}" / "metadata.jsonl").open()) == record
+        assert (folder / f"{i:05d}" / "samples" / "0000.png").is_file()
+
+
+def test_geneval_refuses_prompts_without_include_specs(tmp_path):
+    """Without include clauses GenEval's evaluate() marks every image correct: a score of 1.0 for any model."""
+    metric = load_metric(MetricConfig(name="geneval", command=["true"]))
+    with pytest.raises(ValueError, match=r"3 of 3 prompts carry no GenEval include specs.*benchmark.format: geneval"):
+        metric.score_files(saved_images(tmp_path), PROMPTS, ["all"] * 3)
+    bare = [{k: v for k, v in r.items() if k != "include"} for r in GENEVAL_RECORDS]
+    with pytest.raises(ValueError, match="carry no GenEval include specs"):
+        metric.score_files(saved_images(tmp_path), PROMPTS, records=bare)
+
+
+def test_results_name_one_file_per_model(tmp_path):
+    """One ``results`` file read for every model gave every model the same scores (a delta of exactly 0)."""
+    from srpo.evaluation.metrics.external import ExternalMetric
+
+    for model, scores in (("FLUX", [3.1, 4.2, 2.0]), ("SRPO", [3.9, 4.4, 2.5])):
+        (tmp_path / f"deqa_{model}.json").write_text(json.dumps({f"{i:05d}.png": s for i, s in
+                                                                 zip((4, 9, 17), scores)}))
+    metric = load_metric(MetricConfig(name="deqa", results=str(tmp_path / "deqa_{model}.json")))
+    got = {m: metric.score_files(saved_images(tmp_path), PROMPTS, indices=[4, 9, 17], model=m)
+           for m in ("FLUX", "SRPO")}
+    assert got == {"FLUX": [3.1, 4.2, 2.0], "SRPO": [3.9, 4.4, 2.5]}
+    with pytest.raises(ValueError, match=r"one file per model \(\{model\}\), but no model name"):
+        metric.score_files(saved_images(tmp_path), PROMPTS, indices=[4, 9, 17])
+    one_file = ExternalMetric("deqa", results=str(tmp_path / "deqa_FLUX.json"))
+    one_file.check_models(["FLUX"])
+    with pytest.raises(ValueError, match=r"one file for 2 models \(FLUX, SRPO\).*put \{model\} in the path"):
+        one_file.check_models(["FLUX", "SRPO"])
+    assert one_file.score_files(saved_images(tmp_path), PROMPTS, indices=[4, 9, 17], model="FLUX") == [3.1, 4.2, 2.0]
+    with pytest.raises(ValueError, match="every model would get the same scores"):
+        one_file.score_files(saved_images(tmp_path), PROMPTS, indices=[4, 9, 17], model="SRPO")
+    with pytest.raises(ValueError, match=r"has a placeholder other than \{model\}"):
+        MetricConfig(name="deqa", results="deqa_{name}.json")
+
+
+def test_a_result_file_must_score_exactly_the_images_written(tmp_path):
+    (tmp_path / "deqa.json").write_text(json.dumps({"00004.png": 1.0, "00009.png": 2.0, "00017.png": 3.0,
+                                                    "00021.png": 4.0}))
+    metric = load_metric(MetricConfig(name="deqa", results=str(tmp_path / "deqa.json")))
+    with pytest.raises(ValueError, match=r"score 1 images that this evaluation did not write \(e.g. \['00021.png'\]\)"):
+        metric.score_files(saved_images(tmp_path), PROMPTS, indices=[4, 9, 17])
+    with pytest.raises(ValueError, match=r"no score for 3 of 3 images"):  # named by position, not benchmark index
+        metric.score_files(saved_images(tmp_path), PROMPTS, indices=[0, 1, 2])
+    (tmp_path / "twice.csv").write_text("file_name,score\na/00004.png,1\nb/00004.png,2\n")
+    with pytest.raises(ValueError, match="scores '00004.png' twice"):
+        load_metric(MetricConfig(name="deqa", results=str(tmp_path / "twice.csv"))).score_files(
+            saved_images(tmp_path, 1), PROMPTS[:1], indices=[4])
 
 
 def test_a_failing_command_shows_its_output(tmp_path):

@@ -56,12 +56,14 @@ def test_evaluation_pipeline_then_human_eval_import(zenml_client, tmp_path):
     categories = run.steps["load_benchmark"].outputs["benchmark_categories"][0].load()
     assert categories == ["anime", "concept-art", "paintings", "photo", "style/Comic"]
     assert prompts[4] == f"{prompts[3]}, Comic style"
+    indices = [0, 3, 6, 9, 12]  # per_category=1 of 3 prompts per category keeps the benchmark's indices
+    assert run.steps["load_benchmark"].outputs["benchmark_indices"][0].load() == indices
 
     artifact = run.steps["evaluate"].outputs["evaluation_results"][0]
     assert {v.type for v in artifact.visualizations} == {"html", "csv"}
     results = artifact.load()
     data = results.read_json()
-    assert [it["seed"] for it in data["items"]] == [42 + 1000 * i for i in range(5)]
+    assert [(it["index"], it["seed"]) for it in data["items"]] == [(i, 42 + 1000 * i) for i in indices]
     assert data["models"] == ["base", "seed1", "seed2"] and set(data["metrics"]) == {"hps", "sgp_hps", "imagereward", "deqa"}
     rows = {(r["model"], r["metric"], r["category"]): r for r in data["summary"]}
     assert rows[("seed1", "hps", "overall")]["n"] == 4  # style variants are not part of overall
@@ -70,13 +72,13 @@ def test_evaluation_pipeline_then_human_eval_import(zenml_client, tmp_path):
     assert overall["ci_low"] <= overall["mean"] <= overall["ci_high"]
     assert {(r["model"], r["metric"]) for r in data["deltas"] if r["category"] == "overall"} == \
         {(m, k) for m in ("seed1", "seed2") for k in data["metrics"]}
-    assert data["scores"]["seed2"]["deqa"] == [2.0 + i for i in range(5)]
+    assert data["scores"]["seed2"]["deqa"] == [2.0 + i for i in indices]
     assert data["scores"]["base"]["hps"] != data["scores"]["seed1"]["hps"]  # different weights, different images
     for name in ("summary.csv", "deltas.csv", "scores.csv", "index.html"):
         assert (results.path / name).is_file()
     # the scores are those of the saved 8-bit files
     hps = load_metric(MetricConfig(name="hpsv2.1", checkpoint="builtin:tiny"))
-    saved = [load_image(results.image_path("seed1", i)) for i in range(5)]
+    saved = [load_image(results.image_path("seed1", i)) for i in indices]
     import torch
 
     torch.testing.assert_close(hps.score_batched(torch.stack(saved), prompts).tolist(), data["scores"]["seed1"]["hps"],
@@ -86,7 +88,7 @@ def test_evaluation_pipeline_then_human_eval_import(zenml_client, tmp_path):
 
     words = run.steps["analyze_prompts"].outputs["prompt_word_frequency"][0]
     assert {v.type for v in words.visualizations} == {"html", "csv"}
-    assert words.load().read_json()["num_prompts"] == 5
+    assert words.load().read_json()["num_prompts"] == 4  # the benchmark's own prompts: no style variant
 
     pages = run.steps["export_human_eval"].outputs["human_eval_pages"][0].load()
     manifest = pages.read_json()
@@ -111,3 +113,30 @@ def test_evaluation_pipeline_then_human_eval_import(zenml_client, tmp_path):
     assert share[("seed1", "overall")] == 1.0 and share[("base", "overall")] == 0.0
     assert {r["model"]: r["hacking_rate"] for r in report["hacking"]}["seed1"] == 1.0
     assert {r["model"]: r["win_rate"] for r in report["style"] if r["category"] == "all"} == {"base": 0.0, "seed1": 1.0}
+
+
+def test_geneval_benchmark_carries_its_specs_to_the_metric(zenml_client, tmp_path):
+    """A ``geneval`` benchmark's records reach GenEval's folder layout through the pipeline's artifacts."""
+    from pipelines.evaluation import srpo_evaluation
+    from tests.evaluation.test_benchmarks import GENEVAL_LINES, write_geneval
+    from tests.evaluation.test_metrics import FAKE_GENEVAL
+
+    (tmp_path / "geneval.py").write_text(FAKE_GENEVAL)
+    lines = GENEVAL_LINES[:3] + [{**GENEVAL_LINES[1], "prompt": "a photo of two dogs"}]
+    raw = yaml.safe_load(CONFIG.read_text())
+    p = raw["parameters"]
+    raw["enable_cache"] = False
+    p["benchmark"] = {"source": str(write_geneval(tmp_path / "evaluation_metadata.jsonl", lines)),
+                      "categories": ["counting", "position"]}
+    p["metrics"] = {"geneval": {"name": "geneval", "command": [sys.executable, str(tmp_path / "geneval.py"),
+                                                               "{images}", "{output}"]}}
+    p["evaluation"]["num_steps"] = 1
+    p["human_eval"] = {"enabled": False}
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    run = zenml_client.get_pipeline_run(srpo_evaluation.with_options(config_path=str(config))().id)
+    assert run.status == "completed"
+    assert run.steps["load_benchmark"].outputs["benchmark_records"][0].load() == lines[1:]
+    data = run.steps["evaluate"].outputs["evaluation_results"][0].load().read_json()
+    assert [(it["index"], it["seed"]) for it in data["items"]] == [(1, 1042), (2, 2042), (3, 3042)]
+    assert data["scores"]["base"]["geneval"] == [1.0, 1.0, 0.0]  # no clock in "a photo of two dogs"

@@ -7,7 +7,14 @@ or reads a result file that such a run wrote earlier:
   ``metadata.jsonl`` (one ``{"file_name", "prompt", "category", "index"}`` per image) and
   ``{output}`` the result file the command must write. The command runs without a shell; a
   non-zero exit, a timeout or a missing result file is an error that shows its output.
-- ``results``: a result file (local or ``s3://``) to read instead.
+- ``results``: result files (local or ``s3://``) to read instead, one per model: ``{model}`` in
+  the path becomes the model's name. Without ``{model}`` the path can serve one model only
+  (:meth:`ExternalMetric.check_models` refuses it for several).
+
+Images are named by their benchmark index (``<index:05d>.png``; GenEval:
+``<index:05d>/samples/0000.png``), so the names are the same for every model: only the
+``{model}`` placeholder tells one model's result file from another's. A result file must score
+exactly the images written for that model (no missing and no extra names).
 
 Result formats read:
 
@@ -18,7 +25,10 @@ Result formats read:
   ``tag``); the score of an image is 1.0 when ``correct`` else 0.0. GenEval's own overall is the
   mean over its task tags of the per-tag accuracy, which is what the report's macro average over
   categories gives when the benchmark's categories are GenEval's tags. For GenEval the image
-  folder uses its layout (``<index:05d>/samples/0000.png`` and ``<index:05d>/metadata.jsonl``).
+  folder uses its layout (``<index:05d>/samples/0000.png`` and ``<index:05d>/metadata.jsonl``
+  holding the prompt's whole GenEval record, ``include``/``exclude`` specs included); prompts
+  without such a record (any benchmark format but ``geneval``) are refused, because GenEval's
+  evaluator counts an image without ``include`` clauses as correct.
 
 Result entries are matched to images by file name (the base name, so absolute paths work).
 """
@@ -36,6 +46,7 @@ from typing import Sequence
 
 import torch
 
+from srpo.evaluation.config import MODEL_PLACEHOLDER
 from srpo.evaluation.metrics.base import Metric
 from srpo.io import resolve_local
 
@@ -55,52 +66,91 @@ class ExternalMetric(Metric):
             raise ValueError(f"metric {name!r}: give exactly one of command or results")
         self.name, self.command, self.results = name, list(command) if command else None, results
         self.timeout_s = float(timeout_s or DEFAULT_TIMEOUT_S)
+        self._models_read: list[str] = []  # models scored from a `results` path without {model}
 
     # -- the interface ----------------------------------------------------------------------
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        """Write ``images`` to a temporary folder and score the files."""
+        """Write ``images`` to a temporary folder and score the files (indices ``0..B-1``)."""
         from srpo.evaluation.images import save_png
 
         with tempfile.TemporaryDirectory(prefix=f"srpo-{self.name}-") as tmp:
             paths = [save_png(img, Path(tmp) / f"{i:05d}.png") for i, img in enumerate(images)]
             return torch.tensor(self.score_files(paths, prompts), dtype=torch.float32)
 
-    def score_files(self, paths: Sequence[Path], prompts: Sequence[str],
-                    categories: Sequence[str] | None = None) -> list[float]:
-        if len(paths) != len(prompts):
-            raise ValueError(f"got {len(paths)} images but {len(prompts)} prompts")
-        categories = list(categories) if categories is not None else ["all"] * len(paths)
+    def check_models(self, models: Sequence[str]) -> None:
+        """Refuse one ``results`` file for several models (every model would get the same scores)."""
+        if self.results is not None and len(models) > 1 and MODEL_PLACEHOLDER not in self.results:
+            raise ValueError(f"{self.name}: results {self.results!r} is one file for {len(models)} models "
+                             f"({', '.join(models)}), so every model would get the same scores: put "
+                             f"{MODEL_PLACEHOLDER} in the path (e.g. .../{self.name}_{MODEL_PLACEHOLDER}.jsonl) and "
+                             "write one result file per model")
+
+    def check_records(self, records: Sequence[dict | None]) -> None:
+        """Refuse prompts this metric cannot score (plain metrics need nothing beyond the prompt)."""
+
+    def score_files(self, paths: Sequence[Path], prompts: Sequence[str], categories: Sequence[str] | None = None,
+                    *, indices: Sequence[int] | None = None, records: Sequence[dict | None] | None = None,
+                    model: str | None = None) -> list[float]:
+        """Scores of the image files of ``model``; ``indices`` name the images (default ``0..N-1``).
+
+        ``records``: each prompt's benchmark record (GenEval's specs) or ``None``.
+        """
+        n = len(paths)
+        if len(prompts) != n:
+            raise ValueError(f"got {n} images but {len(prompts)} prompts")
+        categories = list(categories) if categories is not None else ["all"] * n
+        indices = list(indices) if indices is not None else list(range(n))
+        records = list(records) if records is not None else [None] * n
+        if not len(categories) == len(indices) == len(records) == n:
+            raise ValueError(f"got {n} images but {len(categories)} categories, {len(indices)} indices and "
+                             f"{len(records)} records: give one of each per image")
+        self.check_records(records)
         with tempfile.TemporaryDirectory(prefix=f"srpo-{self.name}-") as tmp:
             folder = Path(tmp) / "images"
-            names = self.write_layout(folder, [Path(p) for p in paths], list(prompts), categories)
+            items = [{"path": Path(p), "prompt": pr, "category": c, "index": int(i), "record": r}
+                     for p, pr, c, i, r in zip(paths, prompts, categories, indices, records)]
+            names = self.write_layout(folder, items)
             if self.results is not None:
-                result_file = resolve_local(self.results)
+                where = self.results_location(model)
+                result_file = resolve_local(where)
             else:
+                where = "the command output"
                 result_file = Path(tmp) / f"{self.name}_results{self.result_suffix}"
                 self.run(folder, folder / "metadata.jsonl", result_file)
             by_name = self.read_results(result_file)
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise ValueError(f"{self.name} results in {self.results or 'the command output'} have no score for "
-                             f"{len(missing)} of {len(names)} images (e.g. {missing[:3]}): the result file must name "
-                             "every image by its file name")
+        check_coverage(by_name, names, f"{self.name} results in {where}")
         return [float(by_name[n]) for n in names]
 
     # -- pieces -----------------------------------------------------------------------------
 
     result_suffix = ".json"
 
-    def write_layout(self, folder: Path, paths: list[Path], prompts: list[str], categories: list[str]) -> list[str]:
-        """Copy the images into ``folder`` (flat) with ``metadata.jsonl``; returns the names to match."""
+    def results_location(self, model: str | None) -> str:
+        """The ``results`` path for ``model`` (its ``{model}`` placeholder filled).
+
+        A path without the placeholder serves one model: asking it for a second model raises.
+        """
+        if MODEL_PLACEHOLDER not in self.results:
+            if model is not None and model not in self._models_read:
+                self.check_models([*self._models_read, model])
+                self._models_read.append(model)
+            return self.results
+        if model is None:
+            raise ValueError(f"{self.name}: results {self.results!r} names one file per model ({MODEL_PLACEHOLDER}), "
+                             "but no model name was given: score through the evaluation runner, or give the "
+                             "file's path without the placeholder")
+        return self.results.replace(MODEL_PLACEHOLDER, model)
+
+    def write_layout(self, folder: Path, items: list[dict]) -> list[str]:
+        """Copy the images into ``folder`` (flat, ``<index:05d>.png``) with ``metadata.jsonl``; returns the names."""
         folder.mkdir(parents=True)
         names, lines = [], []
-        for i, (path, prompt, category) in enumerate(zip(paths, prompts, categories)):
-            name = f"{i:05d}{path.suffix or '.png'}"
-            shutil.copyfile(path, folder / name)
+        for it in items:
+            name = f"{it['index']:05d}{it['path'].suffix or '.png'}"
+            shutil.copyfile(it["path"], folder / name)
             names.append(name)
-            lines.append(json.dumps({"file_name": name, "prompt": prompt, "category": category, "index": i},
-                                    ensure_ascii=False))
+            lines.append(_metadata_line(name, it))
         (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         return names
 
@@ -132,29 +182,64 @@ class GenEvalMetric(ExternalMetric):
 
     result_suffix = ".jsonl"
 
-    def write_layout(self, folder: Path, paths: list[Path], prompts: list[str], categories: list[str]) -> list[str]:
-        """GenEval's layout: ``<i:05d>/metadata.jsonl`` + ``<i:05d>/samples/0000.png``, and a global metadata.jsonl."""
+    def check_records(self, records: Sequence[dict | None]) -> None:
+        """Every prompt needs its GenEval record with ``include`` clauses (else GenEval scores it correct)."""
+        bare = [k for k, r in enumerate(records) if not (isinstance(r, dict) and r.get("include"))]
+        if bare:
+            raise ValueError(f"{self.name}: {len(bare)} of {len(records)} prompts carry no GenEval include specs "
+                             f"(e.g. positions {bare[:3]}); GenEval would count every such image as correct. Use "
+                             "benchmark.format: geneval with GenEval's prompts/evaluation_metadata.jsonl")
+
+    def write_layout(self, folder: Path, items: list[dict]) -> list[str]:
+        """GenEval's layout: ``<index:05d>/metadata.jsonl`` (the prompt's record) + ``<index:05d>/samples/0000.png``,
+        and a global metadata.jsonl."""
         folder.mkdir(parents=True)
         names, lines = [], []
-        for i, (path, prompt, category) in enumerate(zip(paths, prompts, categories)):
-            sample = folder / f"{i:05d}" / "samples" / "0000.png"
+        for it in items:
+            prompt_dir = folder / f"{it['index']:05d}"
+            sample = prompt_dir / "samples" / "0000.png"
             sample.parent.mkdir(parents=True)
-            shutil.copyfile(path, sample)
-            record = json.dumps({"prompt": prompt, "tag": category}, ensure_ascii=False)
-            (folder / f"{i:05d}" / "metadata.jsonl").write_text(record + "\n", encoding="utf-8")
-            names.append(f"{i:05d}/samples/0000.png")
-            lines.append(json.dumps({"file_name": names[-1], "prompt": prompt, "category": category, "index": i},
-                                    ensure_ascii=False))
+            shutil.copyfile(it["path"], sample)
+            # GenEval reads this file with json.load: one object, the line of evaluation_metadata.jsonl
+            (prompt_dir / "metadata.jsonl").write_text(json.dumps(it["record"], ensure_ascii=False) + "\n",
+                                                       encoding="utf-8")
+            names.append(f"{it['index']:05d}/samples/0000.png")
+            lines.append(_metadata_line(names[-1], it))
         (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
         return names
 
     def read_results(self, path: Path) -> dict[str, float]:
-        out = {}
+        out: dict[str, float] = {}
         for n, record in enumerate(_json_lines(path, self.name), 1):
             if "filename" not in record or "correct" not in record:
                 raise ValueError(f"{path}: line {n} lacks 'filename' or 'correct': not a GenEval results.jsonl")
-            out[_tail(record["filename"], 3)] = 1.0 if record["correct"] else 0.0
+            _put(out, _tail(record["filename"], 3), 1.0 if record["correct"] else 0.0, path, self.name)
         return out
+
+
+def _metadata_line(name: str, item: dict) -> str:
+    """One line of the folder's ``metadata.jsonl``: ``{"file_name", "prompt", "category", "index"}``."""
+    return json.dumps({"file_name": name, "prompt": item["prompt"], "category": item["category"],
+                       "index": item["index"]}, ensure_ascii=False)
+
+
+def check_coverage(by_name: dict[str, float], names: Sequence[str], where: str) -> None:
+    """The result entries must be exactly ``names``: a missing or an extra one means another run's file."""
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"{where} have no score for {len(missing)} of {len(names)} images (e.g. {missing[:3]}): "
+                         "the result file must name every image by its file name")
+    extra = sorted(set(by_name) - set(names))
+    if extra:
+        raise ValueError(f"{where} score {len(extra)} images that this evaluation did not write (e.g. {extra[:3]}): "
+                         "the file belongs to another prompt set or run; give the file written for exactly these "
+                         "images (named by benchmark index)")
+
+
+def _put(out: dict[str, float], name: str, score: float, path: Path, metric: str) -> None:
+    if name in out:
+        raise ValueError(f"{metric} result file {path} scores {name!r} twice: give one entry per image")
+    out[name] = score
 
 
 def _substitute(arg: str, subs: dict[str, str]) -> str:
@@ -187,30 +272,34 @@ def read_score_file(path: Path, name: str = "metric") -> dict[str, float]:
     """``{file base name: score}`` from a JSON object, JSON lines or CSV result file."""
     text = path.read_text(encoding="utf-8")
     stripped = text.lstrip()
+    out: dict[str, float] = {}
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(io.StringIO(text)))
         key = next((k for k in _NAME_KEYS if rows and k in rows[0]), None)
         if key is None or "score" not in rows[0]:
             raise ValueError(f"{name} result file {path} needs columns file_name and score, has "
                              f"{list(rows[0]) if rows else 'no rows'}")
-        return {Path(r[key]).name: float(r["score"]) for r in rows}
+        for r in rows:
+            _put(out, Path(r[key]).name, float(r["score"]), path, name)
+        return out
     if stripped.startswith("{") and "\n{" not in stripped.strip():
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise ValueError(f"{name} result file {path} is not valid JSON ({err.msg} at line {err.lineno})") from err
         if all(isinstance(v, (int, float)) for v in data.values()):
-            return {Path(k).name: float(v) for k, v in data.items()}
+            for k, v in data.items():
+                _put(out, Path(k).name, float(v), path, name)
+            return out
         records = [data]
     else:
         records = _json_lines(path, name)
-    out = {}
     for n, r in enumerate(records, 1):
         key = next((k for k in _NAME_KEYS if k in r), None)
         if key is None or "score" not in r:
             raise ValueError(f"{name} result file {path}: record {n} needs a file name ({'/'.join(_NAME_KEYS)}) "
                              "and a score")
-        out[Path(str(r[key])).name] = float(r["score"])
+        _put(out, Path(str(r[key])).name, float(r["score"]), path, name)
     return out
 
 
