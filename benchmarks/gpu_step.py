@@ -2,6 +2,7 @@
 
     python -m benchmarks.gpu_step            # on a GPU: FLUX.1 size (19 double + 38 single blocks, width 3072)
     python -m benchmarks.gpu_step --tiny     # anywhere (CPU too): a tiny FLUX, to check the script
+    python -m benchmarks.gpu_step --count-flops-only   # anywhere, in seconds: the FLOP counts alone
 
 Measures, with bf16 weights and autocast, flash/SDPA attention as PyTorch picks it:
 - rollout seconds per sampler step (one no-grad transformer forward, batch ``--rollout-batch``,
@@ -13,13 +14,26 @@ Measures, with bf16 weights and autocast, flash/SDPA attention as PyTorch picks 
   layout; keys ending in ``_vae_channels_last``);
 - peak GPU memory of each update;
 - with ``--profile``, where one update's and one rollout step's time went (``busy_share``: kernel
-  time over wall time; ``launches``; the ops that took longest);
+  time over wall time; ``launches``; the kernels and the ops that took longest);
 - model-FLOPs utilisation, counting FLOPs as the issue defines them: forward
-  ``2 * 6.46e9 * N + 57 * 4 * 3072 * N**2`` with N image + text tokens, backward twice the
-  forward (so an update of two micro-steps counts 6 forward-equivalents), over the card's dense
-  bf16 peak. VAE and reward FLOPs are not counted (about 2.5% of the FLOPs, but a quarter of the
-  eager update time at 720 px), so MFU is a lower bound. ``--transformer-only`` leaves them out.
+  ``2 * P_tok * N + L * 4 * width * N**2`` with N image + text tokens, L blocks and P_tok the
+  blocks' matrix parameters that every token passes through (FLUX.1: ``2 * 6.46e9 * N + 57 * 4 *
+  3072 * N**2``; :func:`flux_flop_terms` derives both from the model's config, so ``--tiny`` and
+  ``--blocks`` report MFU too, on a CPU against its measured fp32 matmul peak), backward twice
+  the forward (so an update of two micro-steps counts 6 forward-equivalents), over the card's
+  dense bf16 peak. The training MFU is not a lower bound: with LoRA the frozen base weights get
+  no weight gradients, so the transformer does about 2.1 of the 3 forward-equivalents counted per
+  micro-step and the training MFU overstates its real use about 1.4x; the VAE decoder and the
+  reward tower, which the count leaves out (~9 % of the counted FLOPs, ~12 % of the work really
+  done), offset part of that: at FLUX.1 size all the work done is ~0.81x the count. The rollout
+  MFU counts only work that is done. ``flops`` in the JSON has the counts by torch's FLOP counter
+  on the meta device (no arithmetic done): the transformer's forward, its forward + backward
+  with LoRA, the VAE decode and the reward tower forward and backward (to their inputs), per
+  micro-step of batch 1. ``--transformer-only`` leaves the VAE and reward out of the update.
 Then the same with ``torch.compile`` on the repeated transformer blocks, if time allows.
+
+``--json-out PATH`` also writes the result to PATH, after every measurement (``"partial": true``
+until the end), so a run stopped by a time limit keeps what it measured.
 """
 
 from __future__ import annotations
@@ -29,7 +43,8 @@ import time
 
 import torch
 
-from benchmarks.common import emit, machine, matmul_peak_gflops, profile_once, time_it
+from benchmarks.common import (cpu_matmul_peak_gflops, emit, flop_counter, machine, matmul_peak_gflops, median,
+                               profile_once, time_it, write_json)
 
 FLUX_SIZE = dict(num_layers=19, num_single_layers=38, num_attention_heads=24, attention_head_dim=128,
                  axes_dims_rope=(16, 56, 56), joint_attention_dim=4096, pooled_projection_dim=768,
@@ -37,19 +52,44 @@ FLUX_SIZE = dict(num_layers=19, num_single_layers=38, num_attention_heads=24, at
 TINY = dict(num_layers=1, num_single_layers=2, num_attention_heads=2, attention_head_dim=16,
             axes_dims_rope=(4, 6, 6), joint_attention_dim=32, pooled_projection_dim=32, in_channels=64,
             guidance_embeds=True)
+#: FLUX.1's VAE architecture, and a tiny one of the same kind.
+FLUX_VAE = dict(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=16, layers_per_block=2,
+                use_quant_conv=False, use_post_quant_conv=False)
+TINY_VAE = dict(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=16, norm_num_groups=4,
+                layers_per_block=1, use_quant_conv=False, use_post_quant_conv=False)
 #: Dense bf16 peaks (FLOP/s) of common cards, by a substring of the device name.
 BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "A100": 312e12,
              "L40S": 362e12, "H20": 148e12}
 
 
-def flux_forward_flops(tokens: int) -> float:
-    """The issue's estimate of one FLUX.1 forward over ``tokens`` image + text tokens."""
-    return 2 * 6.46e9 * tokens + 57 * 4 * 3072 * tokens**2
+def flux_flop_terms(config) -> tuple[float, float]:
+    """``(P_tok, attention coefficient)`` of the issue's forward estimate ``2 P_tok N + c N^2``.
+
+    From a FluxTransformer2DModel config (a dict or the model's ``config``): width ``w`` = heads x
+    head dim, ``L`` = double + single blocks, MLP ratio 4 (fixed in diffusers' FLUX blocks). Per
+    token, a double block's stream has Q, K, V (3 w^2), the attention output (w^2) and the MLP (2 x
+    4 w^2): 12 w^2; a single block its fused Q, K, V + MLP input (7 w^2) and fused output (5 w^2):
+    12 w^2. So ``P_tok = 12 L w^2`` (FLUX.1: 6.455e9, the issue's 6.46e9). Attention's Q K^T and
+    A V take ``2 N^2 w`` FLOPs each per block: ``c = 4 L w`` (FLUX.1: 57 x 4 x 3072). Embedders,
+    modulation and the output layer are left out, as the issue leaves them out (0.01 % at FLUX.1
+    size by torch's counter).
+    """
+    width = config["num_attention_heads"] * config["attention_head_dim"]
+    blocks = config["num_layers"] + config["num_single_layers"]
+    return 12 * blocks * width**2, 4 * blocks * width
+
+
+def flux_forward_flops(tokens: int, config=None) -> float:
+    """The issue's estimate of one FLUX forward over ``tokens`` image + text tokens (FLUX.1 by default)."""
+    p_tok, attention = flux_flop_terms(FLUX_SIZE if config is None else config)
+    return 2 * p_tok * tokens + attention * tokens**2
 
 
 def card_peak(device: str) -> tuple[float, str]:
-    if device == "cpu":
-        return matmul_peak_gflops() * 1e9, "measured fp32 matmul peak"
+    if device == "cpu":  # the best of several sizes, as step_cost: one product can read low in a dip
+        return cpu_matmul_peak_gflops() * 1e9, "measured fp32 matmul peak (best of 1024, 2048, 4096)"
     name = torch.cuda.get_device_name()
     for key, peak in BF16_PEAK.items():
         if key in name:
@@ -71,14 +111,7 @@ def build(tiny: bool, device: str, dtype, overrides: dict):
     finally:
         torch.set_default_dtype(default_dtype)
     with torch.device(device):
-        if tiny:
-            vae = AutoencoderKL(block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
-                                up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=16, norm_num_groups=4,
-                                layers_per_block=1, use_quant_conv=False, use_post_quant_conv=False).to(dtype)
-        else:  # FLUX.1's VAE architecture
-            vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                                up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=16, layers_per_block=2,
-                                use_quant_conv=False, use_post_quant_conv=False).to(dtype)
+        vae = AutoencoderKL(**(TINY_VAE if tiny else FLUX_VAE)).to(dtype)
     vae.requires_grad_(False)
     params = add_lora(transformer, rank=16, alpha=16, targets=FLUX_LORA_TARGETS)
     reward = build_reward(tiny, device, dtype)
@@ -90,9 +123,65 @@ def build_reward(tiny: bool, device: str, dtype):
 
     from srpo.rewards.open_clip_reward import use_sequence_first_attention
 
-    model = use_sequence_first_attention(open_clip.create_model("ViT-B-32" if tiny else "ViT-H-14", pretrained=None))
-    visual = model.visual.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    return visual
+    name = "ViT-B-32" if tiny else "ViT-H-14"
+    model = open_clip.create_model(name, pretrained=None, device="meta" if device == "meta" else "cpu")
+    model = use_sequence_first_attention(model)
+    return model.visual.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def counted_flops(tiny: bool, overrides: dict, size: int, text_tokens: int) -> dict:
+    """One micro-step's FLOPs (batch 1), counted by torch's FLOP counter on the meta device.
+
+    Meta tensors carry shapes only: nothing is allocated or computed, so FLUX.1 size counts in
+    seconds on a CPU. Counted: the transformer's forward (no LoRA: the issue's formula's subject),
+    its forward + backward with LoRA rank 16 as trained here (frozen base weights: input
+    gradients only, plus the adapters'), the VAE decode forward and its backward to the latent,
+    the reward tower's forward (after CLIP preprocessing) and its backward to the pixels. Norms,
+    elementwise work and resampling have no formulas in torch's counter and are not counted.
+    """
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+
+    from srpo.rewards.base import preprocess_for_clip
+    from srpo.training.lora import FLUX_LORA_TARGETS, add_lora
+
+    def count(fn):
+        with flop_counter() as counter:
+            out = fn()
+        return out, counter.get_total_flops()
+
+    config = {**(TINY if tiny else FLUX_SIZE), **overrides}
+    h = w = size // 8
+    img_tokens = (h // 2) * (w // 2)
+    with torch.device("meta"):
+        transformer = FluxTransformer2DModel(**config).requires_grad_(False)
+        inputs = dict(hidden_states=torch.randn(1, img_tokens, config["in_channels"]),
+                      encoder_hidden_states=torch.randn(1, text_tokens, config["joint_attention_dim"]),
+                      pooled_projections=torch.randn(1, config["pooled_projection_dim"]),
+                      timestep=torch.ones(1), guidance=torch.ones(1), img_ids=torch.zeros(img_tokens, 3),
+                      txt_ids=torch.zeros(text_tokens, 3), return_dict=False)
+        vae = AutoencoderKL(**(TINY_VAE if tiny else FLUX_VAE)).requires_grad_(False)
+        latent = torch.randn(1, 16, h, w, requires_grad=True)
+    reward = build_reward(tiny, "meta", torch.float32)
+    _, forward = count(lambda: transformer(**inputs)[0])
+    add_lora(transformer, rank=16, alpha=16, targets=FLUX_LORA_TARGETS)
+    out, lora_forward = count(lambda: transformer(**inputs)[0])
+    _, lora_backward = count(lambda: out.square().mean().backward())
+    images, vae_forward = count(lambda: vae.decode(latent, return_dict=False)[0])
+    pixels = images.detach().requires_grad_()
+    feats, reward_forward = count(lambda: reward(preprocess_for_clip((pixels / 2 + 0.5).clamp(0, 1), 224)))
+    _, reward_backward = count(lambda: feats.mean(dim=-1).sum().backward())
+    _, vae_backward = count(lambda: images.backward(pixels.grad))
+    formula = flux_forward_flops(img_tokens + text_tokens, config)
+    done = lora_forward + lora_backward
+    decode_reward = vae_forward + vae_backward + reward_forward + reward_backward
+    return {"transformer_forward_formula": formula, "transformer_forward": forward,
+            "transformer_forward_backward_lora": done, "vae_decode_forward": vae_forward,
+            "vae_decode_backward": vae_backward, "reward_forward": reward_forward,
+            "reward_backward": reward_backward, "decode_reward": decode_reward,
+            # the issue's count for a micro-step is 3 transformer forwards; with LoRA less is done
+            "counted_over_done": 3 * formula / done,
+            "decode_reward_share_of_counted": decode_reward / (decode_reward + 3 * formula),
+            "decode_reward_share_of_done": decode_reward / (decode_reward + done)}
 
 
 def main() -> None:
@@ -113,6 +202,10 @@ def main() -> None:
                         help="also profile one update and one rollout step per pass (kernel time vs wall time)")
     parser.add_argument("--rollout-batch", type=int, default=1,
                         help="prompts per rollout forward (larger products; MFU counts every sample)")
+    parser.add_argument("--count-flops-only", action="store_true",
+                        help="only count the FLOPs (meta device, seconds, no GPU needed) and print them")
+    parser.add_argument("--json-out", default=None,
+                        help="also write the JSON result to this file, after every measurement")
     args = parser.parse_args()
     if args.rollout_batch < 1:  # before minutes of building a 12B model
         parser.error("--rollout-batch must be at least 1")
@@ -122,6 +215,18 @@ def main() -> None:
     size = args.size or (64 if args.tiny else 720)
     text_tokens = 32 if args.tiny else 512
     sync = device == "cuda"
+    overrides = {}
+    if args.blocks:
+        overrides["num_layers"], overrides["num_single_layers"] = map(int, args.blocks.split(","))
+    if args.heads:
+        overrides["num_attention_heads"] = args.heads
+    if args.count_flops_only:
+        tokens = (size // 16) ** 2 + text_tokens
+        emit({"benchmark": "gpu_step", "count_flops_only": True, "tiny": args.tiny, "overrides": overrides,
+              "size": size, "tokens": tokens,
+              "flops": counted_flops(args.tiny, overrides, size, text_tokens),
+              "total_seconds": time.perf_counter() - t_start, "machine": machine()}, args.json_out)
+        return
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cuda.enable_cudnn_sdp(args.cudnn_sdp)  # flash / memory-efficient kernels otherwise
@@ -130,11 +235,6 @@ def main() -> None:
     from srpo.models.flux import latent_image_ids, pack_latents, unpack_latents
     from srpo.rewards.base import preprocess_for_clip
 
-    overrides = {}
-    if args.blocks:
-        overrides["num_layers"], overrides["num_single_layers"] = map(int, args.blocks.split(","))
-    if args.heads:
-        overrides["num_attention_heads"] = args.heads
     transformer, vae, reward, lora_params = build(args.tiny, device, dtype, overrides)
     build_s = time.perf_counter() - t_start
     cfg = transformer.config
@@ -195,21 +295,28 @@ def main() -> None:
         optimizer.step()
 
     peak, peak_source = card_peak(device)
-    fwd = flux_forward_flops(tokens) if not (args.tiny or overrides) else None
+    fwd = flux_forward_flops(tokens, cfg)  # the issue's formula, from this model's config (any size)
     results = {"benchmark": "gpu_step", "tiny": args.tiny, "overrides": overrides,
                "transformer_only": args.transformer_only, "rollout_batch": rb,
                "compile_mode": args.compile_mode,
-               "device": device, "size": size, "tokens": tokens,
+               "device": device, "size": size, "tokens": tokens, "forward_flops": fwd,
                "peak_flops": peak, "peak_source": peak_source, "build_seconds": build_s,
                "transformer_params": sum(p.numel() for p in transformer.parameters()),
                "lora_params": sum(p.numel() for p in lora_params), "machine": machine()}
+
+    def save_partial(entry_name: str, entry: dict) -> None:  # what a time limit would otherwise lose
+        if args.json_out:
+            write_json({**results, entry_name: entry, "partial": True,
+                        "total_seconds": time.perf_counter() - t_start}, args.json_out)
+
+    save_partial("eager", {})
     passes = [("eager", transformer)]
     for name, model in passes:
         roll = time_it(lambda: rollout_step(model), args.repeats, warmup=2, sync=sync)
-        entry = {"rollout_seconds_per_step": sorted(roll)[len(roll) // 2]}
+        entry = {"rollout_seconds_per_step": median(roll)}
         entry["rollout_images_per_second"] = rb / entry["rollout_seconds_per_step"]  # one sampler step each
-        if fwd is not None:
-            entry["rollout_mfu"] = rb * fwd / entry["rollout_seconds_per_step"] / peak
+        entry["rollout_mfu"] = rb * fwd / entry["rollout_seconds_per_step"] / peak
+        save_partial(name, entry)
         variants = [("", False, False), ("_fused", True, False)]  # the branches apart, then as one batch of 2
         if not args.transformer_only:  # then apart with the VAE in channels-last (NHWC) convolutions
             variants.append(("_vae_channels_last", False, True))
@@ -223,32 +330,37 @@ def main() -> None:
                 entry[f"train_error{suffix}"] = f"out of memory: {str(err)[:200]}"
                 optimizer.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
+                save_partial(name, entry)
                 continue
-            entry[f"train_seconds_per_update{suffix}"] = sorted(train)[len(train) // 2]
+            entry[f"train_seconds_per_update{suffix}"] = median(train)
             if sync:
                 entry[f"peak_memory_gb{suffix}"] = torch.cuda.max_memory_allocated() / 2**30
-            if fwd is not None:
-                entry[f"train_mfu{suffix}"] = 2 * 3 * fwd / entry[f"train_seconds_per_update{suffix}"] / peak
+            entry[f"train_mfu{suffix}"] = 2 * 3 * fwd / entry[f"train_seconds_per_update{suffix}"] / peak
+            save_partial(name, entry)
         if args.profile:  # is the pass bound by its kernels or by the host?
             vae.to(memory_format=torch.contiguous_format)
             entry["profile_update"] = profile_once(lambda: update(model, False, False), device)
             entry["profile_rollout"] = profile_once(lambda: rollout_step(model), device)
         results[name] = entry
+        save_partial(name, entry)
         print(name, {k: v for k, v in entry.items() if not k.startswith("profile")}, flush=True)
         if name == "eager" and sync:  # a timeout during compilation keeps the eager figures (last line so far)
-            emit({**results, "total_seconds": time.perf_counter() - t_start, "partial": True})
+            emit({**results, "total_seconds": time.perf_counter() - t_start, "partial": True}, args.json_out)
         use_compile = args.compile == "yes" or (args.compile == "auto" and device == "cuda")
         if name == "eager" and use_compile and time.perf_counter() - t_start < args.budget_s:
             try:
                 transformer.compile_repeated_blocks(fullgraph=False, dynamic=False,
                                                     mode=None if args.compile_mode == "default" else args.compile_mode)
                 passes.append(("compiled", transformer))
+                save_partial("compiled", {})
             except Exception as err:  # report, don't hide
                 results["compile_error"] = repr(err)[:500]
         elif name == "eager" and use_compile:
             results["compile_skipped"] = f"time budget of {args.budget_s} s reached"
+    # last: seconds of CPU work on shapes alone, the same on any machine (--count-flops-only gives it anywhere)
+    results["flops"] = counted_flops(args.tiny, overrides, size, text_tokens)
     results["total_seconds"] = time.perf_counter() - t_start
-    emit(results)
+    emit(results, args.json_out)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -107,8 +108,7 @@ def measure(metric, batch: int, batches: int, repeats: int, size: int, device: s
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             rates.append(batch * batches / (time.perf_counter() - start))
-    rates.sort()
-    return {"images_per_s": round(rates[len(rates) // 2], 2), "min": round(rates[0], 2), "max": round(rates[-1], 2),
+    return {"images_per_s": round(statistics.median(rates), 2), "min": round(min(rates), 2), "max": round(max(rates), 2),
             "batch": batch, "batches": batches, "repeats": repeats}
 
 

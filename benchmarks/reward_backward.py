@@ -18,7 +18,7 @@ import copy
 
 import torch
 
-from benchmarks.common import emit, machine, time_it
+from benchmarks.common import emit, machine, median, time_it
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
                 tower(pixels).square().sum().backward()
 
             times = time_it(forward_backward, args.repeats, warmup=1)
-            entry[f"seconds_batch_{batch}"] = sorted(times)[len(times) // 2]
+            entry[f"seconds_batch_{batch}"] = median(times)
         entry["slowdown_at_batch_2"] = entry["seconds_batch_2"] / 2 / entry["seconds_batch_1"]
         results[layout] = entry
         print(layout, {k: round(v, 3) for k, v in entry.items()}, flush=True)

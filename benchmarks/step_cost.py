@@ -11,8 +11,11 @@ both branches as one batch, ``train.fuse_branches``), DRaFT-LV
 sampler (``full_chain``, 10 steps). Each method runs in its own process so that its peak
 resident memory (``peak_rss_mb``, model load included) is its own.
 
-FLOPs per update are counted by torch's FLOP counter (matmuls, convolutions, attention; the
-transformer, the VAE decoder and the reward tower, forward and backward). ``achieved_share`` is
+FLOPs per update are counted by torch's FLOP counter (matmuls, convolutions and attention; the
+transformer, the VAE decoder and the reward tower, forward and backward). torch has no formula
+for the CPU attention kernel (``_scaled_dot_product_flash_attention_for_cpu`` and its backward);
+``benchmarks.common.count_flops`` adds torch's own SDPA formulas for it (counts before that fix
+left attention out). Elementwise work, norms and resampling are not counted. ``achieved_share`` is
 the SRPO update's FLOP/s over this machine's measured fp32 matmul peak (``peak_gflops``: the best
 rate of 1024/2048/4096-sized products, measured before and after the methods, the higher kept,
 so that a peak measured during a burst of load cannot flatter the share). The seconds are the
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import count_flops, cpu_matmul_peak_gflops, emit, machine, time_it
+from benchmarks.common import count_flops, cpu_matmul_peak_gflops, emit, machine, median, time_it
 
 MID = dict(num_layers=2, num_single_layers=4, num_heads=8, head_dim=64, axes_dims_rope=(16, 24, 24),
            text_dim=256, pooled_dim=256, latent_channels=16, vae_channels=32, t5_max_length=32)
@@ -70,7 +73,7 @@ def measure(method: str, quick: bool, size: int, batch: int, repeats: int) -> di
     times = time_it(lambda: trainer.train_step(next(step)), repeats, warmup=1)
     cond = policy.encode_prompts(prompts)
     rollout_s = min(time_it(lambda: policy.rollout(cond, data.eps, 1), 3, warmup=1))  # one no-grad sampler step
-    seconds = sorted(times)[len(times) // 2]
+    seconds = median(times)
     return {"name": method, "seconds_per_update": seconds, "gflops_per_update": flops / 1e9,
             "achieved_gflops": flops / seconds / 1e9, "rollout_seconds_per_sampler_step": rollout_s,
             "transformer_params": sum(p.numel() for p in policy.transformer.parameters()),

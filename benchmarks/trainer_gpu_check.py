@@ -4,7 +4,9 @@
     python -m benchmarks.trainer_gpu_check --compile   # also LoRA with policy.compile, against eager
 
 A check of the GPU code path (accelerate on CUDA, autocast, checkpoint round trip), not a speed
-measurement: the model is tiny. Prints one JSON object last.
+measurement: the model is tiny. Prints one JSON object last; ``--json-out PATH`` also writes it to
+PATH, after each finetune with ``"partial": true``, so a run stopped by a time limit keeps the
+finetunes it finished.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from benchmarks.common import emit, machine
+from benchmarks.common import emit, machine, write_json
 
 
 def weights(folder: Path) -> dict:
@@ -37,6 +39,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--compile", action="store_true", help="also train LoRA with compiled blocks")
+    parser.add_argument("--json-out", default=None, help="also write the JSON result to this file, after each finetune")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check runs on a GPU")
@@ -72,7 +75,9 @@ def main() -> None:
             eager = weights(work / "out-lora")
             results[finetune]["max_abs_diff_to_eager"] = max(float((a[k] - eager[k]).abs().max()) for k in a)
         print(finetune, json.dumps(results[finetune]), flush=True)
-    emit(results)
+        if args.json_out:
+            write_json({**results, "partial": True}, args.json_out)
+    emit(results, args.json_out)
 
 
 if __name__ == "__main__":

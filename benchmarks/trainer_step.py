@@ -12,9 +12,13 @@ pipeline is FLUX.1's architecture (19 double + 38 single blocks, width 3072, FLU
 tiny text encoders (prompt embeddings are computed once and cached, so their size does not
 change the update) and an open_clip ViT-H/14 as the reward. Samples are offline (stored x0,
 fresh noise), so the update alone is timed; the rollout is timed as one no-grad sampler step of
-``policy.rollout`` on the same batch. MFU counts FLOPs as gpu_step does (the issue's formula;
-an SRPO update of one noise level = 2 micro-steps = 6 forward-equivalents; the recomputation of
-gradient checkpointing is not counted).
+``policy.rollout`` on the same batch. MFU counts FLOPs as gpu_step does (the issue's formula,
+from the model's config, so ``--tiny`` and ``--blocks`` report it too, on a CPU against its
+measured fp32 matmul peak; an SRPO update of one noise level = 2 micro-steps = 6
+forward-equivalents; the recomputation of gradient checkpointing is not counted, and with LoRA
+about 2.1 of the 3 forward-equivalents per micro-step are computed: see gpu_step).
+``--json-out PATH`` also writes the JSON result to PATH (after the timed updates with
+``"partial": true``, then the whole), so a run stopped by a time limit keeps its update timing.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 
 import torch
 
-from benchmarks.common import emit, machine, time_it
+from benchmarks.common import emit, machine, median, time_it, write_json
 from benchmarks.gpu_step import card_peak, flux_forward_flops
 
 FLUX_SPEC = dict(num_layers=19, num_single_layers=38, num_heads=24, head_dim=128, axes_dims_rope=(16, 56, 56),
@@ -70,6 +74,7 @@ def main() -> None:
     parser.add_argument("--autocast", action="store_true", help="bf16 autocast on the CPU too (on by default on GPUs)")
     parser.add_argument("--blocks", default=None, help="D,S: override FLUX.1's block counts (a dry run of the full "
                         "width, e.g. on a CPU)")
+    parser.add_argument("--json-out", default=None, help="also write the JSON result to this file")
     args = parser.parse_args()
     overrides = {}
     if args.blocks:
@@ -104,31 +109,33 @@ def main() -> None:
     step = iter(range(10_000))
     update_s = time_it(lambda: trainer.train_step(next(step)), args.updates, warmup=2, sync=sync)
     cond = policy.encode_prompts(prompts)
-    eps = data.eps.to(device)
-    rollout_s = time_it(lambda: policy.rollout(cond, eps, 1), max(3, args.updates), warmup=2, sync=sync)
-
     tokens = (shape[1] // 2) * (shape[2] // 2) + cond.tokens.shape[1]
+    fwd = args.batch * flux_forward_flops(tokens, policy.transformer.config)  # the issue's formula, any size
     peak, peak_source = card_peak(device.type)
-    entry = {"train_seconds_per_update": sorted(update_s)[len(update_s) // 2],
-             "rollout_seconds_per_step": sorted(rollout_s)[len(rollout_s) // 2]}
-    if not (args.tiny or overrides):
-        fwd = args.batch * flux_forward_flops(tokens)
-        entry["train_mfu"] = 6 * fwd / entry["train_seconds_per_update"] / peak
-        entry["rollout_mfu"] = fwd / entry["rollout_seconds_per_step"] / peak
+    header = {"benchmark": "trainer_step", "tiny": args.tiny, "overrides": overrides, "device": device.type,
+              "size": size, "batch": args.batch, "tokens": tokens, "compile": args.compile,
+              "fuse_branches": args.fuse_branches, "checkpointing": args.checkpointing,
+              "vae_checkpointing": args.vae_checkpointing, "peak_flops": peak, "peak_source": peak_source,
+              "forward_flops": fwd, "build_seconds": build_s}
+    entry = {"train_seconds_per_update": median(update_s)}
+    entry["train_mfu"] = 6 * fwd / entry["train_seconds_per_update"] / peak
     if sync:
         entry["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    if args.json_out:  # the update timing survives a time limit hit while timing the rollout
+        write_json({**header, **entry, "skipped_updates": trainer.skipped, "partial": True,
+                    "total_seconds": time.perf_counter() - start, "machine": machine()}, args.json_out)
+    eps = data.eps.to(device)
+    rollout_s = time_it(lambda: policy.rollout(cond, eps, 1), max(3, args.updates), warmup=2, sync=sync)
+    entry["rollout_seconds_per_step"] = median(rollout_s)
+    entry["rollout_mfu"] = fwd / entry["rollout_seconds_per_step"] / peak
     skipped = trainer.skipped
     print(entry, f"skipped {skipped}", flush=True)
-    emit({"benchmark": "trainer_step", "tiny": args.tiny, "overrides": overrides, "device": device.type,
-          "size": size, "batch": args.batch, "tokens": tokens, "compile": args.compile,
-          "fuse_branches": args.fuse_branches, "checkpointing": args.checkpointing,
-          "vae_checkpointing": args.vae_checkpointing, "skipped_updates": skipped, "peak_flops": peak,
-          "peak_source": peak_source, "build_seconds": build_s,
+    emit({**header, "skipped_updates": skipped,
           "transformer_params": sum(p.numel() for p in policy.transformer.parameters()),
           "lora_params": sum(p.numel() for p in trainer.params),
           "base_dtype": str(next(p for n, p in policy.transformer.named_parameters() if "lora_" not in n).dtype),
           "frozen_dtype": str(policy.frozen_dtype), **entry,
-          "total_seconds": time.perf_counter() - start, "machine": machine()})
+          "total_seconds": time.perf_counter() - start, "machine": machine()}, args.json_out)
 
 
 if __name__ == "__main__":

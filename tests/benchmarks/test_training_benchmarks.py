@@ -42,8 +42,12 @@ def test_step_cost_rejects_an_unknown_method_by_name():
     assert proc.returncode != 0 and "draft_k" in proc.stderr and "full_chain" in proc.stderr
 
 
-def test_gpu_step_runs_tiny_on_the_cpu():
-    result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2", "--profile")
+def test_gpu_step_runs_tiny_on_the_cpu(tmp_path):
+    out = tmp_path / "gpu_step.json"
+    result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2", "--profile",
+                           "--json-out", str(out))
+    assert json.loads(out.read_text()) == result  # the file holds the final object, not a partial one
+    assert "partial" not in result
     assert result["device"] == "cpu" and result["tiny"] and result["rollout_batch"] == 2
     # also timed: the branches as one batch, and the VAE channels-last
     assert result["eager"]["train_seconds_per_update_fused"] > 0
@@ -55,10 +59,31 @@ def test_gpu_step_runs_tiny_on_the_cpu():
     assert result["eager"]["rollout_images_per_second"] == 2 / result["eager"]["rollout_seconds_per_step"]
     assert result["eager"]["rollout_seconds_per_step"] > 0 and result["eager"]["train_seconds_per_update"] > 0
     assert 0 < result["lora_params"] < result["transformer_params"]
+    # MFU at any size: the formula from the tiny config, against the CPU's measured peak
+    from benchmarks.gpu_step import TINY, flux_forward_flops
+
+    fwd, peak, eager = result["forward_flops"], result["peak_flops"], result["eager"]
+    assert fwd == flux_forward_flops(result["tokens"], TINY) and peak > 0
+    assert eager["rollout_mfu"] == pytest.approx(2 * fwd / eager["rollout_seconds_per_step"] / peak)
+    for suffix in ("", "_fused", "_vae_channels_last"):
+        assert eager[f"train_mfu{suffix}"] == pytest.approx(6 * fwd / eager[f"train_seconds_per_update{suffix}"] / peak)
+    # the FLOPs the MFU leaves out, counted on the meta device: VAE decode and reward tower
+    flops = result["flops"]
+    parts = ("vae_decode_forward", "vae_decode_backward", "reward_forward", "reward_backward")
+    assert all(flops[k] > 0 for k in parts) and flops["decode_reward"] == sum(flops[k] for k in parts)
+    assert flops["transformer_forward_formula"] == fwd and flops["transformer_forward"] > 0
+    assert flops["transformer_forward_backward_lora"] > flops["transformer_forward"]
+    assert flops["decode_reward_share_of_counted"] == pytest.approx(
+        flops["decode_reward"] / (flops["decode_reward"] + 3 * fwd))
 
 
-def test_trainer_step_times_the_trainer_with_a_bf16_base_under_autocast():
-    result = run_benchmark("benchmarks.trainer_step", "--tiny", "--autocast", "--updates", "1", "--fuse-branches")
+def test_trainer_step_times_the_trainer_with_a_bf16_base_under_autocast(tmp_path):
+    out = tmp_path / "trainer_step.json"
+    result = run_benchmark("benchmarks.trainer_step", "--tiny", "--autocast", "--updates", "1", "--fuse-branches",
+                           "--json-out", str(out))
+    assert json.loads(out.read_text()) == result and "partial" not in result
+    assert result["train_mfu"] == pytest.approx(6 * result["forward_flops"] / result["train_seconds_per_update"]
+                                                / result["peak_flops"])
     assert result["fuse_branches"] and result["skipped_updates"] == 0
     assert result["base_dtype"] == result["frozen_dtype"] == "torch.bfloat16"
     assert result["train_seconds_per_update"] > 0 and result["rollout_seconds_per_step"] > 0
