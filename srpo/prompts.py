@@ -133,11 +133,7 @@ def load_prompts(source: str, format: PromptFormat = "auto", column: str = "prom
     if path.is_dir():
         raise ValueError(f"{source!r} is a directory: give the path of a prompt file (.txt, .json or .csv)")
     fmt = _detect_format(source, path) if format == "auto" else format
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{source!r} is not UTF-8 text ({e.reason} at byte {e.start}): "
-                         "re-save the file as UTF-8") from e
+    text = read_utf8_text(path, source)
     if fmt == "txt":
         return text_lines(text)
     if fmt == "json":
@@ -145,6 +141,15 @@ def load_prompts(source: str, format: PromptFormat = "auto", column: str = "prom
     if fmt == "csv":
         return _parse_csv(text, source, column)
     raise ValueError(f"unknown prompt format {fmt!r}: use 'auto', 'txt', 'json' or 'csv'")
+
+
+def read_utf8_text(path: Path, source: str) -> str:
+    """The text of ``path`` (UTF-8, a byte-order mark dropped); ``source`` names it in the error."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{source!r} is not UTF-8 text ({e.reason} at byte {e.start}): "
+                         "re-save the file as UTF-8") from e
 
 
 def text_lines(text: str) -> list[str]:

@@ -220,3 +220,13 @@ def test_prepare_prompts_end_to_end(tmp_path):
     assert split.stats is not None and split.stats.duplicates == 1 and split.stats.empty == 1
     assert len(split.heldout) <= 5 and len(split.train) + len(split.heldout) <= 50
     assert not set(split.train) & set(split.heldout)
+
+
+def test_a_file_that_is_not_utf8_is_named_with_the_fix(tmp_path):
+    from srpo.evaluation.benchmarks import load_prompt_list
+
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    for load in (load_prompts, load_prompt_list):
+        with pytest.raises(ValueError, match=r"latin1.txt' is not UTF-8 text .*re-save the file as UTF-8"):
+            load(str(path))

@@ -41,7 +41,7 @@ from typing import Optional, Sequence
 
 from srpo.evaluation.config import HPDV2_CATEGORIES, STYLE_CATEGORY_PREFIX, BenchmarkConfig
 from srpo.io import resolve_local
-from srpo.prompts import normalize_prompt
+from srpo.prompts import normalize_prompt, read_utf8_text, text_lines
 
 
 @dataclass
@@ -142,12 +142,9 @@ def load_prompt_list(source: str, fmt: str = "auto", column: str = "prompt",
         if not fmt:
             raise ValueError(f"cannot tell the format of {source!r} from its suffix: use a .txt or .csv file, a "
                              "folder in the HPDv2 layout, or set benchmark.format")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{source!r} is not UTF-8 text ({err.reason}): re-save it as UTF-8") from err
+    text = read_utf8_text(path, source)
     if fmt == "txt":
-        prompts = [normalize_prompt(line) for line in text.splitlines() if line.strip()]
+        prompts = [normalize_prompt(line) for line in text_lines(text) if line.strip()]
         return Benchmark(prompts, ["all"] * len(prompts), name=Path(source).stem, meta={"source": source})
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
@@ -178,12 +175,9 @@ def load_geneval(source: str) -> Benchmark:
     if path.is_dir():
         raise ValueError(f"GenEval benchmark source {source!r} is a folder: give GenEval's "
                          "prompts/evaluation_metadata.jsonl file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"GenEval metadata {source!r} is not UTF-8 text ({err.reason}): re-download it") from err
+    text = read_utf8_text(path, source)
     prompts, cats, records = [], [], []
-    for line_no, line in enumerate(text.splitlines(), 1):
+    for line_no, line in enumerate(text_lines(text), 1):
         if line.strip():
             record = geneval_record(line, f"{source}:{line_no}")
             prompts.append(normalize_prompt(record["prompt"]))
