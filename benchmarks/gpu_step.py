@@ -358,7 +358,10 @@ def main() -> None:
         elif name == "eager" and use_compile:
             results["compile_skipped"] = f"time budget of {args.budget_s} s reached"
     # last: seconds of CPU work on shapes alone, the same on any machine (--count-flops-only gives it anywhere)
-    results["flops"] = counted_flops(args.tiny, overrides, size, text_tokens)
+    try:  # an error here must not lose the measurements above
+        results["flops"] = counted_flops(args.tiny, overrides, size, text_tokens)
+    except Exception as err:  # report, don't hide
+        results["flops_error"] = repr(err)[:500]
     results["total_seconds"] = time.perf_counter() - t_start
     emit(results, args.json_out)
 

@@ -68,12 +68,19 @@ def step_invocations(pipeline, parameters: dict[str, Any]) -> dict[str, Any]:
     return dict(pipeline.invocations)
 
 
-def validate_step_parameters(step, parameters: dict[str, Any], where: str) -> None:
-    """Check ``steps.<name>.parameters`` names against the step function's signature."""
+def validate_step_parameters(invocation, parameters: dict[str, Any], where: str) -> None:
+    """Check ``steps.<name>.parameters`` against the step function's signature and against what the
+    pipeline passes the step itself (ZenML refuses those at run time as a conflict)."""
+    step = invocation.step
     known = inspect.signature(step.entrypoint).parameters
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise RunConfigError(f"{where}: unknown step parameter(s) {unknown}: {step.name} takes {sorted(known)}")
+    bound = sorted(set(parameters) & (set(invocation.parameters) | set(invocation.input_artifacts)))
+    if bound:
+        raise RunConfigError(f"{where}: {bound} {'is' if len(bound) == 1 else 'are'} passed to {step.name} by the "
+                             "pipeline itself, so ZenML refuses it here at run time: set it through the pipeline's "
+                             "parameters instead")
 
 
 @functools.cache
@@ -92,12 +99,15 @@ def flavor_settings_class(key: str):
     if key not in flavors:
         component_type = key.partition(".")[0]
         same_type = sorted(k for k in flavors if k.startswith(f"{component_type}."))
-        raise RunConfigError(f"settings key '{key}' names no ZenML flavor: {component_type} flavors are {same_type}")
+        raise RunConfigError(f"settings key '{key}' names no ZenML flavor: {component_type} flavors are {same_type} "
+                             f"(a custom flavor cannot be checked here: key it as '{component_type}', which is "
+                             "resolved against the stack at run time)")
     try:
         implementation = flavors[key].implementation_class
     except ImportError as err:
-        raise RunConfigError(f"settings key '{key}': the flavor's integration is not installed ({err}); "
-                             f"install it (`zenml integration install <integration>`) to check these settings") from err
+        warn(f"settings key '{key}': the flavor's integration is not installed here ({err}), so its attributes "
+             "are not checked")
+        return None
     # `settings_class` is a property returning a constant; an instance needs a registered component
     return implementation.settings_class.fget(None)
 
@@ -118,12 +128,15 @@ def settings_class(key: str):
                              f"or {flavor_form}")
     component_type, dot, flavor = key.partition(".")
     if not (dot and flavor and component_type in StackComponentType.values()):
-        raise RunConfigError(f"settings key '{key}' selects a component of the stack it runs on, so its attributes "
-                             f"cannot be checked here: name the flavor instead, {flavor_form}")
-    cls = flavor_settings_class(key)
-    if cls is None:
-        raise RunConfigError(f"settings key '{key}': the {flavor} {component_type} flavor has no settings")
-    return cls
+        warn(f"settings key '{key}' selects the {component_type} of the stack it runs on, so its attributes are not "
+             f"checked here; to check them, name the flavor: {flavor_form}")
+        return None
+    return flavor_settings_class(key)
+
+
+def warn(message: str) -> None:
+    """A check that could not be made (the run may still be right): printed, not raised."""
+    print(f"warning: {message}", file=sys.stderr)
 
 
 def drops_unknown_attributes(cls: type[BaseModel]) -> bool:
@@ -170,6 +183,8 @@ def validate_settings(settings: dict[str, Any], where: str, level: str) -> None:
     for key, values in (settings or {}).items():
         path = f"{where}.{key}"
         cls = settings_class(key)
+        if cls is None:  # resolved against the stack at run time
+            continue
         if ConfigurationLevel[level] not in cls.LEVEL:
             raise RunConfigError(f"{path}: {cls.__name__} cannot be set on a {level.lower()}; move it to "
                                  f"{'a step' if level == 'PIPELINE' else 'the pipeline'}'s settings")
@@ -212,7 +227,7 @@ def validate_steps(pipeline, parameters: dict[str, Any], steps: dict[str, Any]) 
         bad = sorted(set(section) - set(StepConfigurationUpdate.model_fields))
         if bad:
             raise RunConfigError(f"unknown key(s) {bad} in steps.{name}")
-        validate_step_parameters(invocations[name].step, section.get("parameters") or {}, f"steps.{name}.parameters")
+        validate_step_parameters(invocations[name], section.get("parameters") or {}, f"steps.{name}.parameters")
         validate_settings(section.get("settings") or {}, f"steps.{name}.settings", "STEP")
 
 

@@ -152,6 +152,8 @@ class TrainConfig(_Strict):
     @field_validator("checkpoint_dir")
     @classmethod
     def _local_checkpoint_dir(cls, folder: Optional[str]) -> Optional[str]:
+        if folder is not None and folder.startswith("file://"):
+            folder = folder[len("file://"):]  # a local path written as a URL
         if folder is not None and "://" in folder:
             raise ValueError(f"checkpoint_dir {folder!r} is a URL: checkpoints are written to a local or mounted "
                              "folder (a temporary name, then an atomic rename, which object stores lack); mount "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,6 +18,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
 
@@ -71,24 +74,42 @@ def _mirror_remote(url: str) -> Path:
     Each URL has a slot ``cache_dir()/remote/<url hash>/`` holding one version folder named after
     the source's fingerprint (:func:`_remote_fingerprint`): an unchanged source (model weights) is
     reused, a changed one (a rewritten prompt file, an annotation folder raters added to) is
-    downloaded afresh and the older version removed. Processes mirroring the same URL at once (one
-    per GPU) take turns on a lock: the first downloads, the others wait and reuse its copy.
+    downloaded afresh; the version before it is kept for readers that may still hold it, older
+    ones are removed. Processes mirroring the same URL at once (one per GPU) take turns on a lock:
+    the first downloads, the others wait and reuse its copy. When the source cannot be asked
+    (network or credentials), the newest complete copy is used, with a warning.
     """
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url)
-    info = _remote_info(fs, path, url)
-    fingerprint = _remote_fingerprint(fs, path, info)
     name = url.rstrip("/").rsplit("/", 1)[-1] or "root"
     slot = _url_slot(url)
-    # Without a fingerprint the source may have changed unseen: download again, every time.
-    version = slot / (_short_hash(fingerprint) if fingerprint is not None else "unversioned")
-    with _exclusive_lock(slot.with_name(f"{slot.name}.lock")):
+    with _exclusive_lock(slot.with_name(f"{slot.name}.lock")):  # the fingerprint and the copy agree
+        try:
+            info = _remote_info(fs, path, url)
+            fingerprint = _remote_fingerprint(fs, path, info)
+        except FileNotFoundError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any transport or credential error: offline reuse
+            cached = _newest_version(slot, name)
+            if cached is None:
+                raise
+            log.warning("cannot reach %s (%s): using the copy mirrored at %s", url, err, cached)
+            return cached / name
+        # Without a fingerprint the source may have changed unseen: download again, every time.
+        version = slot / (_short_hash(fingerprint) if fingerprint is not None else "unversioned")
         if fingerprint is None or not version.is_dir():
             with atomic_directory(version) as tmp:  # appears complete, or not at all
                 _download(fs, path, info, tmp / name)
-        _remove_other_versions(slot, keep=version)
+        _remove_old_versions(slot, keep=version)
     return version / name
+
+
+def _newest_version(slot: Path, name: str) -> Path | None:
+    """The most recently completed version folder in ``slot`` that holds ``name``, if any."""
+    versions = [v for v in slot.iterdir() if v.is_dir() and not v.name.startswith(".") and (v / name).exists()] \
+        if slot.is_dir() else []
+    return max(versions, key=lambda v: v.stat().st_mtime, default=None)
 
 
 def _short_hash(text: str) -> str:
@@ -138,13 +159,13 @@ def _download(fs, path: str, info: dict, local: Path) -> None:
         fs.get(path, str(local))
 
 
-def _remove_other_versions(slot: Path, keep: Path) -> None:
-    """Delete everything in ``slot`` but ``keep``: outdated versions, leftovers of killed downloads.
-
-    Called under the slot's lock, so no other process is writing there.
-    """
+def _remove_old_versions(slot: Path, keep: Path) -> None:
+    """Delete what ``slot`` holds but ``keep`` and the newest other version: older versions,
+    leftovers of killed downloads. Called under the slot's lock, so no other process writes there."""
+    others = [v for v in slot.iterdir() if v != keep and v.is_dir() and not v.name.startswith(".")]
+    previous = max(others, key=lambda v: v.stat().st_mtime, default=None)
     for entry in slot.iterdir():
-        if entry == keep:
+        if entry in (keep, previous):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

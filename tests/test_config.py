@@ -67,6 +67,7 @@ def test_a_checkpoint_url_is_refused_with_the_fix():
     with pytest.raises(ValidationError, match="checkpoint_dir 's3://b/ck' is a URL.*mount the bucket"):
         TrainConfig(checkpoint_dir="s3://b/ck")
     assert TrainConfig(checkpoint_dir="/mnt/ck").checkpoint_dir == "/mnt/ck"
+    assert TrainConfig(checkpoint_dir="file:///mnt/ck").checkpoint_dir == "/mnt/ck"
 
 
 def test_fusing_branches_without_an_inversion_branch_is_refused():
@@ -211,7 +212,16 @@ def test_misspelled_settings_attributes_and_step_parameters_are_errors(tmp_path,
     assert f"'{unknown}'" in message and f"'{valid}'" in message  # names the typo and lists the valid attributes
 
 
-def test_settings_keys_must_name_a_settings_class(tmp_path):
+def test_a_step_parameter_the_pipeline_already_passes_is_refused(tmp_path):
+    """ZenML rejects it at run time ("conflict with parameter passed in runtime"); validation says so first."""
+    from pipelines.validate import RunConfigError, validate_run_config
+
+    path = _write_variant(tmp_path, K8S_WEEKLY, lambda c: c["steps"]["train_srpo"].update(parameters={"train": {}}))
+    with pytest.raises(RunConfigError, match=r"\['train'\] is passed to train_srpo by the pipeline itself"):
+        validate_run_config(path)
+
+
+def test_settings_keys_must_name_a_settings_class(tmp_path, capsys):
     from pipelines.validate import RunConfigError, validate_run_config
 
     def check(change, match):
@@ -222,7 +232,10 @@ def test_settings_keys_must_name_a_settings_class(tmp_path):
           r"'resourcez' is not a ZenML settings key.*resources")
     check(lambda c: _rename(c["settings"], "orchestrator.kubernetes", "orchestrator.kubernets"),
           r"'orchestrator.kubernets' names no ZenML flavor.*'orchestrator.kubernetes'")
-    check(lambda c: _rename(c["settings"], "orchestrator.kubernetes", "orchestrator"), "name the flavor instead")
+    # a bare component type is resolved against the stack at run time: not checkable here, not an error
+    validate_run_config(_write_variant(tmp_path, K8S_WEEKLY,
+                                       lambda c: _rename(c["settings"], "orchestrator.kubernetes", "orchestrator")))
+    assert "'orchestrator' selects the orchestrator of the stack" in capsys.readouterr().err
     check(lambda c: c["steps"]["train_srpo"]["settings"]["resources"].update(gpu_count="eight"),
           r"(?s)steps.train_srpo.settings.resources \(ResourceSettings\).*gpu_count")
     # extras that ZenML passes on are not typos: DockerBuildOptions hands them to `docker build`

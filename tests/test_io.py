@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import time
 import uuid
@@ -46,7 +47,11 @@ def test_a_changed_remote_file_is_seen_on_the_next_resolve(cache, memfs):
     fs.pipe(f"{root}/prompts.txt", b"a dog\n")  # same size, new content
     second = resolve_local(f"memory://{root}/prompts.txt")
     assert second.read_text() == "a dog\n"
-    assert not first.exists()  # the outdated copy of this URL is removed, not kept forever
+    assert first.read_text() == "a cat\n"  # the previous copy stays for readers that may still hold it
+    time.sleep(0.002)
+    fs.pipe(f"{root}/prompts.txt", b"a cow\n")
+    assert resolve_local(f"memory://{root}/prompts.txt").read_text() == "a cow\n"
+    assert not first.exists() and second.exists()  # older copies are removed, not kept forever
 
 
 def test_a_folder_with_an_added_file_is_seen_on_the_next_resolve(cache, memfs):
@@ -79,6 +84,22 @@ def test_without_change_marks_every_resolve_downloads_again(cache, memfs, monkey
     fs.pipe(f"{root}/key.json", b'{"v": 2}')  # same size: only a new download can tell
     assert resolve_local(f"memory://{root}/key.json").read_text() == '{"v": 2}'
     assert len(downloads) == 2
+
+
+def test_an_unreachable_source_falls_back_to_the_mirrored_copy(cache, memfs, monkeypatch, caplog):
+    fs, root = memfs
+    fs.pipe(f"{root}/model/config.json", b"{}")
+    cached = resolve_local(f"memory://{root}/model")
+    monkeypatch.setattr(logging.getLogger("srpo"), "propagate", True)  # steps' logging may have turned it off
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("endpoint down")
+
+    monkeypatch.setattr(fs, "info", unreachable)
+    assert resolve_local(f"memory://{root}/model") == cached
+    assert "cannot reach" in caplog.text and "endpoint down" in caplog.text
+    with pytest.raises(ConnectionError):  # nothing mirrored yet: the error stands
+        resolve_local(f"memory://{root}/other")
 
 
 def test_a_missing_remote_location_names_the_url(cache, memfs):

@@ -26,7 +26,7 @@ from srpo.evaluation.benchmarks import Benchmark
 from srpo.evaluation.config import EvalReportConfig
 from srpo.evaluation.images import save_png
 from srpo.evaluation.metrics.base import Metric
-from srpo.evaluation.results import write_results
+from srpo.evaluation.results import refuse_non_finite, write_results
 from srpo.evaluation.scoring import eval_seeds
 from srpo.io import atomic_directory
 from srpo.models.flux import FluxPolicy
@@ -135,6 +135,7 @@ def _run(models, items: list[dict], bench: Benchmark, metrics, gen, report, heig
         for key, metric in external.items():
             scores[model_name][key] = metric.score_files(paths, prompts, categories, indices=bench.indices,
                                                          records=bench.records, model=model_name)
+        refuse_non_finite({model_name: scores[model_name]}, items)  # before the next model's generation
         timing[model_name] = time.perf_counter() - start
         log.info("evaluated %s in %.1f s", model_name, timing[model_name])
     meta = {"benchmark": bench.name, "num_steps": gen.num_steps, "guidance": gen.guidance, "shift": gen.shift,

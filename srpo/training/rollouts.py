@@ -13,7 +13,7 @@ from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig
 from srpo.io import resolve_local
 from srpo.models.flux import FluxPolicy
-from srpo.prompts import text_lines
+from srpo.prompts import read_utf8_text, text_lines
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def image_folder_records(location: str, limit: int | None = None) -> tuple[Path,
         raise FileNotFoundError(f"{meta} not found: an offline image folder needs metadata.jsonl with "
                                 "{\"file_name\": ..., \"text\": ...} per line")
     records = []
-    for n, line in enumerate(text_lines(meta.read_text(encoding="utf-8")), 1):
+    for n, line in enumerate(text_lines(read_utf8_text(meta, str(meta))), 1):
         if not line.strip():
             continue
         try:

@@ -73,6 +73,11 @@ def derived_seed(*parts) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
 
 
+#: Version of what an update optimises for the same settings; a checkpoint of another is not resumed.
+#: 2: k-schedules and the shifted discount read from the grid's clean end, antialiased reward resize
+#: (2026-11-26); 1 (or none recorded): before.
+OBJECTIVE_VERSION = 2
+
 #: Settings a resumed run may change: its length and bookkeeping, not what or how it trains.
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "checkpoint_dir", "keep_checkpoints", "max_bad_steps", "log_every",
                      "trackers", "num_processes"}
@@ -468,6 +473,7 @@ class SRPOTrainer:
         path = None
         if acc.is_main_process:
             state = {"step": step, "world_size": self.world, "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row,
+                     "objective_version": OBJECTIVE_VERSION,
                      "history": [asdict(h) for h in self.history], "config": self.cfg.model_dump(mode="json")}
             files = {"trainable.safetensors": ckpt.save_tensors(model_state),
                      "optimizer.pt": ckpt.save_torch(optim_state),
@@ -508,6 +514,12 @@ class SRPOTrainer:
         Settings that only one side knows (added or removed by a newer version of this library) are
         not compared.
         """
+        written = state.get("objective_version", 1)
+        if written != OBJECTIVE_VERSION:
+            raise RuntimeError(f"{folder} was written by a trainer whose update optimises something else for the same "
+                               f"settings (objective version {written}, this one {OBJECTIVE_VERSION}; see "
+                               "OBJECTIVE_VERSION): resuming would mix two objectives. Finish the run with the "
+                               "version that wrote it, or use a new train.checkpoint_dir to start afresh")
         saved, current = state.get("config", {}), self.cfg.model_dump(mode="json")
         changed = sorted(k for k in set(saved) & set(current)
                          if k not in RESUMABLE_CHANGES and saved[k] != current[k])

@@ -19,7 +19,7 @@ def image_folder(root, sizes):
         pixels = (torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8).numpy()
         Image.fromarray(pixels).save(root / f"{i}.png")
         lines.append(json.dumps({"file_name": f"{i}.png", "text": f"photo {i}\u2028line"}))
-    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8-sig")  # with a byte-order mark
     return root
 
 
