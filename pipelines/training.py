@@ -12,7 +12,7 @@ from typing import Optional
 
 from zenml import Model, pipeline
 
-from srpo.config import EvalConfig, PolicyConfig, RolloutConfig, TrainConfig
+from srpo.config import EvalConfig, PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
 from srpo.evaluation.config import EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
@@ -39,6 +39,7 @@ def srpo_training(
     world: Optional[WorldReportConfig] = None,
 ) -> None:
     check_artifact_store()
+    check_checkpointing(train)
     check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)
     if world is not None:
         steering_from_words(train.positive_words)  # the world report needs a world attribute word

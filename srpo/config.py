@@ -211,6 +211,14 @@ class EvalConfig(_Strict):
     seed_stride: int = 1000
 
 
+def check_checkpointing(train: TrainConfig) -> None:
+    """Refuse ``checkpoint_every`` without ``checkpoint_dir`` where the config is the only source of the
+    folder (a pipeline run), before any step runs; the trainer itself also takes a folder argument."""
+    if train.checkpoint_every and not train.checkpoint_dir:
+        raise ValueError(f"train.checkpoint_every is {train.checkpoint_every} but train.checkpoint_dir is not set: "
+                         "give a folder every process can reach, or set checkpoint_every: 0")
+
+
 def training_levels(cfg: TrainConfig):
     """The training grid (sigmas, decreasing) and the model step ``d_sigma`` a config implies.
 

@@ -253,6 +253,8 @@ def test_settings_keys_must_name_a_settings_class(tmp_path, capsys):
      r"human_eval.quality.models \['tunde'\] are not evaluated models \(\['base', 'tuned'\]\)"),
     ("configs/shapes_demo.yaml", lambda raw: raw["parameters"]["train"].update(positive_words=["glossy"]),
      r"none of the positive control words \['glossy'\] is a shapes-world attribute word"),
+    ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"]["train"].update(checkpoint_every=2),
+     r"train.checkpoint_every is 2 but train.checkpoint_dir is not set"),
     ("configs/eval_tiny_cpu.yaml", lambda raw: raw["parameters"].update(
         models={"base": {}, "other": {}}, metrics={"deqa": {"name": "deqa", "results": "/r/deqa.json"}}),
      r"metrics.deqa.results '/r/deqa.json' is one file for 2 models \(base, other\).*put \{model\} in the path"),
