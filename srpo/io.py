@@ -105,11 +105,17 @@ def _mirror_remote(url: str) -> Path:
     return version / name
 
 
+def _versions(slot: Path) -> list[Path]:
+    """The completed version folders in ``slot`` (not downloads in progress), newest first."""
+    if not slot.is_dir():
+        return []
+    versions = [v for v in slot.iterdir() if v.is_dir() and not v.name.startswith(".")]
+    return sorted(versions, key=lambda v: v.stat().st_mtime, reverse=True)
+
+
 def _newest_version(slot: Path, name: str) -> Path | None:
     """The most recently completed version folder in ``slot`` that holds ``name``, if any."""
-    versions = [v for v in slot.iterdir() if v.is_dir() and not v.name.startswith(".") and (v / name).exists()] \
-        if slot.is_dir() else []
-    return max(versions, key=lambda v: v.stat().st_mtime, default=None)
+    return next((v for v in _versions(slot) if (v / name).exists()), None)
 
 
 def _short_hash(text: str) -> str:
@@ -162,8 +168,7 @@ def _download(fs, path: str, info: dict, local: Path) -> None:
 def _remove_old_versions(slot: Path, keep: Path) -> None:
     """Delete what ``slot`` holds but ``keep`` and the newest other version: older versions,
     leftovers of killed downloads. Called under the slot's lock, so no other process writes there."""
-    others = [v for v in slot.iterdir() if v != keep and v.is_dir() and not v.name.startswith(".")]
-    previous = max(others, key=lambda v: v.stat().st_mtime, default=None)
+    previous = next((v for v in _versions(slot) if v != keep), None)
     for entry in slot.iterdir():
         if entry in (keep, previous):
             continue
