@@ -325,16 +325,19 @@ class SRPOTrainer:
         r = semantic_reward(cfg.reward_form, img, txt["plain"], txt.get(target), txt.get(other), k, cfg.cfg_k)
         return self.reward.scale * r
 
-    def recover_group(self, group: tuple[str, ...], x0: torch.Tensor, eps: torch.Tensor, t: float,
-                      cond, draw_noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+    def group_velocity(self, group: tuple[str, ...], cond):
+        """The velocity a micro-step of ``group`` calls: conditioned on the batch once per branch it stacks."""
+        return self.policy.velocity_fn(cond.repeat(len(group)) if len(group) > 1 else cond, self.cfg.guidance)
+
+    def recover_group(self, group: tuple[str, ...], x0: torch.Tensor, eps: torch.Tensor, t: float, velocity,
+                      draw_noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
         """x0hat [G*B,C,h,w] of a micro-step's branches ``group`` (G of them) at level ``t``, stacked.
 
-        One branch: one model call at batch B. Both (``fuse_branches``): one call at batch 2B.
+        One branch: one model call at batch B. Both (``fuse_branches``): one call at batch 2B, with
+        ``velocity`` from :meth:`group_velocity`.
         """
         if group == ("denoise", "inversion"):
-            velocity = self.policy.velocity_fn(cond.repeat(2), self.cfg.guidance)
             return torch.cat(both_branches_recover(velocity, x0, eps, t, self.d_sigma))
-        velocity = self.policy.velocity_fn(cond, self.cfg.guidance)
         return self.recover(group[0], x0, eps, t, velocity, draw_noise)
 
     def recover(self, branch: str, x0: torch.Tensor, eps: torch.Tensor, t: float, velocity,
@@ -360,6 +363,7 @@ class SRPOTrainer:
         branches = ("denoise", "inversion") if cfg.inversion else ("denoise",)
         groups = [branches] if cfg.fuse_branches else [(b,) for b in branches]  # branches sharing a micro-step
         levels = self.noise_levels(step)
+        velocities = {group: self.group_velocity(group, cond) for group in groups}  # once per update, not per level
         micro = [(j, level, group) for j, level in enumerate(levels) for group in groups]
         terms = len(levels) * len(branches)  # the loss averages over levels and branches
 
@@ -371,7 +375,7 @@ class SRPOTrainer:
             draw = lambda: self.fresh_noise(step, f"draw{j}", x0.shape[1:])  # noqa: E731 (DRaFT-LV only)
             sync = n == len(micro) - 1  # all-reduce gradients once, after the last micro-step
             with self.gradient_sync(sync):
-                x0_hat = self.recover_group(group, x0, eps, t, cond, draw)  # [G*B,C,h,w]
+                x0_hat = self.recover_group(group, x0, eps, t, velocities[group], draw)  # [G*B,C,h,w]
                 features = self.image_features(self.policy.decode(x0_hat)).chunk(len(group))  # G x [B, D]
                 loss = torch.zeros((), device=acc.device)
                 for branch, img in zip(group, features):
