@@ -8,7 +8,7 @@ combinations that cannot work raise an error that names the field and the fix.
 from __future__ import annotations
 
 import re
-from typing import Literal, Mapping, Optional
+from typing import Literal, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -305,6 +305,14 @@ class PromptAnalysisConfig(_Strict):
         description="words/phrases whose frequency is always reported")
 
 
+def check_results_per_model(label: str, results: Optional[str], models: Sequence[str]) -> None:
+    """Refuse one external ``results`` file for several models (every model would get the same scores)."""
+    if results is not None and len(models) > 1 and MODEL_PLACEHOLDER not in results:
+        raise ValueError(f"{label}.results {results!r} is one file for {len(models)} models ({', '.join(models)}): "
+                         f"every model would get the same scores; put {MODEL_PLACEHOLDER} in the path (e.g. "
+                         f".../{label.rsplit('.', 1)[-1]}_{MODEL_PLACEHOLDER}.jsonl) and write one file per model")
+
+
 def check_external_metrics(models: list[str], metrics: Mapping[str, MetricConfig], geneval_specs: bool) -> None:
     """Refuse external metrics that would give wrong scores for these models and prompts.
 
@@ -312,10 +320,7 @@ def check_external_metrics(models: list[str], metrics: Mapping[str, MetricConfig
     without its per-prompt ``include`` specs counts every image as correct.
     """
     for key, metric in metrics.items():
-        if metric.results is not None and len(models) > 1 and MODEL_PLACEHOLDER not in metric.results:
-            raise ValueError(f"metrics.{key}.results {metric.results!r} is one file for {len(models)} models "
-                             f"({', '.join(models)}): every model would get the same scores; put {MODEL_PLACEHOLDER} "
-                             f"in the path (e.g. .../{key}_{MODEL_PLACEHOLDER}.jsonl) and write one file per model")
+        check_results_per_model(f"metrics.{key}", metric.results, models)
         if metric.name == "geneval" and not geneval_specs:
             raise ValueError(f"metrics.{key} (geneval) needs GenEval's per-prompt include/exclude specs, which only "
                              "a GenEval benchmark carries: set benchmark.format: geneval with GenEval's "

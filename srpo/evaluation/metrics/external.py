@@ -46,7 +46,7 @@ from typing import Sequence
 
 import torch
 
-from srpo.evaluation.config import MODEL_PLACEHOLDER
+from srpo.evaluation.config import MODEL_PLACEHOLDER, check_results_per_model
 from srpo.evaluation.metrics.base import Metric
 from srpo.io import resolve_local
 
@@ -80,11 +80,7 @@ class ExternalMetric(Metric):
 
     def check_models(self, models: Sequence[str]) -> None:
         """Refuse one ``results`` file for several models (every model would get the same scores)."""
-        if self.results is not None and len(models) > 1 and MODEL_PLACEHOLDER not in self.results:
-            raise ValueError(f"{self.name}: results {self.results!r} is one file for {len(models)} models "
-                             f"({', '.join(models)}), so every model would get the same scores: put "
-                             f"{MODEL_PLACEHOLDER} in the path (e.g. .../{self.name}_{MODEL_PLACEHOLDER}.jsonl) and "
-                             "write one result file per model")
+        check_results_per_model(self.name, self.results, models)
 
     def check_records(self, records: Sequence[dict | None]) -> None:
         """Refuse prompts this metric cannot score (plain metrics need nothing beyond the prompt)."""
