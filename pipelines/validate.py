@@ -25,7 +25,7 @@ import importlib
 import inspect
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +162,7 @@ def unknown_attributes(value: Any, raw: Any, path: str) -> list[str]:
     if isinstance(value, BaseModel) and isinstance(raw, dict):
         cls = type(value)
         unknown = sorted(set(raw) - attribute_names(cls)) if drops_unknown_attributes(cls) else []
-        found = [f"{path}: unknown attribute(s) {unknown}; {cls.__name__} has {sorted(cls.model_fields)}"]
-        found = found if unknown else []
+        found = [f"{path}: unknown attribute(s) {unknown}; {cls.__name__} has {sorted(cls.model_fields)}"] if unknown else []
         for name, field in cls.model_fields.items():
             key = name if name in raw else field.alias
             if key in raw:

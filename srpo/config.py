@@ -11,6 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from srpo.io import is_url
 from srpo.schedules import MAX_TRAIN_SIGMA
 from srpo.training.lora import FLUX_LORA_TARGETS
 
@@ -154,7 +155,7 @@ class TrainConfig(_Strict):
     def _local_checkpoint_dir(cls, folder: Optional[str]) -> Optional[str]:
         if folder is not None and folder.startswith("file://"):
             folder = folder[len("file://"):]  # a local path written as a URL
-        if folder is not None and "://" in folder:
+        if folder is not None and is_url(folder):
             raise ValueError(f"checkpoint_dir {folder!r} is a URL: checkpoints are written to a local or mounted "
                              "folder (a temporary name, then an atomic rename, which object stores lack); mount "
                              "the bucket or use a persistent volume and give its path")

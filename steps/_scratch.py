@@ -3,8 +3,9 @@
 A step writes its output folder (a tuned model, an evaluation) to local disk and returns it;
 ZenML's materializer then copies it into the artifact store. The local copy is not needed
 afterwards, but a FLUX fine-tune is tens of GB, so it must not stay in /tmp: the folder is
-removed when the process ends (after every step of a local run; with one pod per step, when
-the step's pod ends).
+removed when the process ends: at the end of the whole run on a local orchestrator (all steps
+share one process, so until then the folders add up), when the step's pod ends with one pod per
+step.
 """
 
 import atexit

@@ -165,14 +165,14 @@ def test_two_processes_mirroring_one_url_at_once_share_one_download(cache, tmp_p
 
 def test_csv_cells_never_become_spreadsheet_formulas():
     import csv
-    import io
+    from io import StringIO
 
     from srpo.io import csv_text
 
     rows = [{"prompt": "=HYPERLINK(\"http://x\")", "score": 0.123456789, "delta": -0.5, "note": None},
             {"prompt": "@SUM(A1)", "score": float("nan"), "delta": 1.0, "note": "-1+2"},
             {"prompt": "a red circle", "score": 1.0, "delta": 0.0, "note": "fine"}]
-    parsed = list(csv.DictReader(io.StringIO(csv_text(rows, ["prompt", "score", "delta", "note"]))))
+    parsed = list(csv.DictReader(StringIO(csv_text(rows, ["prompt", "score", "delta", "note"]))))
     assert [r["prompt"] for r in parsed] == ["'=HYPERLINK(\"http://x\")", "'@SUM(A1)", "a red circle"]
     assert [r["note"] for r in parsed] == ["", "'-1+2", "fine"]
     assert [r["score"] for r in parsed] == ["0.123457", "nan", "1"]

@@ -111,6 +111,7 @@ def _run(models, items: list[dict], bench: Benchmark, metrics, gen, report, heig
     external = {k: m for k, m in metrics.items() if m.external}
     scores: dict[str, dict[str, list[float]]] = {}
     timing: dict[str, float] = {}
+    layout = EvalResults(out_dir)  # where each image goes
     for model_name, load in models.items():
         if "/" in model_name or model_name in ("", ".", ".."):
             raise ValueError(f"model name {model_name!r} cannot be used as a folder name: use letters, digits, - and _")
@@ -118,7 +119,6 @@ def _run(models, items: list[dict], bench: Benchmark, metrics, gen, report, heig
         policy = load()
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in internal}
         paths: list[Path] = []
-        layout = EvalResults(out_dir)  # where each image goes
         for i in range(0, n, report.batch_size):
             batch = slice(i, min(i + report.batch_size, n))
             images = generate_batch(policy, prompts[batch], seeds[batch], gen, height, width)

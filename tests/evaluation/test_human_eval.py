@@ -159,7 +159,6 @@ def test_an_interrupted_copy_has_no_manifest_and_a_new_copy_replaces_it(tmp_path
     assert published(out / export_id) == ["pages/quality_rater-01.html", "pages/quality_rater-02.html"]  # no manifest
     (out / export_id / "pages" / "stale.html").write_text("left over")
     monkeypatch.setattr(LocalFileSystem, "put_file", put_file)
-    copied.clear()
     _, key = export_human_eval(results, cfg, tmp_path / "b", ignore_key)  # same blinding seed: same export
     assert key["export_id"] == export_id
     assert published(out / export_id) == ["manifest.json", "pages/quality_rater-01.html",

@@ -118,7 +118,6 @@ def test_external_results_are_read_per_model(tmp_path):
 
 
 def test_geneval_runs_on_a_geneval_benchmark_and_is_refused_on_others(tmp_path):
-    import json
     import sys
 
     from srpo.evaluation.benchmarks import Benchmark, load_benchmark

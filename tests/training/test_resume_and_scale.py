@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,9 +164,8 @@ def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, pol
     assert log["processes"] == 2 and log["strategy"] == distributed  # FSDP really sharded, not DDP in disguise
     state = json.loads((ck / "step-000002" / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and (ck / "step-000002" / "rng-rank1.pt").exists()
-    if distributed == "fsdp":  # resumed mid-run (rank 0 reads the optimizer and sends each rank its shards),
-        import shutil             # the second update repeats the uninterrupted run's
-
+    if distributed == "fsdp":
+        # resumed mid-run (rank 0 reads the optimizer and sends each rank its shards): update 2 is repeated
         shutil.rmtree(ck / "step-000002")
         launch_processes(two, tmp_path / "again-out", num_processes=2, cpu=True)
         assert max_abs_diff(transformer_weights(tmp_path / "again-out"), transformer_weights(tmp_path / "two-out")) <= 1e-6
