@@ -16,7 +16,7 @@ import yaml
 
 from srpo.world.bootstrap import WorldCheckConfig, bootstrap_generator, bootstrap_reward
 from srpo.world.generator import GeneratorConfig
-from srpo.world.publish import publish, published_path, read_record
+from srpo.published import publish, published_path, read_record
 from srpo.world.reward import RewardTrainConfig
 from srpo.world.shapes import WorldSpec
 

@@ -11,10 +11,10 @@ from typing import Optional
 
 from zenml import pipeline
 
-from srpo.config import EvalConfig, PolicyConfig
+from srpo.config import PolicyConfig
 from srpo.evaluation.benchmarks import benchmark_format
-from srpo.evaluation.config import (BenchmarkConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, ModelSpec,
-                                    PromptAnalysisConfig, check_evaluation_plan)
+from srpo.evaluation.config import (BenchmarkConfig, EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig,
+                                    ModelSpec, PromptAnalysisConfig, check_evaluation_plan)
 from steps import analyze_prompts, evaluate, export_human_eval, load_benchmark
 
 

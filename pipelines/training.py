@@ -12,8 +12,8 @@ from typing import Optional
 
 from zenml import Model, pipeline
 
-from srpo.config import EvalConfig, PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
-from srpo.evaluation.config import EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
+from srpo.evaluation.config import EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
 from srpo.world.report import WorldReportConfig, steering_from_words

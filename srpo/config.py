@@ -13,14 +13,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from srpo.io import is_url
 from srpo.schedules import MAX_TRAIN_SIGMA
-from srpo.training.lora import FLUX_LORA_TARGETS
+from srpo.published import is_builtin, lookup_builtin
+
+#: Attention and MLP projections of FLUX's double- and single-stream blocks (the default LoRA targets).
+FLUX_LORA_TARGETS = [
+    "to_q", "to_k", "to_v", "to_out.0",                   # image-stream attention
+    "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",  # text-stream attention
+    "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",  # double-block MLPs
+    "proj_mlp", "proj_out",                               # single-block MLP in / fused out
+]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """The base of every config model: unknown keys are errors, not silently dropped."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class PolicyConfig(_Strict):
+class PolicyConfig(StrictModel):
     """Which flow model to tune and at what resolution."""
 
     pretrained: str = Field("builtin:tiny-flux", description="local folder, s3:// URL, hub id or builtin:<name>")
@@ -40,6 +50,13 @@ class PolicyConfig(_Strict):
         "default", description="torch.compile mode when compile is on (max-autotune tunes matmul kernels: slower start)")
     compile_backend: str = Field("inductor", description="torch.compile backend (aot_eager: trace only, for debugging)")
 
+    @field_validator("pretrained")
+    @classmethod
+    def _known_builtin(cls, pretrained: str) -> str:
+        if is_builtin(pretrained):
+            lookup_builtin("policy", pretrained)  # raises with the known names
+        return pretrained
+
     @field_validator("height", "width")
     @classmethod
     def _multiple_of_16(cls, v: int) -> int:
@@ -57,7 +74,7 @@ class PolicyConfig(_Strict):
         return self
 
 
-class RolloutConfig(_Strict):
+class RolloutConfig(StrictModel):
     """How clean samples for training are made: sampled by the policy (online) or encoded (offline)."""
 
     mode: Literal["online", "offline"] = "online"
@@ -79,7 +96,7 @@ class RolloutConfig(_Strict):
 RewardForm = Literal["plain", "sgp", "srp", "cfg", "weighted"]
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     """The SRPO / Direct-Align update, its timesteps, rewards and optimiser."""
 
     method: Literal["srpo", "direct_align", "refl", "draft_lv", "draft"] = Field(
@@ -198,18 +215,6 @@ class TrainConfig(_Strict):
                              "false: set fuse_branches: false (one branch has nothing to fuse) or inversion: true")
         training_levels(self)  # every level and model step inside (0, MAX_TRAIN_SIGMA]: refused before any work
         return self
-
-
-class EvalConfig(_Strict):
-    """How base and tuned models are compared on held-out prompts."""
-
-    num_prompts: Optional[int] = Field(None, ge=1, description="score the first N prompts (default: all); only for "
-                                       "single-category prompts: use benchmark.per_category on a benchmark")
-    num_steps: int = Field(50, ge=1)
-    guidance: float = Field(3.5, ge=0)
-    shift: float = Field(3.0, gt=0)
-    seed: int = 42  # the paper: seed 42 + index * 1000 per prompt
-    seed_stride: int = 1000
 
 
 def check_checkpointing(train: TrainConfig) -> None:

@@ -1,4 +1,4 @@
-"""Where weights and data come from: local paths, hub ids, fsspec URLs, built-in tiny models.
+"""Where weights and data come from: local paths, hub ids, fsspec URLs (built-in names: :mod:`srpo.published`).
 
 Every loader in the library goes through :func:`resolve_local`, so that ``s3://bucket/model``
 and ``/data/model`` and ``hf-user/model`` behave the same way downstream: they become a local
@@ -17,12 +17,9 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
-
-BUILTIN_PREFIX = "builtin:"
-
 
 def cache_dir() -> Path:
     """Root of the library's cache: ``$SRPO_CACHE`` or ``~/.cache/srpo``."""
@@ -34,10 +31,6 @@ def cache_dir() -> Path:
 def is_url(location: str) -> bool:
     """True for fsspec URLs such as ``s3://b/k`` or ``gcs://...`` (not ``file://``)."""
     return "://" in location and not location.startswith("file://")
-
-
-def is_builtin(location: str) -> bool:
-    return location.startswith(BUILTIN_PREFIX)
 
 
 def resolve_local(location: str, *, must_exist: bool = True) -> Path:
@@ -221,6 +214,19 @@ def atomic_directory(target: Path, *, replace: bool = True) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Create the folder ``target`` by running ``build(folder)``, unless it already exists.
+
+    ``build`` writes into a temporary sibling folder that is renamed to ``target`` only when
+    it finished, so a crash leaves nothing half-written (and a concurrent builder's result wins).
+    """
+    if target.is_dir():
+        return target
+    with atomic_directory(target, replace=False) as tmp:
+        build(tmp)
+    return target
 
 
 def atomic_write_text(path: Path, text: str) -> None:

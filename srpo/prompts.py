@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from srpo.config import StrictModel
 from srpo.io import resolve_local
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ SUFFIX_FORMATS: dict[str, str] = {".txt": "txt", ".json": "json", ".csv": "csv"}
 _WHITESPACE = re.compile(r"\s+")
 
 
-class PromptConfig(BaseModel):
+class PromptConfig(StrictModel):
     """Where the prompts come from and how they are cleaned and split.
 
     Cleaning (in this order; a prompt is counted against the first filter that drops it):
@@ -52,8 +53,6 @@ class PromptConfig(BaseModel):
     ``heldout_fraction``, so a prompt's side never changes when other prompts are added or
     removed. ``max_heldout`` / ``max_train`` then cap each side (see :func:`split_prompts`).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     source: str = Field(min_length=1, description="Local path or fsspec URL (s3://bucket/prompts.txt).")
     format: PromptFormat = Field("auto", description="'auto' picks the format from the file suffix.")

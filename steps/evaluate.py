@@ -11,9 +11,9 @@ from typing import Annotated, Optional, Tuple
 from zenml import get_step_context, log_metadata, step
 
 from srpo.artifacts import ModelFolder
-from srpo.config import EvalConfig, PolicyConfig
+from srpo.config import PolicyConfig
 from srpo.evaluation.artifacts import EvalResults
-from srpo.evaluation.config import EvalReportConfig, MetricConfig, ModelSpec
+from srpo.evaluation.config import EvalConfig, EvalReportConfig, MetricConfig, ModelSpec
 from srpo.evaluation.suite import evaluate_suite
 from srpo.rewards import RewardConfig
 from steps._log import library_logging

@@ -6,7 +6,7 @@ from typing import Annotated
 from zenml import get_step_context, log_metadata, step
 
 from srpo.artifacts import ModelFolder
-from srpo.world.publish import published_fingerprint, publish
+from srpo.published import published_fingerprint, publish
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Typed configuration of the evaluation suite: benchmark, metrics, models, report, human evaluation.
 
-Generation settings (steps, guidance, seeds) stay in :class:`srpo.config.EvalConfig`; this
-module adds what the evaluation suite needs on top. Every model forbids unknown keys, and
+Generation settings (steps, guidance, seeds) are :class:`EvalConfig`; the rest is what the
+evaluation suite needs on top. Every model forbids unknown keys, and
 combinations that cannot work raise an error that names the field and the fix.
 """
 
@@ -10,11 +10,21 @@ from __future__ import annotations
 import re
 from typing import Literal, Mapping, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from srpo.config import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EvalConfig(StrictModel):
+    """How base and tuned models are compared on held-out prompts."""
+
+    num_prompts: Optional[int] = Field(None, ge=1, description="score the first N prompts (default: all); only for "
+                                       "single-category prompts: use benchmark.per_category on a benchmark")
+    num_steps: int = Field(50, ge=1)
+    guidance: float = Field(3.5, ge=0)
+    shift: float = Field(3.0, gt=0)
+    seed: int = 42  # the paper: seed 42 + index * 1000 per prompt
+    seed_stride: int = 1000
 
 
 # ----------------------------------------------------------------------------------- benchmark
@@ -25,7 +35,7 @@ HPDV2_CATEGORIES = ("anime", "concept-art", "paintings", "photo")
 STYLE_CATEGORY_PREFIX = "style/"
 
 
-class StyleVariantsConfig(_Strict):
+class StyleVariantsConfig(StrictModel):
     """Extra prompts for the paired style study: the first ``num_prompts`` of ``category`` with a style word.
 
     The paper takes the first 200 photo prompts (simple, no style terms of their own) and adds
@@ -53,7 +63,7 @@ class StyleVariantsConfig(_Strict):
         return words
 
 
-class BenchmarkConfig(_Strict):
+class BenchmarkConfig(StrictModel):
     """Where the evaluation prompts come from.
 
     ``format``:
@@ -108,7 +118,7 @@ MODEL_PLACEHOLDER = "{model}"
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
-class MetricConfig(_Strict):
+class MetricConfig(StrictModel):
     """One evaluation metric and where its weights come from.
 
     ``name`` (see ``docs/evaluation.md`` for each formula):
@@ -177,7 +187,7 @@ class MetricConfig(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     """One model to evaluate: the pipeline's policy with another base and/or transformer.
 
     ``pretrained`` defaults to ``policy.pretrained``; ``transformer`` optionally replaces its
@@ -188,7 +198,7 @@ class ModelSpec(_Strict):
     transformer: Optional[str] = None
 
 
-class EvalReportConfig(_Strict):
+class EvalReportConfig(StrictModel):
     """How results are batched, summarised and shown."""
 
     batch_size: int = Field(4, ge=1, description="images generated per forward pass")
@@ -202,7 +212,7 @@ class EvalReportConfig(_Strict):
 
 # --------------------------------------------------------------------------- human evaluation
 
-class QualityStudyConfig(_Strict):
+class QualityStudyConfig(StrictModel):
     """The paper's main study: four dimensions rated Excellent / Good / Pass / Failed, per image."""
 
     models: Optional[list[str]] = Field(None, description="models to compare (default: every evaluated model)")
@@ -217,7 +227,7 @@ class QualityStudyConfig(_Strict):
         return self
 
 
-class HackingStudyConfig(_Strict):
+class HackingStudyConfig(StrictModel):
     """The 3-way hacking-rate study: three images per prompt, the rater marks the worst one."""
 
     models: list[str] = Field(min_length=3, max_length=3)
@@ -234,7 +244,7 @@ class HackingStudyConfig(_Strict):
         return self
 
 
-class StyleStudyConfig(_Strict):
+class StyleStudyConfig(StrictModel):
     """The paired style study: two images of a style-word prompt; which follows the style better."""
 
     models: list[str] = Field(min_length=2, max_length=2)
@@ -256,7 +266,7 @@ def _check_raters(per_prompt: int, slots: int) -> None:
                          "goes to distinct raters; raise num_raters")
 
 
-class HumanEvalConfig(_Strict):
+class HumanEvalConfig(StrictModel):
     """What ``export_human_eval`` writes: blinded annotation pages per study and rater.
 
     Image ids and the per-prompt image order come from the operating system's randomness unless
@@ -277,7 +287,7 @@ class HumanEvalConfig(_Strict):
     title: str = "Image quality study"
 
 
-class HumanEvalImportConfig(_Strict):
+class HumanEvalImportConfig(StrictModel):
     """Where ``import_human_eval`` reads the raters' files and the blinding key.
 
     ``annotations``: files (``.json`` or ``.csv`` exported by the page) or folders holding them,
@@ -293,7 +303,7 @@ class HumanEvalImportConfig(_Strict):
     bootstrap_seed: int = 0
 
 
-class PromptAnalysisConfig(_Strict):
+class PromptAnalysisConfig(StrictModel):
     """The word-frequency report of a prompt set (paper, supplement S3)."""
 
     top_k: int = Field(40, ge=1)

@@ -20,10 +20,9 @@ from typing import Callable, Mapping
 
 import torch
 
-from srpo.config import EvalConfig
 from srpo.evaluation.artifacts import EvalResults
 from srpo.evaluation.benchmarks import Benchmark
-from srpo.evaluation.config import EvalReportConfig
+from srpo.evaluation.config import EvalConfig, EvalReportConfig
 from srpo.evaluation.images import save_png
 from srpo.evaluation.metrics.base import Metric
 from srpo.evaluation.results import refuse_non_finite, write_results

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from srpo.config import EvalConfig
+from srpo.evaluation.config import EvalConfig
 
 
 def eval_seeds(indices: Sequence[int], cfg: EvalConfig) -> list[int]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence
 
-from srpo.config import EvalConfig, PolicyConfig
+from srpo.config import PolicyConfig
 from srpo.evaluation.artifacts import EvalResults
 from srpo.evaluation.benchmarks import Benchmark
-from srpo.evaluation.config import EvalReportConfig, MetricConfig, ModelSpec
+from srpo.evaluation.config import EvalConfig, EvalReportConfig, MetricConfig, ModelSpec
 from srpo.evaluation.metrics import Metric, load_metric
 from srpo.evaluation.results import OVERALL, overall_means
 from srpo.rewards import RewardConfig

@@ -14,7 +14,8 @@ from typing import Sequence
 import torch
 
 from srpo.direct_align import euler_sample
-from srpo.io import BUILTIN_PREFIX, is_builtin, resolve_model_location
+from srpo.io import resolve_model_location
+from srpo.published import is_builtin, resolve_builtin
 from srpo.schedules import sigma_schedule
 
 
@@ -65,9 +66,7 @@ def load_flux_pipeline(location: str, transformer: str | None = None, torch_dtyp
     from diffusers import FluxPipeline, FluxTransformer2DModel
 
     if is_builtin(location):
-        from srpo.models.tiny import builtin_flux_path
-
-        location = str(builtin_flux_path(location[len(BUILTIN_PREFIX):]))
+        location = str(resolve_builtin("policy", location))
     source = resolve_model_location(location)
     kwargs, lora = {}, None
     if transformer is not None:

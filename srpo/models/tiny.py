@@ -94,22 +94,9 @@ def save_tiny_flux(out_dir: str | Path, spec: TinyFluxSpec = TinyFluxSpec(), see
     return Path(out_dir)
 
 
-BUILTIN_FLUX = {"tiny-flux": TinyFluxSpec()}
-
-
-def builtin_flux_path(name: str, seed: int = 0) -> Path:
-    """The folder of built-in pipeline ``name`` (``builtin:tiny-flux``), built on first use.
-
-    ``builtin:shapes-flux`` is the shapes world's trained generator, published by the
-    ``shapes_bootstrap`` pipeline (see :mod:`srpo.world.publish`).
-    """
-    from srpo.world.publish import WORLD_MODELS, published_path
-
-    if name in WORLD_MODELS:
-        return published_path(name)
-    if name not in BUILTIN_FLUX:
-        raise ValueError(f"unknown built-in model {name!r}: known are {sorted(BUILTIN_FLUX)}")
-    path = cache_dir() / "builtin" / f"{name}-seed{seed}"
+def tiny_flux_folder(*, family: str | None = None, seed: int = 0) -> Path:
+    """The folder of ``builtin:tiny-flux`` for ``seed``, built on first use (see :mod:`srpo.published`)."""
+    path = cache_dir() / "builtin" / f"tiny-flux-seed{seed}"
     if not (path / "model_index.json").exists():
-        save_tiny_flux(path, BUILTIN_FLUX[name], seed)
+        save_tiny_flux(path, TinyFluxSpec(), seed)
     return path

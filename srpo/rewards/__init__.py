@@ -7,6 +7,8 @@ reward that needs them is loaded.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel, preprocess_for_clip
@@ -30,3 +32,17 @@ def load_reward(config: RewardConfig, device: str | torch.device = "cpu",
     else:  # RewardConfig validates names; this guards against a constructed-without-validation config
         raise ValueError(f"unknown reward {config.name!r}: choose one of {', '.join(KNOWN_REWARDS)}")
     return reward.to(device=device, dtype=dtype)
+
+
+def tiny_reward_folder(*, family: str | None, seed: int = 0) -> Path:
+    """The folder of ``builtin:tiny`` for reward ``family`` (a reward name): a seeded tiny random model
+    of that family, built on first use (see :mod:`srpo.published`)."""
+    if family in OPEN_CLIP_REWARDS:
+        from srpo.rewards.open_clip_reward import build_tiny_open_clip
+
+        return build_tiny_open_clip(family, seed)
+    if family in HF_CLIP_REWARDS:
+        from srpo.rewards.hf_clip_reward import build_tiny_hf_clip
+
+        return build_tiny_hf_clip(family, seed)
+    raise ValueError(f"unknown reward {family!r}: choose one of {', '.join(KNOWN_REWARDS)}")

@@ -22,13 +22,10 @@ caller's ``.train()`` reaches it. Adapters (open_clip, transformers) subclass
 from __future__ import annotations
 
 import abc
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-
-from srpo.io import atomic_directory
 
 #: OpenAI CLIP's pixel normalisation (also used by HPS v2.1, PickScore and laion CLIP-H).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
@@ -151,15 +148,3 @@ class RewardModel(torch.nn.Module, abc.ABC):
         self._text_cache.clear()  # cached features would have the old device/dtype
         return super()._apply(fn, recurse)
 
-
-def build_once(target: Path, build: Callable[[Path], None]) -> Path:
-    """Create the folder ``target`` by running ``build(folder)``, unless it already exists.
-
-    ``build`` writes into a temporary sibling folder that is renamed to ``target`` only when
-    it finished, so a crash leaves nothing half-written (and a concurrent builder's result wins).
-    """
-    if target.is_dir():
-        return target
-    with atomic_directory(target, replace=False) as tmp:
-        build(tmp)
-    return target

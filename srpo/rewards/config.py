@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_serializer, model_validator
+from pydantic import field_validator, model_serializer, model_validator
 
-from srpo.io import BUILTIN_PREFIX, is_builtin
+from srpo.config import StrictModel
+from srpo.published import BUILTIN_PREFIX, WORLD_MODELS, is_builtin, lookup_builtin
 
 #: Rewards built on open_clip (``architecture`` + a state-dict file).
 OPEN_CLIP_REWARDS = ("hpsv2.1", "clip")
@@ -23,13 +24,9 @@ KNOWN_REWARDS = OPEN_CLIP_REWARDS + HF_CLIP_REWARDS
 #: Checkpoint used when ``checkpoint`` is left out (a hub id; needs network access).
 DEFAULT_CHECKPOINTS = {"pickscore": "yuvalkirstain/PickScore_v1"}
 
-#: The special checkpoint that builds a tiny random model of the reward's family (tests, CPU).
-BUILTIN_TINY = BUILTIN_PREFIX + "tiny"
-#: The shapes world's trained CLIP rewards (transformers folders published by ``shapes_bootstrap``).
-BUILTIN_WORLD = {BUILTIN_PREFIX + "shapes-clip": "shapes-clip", BUILTIN_PREFIX + "shapes-clip-biased": "shapes-clip-biased"}
 
 
-class RewardConfig(BaseModel):
+class RewardConfig(StrictModel):
     """Which reward model to load and how to scale its score.
 
     ``name``: ``"hpsv2.1"`` (open_clip ViT-H-14 + HPS v2.1 state dict), ``"pickscore"``
@@ -49,8 +46,6 @@ class RewardConfig(BaseModel):
     folder when it holds tokenizer files, else the offline CLIP tokenizer.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     name: str
     architecture: str = "ViT-H-14"
     checkpoint: str | None = None
@@ -68,9 +63,8 @@ class RewardConfig(BaseModel):
     @field_validator("checkpoint")
     @classmethod
     def _known_builtin(cls, checkpoint: str | None) -> str | None:
-        known = [BUILTIN_TINY, *BUILTIN_WORLD]
-        if checkpoint is not None and is_builtin(checkpoint) and checkpoint not in known:
-            raise ValueError(f"unknown built-in checkpoint {checkpoint!r}: known are {known}")
+        if is_builtin(checkpoint):
+            lookup_builtin("reward", checkpoint)  # raises with the known names
         return checkpoint
 
     @model_validator(mode="after")
@@ -83,7 +77,7 @@ class RewardConfig(BaseModel):
             raise ValueError(f"architecture is only used by open_clip rewards "
                              f"({', '.join(OPEN_CLIP_REWARDS)}); reward {self.name!r} reads its "
                              "architecture from the checkpoint's config.json: remove architecture")
-        if self.checkpoint in BUILTIN_WORLD and self.name not in HF_CLIP_REWARDS:
+        if self.world_model is not None and self.name not in HF_CLIP_REWARDS:
             raise ValueError(f"{self.checkpoint!r} is a transformers CLIP folder: use name 'hf_clip' with it")
         return self
 
@@ -97,10 +91,12 @@ class RewardConfig(BaseModel):
         return data
 
     @property
-    def is_builtin_tiny(self) -> bool:
-        return self.checkpoint == BUILTIN_TINY
+    def is_builtin(self) -> bool:
+        """True when ``checkpoint`` names a built-in model (resolved by :mod:`srpo.published`)."""
+        return is_builtin(self.checkpoint)
 
     @property
     def world_model(self) -> str | None:
         """The published shapes-world model this checkpoint names (``builtin:shapes-clip``), if any."""
-        return BUILTIN_WORLD.get(self.checkpoint or "")
+        name = self.checkpoint[len(BUILTIN_PREFIX):] if self.is_builtin else None
+        return name if name in WORLD_MODELS else None

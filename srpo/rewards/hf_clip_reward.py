@@ -17,9 +17,10 @@ from typing import Sequence
 
 import torch
 
-from srpo.io import cache_dir, is_url, resolve_local
+from srpo.io import build_once, cache_dir, is_url, resolve_local
 from srpo.models.tokenizers import clip_tokenizer
-from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel, build_once
+from srpo.published import resolve_builtin
+from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel
 from srpo.rewards.config import DEFAULT_CHECKPOINTS, RewardConfig
 
 #: Files whose presence marks a folder as holding a tokenizer.
@@ -69,12 +70,8 @@ def projected_embeddings(output) -> torch.Tensor:
 
 def load_hf_clip_reward(config: RewardConfig) -> HFClipReward:
     """The transformers reward that ``config`` describes ("pickscore" or "hf_clip")."""
-    if config.is_builtin_tiny:
-        source: Path | str = build_tiny_hf_clip(config.name, config.seed)
-    elif config.world_model is not None:
-        from srpo.world.publish import published_path
-
-        source = published_path(config.world_model)
+    if config.is_builtin:  # builtin:tiny or a published shapes-world model
+        source: Path | str = resolve_builtin("reward", config.checkpoint, family=config.name, seed=config.seed)
     else:
         location = config.checkpoint if config.checkpoint is not None else DEFAULT_CHECKPOINTS.get(config.name)
         if location is None:

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from srpo.io import atomic_write_text, cache_dir, resolve_local
-from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel, build_once
+from srpo.io import atomic_write_text, build_once, cache_dir, resolve_local
+from srpo.published import resolve_builtin
+from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel
 from srpo.rewards.config import RewardConfig
 
 #: A tiny architecture of the ViT-H-14 family, for tests and the CPU default (``builtin:tiny``).
@@ -99,8 +100,8 @@ def use_sequence_first_attention(model: torch.nn.Module) -> torch.nn.Module:
 def load_open_clip_reward(config: RewardConfig) -> OpenClipReward:
     """The open_clip reward that ``config`` describes ("hpsv2.1" or "clip")."""
     scale = 1.0 if config.scale is None else config.scale
-    if config.is_builtin_tiny:
-        folder = build_tiny_open_clip(config.name, config.seed)
+    if config.is_builtin:  # builtin:tiny (the config refuses world models for open_clip rewards)
+        folder = resolve_builtin("reward", config.checkpoint, family=config.name, seed=config.seed)
         return OpenClipReward.from_checkpoint(TINY_ARCHITECTURE, folder / FOLDER_WEIGHT_NAMES[0], scale=scale)
     if config.checkpoint is None:
         hint = " (HPS_v2.1_compressed.pt)" if config.name == "hpsv2.1" else ""

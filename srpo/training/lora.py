@@ -10,14 +10,7 @@ from pathlib import Path
 
 import torch
 
-#: Attention and MLP projections of FLUX's double- and single-stream blocks.
-FLUX_LORA_TARGETS = [
-    "to_q", "to_k", "to_v", "to_out.0",                   # image-stream attention
-    "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",  # text-stream attention
-    "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",  # double-block MLPs
-    "proj_mlp", "proj_out",                               # single-block MLP in / fused out
-]
-
+from srpo.config import FLUX_LORA_TARGETS
 
 def add_lora(transformer: torch.nn.Module, rank: int, alpha: float, targets: list[str], dropout: float = 0.0,
              seed: int = 0) -> list[torch.nn.Parameter]:

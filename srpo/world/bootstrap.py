@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from srpo.config import StrictModel
 from srpo.io import atomic_write_text
 from srpo.world.generator import GeneratorConfig, sample_images, save_pipeline, train_generator
 from srpo.world.grader import fidelity, grade, shares
@@ -34,10 +35,8 @@ log = logging.getLogger(__name__)
 WORLD_INFO = "world.json"
 
 
-class WorldCheckConfig(BaseModel):
+class WorldCheckConfig(StrictModel):
     """How the bootstrapped models are checked (held-out seeds never used in training)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     heldout_images: int = Field(512, ge=8, description="drawn images the reward and the grader are checked on")
     samples_per_prompt: int = Field(4, ge=1, description="generator samples per base prompt (60 prompts)")

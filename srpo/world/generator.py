@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from srpo.config import StrictModel
 from srpo.models.tiny import TinyFluxSpec, build_tiny_flux_pipeline
 from srpo.models.tokenizers import DEFAULT_T5_WORDS
 from srpo.schedules import shift_sigma
@@ -34,10 +35,8 @@ from srpo.world.fitting import Fitter
 from srpo.world.shapes import WORLD_WORDS, WorldSpec, all_base_prompts, captions, render, sample_scenes
 
 
-class GeneratorConfig(BaseModel):
+class GeneratorConfig(StrictModel):
     """Sizes and training of the world's FLUX generator."""
-
-    model_config = ConfigDict(extra="forbid")
 
     # architecture (FluxTransformer2DModel from a small config; the VAE is fixed, see analytic_vae)
     layers: int = 2  # double-stream blocks

@@ -12,18 +12,17 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from srpo.config import StrictModel
 from srpo.srp import with_control
 from srpo.world.generator import sample_images
 from srpo.world.grader import fidelity, grade
 from srpo.world.shapes import BINARY_ATTRIBUTES, all_base_prompts
 
 
-class WorldReportConfig(BaseModel):
+class WorldReportConfig(StrictModel):
     """What the world report measures. The steered attribute comes from the run's positive words."""
-
-    model_config = ConfigDict(extra="forbid")
 
     samples_per_prompt: int = Field(4, ge=1, description="samples per base prompt (60 prompts), same seeds before/after")
     num_steps: int = Field(25, ge=1)

@@ -28,8 +28,9 @@ from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from srpo.config import StrictModel
 from srpo.rewards.base import CLIP_MEAN, CLIP_STD, preprocess_for_clip
 from srpo.rewards.hf_clip_reward import projected_embeddings
 from srpo.world.fitting import Fitter
@@ -37,10 +38,8 @@ from srpo.world.shapes import (BINARY_ATTRIBUTES, COLOUR_NAMES, SHAPES, Scenes, 
                                sample_scenes)
 
 
-class RewardTrainConfig(BaseModel):
+class RewardTrainConfig(StrictModel):
     """Size and training of the world's CLIP reward."""
-
-    model_config = ConfigDict(extra="forbid")
 
     image_size: int = Field(32, ge=16, description="the image tower's input side (images are resized to it)")
     patch_size: int = 4

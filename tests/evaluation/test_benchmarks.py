@@ -90,7 +90,7 @@ def test_filters_and_style_variants(tmp_path):
 
 def test_subsets_keep_each_prompts_benchmark_index_and_so_its_seed(tmp_path):
     """A prompt's seed is 42 + 1000 * its index in the full benchmark, whatever subset is evaluated."""
-    from srpo.config import EvalConfig
+    from srpo.evaluation.config import EvalConfig
     from srpo.evaluation.scoring import eval_seeds
 
     folder = write_hpdv2(tmp_path / "hpd", n=4)  # 16 prompts: photo prompt 0 is index 12

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from srpo.config import EvalConfig, PolicyConfig
+from srpo.config import PolicyConfig
+from srpo.evaluation.config import EvalConfig
 from srpo.evaluation.config import MetricConfig
 from srpo.evaluation.suite import evaluate_suite
 

@@ -40,7 +40,7 @@ def test_bootstrap_publishes_and_the_demo_reports_before_and_after(zenml_client,
     monkeypatch.setenv("SRPO_CACHE", str(tmp_path / "cache"))
     from pipelines.bootstrap import shapes_bootstrap
     from pipelines.training import srpo_training
-    from srpo.world.publish import published_fingerprint, published_path
+    from srpo.published import published_fingerprint, published_path
 
     config = write(tmp_path, BOOTSTRAP, "bootstrap.yaml", tiny_bootstrap)
     first = zenml_client.get_pipeline_run(shapes_bootstrap.with_options(config_path=config)().id)

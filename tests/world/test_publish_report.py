@@ -3,25 +3,23 @@
 import pytest
 import torch
 
+from srpo.published import publish, published_fingerprint, published_path, read_record, resolve_builtin
 from srpo.rewards import RewardConfig
-from srpo.world.publish import published_fingerprint, published_path, publish, read_record
 from srpo.world.report import WorldReportConfig, compare, measure, steering_from_words, table
 from srpo.world.shapes import draw
 
 
 def test_publish_resolves_builtin_names_and_changes_the_fingerprint(tmp_path, monkeypatch):
     monkeypatch.setenv("SRPO_CACHE", str(tmp_path / "cache"))
-    from srpo.models.tiny import builtin_flux_path
-
     with pytest.raises(FileNotFoundError, match="shapes_bootstrap"):
-        builtin_flux_path("shapes-flux")
+        resolve_builtin("policy", "builtin:shapes-flux")
     assert published_fingerprint() == "unpublished"
     src = tmp_path / "src"
     src.mkdir()
     (src / "model_index.json").write_text("{}")
     publish("shapes-flux", src, {"pipeline_run": "r1"})
     first = published_fingerprint()
-    assert builtin_flux_path("shapes-flux") == published_path("shapes-flux")
+    assert resolve_builtin("policy", "builtin:shapes-flux") == published_path("shapes-flux")
     assert (published_path("shapes-flux") / "model_index.json").read_text() == "{}"
     assert read_record()["shapes-flux"]["pipeline_run"] == "r1"
     (src / "model_index.json").write_text('{"changed": 1}')

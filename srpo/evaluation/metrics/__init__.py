@@ -19,6 +19,8 @@ name               model                                                      sc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from srpo.evaluation.metrics.base import Metric, ModuleMetric
 
 
@@ -45,4 +47,19 @@ def load_metric(cfg, device: str = "cpu") -> Metric:
     return metric.to(device)
 
 
-__all__ = ["Metric", "ModuleMetric", "load_metric"]
+def tiny_metric_folder(*, family: str | None, seed: int = 0) -> Path:
+    """The folder of ``builtin:tiny`` for metric ``family`` (imagereward, aesthetic_v2.5): a seeded tiny
+    random model, built on first use (see :mod:`srpo.published`). The CLIP metrics load rewards, whose
+    ``builtin:tiny`` the reward registry resolves."""
+    if family == "imagereward":
+        from srpo.evaluation.metrics.imagereward import build_tiny_imagereward
+
+        return build_tiny_imagereward(seed)
+    if family == "aesthetic_v2.5":
+        from srpo.evaluation.metrics.aesthetic import build_tiny_aesthetic
+
+        return build_tiny_aesthetic(seed)
+    raise ValueError(f"metric {family!r} has no builtin:tiny folder of its own: only imagereward and aesthetic_v2.5 do")
+
+
+__all__ = ["Metric", "ModuleMetric", "load_metric", "tiny_metric_folder"]

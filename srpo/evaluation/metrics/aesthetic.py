@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from srpo.evaluation.metrics.base import ModuleMetric
-from srpo.io import BUILTIN_PREFIX, cache_dir, resolve_local, resolve_model_location
-from srpo.rewards.base import build_once
+from srpo.io import build_once, cache_dir, resolve_local, resolve_model_location
+from srpo.published import is_builtin, resolve_builtin
 
 #: The vision tower the v2.5 head was trained on (a hub id; a local folder or s3:// URL works too).
 DEFAULT_ENCODER = "google/siglip-so400m-patch14-384"
@@ -92,16 +92,14 @@ class AestheticMetric(ModuleMetric):
 
 def load_aesthetic_metric(cfg) -> AestheticMetric:
     """Aesthetic v2.5 from ``cfg.encoder`` (SigLIP) and ``cfg.checkpoint`` (the head's state dict)."""
-    if cfg.checkpoint == BUILTIN_PREFIX + "tiny":
-        folder = build_tiny_aesthetic(cfg.seed)
+    if is_builtin(cfg.checkpoint):
+        folder = resolve_builtin("metric", cfg.checkpoint, family=cfg.name, seed=cfg.seed)
         encoder, head_path = str(folder / "encoder"), folder / HEAD_FILE
     else:
         if cfg.checkpoint is None:
             raise ValueError("metric 'aesthetic_v2.5' needs the head's weights: give `checkpoint` as the path, "
                              f"s3:// or https:// URL of {HEAD_FILE} (models/ in the discus0434/"
                              "aesthetic-predictor-v2-5 repository), or 'builtin:tiny' for a tiny random model")
-        if cfg.checkpoint.startswith(BUILTIN_PREFIX):
-            raise ValueError(f"unknown built-in checkpoint {cfg.checkpoint!r}: the only one is 'builtin:tiny'")
         encoder, head_path = cfg.encoder or DEFAULT_ENCODER, resolve_local(cfg.checkpoint)
     vision = load_siglip_vision(encoder)
     head = AestheticHead(vision.config.hidden_size)

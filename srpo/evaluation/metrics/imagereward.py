@@ -40,8 +40,9 @@ from typing import Mapping, Sequence
 import torch
 
 from srpo.evaluation.metrics.base import ModuleMetric
-from srpo.io import BUILTIN_PREFIX, cache_dir, resolve_local, resolve_model_location
-from srpo.rewards.base import CLIP_MEAN, CLIP_STD, build_once, preprocess_for_clip
+from srpo.io import build_once, cache_dir, resolve_local, resolve_model_location
+from srpo.published import is_builtin, resolve_builtin
+from srpo.rewards.base import CLIP_MEAN, CLIP_STD, preprocess_for_clip
 
 REWARD_MEAN = 0.16717362830052426
 REWARD_STD = 1.0333394966054072
@@ -240,16 +241,14 @@ def load_imagereward_metric(cfg) -> ImageRewardMetric:
     """ImageReward from ``cfg.checkpoint`` (ImageReward.pt) and ``cfg.processor`` (BERT tokenizer)."""
     from srpo.rewards.open_clip_reward import read_state_dict
 
-    if cfg.checkpoint == BUILTIN_PREFIX + "tiny":
-        folder = build_tiny_imagereward(cfg.seed)
+    if is_builtin(cfg.checkpoint):
+        folder = resolve_builtin("metric", cfg.checkpoint, family=cfg.name, seed=cfg.seed)
         path, tokenizer = folder / CHECKPOINT_FILE, str(folder / "tokenizer")
         vision_heads, text_heads = TINY_HEADS, TINY_HEADS
     else:
         if cfg.checkpoint is None:
             raise ValueError("metric 'imagereward' needs its checkpoint: give `checkpoint` as the path or s3:// URL of "
                              f"{CHECKPOINT_FILE} (hub: THUDM/ImageReward), or 'builtin:tiny' for a tiny random model")
-        if cfg.checkpoint.startswith(BUILTIN_PREFIX):
-            raise ValueError(f"unknown built-in checkpoint {cfg.checkpoint!r}: the only one is 'builtin:tiny'")
         path, tokenizer = resolve_local(cfg.checkpoint), cfg.processor or DEFAULT_TOKENIZER
         vision_heads, text_heads = cfg.vision_heads, cfg.text_heads
     model = load_imagereward_model(read_state_dict(Path(path)), cfg.vision_heads or vision_heads,
