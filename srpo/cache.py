@@ -13,7 +13,7 @@ call are never evicted by that call, whatever ``max_items`` says.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 
 class PromptCache:
@@ -30,6 +30,10 @@ class PromptCache:
 
     def __contains__(self, prompt: str) -> bool:
         return prompt in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        """The cached prompts, least recently used first."""
+        return iter(list(self._items))
 
     def clear(self) -> None:
         self._items.clear()

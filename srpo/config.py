@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from srpo.io import is_url
+from srpo.io import is_url, strip_file_scheme
 from srpo.schedules import MAX_TRAIN_SIGMA
 from srpo.published import is_builtin, lookup_builtin
 
@@ -170,8 +170,7 @@ class TrainConfig(StrictModel):
     @field_validator("checkpoint_dir")
     @classmethod
     def _local_checkpoint_dir(cls, folder: Optional[str]) -> Optional[str]:
-        if folder is not None and folder.startswith("file://"):
-            folder = folder[len("file://"):]  # a local path written as a URL
+        folder = strip_file_scheme(folder) if folder is not None else None  # a local path written as a URL
         if folder is not None and is_url(folder):
             raise ValueError(f"checkpoint_dir {folder!r} is a URL: checkpoints are written to a local or mounted "
                              "folder (a temporary name, then an atomic rename, which object stores lack); mount "

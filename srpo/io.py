@@ -28,9 +28,17 @@ def cache_dir() -> Path:
     return root
 
 
+FILE_SCHEME = "file://"
+
+
+def strip_file_scheme(location: str) -> str:
+    """A local path written as a URL (``file:///data/x``) as the path (``/data/x``); others unchanged."""
+    return location[len(FILE_SCHEME):] if location.startswith(FILE_SCHEME) else location
+
+
 def is_url(location: str) -> bool:
     """True for fsspec URLs such as ``s3://b/k`` or ``gcs://...`` (not ``file://``)."""
-    return "://" in location and not location.startswith("file://")
+    return "://" in location and not location.startswith(FILE_SCHEME)
 
 
 def resolve_local(location: str, *, must_exist: bool = True) -> Path:
@@ -41,8 +49,7 @@ def resolve_local(location: str, *, must_exist: bool = True) -> Path:
     when the source changed (its files' sizes, ETags or modification times); see
     :func:`_mirror_remote`.
     """
-    if location.startswith("file://"):
-        location = location[len("file://"):]
+    location = strip_file_scheme(location)
     if not is_url(location):
         path = Path(location).expanduser()
         if must_exist and not path.exists():
@@ -275,21 +282,24 @@ def csv_text(rows: list[dict], columns: list[str] | None = None) -> str:
     return buf.getvalue()
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: A Hugging Face hub id: ``org/name``, or a legacy canonical name without an org (``bert-base-uncased``).
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
-def resolve_model_location(location: str) -> str:
-    """A string ``from_pretrained`` accepts: a local folder (URLs mirrored) or a hub id.
+def is_hub_id(location: str) -> bool:
+    """True when ``location`` is spelled like a hub id (``org/name`` or ``name``), not like a path or URL."""
+    return bool(_HUB_ID.fullmatch(location)) and not location.startswith((".", "/", "~"))
 
-    Existing local paths and fsspec URLs become local folders; ``org/name`` that is not a local
-    path is returned as a hub id; anything else that does not exist raises ``FileNotFoundError``.
+
+def resolve_model_location(location: str) -> Path | str:
+    """What ``from_pretrained`` accepts: a local folder (``Path``; URLs mirrored) or a hub id (``str``).
+
+    Existing local paths (also written ``file://...``) and fsspec URLs become local folders; a
+    hub id that is not a local path is returned unchanged; anything else raises ``FileNotFoundError``.
     """
-    if is_url(location) or location.startswith("file://"):
-        return str(resolve_local(location))
-    path = Path(location).expanduser()
-    if path.exists():
-        return str(path)
-    if _HUB_ID.match(location) and not location.startswith((".", "/", "~")):
+    if is_url(location) or Path(strip_file_scheme(location)).expanduser().exists():
+        return resolve_local(location)
+    if is_hub_id(location):
         return location
     raise FileNotFoundError(f"model location {location!r} does not exist: give a local folder, "
                             "an fsspec URL (s3://bucket/prefix), a hub id (org/name) or a built-in "

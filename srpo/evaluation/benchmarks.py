@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from srpo.evaluation.config import HPDV2_CATEGORIES, STYLE_CATEGORY_PREFIX, BenchmarkConfig
-from srpo.io import resolve_local
+from srpo.io import resolve_local, strip_file_scheme
 from srpo.prompts import normalize_prompt, read_utf8_text, text_lines
 
 
@@ -259,7 +259,7 @@ def benchmark_format(cfg: BenchmarkConfig) -> str:
     """``cfg.format``, with ``auto`` resolved: a folder is ``hpdv2``, a ``.jsonl`` file ``geneval``, else by suffix."""
     if cfg.format != "auto":
         return cfg.format
-    local = cfg.source[len("file://"):] if cfg.source.startswith("file://") else cfg.source
+    local = strip_file_scheme(cfg.source)
     is_dir = Path(local).expanduser().is_dir() if "://" not in local else not Path(local).suffix
     if is_dir:
         return "hpdv2"

@@ -29,7 +29,7 @@ from srpo.evaluation.results import refuse_non_finite, write_results
 from srpo.evaluation.scoring import eval_seeds
 from srpo.io import atomic_directory
 from srpo.models.flux import FluxPolicy
-from srpo.training.rollouts import prompt_noise
+from srpo.noise import prompt_noise
 
 log = logging.getLogger(__name__)
 

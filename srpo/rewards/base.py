@@ -27,6 +27,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from srpo.cache import PromptCache
+
 #: OpenAI CLIP's pixel normalisation (also used by HPS v2.1, PickScore and laion CLIP-H).
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -80,7 +82,7 @@ class RewardModel(torch.nn.Module, abc.ABC):
         self.scale = float(scale)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._text_cache = PromptCache(self.max_cached_prompts)  # prompt -> [D] normalised features
         self.requires_grad_(False)
         self.eval()
 
@@ -114,18 +116,12 @@ class RewardModel(torch.nn.Module, abc.ABC):
         """``B`` prompts -> ``[B, D]`` L2-normalised, without gradients, cached per prompt."""
         if isinstance(prompts, str):
             raise TypeError("text_features takes a sequence of prompts, not one string: wrap it in a list")
-        cache = self._text_cache
-        missing = [p for p in dict.fromkeys(prompts) if p not in cache]
-        if missing:
-            with torch.no_grad():
-                feats = F.normalize(self.encode_prompts(missing), dim=-1)  # [M, D]
-            cache.update(zip(missing, feats))
-        out = torch.stack([cache[p] for p in prompts])  # [B, D], before anything is evicted
-        for p in dict.fromkeys(prompts):  # most recently used last
-            cache[p] = cache.pop(p)
-        for old in list(cache)[: max(0, len(cache) - self.max_cached_prompts)]:
-            del cache[old]
-        return out
+        self._text_cache.max_items = self.max_cached_prompts  # a class or instance setting, read at each call
+        return torch.stack(self._text_cache.lookup(prompts, self._encode_normalised))  # [B, D]
+
+    @torch.no_grad()
+    def _encode_normalised(self, prompts: list[str]) -> torch.Tensor:
+        return F.normalize(self.encode_prompts(prompts), dim=-1)  # [M, D]
 
     def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """``scale * cos(image, prompt)`` per pair: ``[B, 3, H, W]`` and ``B`` prompts -> ``[B]``."""

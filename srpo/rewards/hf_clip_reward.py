@@ -11,13 +11,12 @@ it near HPS's scale, so the default ``scale`` here is ``logit_scale.exp() / 20``
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from srpo.io import build_once, cache_dir, is_url, resolve_local
+from srpo.io import build_once, cache_dir, resolve_model_location
 from srpo.models.tokenizers import clip_tokenizer
 from srpo.published import resolve_builtin
 from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel
@@ -28,7 +27,6 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 PREPROCESSOR_FILE = "preprocessor_config.json"
 #: The SRPO authors' divisor for PickScore.
 PICKSCORE_DIVISOR = 20.0
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 class HFClipReward(RewardModel):
@@ -77,11 +75,11 @@ def load_hf_clip_reward(config: RewardConfig) -> HFClipReward:
         if location is None:
             raise ValueError(f"reward {config.name!r} needs a checkpoint: give a folder written by "
                              "CLIPModel.save_pretrained (local or fsspec URL), a hub id, or 'builtin:tiny'")
-        source = resolve_source(location)
+        source = resolve_model_location(location)
     model = load_clip_model(source)
     max_length = model.config.text_config.max_position_embeddings
     if config.processor_path is not None:
-        processor = resolve_source(config.processor_path)
+        processor = resolve_model_location(config.processor_path)
         tokenizer = load_tokenizer(processor, model_max_length=max_length, required=True)
     else:
         processor = source
@@ -100,17 +98,6 @@ def default_scale(config: RewardConfig, model) -> float:
 
 
 # -- where things come from ------------------------------------------------------------------
-
-def resolve_source(location: str) -> Path | str:
-    """A local folder for paths and fsspec URLs; a hub id (``org/name``) is returned unchanged."""
-    local = location[len("file://"):] if location.startswith("file://") else location
-    if is_url(location) or Path(local).expanduser().exists():
-        return resolve_local(location)
-    if _HUB_ID.fullmatch(location):
-        return location
-    raise FileNotFoundError(f"{location!r} does not exist: give a local folder, an fsspec URL "
-                            "(s3://bucket/key) or a hub id (org/name)")
-
 
 def load_clip_model(source: Path | str):
     """``CLIPModel.from_pretrained(source)`` with an error that says what to give instead."""

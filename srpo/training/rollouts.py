@@ -13,16 +13,10 @@ from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig
 from srpo.io import resolve_local
 from srpo.models.flux import FluxPolicy
+from srpo.noise import prompt_noise
 from srpo.prompts import read_utf8_text, text_lines
 
 log = logging.getLogger(__name__)
-
-
-def prompt_noise(policy: FluxPolicy, height: int, width: int, seeds: Sequence[int]) -> torch.Tensor:
-    """One Gaussian latent per seed, drawn on the CPU so that every device gets the same noise."""
-    shape = policy.latent_shape(height, width)
-    noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-    return torch.stack(noise).to(policy.device)  # [N, C, h, w]
 
 
 def sample_latents(policy: FluxPolicy, prompts: Sequence[str], eps: torch.Tensor, cfg: RolloutConfig,

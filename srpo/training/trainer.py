@@ -19,7 +19,6 @@ resumed run continues exactly where the interrupted one stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -38,6 +37,7 @@ from srpo.direct_align import (add_noise, both_branches_recover, denoise_recover
 from srpo.io import atomic_write_text
 from srpo.losses import reward_loss
 from srpo.models.flux import FluxPolicy, cast_parameters
+from srpo.noise import derived_seed, seeded_noise
 from srpo.rewards.base import RewardModel
 from srpo.schedules import linear_discount, linear_k, shifted_linspace_discount, sigma_schedule
 from srpo.srp import semantic_reward, with_control
@@ -68,11 +68,6 @@ class NonFiniteError(RuntimeError):
     """Too many consecutive updates had a non-finite loss or gradient."""
 
 
-def derived_seed(*parts) -> int:
-    """A 63-bit seed that depends only on ``parts`` (stable across processes and runs)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "big") >> 1
-
-
 #: Version of what an update optimises for the same settings; a checkpoint of another is not resumed.
 #: 2: k-schedules and the shifted discount read from the grid's clean end, antialiased reward resize
 #: (2026-11-26); 1 (or none recorded): before.
@@ -97,11 +92,6 @@ def set_rng_state(state: dict[str, torch.Tensor] | torch.Tensor) -> None:
     torch.random.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def seeded_noise(shape, seeds: list[int]) -> torch.Tensor:
-    """One standard normal tensor of ``shape`` per seed, drawn on the CPU: [len(seeds), *shape]."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
 def make_accelerator(cfg: TrainConfig, cpu: bool):

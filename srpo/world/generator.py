@@ -30,6 +30,7 @@ from pydantic import Field
 from srpo.config import StrictModel
 from srpo.models.tiny import TinyFluxSpec, build_tiny_flux_pipeline
 from srpo.models.tokenizers import DEFAULT_T5_WORDS
+from srpo.noise import seeded_noise
 from srpo.schedules import shift_sigma
 from srpo.world.fitting import Fitter
 from srpo.world.shapes import WORLD_WORDS, WorldSpec, all_base_prompts, captions, render, sample_scenes
@@ -226,8 +227,7 @@ def sample_images(policy, prompts: list[str], seeds: list[int], num_steps: int =
     c, h, w = policy.pipe.vae.config.latent_channels, *policy.latent_shape(64, 64)[1:]
     out = []
     for i in range(0, len(prompts), batch_size):
-        eps = torch.stack([torch.randn((c, h, w), generator=torch.Generator().manual_seed(int(s)))
-                           for s in seeds[i:i + batch_size]]).to(policy.device)
+        eps = seeded_noise((c, h, w), seeds[i:i + batch_size]).to(policy.device)  # [b, C, h, w]
         x0 = policy.rollout(policy.encode_prompts(prompts[i:i + batch_size]), eps, num_steps, shift, guidance)
         out.append(policy.decode(x0).cpu())
     return torch.cat(out)

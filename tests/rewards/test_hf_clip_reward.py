@@ -12,7 +12,8 @@ from transformers import CLIPModel
 
 from srpo.models.tokenizers import clip_tokenizer
 from srpo.rewards import CLIP_MEAN, CLIP_STD, RewardConfig, load_reward, preprocess_for_clip
-from srpo.rewards.hf_clip_reward import HFClipReward, resolve_source, tiny_clip_config
+from srpo.io import resolve_model_location
+from srpo.rewards.hf_clip_reward import HFClipReward, tiny_clip_config
 
 PROMPTS = ["a red circle on a blue background", "a dog"]
 
@@ -83,7 +84,7 @@ def test_missing_folder(tmp_path):
 
 
 def test_hub_ids_go_to_from_pretrained_with_a_clear_error(monkeypatch):
-    assert resolve_source("yuvalkirstain/PickScore_v1") == "yuvalkirstain/PickScore_v1"
+    assert resolve_model_location("yuvalkirstain/PickScore_v1") == "yuvalkirstain/PickScore_v1"
 
     def offline(*args, **kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from srpo.cache import PromptCache
+from srpo.io import build_once
 from srpo.rewards import KNOWN_REWARDS, RewardConfig, RewardModel, load_reward
-from srpo.rewards.base import build_once
 
 PROMPTS = ["a red circle", "a blue square", "a red circle"]
 
@@ -58,7 +59,7 @@ def test_text_features_are_cached(reward, monkeypatch):
 def test_the_text_cache_never_drops_a_prompt_it_is_returning(reward, monkeypatch):
     """Least recently used goes first; a full cache evicts only after the answer is built."""
     monkeypatch.setattr(reward, "max_cached_prompts", 3)
-    monkeypatch.setattr(reward, "_text_cache", {})
+    monkeypatch.setattr(reward, "_text_cache", PromptCache(3))
     want = {p: reward.encode_prompts([p]) for p in "abcde"}
     reward.text_features(["a", "b", "c"])
     reward.text_features(["a"])  # a is now the most recently used: b goes first

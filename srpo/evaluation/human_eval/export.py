@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import random
 import secrets
-import shutil
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,7 +41,7 @@ from srpo.evaluation.html import esc, page, table
 from srpo.evaluation.human_eval.page import ANNOTATION_FORMAT, PAGE_FORMAT, render_page
 from srpo.evaluation.human_eval.rubric import DIMENSIONS, LEVELS
 from srpo.evaluation.images import data_uri
-from srpo.io import atomic_write_text
+from srpo.io import atomic_directory, atomic_write_text
 
 KEY_FORMAT = "srpo-human-eval-key/1"
 CHOICE_LABELS = {"hacking": "Worst of the three", "style": "Follows the style better"}
@@ -160,11 +159,9 @@ def export_human_eval(results: EvalResults, cfg: HumanEvalConfig, out_dir: Path,
         return uri_cache[path]
 
     out_dir = Path(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "pages").mkdir(parents=True)
     manifest_pages = []
-    try:
+    with atomic_directory(out_dir) as tmp:  # the pages appear complete, or not at all
+        (tmp / "pages").mkdir()
         for study, models, sample, per, slots in studies:
             tasks, images = {}, {}
             task_images: dict[str, list[str]] = {}
@@ -210,11 +207,6 @@ def export_human_eval(results: EvalResults, cfg: HumanEvalConfig, out_dir: Path,
                                     "num_raters": slots} for s, models, sample, per, slots in studies}}
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1))
         atomic_write_text(tmp / INDEX_HTML, _overview(manifest, cfg))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if store_key is not None:
         store_key(key)
     if cfg.output_dir:
