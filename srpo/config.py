@@ -7,13 +7,13 @@ and say what to do instead.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from srpo.io import is_url, strip_file_scheme
-from srpo.schedules import MAX_TRAIN_SIGMA
 from srpo.published import is_builtin, lookup_builtin
+from srpo.schedules import MAX_TRAIN_SIGMA
 
 #: Attention and MLP projections of FLUX's double- and single-stream blocks (the default LoRA targets).
 FLUX_LORA_TARGETS = [
@@ -22,6 +22,13 @@ FLUX_LORA_TARGETS = [
     "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",  # double-block MLPs
     "proj_mlp", "proj_out",                               # single-block MLP in / fused out
 ]
+
+
+def one_of(setting: str, value: str, known: Sequence[str]) -> str:
+    """``value`` when it is one of ``known``; else a ``ValueError`` naming the setting and the choices."""
+    if value not in known:
+        raise ValueError(f"unknown {setting} {value!r}: choose one of {', '.join(known)}")
+    return value
 
 
 class StrictModel(BaseModel):

@@ -12,7 +12,7 @@ from typing import Literal, Mapping, Optional, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
-from srpo.config import StrictModel
+from srpo.config import StrictModel, one_of
 
 
 class EvalConfig(StrictModel):
@@ -164,9 +164,7 @@ class MetricConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in KNOWN_METRICS:
-            raise ValueError(f"unknown metric {name!r}: choose one of {', '.join(KNOWN_METRICS)}")
-        return name
+        return one_of("metric", name, KNOWN_METRICS)
 
     @model_validator(mode="after")
     def _fields_fit_metric(self) -> "MetricConfig":

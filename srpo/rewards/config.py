@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import field_validator, model_serializer, model_validator
 
-from srpo.config import StrictModel
+from srpo.config import StrictModel, one_of
 from srpo.published import BUILTIN_PREFIX, WORLD_MODELS, is_builtin, lookup_builtin
 
 #: Rewards built on open_clip (``architecture`` + a state-dict file).
@@ -56,9 +56,7 @@ class RewardConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _known_name(cls, name: str) -> str:
-        if name not in KNOWN_REWARDS:
-            raise ValueError(f"unknown reward {name!r}: choose one of {', '.join(KNOWN_REWARDS)}")
-        return name
+        return one_of("reward", name, KNOWN_REWARDS)
 
     @field_validator("checkpoint")
     @classmethod

@@ -218,6 +218,16 @@ class Checked:
     files: list[dict] = field(default_factory=list)
 
 
+def _task_image(study: dict, image, task: str, where: str, mismatch: str) -> dict:
+    """The key's record of image id ``image`` in ``study``, which must belong to ``task`` (else: ``mismatch``)."""
+    info = study["images"].get(image)
+    if info is None:
+        raise AnnotationError(f"{where}: unknown image id {image!r}; the file does not belong to this export")
+    if info["task"] != task:
+        raise AnnotationError(f"{where}: image {image} {mismatch}")
+    return info
+
+
 def check_and_unblind(annotations: list[Annotation], key: dict, allow_incomplete: bool = False) -> Checked:
     """Apply every check of the module docstring and attach model names; raises :class:`AnnotationError`."""
     out = Checked()
@@ -254,11 +264,7 @@ def check_and_unblind(annotations: list[Annotation], key: dict, allow_incomplete
             item = study["tasks"][task]
             if ann.study == "quality":
                 image = rec.get("image")
-                info = study["images"].get(image)
-                if info is None:
-                    raise AnnotationError(f"{where}: unknown image id {image!r}; the file does not belong to this export")
-                if info["task"] != task:
-                    raise AnnotationError(f"{where}: image {image} belongs to another prompt than task {task}")
+                info = _task_image(study, image, task, where, f"belongs to another prompt than task {task}")
                 missing = [d for d in DIMENSION_KEYS if not rec.get(d)]
                 if missing:
                     if allow_incomplete:
@@ -283,11 +289,7 @@ def check_and_unblind(annotations: list[Annotation], key: dict, allow_incomplete
                                     **{d: rec[d] for d in DIMENSION_KEYS}, OVERALL: derived})
             else:
                 choice = rec.get("choice")
-                info = study["images"].get(choice)
-                if info is None:
-                    raise AnnotationError(f"{where}: unknown image id {choice!r}; the file does not belong to this export")
-                if info["task"] != task:
-                    raise AnnotationError(f"{where}: image {choice} is not one of task {task}'s images")
+                info = _task_image(study, choice, task, where, f"is not one of task {task}'s images")
                 unit = (ann.study, ann.person, task)
                 if unit in seen_units:
                     raise AnnotationError(f"duplicate rater: {ann.person!r} answered task {task} in {seen_units[unit]} "
