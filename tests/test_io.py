@@ -178,3 +178,40 @@ def test_csv_cells_never_become_spreadsheet_formulas():
     assert [r["score"] for r in parsed] == ["0.123457", "nan", "1"]
     assert [r["delta"] for r in parsed] == ["-0.5", "1", "0"]  # numbers stay numbers
     assert csv_text([]) == ""
+
+
+@pytest.mark.parametrize("location, hub", [
+    ("org/model", True), ("yuvalkirstain/PickScore_v1", True), ("bert-base-uncased", True),  # legacy: no org
+    ("google/siglip-so400m-patch14-384", True), ("a/b/c", False), ("./model", False), ("/data/model", False),
+    ("~/model", False), ("s3://bucket/model", False), ("org/model name", False), ("", False),
+])
+def test_one_hub_id_rule(location, hub):
+    assert io.is_hub_id(location) is hub
+
+
+def test_model_locations_resolve_to_a_folder_a_hub_id_or_an_error(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    assert io.resolve_model_location(str(folder)) == folder
+    assert io.resolve_model_location(f"file://{folder}") == folder
+    assert io.resolve_model_location("bert-base-uncased") == "bert-base-uncased"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        io.resolve_model_location(str(tmp_path / "missing" / "x"))
+
+
+def test_file_urls_are_local_paths():
+    assert io.strip_file_scheme("file:///data/x") == "/data/x"
+    assert io.strip_file_scheme("/data/x") == "/data/x" and io.strip_file_scheme("s3://b/x") == "s3://b/x"
+    assert not io.is_url("file:///data/x") and io.is_url("s3://b/x")
+
+
+def test_build_once_builds_a_missing_folder_once(tmp_path):
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        (folder / "done").write_text("1")
+
+    target = tmp_path / "built"
+    assert io.build_once(target, build) == target and io.build_once(target, build) == target
+    assert len(calls) == 1 and (target / "done").read_text() == "1"
