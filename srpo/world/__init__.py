@@ -5,7 +5,8 @@
 - :mod:`srpo.world.generator`: the world's FLUX generator (fixed 8x8-block VAE, flow matching);
 - :mod:`srpo.world.reward`: the world's CLIP reward (optionally with a planted bias);
 - :mod:`srpo.world.bootstrap`: training both and checking them against the targets;
-- :mod:`srpo.published`: where ``builtin:shapes-flux`` / ``builtin:shapes-clip`` resolve;
+- publishing (:mod:`srpo.published`, below the world, since models and rewards resolve its names):
+  where ``builtin:shapes-flux`` / ``builtin:shapes-clip`` resolve;
 - :mod:`srpo.world.report`, :mod:`srpo.world.plots`: before/after tables, grids and curves;
 - :mod:`srpo.world.experiments`: the benchmarks' shared train-and-measure loop.
 """
