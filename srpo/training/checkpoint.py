@@ -11,6 +11,10 @@ A checkpoint is a folder ``step-000012/`` holding
 It is built in ``.tmp-step-000012-*`` and renamed, so a folder named ``step-*`` is complete unless
 its files were damaged afterwards; :func:`latest_valid` checks the manifest and skips (with a
 warning) anything that does not match.
+
+:class:`Checkpointer` is the trainer's side: it saves a run's state, finds and checks the newest
+checkpoint (same settings but for :data:`RESUMABLE_CHANGES`, same :data:`OBJECTIVE_VERSION`, same
+number of processes) and restores it.
 """
 
 from __future__ import annotations
@@ -217,7 +221,8 @@ class Checkpointer:
             return folder, read_state(folder)
         except CorruptCheckpoint as err:
             raise RuntimeError(f"process {procs.rank} cannot read checkpoint {folder}, which the main process "
-                               f"resumes from ({err}): train.checkpoint_dir must be a folder every node shares") from err
+                               f"resumes from ({err}): train.checkpoint_dir must be a folder every node "
+                               "shares") from err
 
     def check_resumable(self, folder: Path, state: dict) -> None:
         """Refuse a checkpoint written by a run with other settings (other than its length and bookkeeping).
