@@ -10,7 +10,8 @@ One update, for each process's batch of clean samples ``x0`` with their noise ``
     clip grad norm; AdamW step (skipped, and counted, if anything was non-finite)
 
 Gradients flow through the reward's image tower and the VAE decoder into the transformer (or
-its LoRA adapter) only.
+its LoRA adapter) only. That is method ``srpo``; the others (:mod:`srpo.training.methods`) draw
+their levels and recover x0hat their own way, through the same update.
 
 Randomness is counter-based: every draw is seeded from ``(train.seed, step, global sample
 index)``, so the result does not depend on how the global batch is split over processes, and a
