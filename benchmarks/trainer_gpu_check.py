@@ -55,8 +55,8 @@ def main() -> None:
         run_policy = policy_cfg.model_copy(update={"compile": True}) if compiled else policy_cfg
         train = TrainConfig(steps=4, batch_size=2, num_injections=2, learning_rate=1e-4, max_grad_norm=1.0,
                             finetune=finetune.removesuffix("-compiled"), lora_rank=4, lora_alpha=4.0, checkpoint_every=2,
-                            vae_gradient_checkpointing=True)
-        job = write_job(work / finetune, run_policy, reward, rollout_cfg, train, rollouts, str(work / f"ck-{finetune}"))
+                            checkpoint_dir=str(work / f"ck-{finetune}"), vae_gradient_checkpointing=True)
+        job = write_job(work / finetune, run_policy, reward, rollout_cfg, train, rollouts)
         start = time.perf_counter()
         trainer = run_job(job, work / f"out-{finetune}")
         seconds = time.perf_counter() - start

@@ -146,7 +146,8 @@ class TrainConfig(StrictModel):
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
     max_grad_norm: float = Field(0.1, gt=0)
-    log_every: int = Field(1, ge=1)
+    log_every: int = Field(10, ge=1, description="write a log line every N updates (and after the last); the "
+                           "progress bar shows every update")
     # what is trained
     finetune: Literal["full", "lora"] = "full"
     lora_rank: int = Field(16, ge=1)
@@ -224,8 +225,9 @@ class TrainConfig(StrictModel):
 
 
 def check_checkpointing(train: TrainConfig) -> None:
-    """Refuse ``checkpoint_every`` without ``checkpoint_dir`` where the config is the only source of the
-    folder (a pipeline run), before any step runs; the trainer itself also takes a folder argument."""
+    """Refuse ``checkpoint_every`` without ``checkpoint_dir`` (the one place checkpoints are configured).
+
+    Pipelines call it before any step runs; the trainer calls it too, for runs that start there."""
     if train.checkpoint_every and not train.checkpoint_dir:
         raise ValueError(f"train.checkpoint_every is {train.checkpoint_every} but train.checkpoint_dir is not set: "
                          "give a folder every process can reach, or set checkpoint_every: 0")

@@ -21,7 +21,9 @@ def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig,
     """Apply exactly ``train.steps`` updates (resuming from ``train.checkpoint_dir`` if it holds a checkpoint).
 
     ``train.num_processes > 1`` launches that many processes on this node (accelerate on GPUs,
-    torchrun on the CPU). Returns the tuned transformer (full) or the LoRA adapter, both as
+    torchrun on the CPU). A batch the run cannot meet (larger than the rollout set, or than the
+    memory estimate of :mod:`srpo.training.sizes` allows) is refused here by ``write_job``, before
+    any model is loaded. Returns the tuned transformer (full) or the LoRA adapter, both as
     diffusers-loadable safetensors.
     """
     library_logging()

@@ -14,7 +14,9 @@ from typing import Sequence
 import torch
 
 from srpo.direct_align import euler_sample
+from srpo.config import FLUX_LORA_TARGETS
 from srpo.io import resolve_model_location
+from srpo.models.common import cast_parameters
 from srpo.published import is_builtin, resolve_builtin
 from srpo.schedules import sigma_schedule
 
@@ -92,6 +94,11 @@ class FluxPolicy:
     Only the transformer is trained; the VAE and text encoders are frozen and in eval mode.
     """
 
+    #: The transformer's per-block classes: what FSDP shards (and a trainer checkpoints) one by one.
+    block_classes: tuple[str, ...] = ("FluxTransformerBlock", "FluxSingleTransformerBlock")
+    #: The default LoRA targets (module-name suffixes): attention and MLP projections of both block types.
+    lora_targets: tuple[str, ...] = tuple(FLUX_LORA_TARGETS)
+
     def __init__(self, pipe, device: str | torch.device = "cpu", autocast_dtype: torch.dtype | None = None):
         self.pipe = pipe.to(device)
         self.device = torch.device(device)
@@ -106,7 +113,7 @@ class FluxPolicy:
             frozen.requires_grad_(False).eval()
         self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # prompt -> (T5 states, pooled)
         self.max_cached_prompts = 256
-        self.denoiser: torch.nn.Module | None = None  # set by the trainer to its DDP/FSDP-wrapped transformer
+        self._forward_module: torch.nn.Module | None = None  # see set_forward_module
         self.frozen_dtype = pipe.transformer.dtype  # what untrained weights are kept in; load_policy sets it
 
     @classmethod
@@ -121,8 +128,15 @@ class FluxPolicy:
 
     @property
     def forward_module(self) -> torch.nn.Module:
-        """What the velocity calls: the trainer's DDP/FSDP-wrapped transformer, else the transformer."""
-        return self.denoiser if self.denoiser is not None else self.transformer
+        """What the velocity calls: the module given to :meth:`set_forward_module`, else the transformer."""
+        return self._forward_module if self._forward_module is not None else self.transformer
+
+    def set_forward_module(self, module: torch.nn.Module | None) -> None:
+        """The module :meth:`velocity` calls: the trainer's DDP/FSDP-wrapped transformer (None: the bare one).
+
+        It must wrap :attr:`transformer` (same parameters); the trainer calls this once, after setup.
+        """
+        self._forward_module = module
 
     @property
     def frozen_modules(self) -> list[torch.nn.Module]:
@@ -284,13 +298,6 @@ def norms_in_input_dtype(module: torch.nn.Module) -> int:
     for norm in norms:
         norm.__class__ = InputDtypeRMSNorm
     return len(norms)
-
-
-def cast_parameters(module: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Store ``module``'s floating-point parameters in ``dtype``, in place (buffers are left alone)."""
-    for param in module.parameters():
-        if param.is_floating_point():
-            param.data = param.data.to(dtype)
 
 
 def frozen_dtype(cfg) -> torch.dtype:

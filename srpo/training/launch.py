@@ -1,7 +1,7 @@
 """Run a training job in this process, or as one process of many under accelerate / torchrun.
 
-A job is a folder: ``job.json`` (the policy, reward, rollout and train configs, and an optional
-checkpoint folder) and ``rollouts/`` (a saved :class:`~srpo.artifacts.RolloutSet`).
+A job is a folder: ``job.json`` (the policy, reward, rollout and train configs; checkpoints go to
+``train.checkpoint_dir``) and ``rollouts/`` (a saved :class:`~srpo.artifacts.RolloutSet`).
 
     python -m srpo.training.launch JOB_DIR OUT_DIR                     # one process
     accelerate launch --num_processes 8 -m srpo.training.launch JOB_DIR OUT_DIR
@@ -9,7 +9,7 @@ checkpoint folder) and ``rollouts/`` (a saved :class:`~srpo.artifacts.RolloutSet
         --master-port 29500 -m srpo.training.launch JOB_DIR OUT_DIR    # several nodes
 
 Every process reads the same job; the trainer gives each its slice of the global batch. Running
-the same command again resumes from the newest valid checkpoint in ``checkpoint_dir``.
+the same command again resumes from the newest valid checkpoint in ``train.checkpoint_dir``.
 """
 
 from __future__ import annotations
@@ -25,41 +25,50 @@ from typing import Callable
 from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.rewards import RewardConfig
+from srpo.training.sizes import check_batch_memory, check_batch_size, check_job
 
 JOB_FILE = "job.json"
 log = logging.getLogger(__name__)
 
 
 def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
-              train: TrainConfig, rollouts: RolloutSet, checkpoint_dir: str | None = None) -> Path:
-    """Write a job folder; ``checkpoint_dir`` defaults to ``train.checkpoint_dir``."""
+              train: TrainConfig, rollouts: RolloutSet) -> Path:
+    """Write a job folder, after refusing a batch it cannot meet (:mod:`srpo.training.sizes`).
+
+    The memory bound is checked here for CPU jobs; a GPU job's processes check it against their
+    GPU before loading anything (:func:`run_job`), so this process never touches CUDA.
+    """
+    from srpo.models.flux import resolve_device
+
+    device = resolve_device(policy.device)
+    check_batch_size(train, len(rollouts))
+    if device.type == "cpu":
+        check_batch_memory(train, policy.height, policy.width, device)
     job_dir = Path(job_dir)
-    checkpoint_dir = checkpoint_dir or train.checkpoint_dir
     rollouts.save(job_dir / "rollouts")
     job = {"policy": policy.model_dump(mode="json"), "reward": reward.model_dump(mode="json"),
-           "rollout": rollout.model_dump(mode="json"), "train": train.model_dump(mode="json"),
-           "checkpoint_dir": checkpoint_dir}
+           "rollout": rollout.model_dump(mode="json"), "train": train.model_dump(mode="json")}
     (job_dir / JOB_FILE).write_text(json.dumps(job, indent=1))
     return job_dir
 
 
 def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None = None):
     """Train as described by ``job_dir`` and save into ``out_dir``; returns the trainer."""
-    from srpo.models.flux import load_policy
+    from srpo.models.flux import load_policy, resolve_device
     from srpo.rewards import load_reward
-    from srpo.training.trainer import SRPOTrainer, make_accelerator
+    from srpo.training.distributed import make_accelerator
+    from srpo.training.trainer import SRPOTrainer
 
     job_dir = Path(job_dir)
     job = json.loads((job_dir / JOB_FILE).read_text())
     policy_cfg, train_cfg = PolicyConfig(**job["policy"]), TrainConfig(**job["train"])
     rollout_cfg, reward_cfg = RolloutConfig(**job["rollout"]), RewardConfig(**job["reward"])
-    from srpo.models.flux import resolve_device
-
+    rollouts = RolloutSet.load(job_dir / "rollouts")
     accelerator = make_accelerator(train_cfg, cpu=resolve_device(policy_cfg.device).type == "cpu")
+    check_job(train_cfg, policy_cfg, len(rollouts), accelerator.device)  # before any model is loaded
     policy = load_policy(policy_cfg, device=accelerator.device)
     reward = load_reward(reward_cfg, device=accelerator.device)
-    trainer = SRPOTrainer(policy, reward, RolloutSet.load(job_dir / "rollouts"), train_cfg, rollout_cfg,
-                          accelerator=accelerator, checkpoint_dir=job["checkpoint_dir"])
+    trainer = SRPOTrainer(policy, reward, rollouts, train_cfg, rollout_cfg, accelerator=accelerator)
     trainer.train(on_step=on_step)
     trainer.save(out_dir)
     return trainer

@@ -26,9 +26,9 @@ REWARD = RewardConfig(name="clip", checkpoint="builtin:tiny")
 
 def job(tmp_path, name, policy_cfg, rollouts, checkpoint_dir=None, **train):
     cfg = TrainConfig(**{"steps": 4, "batch_size": 2, "learning_rate": 1e-3, "max_grad_norm": 1.0,
-                         "num_injections": 2, **train})
-    return write_job(tmp_path / name, policy_cfg, REWARD, ROLLOUT, cfg, rollouts,
-                     str(checkpoint_dir) if checkpoint_dir else None)
+                         "num_injections": 2, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
+                         **train})
+    return write_job(tmp_path / name, policy_cfg, REWARD, ROLLOUT, cfg, rollouts)
 
 
 def transformer_weights(out: Path) -> dict[str, torch.Tensor]:

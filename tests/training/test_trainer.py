@@ -264,14 +264,14 @@ def test_lora_under_bf16_autocast_keeps_the_base_in_bf16_and_trains_the_adapter_
 
 
 def test_checkpoints_asked_for_without_a_folder_are_refused(policy_cfg, reward, rollouts):
-    with pytest.raises(ValueError, match="checkpoint_every is 2 but no checkpoint folder.*train.checkpoint_dir"):
+    with pytest.raises(ValueError, match=r"^train.checkpoint_every is 2 but train.checkpoint_dir is not set"):
         make_trainer(policy_cfg, reward, rollouts, checkpoint_every=2)
 
 
 def test_a_bad_streak_stops_the_run_and_keeps_the_last_good_checkpoint(policy_cfg, reward, rollouts, tmp_path):
     cfg = TrainConfig(steps=8, batch_size=2, learning_rate=1e-3, max_grad_norm=1.0, checkpoint_every=1,
-                      keep_checkpoints=2, max_bad_steps=2)
-    trainer = SRPOTrainer(load_policy(policy_cfg), reward, rollouts, cfg, ROLLOUT, checkpoint_dir=tmp_path)
+                      keep_checkpoints=2, max_bad_steps=2, checkpoint_dir=str(tmp_path))
+    trainer = SRPOTrainer(load_policy(policy_cfg), reward, rollouts, cfg, ROLLOUT)
     good_reward = trainer.branch_reward
     trainer.branch_reward = lambda branch, img, txt, t: (
         good_reward(branch, img, txt, t) if len(trainer.history) < 3 else torch.full((2,), math.inf, requires_grad=True))  # hinge: zero loss, yet not finite
@@ -279,3 +279,28 @@ def test_a_bad_streak_stops_the_run_and_keeps_the_last_good_checkpoint(policy_cf
         trainer.train()
     assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-000002", "step-000003"]
     assert [h.skipped for h in trainer.history] == [False, False, False, True]
+
+
+def test_log_lines_come_every_log_every_updates_and_after_the_last(policy_cfg, reward, rollouts, caplog):
+    trainer = make_trainer(policy_cfg, reward, rollouts, steps=5, log_every=3, batch_size=1, num_injections=1,
+                           inversion=False)
+    with caplog.at_level("INFO", logger="srpo.training.trainer"):
+        trainer.train()
+    lines = [r.getMessage() for r in caplog.records if r.name == "srpo.training.trainer"]
+    assert [line.split()[1] for line in lines] == ["1/5", "4/5", "5/5"]
+    assert TrainConfig().log_every > 1  # not a line per update by default
+
+
+def test_the_trainer_hands_the_policy_its_wrapped_module_and_sets_nothing_else(policy_cfg, reward, rollouts):
+    policy = load_policy(policy_cfg)
+    before = {k: v for k, v in vars(policy).items()}
+    trainer = SRPOTrainer(policy, reward, rollouts, TrainConfig(steps=1), ROLLOUT)
+    after = vars(policy)
+    assert after.keys() == before.keys()
+    assert [k for k in after if after[k] is not before[k]] == ["_forward_module"]
+    assert policy.forward_module is trainer.processes.module
+
+
+def test_a_batch_larger_than_the_rollout_set_is_refused_by_the_trainer(policy_cfg, reward, rollouts):
+    with pytest.raises(ValueError, match=rf"^train.batch_size is {len(rollouts) + 1}, more than the"):
+        make_trainer(policy_cfg, reward, rollouts, batch_size=len(rollouts) + 1)
