@@ -12,10 +12,7 @@ from srpo.world.bootstrap import WorldCheckConfig
 from srpo.world.generator import GeneratorConfig
 from srpo.world.reward import RewardTrainConfig
 from srpo.world.shapes import WorldSpec
-from steps.check_world import check_world
-from steps.publish_world import publish_world
-from steps.train_world_generator import train_world_generator
-from steps.train_world_reward import train_world_reward
+from steps import check_world, publish_world, train_world_generator, train_world_reward
 
 
 @pipeline

@@ -5,7 +5,7 @@
 Every run carries a version of a ZenML Model (Model Control Plane): ``srpo`` unless the config's
 ``model:`` section names another; the tuned transformer is its MODEL artifact and the evaluation
 numbers are its metadata. Before anything runs, the active stack's artifact store is checked
-(``pipelines/preflight.py``), so a down S3 endpoint or wrong keys fail at once with the fix.
+(``ops/preflight.py``), so a down S3 endpoint or wrong keys fail at once with the fix.
 """
 
 from typing import Optional
@@ -17,9 +17,8 @@ from srpo.evaluation.config import EvalReportConfig, HumanEvalConfig, MetricConf
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
 from srpo.world.report import WorldReportConfig, steering_from_words
-from pipelines.preflight import check_artifact_store
-from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo
-from steps.world_report import world_report
+from ops.preflight import check_artifact_store
+from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo, world_report
 
 DEFAULT_MODEL = Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"])
 

@@ -1,4 +1,4 @@
-"""Validate a run configuration before ZenML sees it: ``python -m pipelines.validate configs/x.yaml``.
+"""Validate a run configuration before ZenML sees it: ``python -m ops.validate configs/x.yaml``.
 
 ZenML ignores unknown top-level keys, only warns about a misspelled step name and drops
 misspelled settings attributes with a warning, so a typo can silently drop settings. This check
@@ -15,7 +15,7 @@ reads the pipeline from the config's header line
   settings class of that flavor's implementation, as ZenML's own flavor registry lists them.
 
 It never contacts the artifact store or any other stack component: the pipeline is compiled
-with the preflight check skipped (:func:`pipelines.preflight.artifact_store_check_skipped`).
+with the preflight check skipped (:func:`ops.preflight.artifact_store_check_skipped`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from pipelines.preflight import artifact_store_check_skipped
+from ops.preflight import artifact_store_check_skipped
 
 _HEADER = re.compile(r"zenml pipeline run (pipelines\.[\w.]+)")
 

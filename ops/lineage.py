@@ -1,4 +1,4 @@
-"""Trace a tuned model back to its prompts, rollouts and config: ``python -m pipelines.lineage MODEL [VERSION]``.
+"""Trace a tuned model back to its prompts, rollouts and config: ``python -m ops.lineage MODEL [VERSION]``.
 
 Starts from the ``tuned_transformer`` MODEL artifact of a ZenML Model version (the latest one
 unless VERSION, a number or name, is given) and walks back through the steps that produced each
@@ -97,5 +97,5 @@ def trace(model: str, version: Optional[str] = None, client=None) -> Lineage:
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit("usage: python -m pipelines.lineage MODEL [VERSION]   (e.g. srpo-tiny-cpu, or srpo-flux-hps 3)")
+        sys.exit("usage: python -m ops.lineage MODEL [VERSION]   (e.g. srpo-tiny-cpu, or srpo-flux-hps 3)")
     print(trace(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None).format())

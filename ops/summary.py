@@ -1,4 +1,4 @@
-"""Print the result of a pipeline's latest run: ``python -m pipelines.summary srpo_training``."""
+"""Print the result of a pipeline's latest run: ``python -m ops.summary srpo_training``."""
 
 from __future__ import annotations
 

@@ -5,10 +5,10 @@ writes its first output: after ~20 s of retries, in a traceback about a log file
 runs when a pipeline is compiled (before a run exists) and asks the store once, with short
 timeouts and no retries:
 
-    python -m pipelines.preflight          # check the active stack's artifact store
+    python -m ops.preflight          # check the active stack's artifact store
 
 Only S3 stores (``flavor: s3``) are checked; other flavors pass. Code that compiles a pipeline
-without running it (``pipelines.validate``) wraps the compilation in
+without running it (``ops.validate``) wraps the compilation in
 ``with artifact_store_check_skipped():`` so that it never contacts the store.
 """
 
