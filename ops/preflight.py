@@ -14,6 +14,7 @@ without running it (``ops.validate``) wraps the compilation in
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,10 +123,20 @@ def check_artifact_store() -> None:
         check_s3_store(store)
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
+    """0 when the active stack's artifact store answers, else 1 with the reason and the fix."""
+    parser = argparse.ArgumentParser(prog="python -m ops.preflight",
+                                     description="Check that the active ZenML stack's artifact store (S3 only) "
+                                                 "answers and accepts its credentials; takes no arguments.")
+    parser.parse_args(argv)
     try:
         check_artifact_store()
     except ArtifactStoreUnavailable as err:
         print(f"error {err}")
-        sys.exit(1)
+        return 1
     print("ok    the active stack's artifact store answers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,7 +6,7 @@ The two trainings are cached: a second run with the same config reuses them and 
 (``publish_world`` is never cached, so the published copy exists on whatever machine ran it).
 """
 
-from zenml import pipeline
+from ops.pipeline import pipeline
 
 from srpo.world.bootstrap import WorldCheckConfig
 from srpo.world.generator import GeneratorConfig

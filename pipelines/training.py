@@ -10,20 +10,20 @@ numbers are its metadata. Before anything runs, the active stack's artifact stor
 
 from typing import Optional
 
-from zenml import Model, pipeline
+from zenml import Model
+
+from ops.pipeline import pipeline
+from ops.preflight import check_artifact_store
 
 from srpo.config import EvalConfig, PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
 from srpo.evaluation.config import EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
 from srpo.world.report import WorldReportConfig, steering_from_words
-from ops.preflight import check_artifact_store
 from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo, world_report
 
-DEFAULT_MODEL = Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"])
 
-
-@pipeline(model=DEFAULT_MODEL)
+@pipeline(model=Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"]))
 def srpo_training(
     prompts: PromptConfig,
     reward: RewardConfig,
