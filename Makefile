@@ -37,8 +37,8 @@ demo: $(STAMP)
 	mkdir -p $(DEMO_HOME)
 	$(DEMO_ENV) $(VENV)/bin/zenml pipeline run pipelines.bootstrap.shapes_bootstrap --config configs/shapes_bootstrap.yaml
 	$(DEMO_ENV) $(VENV)/bin/zenml pipeline run pipelines.training.srpo_training --config configs/shapes_demo.yaml
-	@$(DEMO_ENV) $(PY) -m pipelines.summary shapes_bootstrap
-	@$(DEMO_ENV) $(PY) -m pipelines.summary srpo_training
+	@$(DEMO_ENV) $(PY) -m ops.summary shapes_bootstrap
+	@$(DEMO_ENV) $(PY) -m ops.summary srpo_training
 
 clean:
 	rm -rf $(DEMO_HOME)

@@ -31,16 +31,17 @@ def weights(folder: Path) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--compile", action="store_true", help="also train LoRA with compiled blocks")
+    parser.add_argument("--json-out", default=None, help="also write the JSON result to this file, after each finetune")
+    args = parser.parse_args()  # before the heavy imports: --help answers at once
+
     from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
     from srpo.models.flux import load_policy
     from srpo.rewards import RewardConfig
     from srpo.training.launch import run_job, write_job
     from srpo.training.rollouts import generate_rollouts
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--compile", action="store_true", help="also train LoRA with compiled blocks")
-    parser.add_argument("--json-out", default=None, help="also write the JSON result to this file, after each finetune")
-    args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this check runs on a GPU")
     work = Path(tempfile.mkdtemp())

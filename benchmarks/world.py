@@ -7,6 +7,7 @@ published yet they train it here, through the same library functions and the sam
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import tempfile
@@ -49,6 +50,15 @@ def ensure_world(biased: bool = False) -> dict:
     return read_record()
 
 
-if __name__ == "__main__":
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.world", description=__doc__.split("\n")[0])
+    parser.add_argument("--biased", action="store_true", help="also the reward with a planted saturation bias")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    print(ensure_world(biased="--biased" in sys.argv))
+    record = ensure_world(biased=args.biased)
+    print(record)
+    return record
+
+
+if __name__ == "__main__":
+    main()

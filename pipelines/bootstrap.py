@@ -6,16 +6,13 @@ The two trainings are cached: a second run with the same config reuses them and 
 (``publish_world`` is never cached, so the published copy exists on whatever machine ran it).
 """
 
-from zenml import pipeline
+from ops.pipeline import pipeline
 
 from srpo.world.bootstrap import WorldCheckConfig
 from srpo.world.generator import GeneratorConfig
 from srpo.world.reward import RewardTrainConfig
 from srpo.world.shapes import WorldSpec
-from steps.check_world import check_world
-from steps.publish_world import publish_world
-from steps.train_world_generator import train_world_generator
-from steps.train_world_reward import train_world_reward
+from steps import check_world, publish_world, train_world_generator, train_world_reward
 
 
 @pipeline

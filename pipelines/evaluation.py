@@ -9,7 +9,7 @@ indices (each prompt's seed) and records (GenEval's specs), the models to compar
 
 from typing import Optional
 
-from zenml import pipeline
+from ops.pipeline import pipeline
 
 from srpo.config import PolicyConfig
 from srpo.evaluation.benchmarks import benchmark_format

@@ -7,7 +7,7 @@ annotation files' export id, unless ``annotations.key`` names it (a JSON file or
 version id).
 """
 
-from zenml import pipeline
+from ops.pipeline import pipeline
 
 from srpo.evaluation.config import HumanEvalImportConfig
 from steps import import_human_eval

@@ -5,26 +5,25 @@
 Every run carries a version of a ZenML Model (Model Control Plane): ``srpo`` unless the config's
 ``model:`` section names another; the tuned transformer is its MODEL artifact and the evaluation
 numbers are its metadata. Before anything runs, the active stack's artifact store is checked
-(``pipelines/preflight.py``), so a down S3 endpoint or wrong keys fail at once with the fix.
+(``ops/preflight.py``), so a down S3 endpoint or wrong keys fail at once with the fix.
 """
 
 from typing import Optional
 
-from zenml import Model, pipeline
+from zenml import Model
+
+from ops.pipeline import pipeline
+from ops.preflight import check_artifact_store
 
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
 from srpo.evaluation.config import EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
 from srpo.world.report import WorldReportConfig, steering_from_words
-from pipelines.preflight import check_artifact_store
-from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo
-from steps.world_report import world_report
-
-DEFAULT_MODEL = Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"])
+from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo, world_report
 
 
-@pipeline(model=DEFAULT_MODEL)
+@pipeline(model=Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"]))
 def srpo_training(
     prompts: PromptConfig,
     reward: RewardConfig,

@@ -1,14 +1,20 @@
-"""ZenML steps: thin, typed wrappers around the ``srpo`` library, one per file."""
+"""ZenML steps: thin, typed wrappers around the ``srpo`` library, one per file; pipelines import them from here."""
 
 import materializers  # noqa: F401  (registers the model-folder and rollout materializers)
 from steps.analyze_prompts import analyze_prompts
+from steps.check_world import check_world
 from steps.evaluate import evaluate
 from steps.export_human_eval import export_human_eval
 from steps.generate_rollouts import generate_rollouts
 from steps.import_human_eval import import_human_eval
 from steps.load_benchmark import load_benchmark
 from steps.prepare_prompts import prepare_prompts
+from steps.publish_world import publish_world
 from steps.train_srpo import train_srpo
+from steps.train_world_generator import train_world_generator
+from steps.train_world_reward import train_world_reward
+from steps.world_report import world_report
 
-__all__ = ["prepare_prompts", "generate_rollouts", "train_srpo", "evaluate", "load_benchmark", "analyze_prompts",
-           "export_human_eval", "import_human_eval"]
+__all__ = ["analyze_prompts", "check_world", "evaluate", "export_human_eval", "generate_rollouts",
+           "import_human_eval", "load_benchmark", "prepare_prompts", "publish_world", "train_srpo",
+           "train_world_generator", "train_world_reward", "world_report"]

@@ -8,10 +8,9 @@ from srpo.evaluation.artifacts import EvalResults, HumanEvalPages
 from srpo.evaluation.config import HumanEvalConfig
 from srpo.evaluation.human_eval import export_human_eval as export
 from srpo.evaluation.human_eval.export import export_location
+from steps._artifacts import KEY_ARTIFACT
 from steps._log import library_logging
 from steps._scratch import scratch_dir
-
-KEY_ARTIFACT = "human_eval_key"
 
 
 def save_key_artifact(key: dict) -> None:

@@ -15,7 +15,7 @@ from srpo.evaluation.human_eval import headline, read_key
 from srpo.evaluation.human_eval import import_human_eval as run_import
 from srpo.evaluation.human_eval.importer import (KEY_OPTIONS, AnnotationError, KeyCandidate, check_key,
                                                  export_id_of, find_key, read_annotations)
-from steps.export_human_eval import KEY_ARTIFACT
+from steps._artifacts import KEY_ARTIFACT
 from steps._scratch import scratch_dir
 
 PAGE_SIZE = 50

@@ -92,13 +92,13 @@ def test_unknown_keys_are_refused():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
-    from pipelines.validate import validate_run_config
+    from ops.validate import validate_run_config
 
     validate_run_config(path)
 
 
 def test_misspelled_step_names_and_parameters_are_errors(tmp_path):
-    from pipelines.validate import RunConfigError, validate_run_config
+    from ops.validate import RunConfigError, validate_run_config
 
     raw = yaml.safe_load(Path("configs/tiny_cpu.yaml").read_text())
     header = "#   zenml pipeline run pipelines.training.srpo_training --config x.yaml\n"
@@ -138,8 +138,8 @@ def test_validation_never_contacts_the_artifact_store(zenml_client, monkeypatch)
     from zenml.enums import StackComponentType
 
     from _servers import free_port
-    from pipelines.preflight import ArtifactStoreUnavailable, check_artifact_store
-    from pipelines.validate import main, validate_run_config
+    from ops.preflight import ArtifactStoreUnavailable, check_artifact_store
+    from ops.validate import main, validate_run_config
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
@@ -160,7 +160,7 @@ def test_validation_never_contacts_the_artifact_store(zenml_client, monkeypatch)
 
 
 def test_every_file_is_checked_and_each_failure_names_its_file(tmp_path, capsys):
-    from pipelines.validate import main
+    from ops.validate import main
 
     broken = tmp_path / "broken.yaml"
     broken.write_text("parameters: [unclosed\n")
@@ -202,7 +202,7 @@ def _rename(section: dict, old: str, new: str) -> None:
 ], ids=["docker", "orchestrator", "step_operator", "nested_pod_settings", "step_parameter"])
 def test_misspelled_settings_attributes_and_step_parameters_are_errors(tmp_path, change, where, unknown, valid):
     """ZenML only warns and drops these: a misspelled concurrency_policy would let two weekly runs overlap."""
-    from pipelines.validate import RunConfigError, validate_run_config
+    from ops.validate import RunConfigError, validate_run_config
 
     path = _write_variant(tmp_path, K8S_WEEKLY, change)
     with pytest.raises(RunConfigError) as err:
@@ -214,7 +214,7 @@ def test_misspelled_settings_attributes_and_step_parameters_are_errors(tmp_path,
 
 def test_a_step_parameter_the_pipeline_already_passes_is_refused(tmp_path):
     """ZenML rejects it at run time ("conflict with parameter passed in runtime"); validation says so first."""
-    from pipelines.validate import RunConfigError, validate_run_config
+    from ops.validate import RunConfigError, validate_run_config
 
     path = _write_variant(tmp_path, K8S_WEEKLY, lambda c: c["steps"]["train_srpo"].update(parameters={"train": {}}))
     with pytest.raises(RunConfigError, match=r"\['train'\] is passed to train_srpo by the pipeline itself"):
@@ -222,7 +222,7 @@ def test_a_step_parameter_the_pipeline_already_passes_is_refused(tmp_path):
 
 
 def test_settings_keys_must_name_a_settings_class(tmp_path, capsys):
-    from pipelines.validate import RunConfigError, validate_run_config
+    from ops.validate import RunConfigError, validate_run_config
 
     def check(change, match):
         with pytest.raises(RunConfigError, match=match):
@@ -264,14 +264,14 @@ def test_settings_keys_must_name_a_settings_class(tmp_path, capsys):
 ])
 def test_settings_wrong_together_are_refused_before_any_step_runs(tmp_path, source, change, message):
     """Each setting is valid alone; the pipeline's body refuses the combination at compile time."""
-    from pipelines.validate import RunConfigError, validate_run_config
+    from ops.validate import RunConfigError, validate_run_config
 
     with pytest.raises(RunConfigError, match=message):
         validate_run_config(_write_variant(tmp_path, Path(source), change))
 
 
 def test_geneval_with_a_geneval_benchmark_and_per_model_results_validates(tmp_path):
-    from pipelines.validate import validate_run_config
+    from ops.validate import validate_run_config
 
     def change(raw):
         raw["parameters"]["benchmark"] = {"source": "s3://bench/geneval/evaluation_metadata.jsonl"}

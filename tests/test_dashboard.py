@@ -25,7 +25,7 @@ def dashboard(tmp_path):
 def test_tiny_pipeline_against_the_local_dashboard_server_and_its_lineage(dashboard, tmp_path):
     from zenml.client import Client
 
-    from pipelines.lineage import trace
+    from ops.lineage import trace
 
     url, env = dashboard
     client = Client()

@@ -21,7 +21,7 @@ from zenml.enums import StackComponentType
 from _servers import free_port, isolated_zenml, moto_s3_server, register_stack, reset_zenml, run_tiny
 from materializers import model_folder as model_folder_module
 from materializers.model_folder import ModelFolderMaterializer
-from pipelines.preflight import ArtifactStoreUnavailable
+from ops.preflight import ArtifactStoreUnavailable
 from srpo.artifacts import ModelFolder, RolloutSet
 
 BUCKET = "srpo-test-artifacts"
@@ -140,7 +140,7 @@ def test_model_folder_streams_to_and_from_s3_in_chunks(s3_client, s3, tmp_path, 
 
 def test_credentials_from_the_environment_when_no_secret_is_named(s3_client, s3, tmp_path, monkeypatch):
     """``SRPO_S3_SECRET=`` registers the store without a secret: boto's chain (here the env) supplies keys."""
-    from pipelines.preflight import check_artifact_store
+    from ops.preflight import check_artifact_store
 
     monkeypatch.setenv("SRPO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.key)

@@ -14,6 +14,7 @@ the same command again resumes from the newest valid checkpoint in ``train.check
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -92,11 +93,14 @@ def launch_processes(job_dir: str | Path, out_dir: str | Path, num_processes: in
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 2:
-        sys.exit("usage: python -m srpo.training.launch JOB_DIR OUT_DIR")
+    parser = argparse.ArgumentParser(prog="python -m srpo.training.launch",
+                                     description="One process of a multi-process training job (started by "
+                                                 "accelerate or torchrun): train the job in JOB_DIR into OUT_DIR.")
+    parser.add_argument("job_dir", metavar="JOB_DIR", help="the folder the parent process wrote the job to")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="where the tuned transformer is written")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    run_job(*args)
+    run_job(args.job_dir, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -20,20 +20,20 @@ def test_same_weights_give_the_same_images_and_a_zero_delta(tmp_path):
     assert (results.image_path("base", 1).read_bytes() == results.image_path("copy", 1).read_bytes())
     assert results.image_path("base", 0).read_bytes() != results.image_path("base", 2).read_bytes()
     assert summary["deltas"] == {"delta_hps": 0.0}
-    assert _summary_row(summary, "hps").split()[-1] == "+0.0000"  # python -m pipelines.summary: the delta column
+    assert _summary_row(summary, "hps").split()[-1] == "+0.0000"  # python -m ops.summary: the delta column
     data = results.read_json()
     assert [r["category"] for r in data["summary"] if r["model"] == "base"] == ["overall", "x", "y"]
     assert "&lt;b&gt;" in results.index.read_text() and "dog <b>" not in results.index.read_text()
 
 
 def _summary_row(summary: dict, metric: str) -> str:
-    from pipelines.summary import evaluation_lines
+    from ops.summary import evaluation_lines
 
     return next(line for line in evaluation_lines(summary) if line.split()[0] == metric)
 
 
 def test_a_single_model_has_no_delta_and_the_summary_prints_a_dash(tmp_path):
-    """configs/eval_tiny_cpu.yaml scores only ``base``: `python -m pipelines.summary` must not fail on it."""
+    """configs/eval_tiny_cpu.yaml scores only ``base``: `python -m ops.summary` must not fail on it."""
     summary, _ = evaluate_suite(
         ["a cat", "a dog"], tmp_path / "out", policy=POLICY, evaluation=EvalConfig(num_steps=1),
         models={"base": {}}, metrics={"hps": MetricConfig(name="hpsv2.1", checkpoint="builtin:tiny")})

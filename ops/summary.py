@@ -1,10 +1,10 @@
-"""Print the result of a pipeline's latest run: ``python -m pipelines.summary srpo_training``."""
+"""Print the result of a pipeline's latest run: ``python -m ops.summary srpo_training``."""
 
 from __future__ import annotations
 
-import sys
+import argparse
 
-from zenml.client import Client
+DEFAULT_PIPELINE = "srpo_training"
 
 
 def evaluation_lines(result: dict) -> list[str]:
@@ -23,8 +23,26 @@ def evaluation_lines(result: dict) -> list[str]:
     return lines
 
 
+def latest_run(pipeline_name: str):
+    """The pipeline's latest run; :class:`LookupError` naming the pipelines this ZenML store has, or
+    saying that the pipeline never ran."""
+    from zenml.client import Client
+
+    client = Client()
+    try:
+        pipeline = client.get_pipeline(pipeline_name)
+    except KeyError:
+        known = sorted(p.name for p in client.list_pipelines(size=1000).items)
+        raise LookupError(f"no pipeline named {pipeline_name!r} in this ZenML store: it has {known or 'none'} "
+                          f"(`zenml pipeline list` lists them)") from None
+    try:
+        return pipeline.last_run
+    except RuntimeError:
+        raise LookupError(f"pipeline {pipeline_name!r} has no runs yet: run it first") from None
+
+
 def latest_run_summary(pipeline_name: str) -> str:
-    run = Client().get_pipeline(pipeline_name).last_run
+    run = latest_run(pipeline_name)
     lines = [f"run {run.name}: {run.status}"]
     train_step = run.steps.get("train_srpo")
     if train_step is not None:
@@ -51,5 +69,16 @@ def latest_run_summary(pipeline_name: str) -> str:
     return "\n".join(lines)
 
 
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ops.summary", description=__doc__.split("\n")[0])
+    parser.add_argument("pipeline", nargs="?", default=DEFAULT_PIPELINE,
+                        help=f"the pipeline's name, e.g. shapes_bootstrap (default: {DEFAULT_PIPELINE})")
+    args = parser.parse_args(argv)
+    try:
+        print(latest_run_summary(args.pipeline))
+    except LookupError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
 if __name__ == "__main__":
-    print(latest_run_summary(sys.argv[1] if len(sys.argv) > 1 else "srpo_training"))
+    main()

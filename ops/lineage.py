@@ -1,4 +1,4 @@
-"""Trace a tuned model back to its prompts, rollouts and config: ``python -m pipelines.lineage MODEL [VERSION]``.
+"""Trace a tuned model back to its prompts, rollouts and config: ``python -m ops.lineage MODEL [VERSION]``.
 
 Starts from the ``tuned_transformer`` MODEL artifact of a ZenML Model version (the latest one
 unless VERSION, a number or name, is given) and walks back through the steps that produced each
@@ -9,8 +9,8 @@ followed to the run that really produced their outputs.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 from uuid import UUID
@@ -69,7 +69,15 @@ def trace(model: str, version: Optional[str] = None, client=None) -> Lineage:
     from zenml.enums import ModelStages
 
     client = client or Client()
-    model_version = client.get_model_version(model, version if version is not None else ModelStages.LATEST)
+    try:
+        model_version = client.get_model_version(model, version if version is not None else ModelStages.LATEST)
+    except KeyError:
+        known = sorted(m.name for m in client.list_models(size=1000).items)
+        if model not in known:
+            raise LookupError(f"no model named {model!r} in this ZenML store: it has {known or 'none'} "
+                              "(`zenml model list` lists them)") from None
+        raise LookupError(f"model {model!r} has no version {version!r}: `zenml model version list {model}` "
+                          "lists its versions") from None
     tuned = model_version.get_model_artifact(TUNED_ARTIFACT)
     if tuned is None:
         raise LookupError(f"model {model} version {model_version.name} has no {TUNED_ARTIFACT!r} MODEL artifact "
@@ -95,7 +103,17 @@ def trace(model: str, version: Optional[str] = None, client=None) -> Lineage:
                    metadata=dict(model_version.run_metadata or {}), tuned=_describe(tuned), steps=steps)
 
 
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ops.lineage", description=__doc__.split("\n")[0])
+    parser.add_argument("model", metavar="MODEL", help="a ZenML Model's name, e.g. srpo-tiny-cpu")
+    parser.add_argument("version", metavar="VERSION", nargs="?", default=None,
+                        help="a version number or name (default: the latest version)")
+    args = parser.parse_args(argv)
+    try:
+        print(trace(args.model, args.version).format())
+    except LookupError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit("usage: python -m pipelines.lineage MODEL [VERSION]   (e.g. srpo-tiny-cpu, or srpo-flux-hps 3)")
-    print(trace(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None).format())
+    main()

@@ -5,15 +5,16 @@ writes its first output: after ~20 s of retries, in a traceback about a log file
 runs when a pipeline is compiled (before a run exists) and asks the store once, with short
 timeouts and no retries:
 
-    python -m pipelines.preflight          # check the active stack's artifact store
+    python -m ops.preflight          # check the active stack's artifact store
 
 Only S3 stores (``flavor: s3``) are checked; other flavors pass. Code that compiles a pipeline
-without running it (``pipelines.validate``) wraps the compilation in
+without running it (``ops.validate``) wraps the compilation in
 ``with artifact_store_check_skipped():`` so that it never contacts the store.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,10 +123,20 @@ def check_artifact_store() -> None:
         check_s3_store(store)
 
 
-if __name__ == "__main__":
+def main(argv=None) -> int:
+    """0 when the active stack's artifact store answers, else 1 with the reason and the fix."""
+    parser = argparse.ArgumentParser(prog="python -m ops.preflight",
+                                     description="Check that the active ZenML stack's artifact store (S3 only) "
+                                                 "answers and accepts its credentials; takes no arguments.")
+    parser.parse_args(argv)
     try:
         check_artifact_store()
     except ArtifactStoreUnavailable as err:
         print(f"error {err}")
-        sys.exit(1)
+        return 1
     print("ok    the active stack's artifact store answers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

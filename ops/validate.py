@@ -1,4 +1,4 @@
-"""Validate a run configuration before ZenML sees it: ``python -m pipelines.validate configs/x.yaml``.
+"""Validate a run configuration before ZenML sees it: ``python -m ops.validate configs/x.yaml``.
 
 ZenML ignores unknown top-level keys, only warns about a misspelled step name and drops
 misspelled settings attributes with a warning, so a typo can silently drop settings. This check
@@ -15,24 +15,25 @@ reads the pipeline from the config's header line
   settings class of that flavor's implementation, as ZenML's own flavor registry lists them.
 
 It never contacts the artifact store or any other stack component: the pipeline is compiled
-with the preflight check skipped (:func:`pipelines.preflight.artifact_store_check_skipped`).
+with the preflight check skipped (:func:`ops.preflight.artifact_store_check_skipped`).
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import importlib
 import inspect
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from pipelines.preflight import artifact_store_check_skipped
+from ops.preflight import artifact_store_check_skipped
 
 _HEADER = re.compile(r"zenml pipeline run (pipelines\.[\w.]+)")
 
@@ -210,8 +211,41 @@ def validate_parameters(pipeline, parameters: dict[str, Any]) -> dict[str, Any]:
         try:
             checked[name] = TypeAdapter(signature.parameters[name].annotation).validate_python(value)
         except ValidationError as err:
-            raise RunConfigError(f"parameters.{name}: {err}") from err
+            raise RunConfigError(parameter_errors(err, f"parameters.{name}")) from err
     return checked
+
+
+def check_step_names(pipeline_name: str, configured: Iterable[str], invocations: Iterable[str]) -> None:
+    """Refuse ``steps:`` names that are not step invocations of the pipeline (ZenML only warns and drops
+    their settings). Used by this check and by every pipeline when it runs (:mod:`ops.pipeline`)."""
+    known = sorted(invocations)
+    unknown = sorted(set(configured) - set(known))
+    if unknown:
+        names = ", ".join(f"steps.{name}" for name in unknown)
+        raise RunConfigError(f"{names} {'is not a step' if len(unknown) == 1 else 'are not steps'} of {pipeline_name}: "
+                             f"rename {'it' if len(unknown) == 1 else 'them'} to one of its steps {known}")
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def parameter_errors(err: ValidationError, prefix: str = "parameters") -> str:
+    """A pydantic error in pipeline parameters as one line per problem: the field (``prefix`` + its
+    location), the value given and what to do; the first line is the first problem."""
+    lines = []
+    for error in err.errors():
+        where = ".".join([prefix, *(str(part) for part in error["loc"])])
+        if error["type"] in ("missing", "missing_argument"):
+            lines.append(f"{where} is missing: set it under parameters: in the run config")
+        elif error["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            lines.append(f"{where} = {_shown(error['input'])} is not a setting there: remove it or correct its "
+                         "spelling")
+        else:
+            lines.append(f"{where} = {_shown(error['input'])}: {error['msg']}; correct this value under "
+                         "parameters: in the run config")
+    return "\n".join(lines)
 
 
 def validate_steps(pipeline, parameters: dict[str, Any], steps: dict[str, Any]) -> None:
@@ -219,9 +253,8 @@ def validate_steps(pipeline, parameters: dict[str, Any], steps: dict[str, Any]) 
     from zenml.config.step_configurations import StepConfigurationUpdate
 
     invocations = step_invocations(pipeline, parameters)
+    check_step_names(pipeline.name, steps, invocations)
     for name, section in steps.items():
-        if name not in invocations:
-            raise RunConfigError(f"steps.{name} is not a step of {pipeline.name} (its steps: {sorted(invocations)})")
         section = section or {}
         bad = sorted(set(section) - set(StepConfigurationUpdate.model_fields))
         if bad:
@@ -276,5 +309,11 @@ def main(paths: Sequence[str]) -> int:
     return status
 
 
+def parse_args(argv: Sequence[str] | None = None) -> list[str]:
+    parser = argparse.ArgumentParser(prog="python -m ops.validate", description=__doc__.split("\n")[0])
+    parser.add_argument("paths", metavar="CONFIG", nargs="+", help="run config files, e.g. configs/*.yaml")
+    return parser.parse_args(argv).paths
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main(parse_args()))

@@ -1,0 +1,1 @@
+"""Command-line tools around the pipelines: validate a run config, check the stack, trace and summarise runs."""
