@@ -188,6 +188,15 @@ class Policy:
         self._forward_module = module
 
     @property
+    def denoiser(self) -> torch.nn.Module | None:
+        """The old name of the module :meth:`set_forward_module` sets (the trainer's until it moves to the method)."""
+        return self._forward_module
+
+    @denoiser.setter
+    def denoiser(self, module: torch.nn.Module | None) -> None:
+        self.set_forward_module(module)
+
+    @property
     def block_classes(self) -> tuple[str, ...]:
         """Class names of the transformer's repeated blocks (what FSDP shards and checkpointing wraps)."""
         return tuple(self.transformer._no_split_modules)

@@ -89,24 +89,25 @@ QWEN_CHAT_TEMPLATE = (
 
 
 def byte_level_bpe(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A byte-level BPE vocabulary and merges in which every word (with and without a leading space) is one token.
+    """A byte-level BPE vocabulary and merges, trained (deterministically) so that every word is one token.
 
-    The 256 byte symbols come first, so any text is still encoded (spelled out where no merge applies).
+    The 256 byte symbols come first, so any text is still encoded (spelled out where no merge
+    applies); each word is learnt with and without its leading space, as Qwen's pre-tokenizer splits.
     """
-    symbol = _bytes_to_unicode()
-    vocab = {s: i for i, s in enumerate(symbol.values())}
-    merges: list[tuple[str, str]] = []
-    for word in dict.fromkeys(words):
-        for spelled in (word, " " + word):
-            pieces = [symbol[b] for b in spelled.encode("utf-8")]
-            left = pieces[0]
-            for right in pieces[1:]:
-                merged = left + right
-                if merged not in vocab:
-                    vocab[merged] = len(vocab)
-                    merges.append((left, right))
-                left = merged
-    return vocab, merges
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    words = list(dict.fromkeys(words))
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    alphabet = list(_bytes_to_unicode().values())
+    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + 12 * len(words), min_frequency=1, show_progress=False,
+                                  initial_alphabet=alphabet, special_tokens=[])
+    bpe.train_from_iterator([" ".join(words), *words], trainer=trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return model["vocab"], merges
 
 
 def qwen2_tokenizer(words: Iterable[str] = DEFAULT_T5_WORDS, model_max_length: int = 64):

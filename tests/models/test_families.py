@@ -99,14 +99,14 @@ def test_an_unknown_pipeline_class_is_a_clear_error(family_dirs, tmp_path):
     import shutil
 
     folder = tmp_path / "other"
-    shutil.copytree(family_dirs["sd3"], folder)
+    shutil.copytree(family_dirs["z-image"], folder)
     index = json.loads((folder / "model_index.json").read_text())
     (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "KandinskyPipeline"}))
     with pytest.raises(ValueError, match="KandinskyPipeline.*supported are.*QwenImagePipeline") as err:
         load_policy_for(str(folder))
     assert "policy.family" in str(err.value)
-    forced = load_policy_for(str(folder), "sd3")  # an explicit family overrides model_index.json
-    assert forced.family == "sd3"
+    forced = load_policy_for(str(folder), "z-image")  # an explicit family overrides model_index.json
+    assert forced.family == "z-image"
     with pytest.raises(ValueError, match="not a supported model family"):
         load_policy_for(str(folder), "sdxl")
 
@@ -140,6 +140,16 @@ def test_true_cfg_costs_two_forwards_in_the_rollout_and_is_off_in_training_by_de
     assert len(calls) == 3 and not torch.allclose(v, guided)
 
 
+def test_klein_guidance_follows_its_distilled_flag(policies):
+    policy = policies("flux2-klein")
+    assert policy.guidance_kind == "cfg" and policy.uses_cfg(4.0) and policy.default_num_steps == 50
+    policy.pipe.register_to_config(is_distilled=True)
+    try:
+        assert policy.guidance_kind == "none" and not policy.uses_cfg(4.0) and policy.default_num_steps == 4
+    finally:
+        policy.pipe.register_to_config(is_distilled=False)
+
+
 @pytest.mark.parametrize("family", ALL)
 def test_the_schedule_comes_from_the_scheduler_config_unless_a_shift_is_given(family, policies):
     from srpo.schedules import sigma_schedule
@@ -151,7 +161,7 @@ def test_the_schedule_comes_from_the_scheduler_config_unless_a_shift_is_given(fa
     assert own.shape == (5,) and own[0] <= 1 and own[-1] == 0 and (own.diff() < 0).all()
     if policy.pipe.scheduler.config.use_dynamic_shifting:  # the shift grows with the resolution
         big = policy.rollout_sigmas(4, None, 4 * h, 4 * w)
-        assert (big[1:-1] > own[1:-1]).all()
+        assert (big[1:-1] >= own[1:-1]).all() and (big[1:-1] > own[1:-1]).any()  # a terminal shift pins the last
 
 
 @pytest.mark.parametrize("family", ALL)
@@ -184,38 +194,47 @@ def test_pack_matches_the_pipelines_own_packing(family, policies):
 
 @pytest.mark.parametrize("family", ALL)
 def test_a_saved_lora_is_loaded_by_the_familys_pipeline_with_the_trained_velocity(family, family_dirs, tmp_path):
+    from safetensors.torch import load_file
+
+    from srpo.models.base import LORA_WEIGHTS
     from srpo.training.lora import add_lora, lora_state_dict, save_lora
 
     policy = load_policy_for(str(family_dirs[family]))
+    cond, x, sigma = policy.encode_prompts([PROMPT]), noise(policy), torch.tensor([0.8])
     add_lora(policy.transformer, rank=4, alpha=8, targets=list(policy.lora_targets))
+    base = policy.velocity(x, sigma, cond, GUIDANCE[family])  # B = 0: the base model
     with torch.no_grad():
         for name, p in policy.transformer.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.2, generator=torch.Generator().manual_seed(len(name)))
-    cond, x, sigma = policy.encode_prompts([PROMPT]), noise(policy), torch.tensor([0.8])
     trained = policy.velocity(x, sigma, cond, GUIDANCE[family])
+    assert not torch.allclose(base, trained)
     save_lora(policy.transformer, tmp_path / "trainer")  # what the trainer writes today
     policy.save_lora(tmp_path / "policy", lora_state_dict(policy.transformer),
                      policy.transformer.peft_config["default"].to_dict())
-    base = load_policy_for(str(family_dirs[family]))
-    assert not torch.allclose(base.velocity(x, sigma, base.encode_prompts([PROMPT]), GUIDANCE[family]), trained)
-    for folder in ("trainer", "policy"):
-        reloaded = load_policy_for(str(family_dirs[family]), transformer=str(tmp_path / folder))
-        v = reloaded.velocity(x, sigma, reloaded.encode_prompts([PROMPT]), GUIDANCE[family])
-        torch.testing.assert_close(v, trained, atol=1e-5, rtol=1e-4)
+    by_trainer, by_policy = (load_file(tmp_path / d / LORA_WEIGHTS) for d in ("trainer", "policy"))
+    assert by_trainer.keys() == by_policy.keys() and all(torch.equal(by_trainer[k], by_policy[k]) for k in by_policy)
+    reloaded = load_policy_for(str(family_dirs[family]), transformer=str(tmp_path / "policy"))
+    v = reloaded.velocity(x, sigma, reloaded.encode_prompts([PROMPT]), GUIDANCE[family])
+    torch.testing.assert_close(v, trained, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("family", ALL)
-def test_the_full_transformer_reloads_with_from_pretrained(family, family_dirs, tmp_path):
-    policy = load_policy_for(str(family_dirs[family]))
+def test_the_full_transformer_reloads_with_from_pretrained(family, family_dirs, policies, tmp_path):
+    policy = policies(family)
     with torch.no_grad():
         for p in policy.transformer.parameters():
             p.add_(0.01)
-    out = policy.save_transformer(tmp_path / "tuned")
-    assert (out / "config.json").exists() and list(out.glob("*.safetensors"))
-    tuned = load_policy_for(str(family_dirs[family]), transformer=str(out))
-    for (name, a), b in zip(tuned.transformer.state_dict().items(), policy.transformer.state_dict().values()):
-        assert torch.equal(a, b), name
+    try:
+        out = policy.save_transformer(tmp_path / "tuned")
+        assert (out / "config.json").exists() and list(out.glob("*.safetensors"))
+        tuned = load_policy_for(str(family_dirs[family]), transformer=str(out))
+        for (name, a), b in zip(tuned.transformer.state_dict().items(), policy.transformer.state_dict().values()):
+            assert torch.equal(a, b), name
+    finally:
+        with torch.no_grad():
+            for p in policy.transformer.parameters():
+                p.sub_(0.01)
 
 
 @pytest.mark.parametrize("family", ALL)
@@ -246,3 +265,16 @@ def test_conditioning_is_cached_and_repeats(family, policies):
     v = policy.velocity(x, torch.tensor([0.9, 0.5]), a, GUIDANCE[family])
     single = policy.velocity(x[:1], torch.tensor([0.9]), policy.encode_prompts(["a red circle"]), GUIDANCE[family])
     torch.testing.assert_close(v[:1], single, atol=1e-5, rtol=1e-4)  # padding a batch changes nothing
+
+
+def test_builtin_tiny_families_are_built_once_and_reproducibly(tmp_path, monkeypatch):
+    from srpo.models.tiny_families import TINY_FAMILY_BUILDERS, builtin_family_path
+
+    assert set(TINY_FAMILY_BUILDERS) == set(TINY.values())
+    monkeypatch.setenv("SRPO_CACHE", str(tmp_path))
+    a = load_policy_for("builtin:tiny-z-image")
+    assert a.family == "z-image" and builtin_family_path("tiny-z-image").parent == tmp_path / "builtin"
+    b = adapter_class("z-image").from_pretrained("builtin:tiny-z-image")
+    assert all(torch.equal(x, y) for x, y in zip(a.transformer.parameters(), b.transformer.parameters()))
+    with pytest.raises(ValueError, match="unknown built-in"):
+        load_policy_for("builtin:tiny-sdxl")
