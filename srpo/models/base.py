@@ -310,8 +310,8 @@ class Policy:
         v = self._transformer_velocity(x, sigma, cond, guidance)
         if not self.uses_cfg(guidance):
             return v
-        return self.combine_cfg(v, self._transformer_velocity(x, sigma, self.negative_cond(len(cond)), guidance),
-                                guidance)
+        negative = self.negative_cond(cond.tokens.shape[0])
+        return self.combine_cfg(v, self._transformer_velocity(x, sigma, negative, guidance), guidance)
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond, guidance: float) -> torch.Tensor:
         """``v_theta(x [B,C,h,w], sigma [B], c)`` -> [B,C,h,w], targeting ``eps - x0`` (the training forward).
@@ -393,8 +393,13 @@ class Policy:
         It composes with LoRA, per-block gradient checkpointing and DDP/FSDP wrapping, which all
         act on or around whole blocks. Shapes are static: a new batch size or resolution compiles again.
         """
-        self.transformer.compile_repeated_blocks(fullgraph=False, dynamic=False, backend=backend,
-                                                 mode=None if mode == "default" else mode)
+        kwargs = dict(fullgraph=False, dynamic=False, backend=backend, mode=None if mode == "default" else mode)
+        blocks = [m for m in self.transformer.modules() if type(m).__name__ in self.block_classes]
+        for block in blocks:  # diffusers' compile_repeated_blocks, also for models without _repeated_blocks (SD3)
+            block.compile(**kwargs)
+        if not blocks:
+            raise ValueError(f"policy.compile: no block of classes {self.block_classes} in the transformer to "
+                             "compile; turn compile off for this model")
 
     # ---- saving ---------------------------------------------------------------------------
     def save_transformer(self, out_dir: str | Path) -> Path:

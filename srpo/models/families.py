@@ -161,12 +161,15 @@ def resolve_device(device: str) -> torch.device:
 def load_policy(cfg, transformer: str | None = None, device: str | torch.device | None = None):
     """The policy of a ``PolicyConfig`` (any family); ``transformer`` / ``device`` override the config's.
 
-    The family comes from the model folder unless the config names one (``family``).
+    The family comes from the model folder unless the config names one (``family``); the config's
+    ``negative_prompt`` and ``cfg_in_training``, where it has them, go to the policy.
     """
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    guidance = {k: getattr(cfg, k) for k in ("negative_prompt", "cfg_in_training") if getattr(cfg, k, None) is not None}
     policy = load_policy_for(
         cfg.pretrained, getattr(cfg, "family", None), transformer=transformer or cfg.transformer, device=device,
-        torch_dtype=getattr(torch, cfg.dtype), autocast_dtype=torch.bfloat16 if cfg.autocast == "bfloat16" else None)
+        torch_dtype=getattr(torch, cfg.dtype), autocast_dtype=torch.bfloat16 if cfg.autocast == "bfloat16" else None,
+        **guidance)
     return prepare_policy(policy, cfg)
 
 

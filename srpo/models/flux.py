@@ -16,6 +16,11 @@ from srpo.models.base import (  # noqa: F401  (re-exported: the dtype helpers li
     LORA_WEIGHTS, InputDtypeRMSNorm, Policy, cast_parameters, norms_in_input_dtype)
 from srpo.models.families import frozen_dtype, load_policy, prepare_policy, resolve_device  # noqa: F401
 
+__all__ = [  # the loaders and dtype helpers now live in base / families; their old import path still works
+    "FluxPolicy", "PromptEmbeds", "LORA_TARGETS", "LORA_WEIGHTS", "InputDtypeRMSNorm", "cast_parameters",
+    "norms_in_input_dtype", "frozen_dtype", "load_policy", "prepare_policy", "resolve_device", "load_flux_pipeline",
+    "pack_latents", "unpack_latents", "latent_image_ids"]
+
 #: Attention and MLP projections of FLUX's double- and single-stream blocks.
 LORA_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0",                   # image-stream attention

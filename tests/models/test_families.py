@@ -278,3 +278,14 @@ def test_builtin_tiny_families_are_built_once_and_reproducibly(tmp_path, monkeyp
     assert all(torch.equal(x, y) for x, y in zip(a.transformer.parameters(), b.transformer.parameters()))
     with pytest.raises(ValueError, match="unknown built-in"):
         load_policy_for("builtin:tiny-sdxl")
+
+
+def test_blocks_compile_for_a_model_without_diffusers_repeated_blocks(family_dirs):
+    policy = load_policy_for(str(family_dirs["sd3"]))
+    assert not getattr(policy.transformer, "_repeated_blocks", None)  # SD3: diffusers has no regional list
+    cond, x, sigma = policy.encode_prompts([PROMPT]), noise(policy), torch.tensor([0.8])
+    eager = policy.velocity(x, sigma, cond, 1.0)
+    policy.compile_blocks(backend="eager")
+    blocks = [m for m in policy.transformer.modules() if type(m).__name__ in policy.block_classes]
+    assert blocks and all(getattr(b, "_compiled_call_impl", None) is not None for b in blocks)
+    torch.testing.assert_close(policy.velocity(x, sigma, cond, 1.0), eager)
