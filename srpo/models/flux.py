@@ -1,4 +1,4 @@
-"""FLUX through diffusers: the policy the trainer optimises.
+"""FLUX.1 through diffusers: the FLUX family's adapter of the policy interface (:mod:`srpo.models.base`).
 
 The adapter hides FLUX's packing (2x2 latent patches become tokens), its text encoders (CLIP
 pooled + T5 sequence) and its distilled guidance. Everything else in the library sees plain
