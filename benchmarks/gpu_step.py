@@ -100,7 +100,7 @@ def card_peak(device: str) -> tuple[float, str]:
 def build(tiny: bool, device: str, dtype, overrides: dict):
     from diffusers import AutoencoderKL, FluxTransformer2DModel
 
-    from srpo.config import FLUX_LORA_TARGETS
+    from srpo.models.flux import LORA_TARGETS as FLUX_LORA_TARGETS
     from srpo.training.lora import add_lora
 
     torch.manual_seed(0)
@@ -143,7 +143,7 @@ def counted_flops(tiny: bool, overrides: dict, size: int, text_tokens: int) -> d
     from diffusers import AutoencoderKL, FluxTransformer2DModel
 
     from srpo.rewards.base import preprocess_for_clip
-    from srpo.config import FLUX_LORA_TARGETS
+    from srpo.models.flux import LORA_TARGETS as FLUX_LORA_TARGETS
     from srpo.training.lora import add_lora
 
     def count(fn):

@@ -51,7 +51,7 @@ METHODS = {
 def measure(method: str, quick: bool, size: int, batch: int, repeats: int) -> dict:
     from srpo.artifacts import RolloutSet
     from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
-    from srpo.models.flux import load_policy
+    from srpo.models.families import load_policy
     from srpo.models.tiny import TinyFluxSpec, save_tiny_flux
     from srpo.rewards import RewardConfig, load_reward
     from srpo.training.trainer import SRPOTrainer

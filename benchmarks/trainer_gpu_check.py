@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()  # before the heavy imports: --help answers at once
 
     from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
-    from srpo.models.flux import load_policy
+    from srpo.models.families import load_policy
     from srpo.rewards import RewardConfig
     from srpo.training.launch import run_job, write_job
     from srpo.training.rollouts import generate_rollouts

@@ -15,15 +15,6 @@ from srpo.io import is_url, strip_file_scheme
 from srpo.published import is_builtin, lookup_builtin
 from srpo.schedules import MAX_TRAIN_SIGMA
 
-#: Attention and MLP projections of FLUX's double- and single-stream blocks (the default LoRA targets).
-FLUX_LORA_TARGETS = [
-    "to_q", "to_k", "to_v", "to_out.0",                   # image-stream attention
-    "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",  # text-stream attention
-    "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",  # double-block MLPs
-    "proj_mlp", "proj_out",                               # single-block MLP in / fused out
-]
-
-
 def one_of(setting: str, value: str, known: Sequence[str]) -> str:
     """``value`` when it is one of ``known``; else a ``ValueError`` naming the setting and the choices."""
     if value not in known:
@@ -42,6 +33,11 @@ class PolicyConfig(StrictModel):
 
     pretrained: str = Field("builtin:tiny-flux", description="local folder, s3:// URL, hub id or builtin:<name>")
     transformer: Optional[str] = Field(None, description="optional diffusers transformer folder replacing the base one")
+    family: Optional[str] = Field(None, description="model family (flux, qwen-image, sd3, flux2, flux2-klein, "
+                                  "z-image; default: read from the folder's model_index.json)")
+    negative_prompt: str = Field("", description="true-CFG families (SD3.5, Qwen-Image): the negative prompt")
+    cfg_in_training: bool = Field(False, description="true-CFG families: guide the training forward too (two "
+                                  "transformer calls per model step; the authors' Qwen script trains without)")
     height: int = 64
     width: int = 64
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -86,8 +82,10 @@ class RolloutConfig(StrictModel):
 
     mode: Literal["online", "offline"] = "online"
     num_steps: int = Field(25, ge=1, description="Euler steps of the no-grad rollout")
-    shift: float = Field(3.0, gt=0)
-    guidance: float = Field(1.0, ge=0, description="FLUX distilled guidance during rollouts")
+    shift: Optional[float] = Field(3.0, gt=0, description="static schedule shift; null: the model folder's scheduler "
+                                   "config (dynamic shifting by resolution where it asks for it)")
+    guidance: float = Field(1.0, ge=0, description="rollout guidance: the distilled value (FLUX.1, FLUX.2 [dev]) or "
+                            "the true-CFG scale (SD3.5, Qwen-Image), as the family reads it")
     num_prompts: Optional[int] = Field(None, ge=1, description="rollouts to precompute (default: all train prompts)")
     images: Optional[str] = Field(None, description="offline: folder or URL with images and metadata.jsonl")
     seed: int = 0
@@ -153,7 +151,8 @@ class TrainConfig(StrictModel):
     lora_rank: int = Field(16, ge=1)
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0, lt=1)
-    lora_targets: list[str] = Field(default_factory=lambda: list(FLUX_LORA_TARGETS))
+    lora_targets: Optional[list[str]] = Field(
+        None, description="module-name suffixes to adapt (default: the model family's own, policy.lora_targets)")
     # scale, memory and faults
     distributed: Literal["ddp", "fsdp"] = Field("ddp", description="strategy when several processes run")
     fsdp_param_dtype: Optional[Literal["bfloat16"]] = Field(

@@ -175,6 +175,10 @@ def published_fingerprint() -> str:
 
 register_builtin("policy", "tiny-flux", "srpo.models.tiny:tiny_flux_folder",
                  "a tiny random FLUX pipeline (diffusers folder), for tests and the CPU demo")
+for _name, _what in (("tiny-qwen-image", "Qwen-Image"), ("tiny-sd3", "Stable Diffusion 3.5"), ("tiny-flux2", "FLUX.2 [dev]"),
+                     ("tiny-flux2-klein", "FLUX.2 [klein]"), ("tiny-z-image", "Z-Image")):
+    register_builtin("policy", _name, f"srpo.models.tiny_families:{_name.replace('-', '_')}_folder",
+                     f"a tiny random {_what} pipeline (diffusers folder), for tests")
 register_builtin("reward", "tiny", "srpo.rewards:tiny_reward_folder",
                  "a tiny random model of the reward's family (open_clip or transformers CLIP)")
 register_builtin("metric", "tiny", "srpo.evaluation.metrics:tiny_metric_folder",

@@ -7,7 +7,7 @@ from zenml import log_metadata, step
 from zenml.integrations.pillow.materializers.pillow_image_materializer import PillowImageMaterializer  # noqa: F401
 
 from srpo.artifacts import ModelFolder
-from srpo.models.flux import FluxPolicy
+from srpo.models.families import load_policy_for
 from srpo.rewards import RewardConfig, load_reward
 from srpo.world.bootstrap import WorldCheckConfig, check_world as _check
 from srpo.world.plots import image_grid
@@ -21,7 +21,7 @@ def check_world(generator: ModelFolder, reward: ModelFolder, world: WorldSpec, c
 ]:
     """Reward ranking of attribute words (held-out images) and generator colour correctness (graded samples)."""
     library_logging()
-    policy = FluxPolicy.from_pretrained(str(generator.path), device="cpu")
+    policy = load_policy_for(str(generator.path), device="cpu")
     clip = load_reward(RewardConfig(name="hf_clip", checkpoint=str(reward.path)))
     report, samples, sample_prompts = _check(policy, clip, world, checks)
     images, prompts = samples[::checks.samples_per_prompt], sample_prompts[::checks.samples_per_prompt]  # one a prompt

@@ -6,7 +6,7 @@ from zenml import log_metadata, step
 
 from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig
-from srpo.models.flux import load_policy
+from srpo.models.families import load_policy
 from srpo.training.rollouts import encode_image_folder, generate_rollouts as _generate
 from steps._log import library_logging
 
@@ -17,11 +17,11 @@ def generate_rollouts(train_prompts: list[str], policy: PolicyConfig, rollouts: 
 ]:
     """x0 and its noise prior for each training prompt (online) or each real image (offline)."""
     library_logging()
-    flux = load_policy(policy)
+    model = load_policy(policy)
     if rollouts.mode == "online":
-        result = _generate(flux, train_prompts, rollouts, policy)
+        result = _generate(model, train_prompts, rollouts, policy)
     else:
-        result = encode_image_folder(flux, rollouts, policy)
+        result = encode_image_folder(model, rollouts, policy)
     log_metadata(metadata={"mode": result.mode, "num_rollouts": len(result),
                            "latent_shape": list(result.x0.shape[1:])})
     return result

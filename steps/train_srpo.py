@@ -8,7 +8,7 @@ from zenml import log_metadata, step
 
 from srpo.artifacts import ModelFolder, RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
-from srpo.models.flux import resolve_device
+from srpo.models.families import resolve_device
 from srpo.rewards import RewardConfig
 from srpo.training.launch import launch_processes, run_job, write_job
 from steps._log import library_logging

@@ -10,7 +10,7 @@ from zenml.types import HTMLString
 
 from srpo.artifacts import ModelFolder, RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
-from srpo.models.flux import load_policy
+from srpo.models.families import load_policy
 from srpo.rewards import RewardConfig, load_reward
 from srpo.world.report import WorldReportConfig, run_world_report
 from steps._log import library_logging

@@ -28,7 +28,7 @@ from srpo.evaluation.metrics.base import Metric
 from srpo.evaluation.results import refuse_non_finite, write_results
 from srpo.evaluation.scoring import eval_seeds
 from srpo.io import atomic_directory
-from srpo.models.flux import FluxPolicy
+from srpo.models.base import Policy
 from srpo.noise import prompt_noise
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_batch(policy: FluxPolicy, prompts: list[str], seeds: list[int], gen: EvalConfig,
+def generate_batch(policy: Policy, prompts: list[str], seeds: list[int], gen: EvalConfig,
                    height: int, width: int) -> torch.Tensor:
     """Images ``[B, 3, H, W]`` in ``[0, 1]`` (CPU, 8-bit values) for ``prompts`` from ``seeds``."""
     eps = prompt_noise(policy, height, width, seeds)  # [B, C, h, w]
@@ -76,7 +76,7 @@ def check_external_inputs(metrics: Mapping[str, Metric], models: list[str], benc
             metric.check_records(bench.records)
 
 
-def run_evaluation(models: Mapping[str, Callable[[], FluxPolicy]], bench: Benchmark, metrics: Mapping[str, Metric],
+def run_evaluation(models: Mapping[str, Callable[[], Policy]], bench: Benchmark, metrics: Mapping[str, Metric],
                    gen: EvalConfig, report: EvalReportConfig, height: int, width: int, out_dir: Path) -> EvalResults:
     """Generate with every model, score with every metric, write an :class:`EvalResults` in ``out_dir``.
 

@@ -25,7 +25,7 @@ from srpo.rewards import RewardConfig
 def build_models(policy: PolicyConfig, tuned: Optional[str] = None,
                  models: Optional[Mapping[str, ModelSpec]] = None) -> dict[str, Callable]:
     """``{name: loader}``: ``models`` if given (else ``base`` = the policy), plus ``tuned`` when given."""
-    from srpo.models.flux import load_policy
+    from srpo.models.families import load_policy
 
     specs = {k: ModelSpec.model_validate(v) for k, v in models.items()} if models else {"base": ModelSpec()}
     if tuned is not None:
@@ -92,7 +92,7 @@ def evaluate_suite(prompts: Sequence[str], out_dir: Path, *, policy: PolicyConfi
     ``0..N-1``); ``records``: each prompt's benchmark record (GenEval's specs) or ``None``.
     """
     from srpo.evaluation.runner import run_evaluation
-    from srpo.models.flux import resolve_device
+    from srpo.models.families import resolve_device
 
     prompts = list(prompts)
     categories = list(categories) if categories is not None else ["all"] * len(prompts)

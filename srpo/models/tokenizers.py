@@ -70,3 +70,56 @@ def t5_tokenizer(words: Iterable[str] = DEFAULT_T5_WORDS, model_max_length: int 
     vocab += [("▁" + w, -1.0 - 0.01 * i) for i, w in enumerate(words)]
     vocab += [("▁", -20.0)] + [(c, -30.0) for c in chars]
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=model_max_length)
+
+
+#: Qwen's chat markers plus the vision markers Qwen2.5-VL's config refers to.
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
+                       "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
+#: A chat template in Qwen3's shape: text or a list of ``{"type": "text"}`` parts, an optional
+#: generation prompt, and the empty thinking block that ``enable_thinking=False`` asks for.
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for part in m['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def byte_level_bpe(words: Iterable[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A byte-level BPE vocabulary and merges, trained (deterministically) so that every word is one token.
+
+    The 256 byte symbols come first, so any text is still encoded (spelled out where no merge
+    applies); each word is learnt with and without its leading space, as Qwen's pre-tokenizer splits.
+    """
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    words = list(dict.fromkeys(words))
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    alphabet = list(_bytes_to_unicode().values())
+    trainer = trainers.BpeTrainer(vocab_size=len(alphabet) + 12 * len(words), min_frequency=1, show_progress=False,
+                                  initial_alphabet=alphabet, special_tokens=[])
+    bpe.train_from_iterator([" ".join(words), *words], trainer=trainer)
+    model = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    return model["vocab"], merges
+
+
+def qwen2_tokenizer(words: Iterable[str] = DEFAULT_T5_WORDS, model_max_length: int = 64):
+    """A transformers ``Qwen2Tokenizer`` (byte-level BPE, Qwen's special tokens and a chat template), built offline.
+
+    Qwen2.5-VL (Qwen-Image), Qwen3 (FLUX.2 [klein], Z-Image) and the tiny Mistral processor use it.
+    """
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = byte_level_bpe(list(words) + ["image", "describe", "color", "shape", "user", "system", "assistant"])
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS])
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok

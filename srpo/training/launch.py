@@ -39,7 +39,7 @@ def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, r
     The memory bound is checked here for CPU jobs; a GPU job's processes check it against their
     GPU before loading anything (:func:`run_job`), so this process never touches CUDA.
     """
-    from srpo.models.flux import resolve_device
+    from srpo.models.families import resolve_device
 
     device = resolve_device(policy.device)
     check_batch_size(train, len(rollouts))
@@ -55,7 +55,7 @@ def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, r
 
 def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None = None):
     """Train as described by ``job_dir`` and save into ``out_dir``; returns the trainer."""
-    from srpo.models.flux import load_policy, resolve_device
+    from srpo.models.families import load_policy, resolve_device
     from srpo.rewards import load_reward
     from srpo.training.distributed import make_accelerator
     from srpo.training.trainer import SRPOTrainer

@@ -1,6 +1,6 @@
-"""LoRA on the FLUX transformer through peft, saved in the format diffusers loads.
+"""LoRA on a policy's transformer through peft, saved in the format the family's diffusers pipeline loads.
 
-``FluxPipeline.load_lora_weights(folder)`` reads what :func:`save_lora` writes
+``<FamilyPipeline>.load_lora_weights(folder)`` reads what :func:`save_lora` writes
 (``pytorch_lora_weights.safetensors`` with ``transformer.``-prefixed peft keys).
 """
 
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from srpo.config import FLUX_LORA_TARGETS
 
 def add_lora(transformer: torch.nn.Module, rank: int, alpha: float, targets: list[str], dropout: float = 0.0,
              seed: int = 0) -> list[torch.nn.Parameter]:
@@ -30,7 +29,7 @@ def add_lora(transformer: torch.nn.Module, rank: int, alpha: float, targets: lis
         transformer.add_adapter(config)
     except ValueError as err:
         raise ValueError(f"could not add LoRA on targets {targets}: {err}. Targets are module-name suffixes "
-                         f"of the transformer, e.g. {FLUX_LORA_TARGETS[:4]}") from err
+                         "of the transformer's module names (see the family's policy.lora_targets)") from err
     finally:
         torch.random.set_rng_state(state)
     params = [p for n, p in transformer.named_parameters() if "lora_" in n]
@@ -52,16 +51,11 @@ def lora_state_dict(transformer: torch.nn.Module, state: dict | None = None) -> 
     return {k: v.detach().cpu().contiguous() for k, v in adapter.items()}
 
 
-def save_lora(transformer: torch.nn.Module, out_dir: str | Path, state: dict | None = None) -> Path:
-    """Write the adapter as ``pytorch_lora_weights.safetensors`` in diffusers' FLUX LoRA format.
+def save_lora(policy, transformer: torch.nn.Module, out_dir: str | Path, state: dict | None = None) -> Path:
+    """Write ``transformer``'s adapter as ``pytorch_lora_weights.safetensors``, as ``policy``'s family saves it.
 
     The adapter's config (rank, alpha, targets) goes into the file's metadata: without it
     diffusers reloads the adapter with alpha = rank, i.e. at the wrong scale whenever they differ.
+    The family's pipeline loads the folder with ``load_lora_weights``.
     """
-    from diffusers import FluxPipeline
-
-    out_dir = Path(out_dir)
-    FluxPipeline.save_lora_weights(out_dir, transformer_lora_layers=lora_state_dict(transformer, state),
-                                   transformer_lora_adapter_metadata=transformer.peft_config["default"].to_dict(),
-                                   safe_serialization=True)
-    return out_dir
+    return policy.save_lora(out_dir, lora_state_dict(transformer, state), transformer.peft_config["default"].to_dict())

@@ -12,14 +12,14 @@ import torch
 from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig
 from srpo.io import resolve_local
-from srpo.models.flux import FluxPolicy
+from srpo.models.base import Policy
 from srpo.noise import prompt_noise
 from srpo.prompts import read_utf8_text, text_lines
 
 log = logging.getLogger(__name__)
 
 
-def sample_latents(policy: FluxPolicy, prompts: Sequence[str], eps: torch.Tensor, cfg: RolloutConfig,
+def sample_latents(policy: Policy, prompts: Sequence[str], eps: torch.Tensor, cfg: RolloutConfig,
                    batch_size: int = 4, guidance: float | None = None, num_steps: int | None = None) -> torch.Tensor:
     """Roll ``prompts`` out from ``eps`` [N,C,h,w] in batches; returns x0 [N,C,h,w] (no grad)."""
     out = []
@@ -31,7 +31,7 @@ def sample_latents(policy: FluxPolicy, prompts: Sequence[str], eps: torch.Tensor
     return torch.cat(out)
 
 
-def generate_rollouts(policy: FluxPolicy, prompts: Sequence[str], cfg: RolloutConfig,
+def generate_rollouts(policy: Policy, prompts: Sequence[str], cfg: RolloutConfig,
                       policy_cfg: PolicyConfig) -> RolloutSet:
     """Online mode: x0 sampled by the policy from seeded noise, one seed per prompt index."""
     prompts = list(prompts[: cfg.num_prompts] if cfg.num_prompts else prompts)
@@ -83,7 +83,7 @@ def load_image(path: Path, height: int, width: int) -> torch.Tensor:
         return TF.to_tensor(TF.center_crop(im, [height, width]))
 
 
-def encode_image_folder(policy: FluxPolicy, cfg: RolloutConfig, policy_cfg: PolicyConfig,
+def encode_image_folder(policy: Policy, cfg: RolloutConfig, policy_cfg: PolicyConfig,
                         batch_size: int = 4) -> RolloutSet:
     """Offline mode: x0 = VAE encoding of real images; eps drawn from seeds (the trainer redraws it).
 

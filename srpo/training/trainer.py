@@ -34,11 +34,11 @@ from srpo.artifacts import RolloutSet
 from srpo.config import RolloutConfig, TrainConfig, check_checkpointing, training_levels
 from srpo.io import atomic_write_text
 from srpo.losses import reward_loss
-from srpo.models.common import cast_parameters
-from srpo.models.flux import FluxPolicy
+from srpo.models.base import cast_parameters
+from srpo.models.base import Policy
 from srpo.noise import derived_seed, seeded_noise
 from srpo.rewards.base import RewardModel
-from srpo.schedules import linear_k, sigma_schedule
+from srpo.schedules import linear_k
 from srpo.srp import semantic_reward, with_control
 from srpo.training.checkpoint import Checkpointer
 from srpo.training.distributed import Processes, make_accelerator
@@ -80,7 +80,7 @@ class SRPOTrainer:
     checkpoints :mod:`srpo.training.checkpoint`'s.
     """
 
-    def __init__(self, policy: FluxPolicy, reward: RewardModel, rollouts: RolloutSet, cfg: TrainConfig,
+    def __init__(self, policy: Policy, reward: RewardModel, rollouts: RolloutSet, cfg: TrainConfig,
                  rollout_cfg: RolloutConfig, accelerator=None):
         if len(rollouts) == 0:
             raise ValueError("the rollout set is empty: nothing to train on")
@@ -92,7 +92,8 @@ class SRPOTrainer:
         self.cfg, self.rollout_cfg = cfg, rollout_cfg
         self.grid, self.d_sigma = training_levels(cfg)
         self.grid_bounds = float(self.grid.min()), float(self.grid.max())  # (sigma_lo, sigma_hi)
-        self.sampler_sigmas = sigma_schedule(rollout_cfg.num_steps, rollout_cfg.shift)  # DRaFT baselines
+        self.sampler_sigmas = policy.rollout_sigmas(rollout_cfg.num_steps, rollout_cfg.shift,  # DRaFT baselines
+                                                     *rollouts.x0.shape[-2:])
         self.accelerator = accelerator or make_accelerator(cfg, cpu=policy.device.type == "cpu")
         self.processes = Processes(self.accelerator, cfg.distributed)
         self.checkpoints = Checkpointer(cfg, self.processes) if cfg.checkpoint_dir else None
@@ -106,9 +107,8 @@ class SRPOTrainer:
 
     # ---- setup --------------------------------------------------------------------------
     def lora_targets(self) -> list[str]:
-        """``train.lora_targets``; at its default, the policy's own (``policy.lora_targets``)."""
-        default = TrainConfig.model_fields["lora_targets"].default_factory()
-        return list(self.policy.lora_targets) if self.cfg.lora_targets == default else self.cfg.lora_targets
+        """``train.lora_targets``, else the policy family's own (``policy.lora_targets``)."""
+        return list(self.cfg.lora_targets or self.policy.lora_targets)
 
     def _setup_model(self) -> None:
         cfg, transformer = self.cfg, self.policy.transformer
@@ -369,7 +369,7 @@ class SRPOTrainer:
         if acc.is_main_process:
             model = self.processes.unwrapped()
             if self.cfg.finetune == "lora":
-                save_lora(model, out_dir, state)
+                save_lora(self.policy, model, out_dir, state)
             else:  # diffusers' save_pretrained reads model.state_dict(), which holds shards under FSDP
                 save_diffusers_model(model, state, out_dir)
             atomic_write_text(out_dir / "training_log.json", json.dumps({

@@ -32,7 +32,7 @@ class Setting:
 
 
 def load_world_policy(policy_cfg: PolicyConfig):
-    from srpo.models.flux import load_policy
+    from srpo.models.families import load_policy
 
     return load_policy(policy_cfg)
 

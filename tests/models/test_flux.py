@@ -41,9 +41,9 @@ def test_latent_shape_and_resolution_errors(policy):
 def test_prompt_embeddings_are_cached_and_batched(policy):
     a = policy.encode_prompts(["a red circle", "a blue square"])
     assert a.tokens.shape[:2] == (2, policy.pipe.tokenizer_2.model_max_length)
-    cached = len(policy._text_cache)
+    cached = len(policy.prompt_cache)
     b = policy.encode_prompts(["a blue square", "a red circle"])
-    assert len(policy._text_cache) == cached  # nothing re-encoded
+    assert len(policy.prompt_cache) == cached  # nothing re-encoded
     assert torch.equal(a.tokens[0], b.tokens[1]) and torch.equal(a.pooled[1], b.pooled[0])
 
 
@@ -53,10 +53,10 @@ def test_the_prompt_cache_keeps_the_most_recently_used(policy, monkeypatch):
     monkeypatch.setattr(policy, "max_cached_prompts", 3)
     policy.encode_prompts(prompts[:2])  # used last: kept
     policy.encode_prompts(["a blue square"])
-    assert list(policy._text_cache)[-3:] == [prompts[0], prompts[1], "a blue square"]
-    assert len(policy._text_cache) == 3
+    assert all(p in policy.prompt_cache for p in [prompts[0], prompts[1], "a blue square"])
+    assert len(policy.prompt_cache) == 3
     again = policy.encode_prompts(prompts)  # a batch larger than the cache is still served whole
-    assert torch.allclose(again.tokens, together.tokens) and len(policy._text_cache) == 5
+    assert torch.allclose(again.tokens, together.tokens) and len(policy.prompt_cache) == 5
 
 
 def test_rollout_is_deterministic_and_matches_a_manual_euler_loop(policy):
