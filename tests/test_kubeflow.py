@@ -79,24 +79,22 @@ def compile_spec(kubeflow_client, monkeypatch):
 
 
 def executors(component) -> dict[str, dict]:
-    """Each step's container (image, command, args, env, resources) by step name, from the spec."""
+    """Each step's container (image, command, args, resources), upstream steps and Kubernetes config
+    (node selector, tolerations, volumes; the platform spec), by step name."""
     from google.protobuf import json_format
 
     spec = json_format.MessageToDict(component.pipeline_spec)
-    containers = {name.removeprefix("exec-"): e["container"] for name, e in spec["deploymentSpec"]["executors"].items()}
+    platform = json_format.MessageToDict(component.platform_spec).get("platforms", {})
+    kubernetes = platform.get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
     tasks = spec["root"]["dag"]["tasks"]
     names = {key: t["taskInfo"]["name"] for key, t in tasks.items()}  # the DAG's keys are the names with "-"
-    return {names[key]: {**containers[t["componentRef"]["name"].removeprefix("comp-")],
-                         "after": {names[d] for d in t.get("dependentTasks", [])}} for key, t in tasks.items()}
-
-
-def kubernetes_platform(component) -> dict[str, dict]:
-    """Each executor's Kubernetes config (node selector, tolerations, volumes), by step name."""
-    from google.protobuf import json_format
-
-    platform = json_format.MessageToDict(component.platform_spec)["platforms"]["kubernetes"]["deploymentSpec"]
-    platform = platform["executors"]
-    return {name.removeprefix("exec-"): config for name, config in platform.items()}
+    steps = {}
+    for key, task in tasks.items():
+        executor = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+        steps[names[key]] = {**spec["deploymentSpec"]["executors"][executor]["container"],
+                             "after": {names[d] for d in task.get("dependentTasks", [])},
+                             "kubernetes": kubernetes.get(executor)}
+    return steps
 
 
 def check_every_step(snapshot, component) -> None:
@@ -104,7 +102,6 @@ def check_every_step(snapshot, component) -> None:
 
     steps = executors(component)
     assert set(steps) == set(snapshot.step_configurations)  # every step of srpo_training, nothing else
-    platform = kubernetes_platform(component)
     for name, container in steps.items():
         assert container["image"] == IMAGE, name
         assert container["command"] == StepEntrypointConfiguration.get_entrypoint_command(), name
@@ -118,14 +115,14 @@ def check_every_step(snapshot, component) -> None:
                 "900Gi" if name == "train_srpo" else "120Gi")
             assert resources["resourceCpuLimit"] == resources["resourceCpuRequest"] == (
                 "64" if name == "train_srpo" else "8")
-            config = platform[name]
+            config = container["kubernetes"]
             assert config["nodeSelector"]["labels"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
             assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in config["tolerations"]
             shm = {m["volumeName"]: m for m in config["emptyDirMounts"]}["dshm"]
             assert shm["mountPath"] == "/dev/shm" and shm["medium"] == "Memory"
             assert shm["sizeLimit"] == ("64Gi" if name == "train_srpo" else "16Gi")
         else:  # CPU steps: the pipeline-wide resources, no GPU, no GPU-node placement
-            assert "accelerator" not in resources and name not in platform
+            assert "accelerator" not in resources and container["kubernetes"] is None
             assert resources["resourceMemoryLimit"] == "8Gi" and resources["resourceCpuLimit"] == "2"
     train = snapshot.step_configurations["train_srpo"].config
     assert train.parameters["train"]["num_processes"] == GPU_STEPS["train_srpo"]  # one process per GPU
