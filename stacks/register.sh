@@ -5,6 +5,7 @@
 # Placeholders ${NAME} / ${NAME:-default} in the file are filled from the environment first
 # (a set variable wins, even when empty; a ${NAME} without a default must be set). Secrets (S3 keys, registry credentials) are never
 # stored here: create them first with `zenml secret create ...` as the stack's file says.
+# A stack file's "# flavor: <type> <module.Class>" lines name custom flavors (flavors/), registered first.
 set -euo pipefail
 name="${1:?usage: stacks/register.sh <stack file name without .yaml>}"
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -21,5 +22,11 @@ if "$zenml" stack describe "$stack" >/dev/null 2>&1; then
   echo "stack $stack is already registered: 'zenml stack set $stack' to use it, or 'zenml stack delete $stack' and run this again" >&2
   exit 3
 fi
+# Custom flavors the stack uses, one "# flavor: <component type> <source>" line each, registered from
+# the repository root (the source root); one already registered is kept.
+sed -n 's/^# flavor: *//p' "$file" | while read -r type source; do
+  flavor_name="$(cd "$here/.." && PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$zenml" "$type" flavor register "$source" </dev/null 2>&1)" \
+    || { echo "registering the $type flavor $source failed:" >&2; echo "$flavor_name" >&2; exit 4; }
+done
 "$zenml" stack import "$stack" -f "$filled" </dev/null
 "$zenml" stack set "$stack"

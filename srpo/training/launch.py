@@ -7,6 +7,7 @@ A job is a folder: ``job.json`` (the policy, reward, rollout and train configs; 
     accelerate launch --num_processes 8 -m srpo.training.launch JOB_DIR OUT_DIR
     torchrun --nnodes 4 --nproc-per-node 8 --node-rank $RANK --master-addr $ADDR \\
         --master-port 29500 -m srpo.training.launch JOB_DIR OUT_DIR    # several nodes
+    python -m srpo.training.multinode WORK_DIR   # each pod of a multi-pod ZenML step: the torchrun above
 
 Every process reads the same job; the trainer gives each its slice of the global batch. Running
 the same command again resumes from the newest valid checkpoint in ``train.checkpoint_dir``.

@@ -1,0 +1,1 @@
+"""ZenML stack component flavors of this project (registered by stacks/register.sh)."""

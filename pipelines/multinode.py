@@ -1,0 +1,48 @@
+"""SRPO training on several nodes: a command step on ``pod_count`` pods, then its result as an artifact.
+
+    zenml pipeline run pipelines.multinode.srpo_multinode --config configs/kubeflow_multinode_flux_hps.yaml --stack srpo-kubeflow
+
+``prepare_prompts`` -> ``generate_rollouts`` -> ``write_multinode_job`` (the job onto the shared
+volume ``work_dir``) -> ``train_multinode`` (:data:`train_multinode`, a ``zenml.CommandStep``: the
+Kubernetes step operator runs it on ``pod_count`` pods as an Indexed Job; each pod runs
+``python -m srpo.training.multinode``, which starts ``torchrun`` with the pod's place) ->
+``register_multinode_result`` (copies ``work_dir/out`` into the artifact store and registers it as
+``tuned_transformer``). A command step has no inputs or outputs, so the pipeline hands it
+``work_dir`` and the processes per pod through the step's environment.
+"""
+
+from zenml import CommandStep, pipeline
+
+from pipelines.preflight import check_artifact_store
+from pipelines.training import DEFAULT_MODEL
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
+from srpo.prompts import PromptConfig
+from srpo.rewards import RewardConfig
+from srpo.training import multinode
+from steps import generate_rollouts, prepare_prompts
+from steps.register_multinode_result import register_multinode_result
+from steps.write_multinode_job import write_multinode_job
+
+train_multinode = CommandStep(command=["python", "-m", "srpo.training.multinode"], name="train_multinode")
+
+
+@pipeline(model=DEFAULT_MODEL)
+def srpo_multinode(
+    prompts: PromptConfig,
+    reward: RewardConfig,
+    work_dir: str,
+    policy: PolicyConfig = PolicyConfig(),
+    rollouts: RolloutConfig = RolloutConfig(),
+    train: TrainConfig = TrainConfig(),
+    nproc_per_node: int = 1,
+) -> None:
+    """``work_dir``: a folder every pod mounts at the same path (job, checkpoints, result)."""
+    check_artifact_store()
+    check_checkpointing(train)
+    train_prompts, _ = prepare_prompts(config=prompts)
+    rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
+    job = write_multinode_job(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,
+                              work_dir=work_dir)
+    environment = {multinode.WORK_DIR: work_dir, multinode.NPROC_PER_NODE: str(nproc_per_node)}
+    train_multinode.with_options(environment=environment)(after=job)
+    register_multinode_result(work_dir=work_dir, after="train_multinode")

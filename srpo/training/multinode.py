@@ -1,0 +1,119 @@
+"""Run a training job on several nodes: the entry point of each pod of a multi-pod command step.
+
+ZenML's Kubernetes step operator runs a command step with ``pod_count > 1`` as an Indexed Job
+behind a headless service. Every pod runs the same command; this module turns the variables it
+finds there into one ``torchrun`` per pod:
+
+=================================  ==================================  ===================
+variable                           set by                              torchrun flag
+=================================  ==================================  ===================
+``ZENML_KUBERNETES_POD_COUNT``     ZenML (``multi_pod_environment``)   ``--nnodes``
+``JOB_COMPLETION_INDEX``           Kubernetes (Indexed Jobs)           ``--node-rank``
+``ZENML_KUBERNETES_MAIN_ADDRESS``  ZenML: pod 0's DNS name             ``--master-addr``
+``ZENML_KUBERNETES_MAIN_PORT``     ZenML: 29500                        ``--master-port``
+=================================  ==================================  ===================
+
+    python -m srpo.training.multinode WORK_DIR [--nproc-per-node N]
+
+``WORK_DIR`` (default ``$SRPO_MULTINODE_DIR``) is a folder every pod mounts at the same path
+(a ReadWriteMany volume): ``WORK_DIR/job`` is the job (:func:`srpo.training.launch.write_job`),
+``WORK_DIR/out`` receives the result (written by global rank 0). The job's ``checkpoint_dir``
+must lie on that volume too: running the same command again on every pod resumes from the
+newest checkpoint, and a pod that cannot read the checkpoint the main process chose stops with
+an error saying so (:meth:`SRPOTrainer.find_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from srpo.training.launch import JOB_FILE
+
+POD_COUNT = "ZENML_KUBERNETES_POD_COUNT"
+POD_INDEX = "JOB_COMPLETION_INDEX"
+MAIN_ADDRESS = "ZENML_KUBERNETES_MAIN_ADDRESS"
+MAIN_PORT = "ZENML_KUBERNETES_MAIN_PORT"
+WORK_DIR = "SRPO_MULTINODE_DIR"
+NPROC_PER_NODE = "SRPO_NPROC_PER_NODE"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PodPlace:
+    """Where this pod stands in the job: ``index`` of ``count`` pods, pod 0 at ``address:port``."""
+
+    count: int
+    index: int
+    address: str
+    port: int
+
+
+def _integer(env: dict[str, str], name: str, default: str | None = None) -> int:
+    value = env.get(name, default)
+    if value is None:
+        raise ValueError(f"{name} is not set: this command runs in a pod of a multi-pod step (the Kubernetes "
+                         f"step operator's pod_count > 1 sets it); outside one, set {POD_COUNT}, {POD_INDEX}, "
+                         f"{MAIN_ADDRESS} and {MAIN_PORT} yourself")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} is {value!r}, not a whole number: fix the pod's environment") from None
+
+
+def pod_place(env: dict[str, str] | None = None) -> PodPlace:
+    """Read the multi-pod variables; one pod (``count`` 1, index 0, 127.0.0.1:29500) when none are set."""
+    env = dict(os.environ if env is None else env)
+    count = _integer(env, POD_COUNT, "1")
+    single = count == 1
+    index = _integer(env, POD_INDEX, "0" if single else None)
+    port = _integer(env, MAIN_PORT, "29500" if single else None)
+    address = env.get(MAIN_ADDRESS, "127.0.0.1" if single else None)
+    if address is None:
+        raise ValueError(f"{MAIN_ADDRESS} is not set but {POD_COUNT} is {count}: every pod needs pod 0's address "
+                         "(ZenML sets it for a multi-pod step)")
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"{POD_INDEX} is {index} with {POD_COUNT} {count}: the index must lie in 0..{count - 1}")
+    return PodPlace(count=count, index=index, address=address, port=port)
+
+
+def torchrun_command(place: PodPlace, work_dir: str | Path, nproc_per_node: int = 1) -> list[str]:
+    """The ``torchrun`` command for this pod: ``nproc_per_node`` processes of ``srpo.training.launch``."""
+    work_dir = Path(work_dir)
+    return [sys.executable, "-m", "torch.distributed.run",
+            "--nnodes", str(place.count), "--node-rank", str(place.index), "--nproc-per-node", str(nproc_per_node),
+            "--master-addr", place.address, "--master-port", str(place.port),
+            "-m", "srpo.training.launch", str(work_dir / "job"), str(work_dir / "out")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m srpo.training.multinode", description=__doc__.split("\n")[0])
+    parser.add_argument("work_dir", nargs="?", default=os.environ.get(WORK_DIR),
+                        help=f"shared folder with job/ (default ${WORK_DIR})")
+    parser.add_argument("--nproc-per-node", type=int, default=int(os.environ.get(NPROC_PER_NODE, "1")),
+                        help="training processes per pod, one per GPU (default $SRPO_NPROC_PER_NODE or 1)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not args.work_dir:
+        parser.error(f"WORK_DIR is not given and ${WORK_DIR} is not set: pass the shared folder that holds job/")
+    job = Path(args.work_dir) / "job" / JOB_FILE
+    if not job.is_file():
+        parser.error(f"WORK_DIR {args.work_dir}: no {job.relative_to(args.work_dir)} there; write the job first "
+                     "(srpo.training.launch.write_job) on a volume every pod mounts at the same path")
+    try:
+        place = pod_place()
+    except ValueError as err:
+        parser.error(str(err))
+    cmd = torchrun_command(place, args.work_dir, args.nproc_per_node)
+    log.info("pod %d of %d (main %s:%d): %s", place.index, place.count, place.address, place.port, " ".join(cmd))
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run(cmd, env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
