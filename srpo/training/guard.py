@@ -137,18 +137,22 @@ class Guard:
 
     @torch.no_grad()
     def score(self, generate_images: GenerateFn) -> dict[str, float]:
-        """Render this rank's shard, score it, gather every rank's scores: ``{metric: mean}``."""
+        """Render this rank's shard, score it, gather every rank's scores: ``{metric: mean}``.
+
+        Every rank renders the same number of images (a shorter shard is padded with a repeat whose
+        scores are dropped), so sharded models (FSDP) run the same collectives on every rank.
+        """
         prompts = shard(self.prompts, self.rank, self.world)
         seeds = shard(self.seeds, self.rank, self.world)
+        kept, pad = len(prompts), -(-len(self.prompts) // self.world) - len(prompts)
+        prompts += (prompts[-1:] or self.prompts[:1]) * pad
+        seeds += (seeds[-1:] or self.seeds[:1]) * pad
+        images = generate_images(prompts, seeds)  # [n, 3, H, W]
         per_image: dict[str, list[float]] = {}
-        if prompts:
-            images = generate_images(prompts, seeds)  # [n, 3, H, W]
-            for key, fn in self.metrics.items():
-                for name, values in _as_named(key, fn(images, prompts)).items():
-                    if name in self.cfg.metrics:
-                        per_image[name] = values.detach().float().cpu().reshape(-1).tolist()
-        else:  # more ranks than prompts: this rank only joins the gather
-            per_image = {name: [] for name in self.cfg.metrics}
+        for key, fn in self.metrics.items():
+            for name, values in _as_named(key, fn(images, prompts)).items():
+                if name in self.cfg.metrics:
+                    per_image[name] = values.detach().float().cpu().reshape(-1)[:kept].tolist()
         missing = [n for n in self.cfg.metrics if n not in per_image]
         if missing:
             raise ValueError(f"train.guard.metrics names {missing[0]!r}, which none of the guard's metric functions "

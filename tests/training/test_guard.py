@@ -127,14 +127,17 @@ def test_shards_cover_the_prompts_once_in_order(n, world):
     assert merged["m"] == [float(x) for x in items]
 
 
-def test_distributed_check_equals_one_process():
-    world, level = 3, {"x": 0.4}
+@pytest.mark.parametrize("world", [3, 9])  # 9 ranks for 7 prompts: two ranks only pad
+def test_distributed_check_equals_one_process(world):
+    level = {"x": 0.4}
     single = make_guard().check(0, fake_generator(level))
     objects, seen = {}, []
     for rank in range(world):  # each rank's scores, as an all-gather would collect them
         recorder = make_guard(rank=rank, world=world, gather=lambda o, r=rank: objects.__setitem__(r, o) or [o])
         recorder.check(0, fake_generator(level, seen))
-    assert [p for part in seen for p in part] == PROMPTS  # every prompt rendered once, by one rank
+    sizes = [len(shard(PROMPTS, r, world)) for r in range(world)]
+    assert [p for part, n in zip(seen, sizes) for p in part[:n]] == PROMPTS  # every prompt by one rank
+    assert len({len(part) for part in seen}) == 1  # padded to the same count (FSDP's collectives)
     gathered = [make_guard(rank=r, world=world, gather=lambda o: [objects[k] for k in range(world)])
                 .check(0, fake_generator(level)) for r in range(world)]
     for check in gathered:
