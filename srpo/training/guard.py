@@ -211,6 +211,10 @@ class Guard:
     def should_stop(self) -> bool:
         return self.stopped is not None
 
+    def needs_snapshot(self, check: GuardCheck) -> bool:
+        """Keep the current weights now: ``check`` became the selection and the selection is not simply the last."""
+        return check.selected and self.cfg.select != "last"
+
     def selected(self) -> Optional[GuardCheck]:
         """The check whose weights the run publishes (``None`` before any check qualifies)."""
         return next((c for c in self.history if c.step == self.selected_step), None)

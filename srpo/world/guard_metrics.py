@@ -52,7 +52,10 @@ def world_metric_names(guard: GuardConfig) -> list[str]:
 
 
 def world_guard_metrics(guard: GuardConfig) -> tuple[dict, list[str]]:
-    """``({"world": MetricFn}, names)`` for ``build_guard_metrics(extra=..., extra_names=...)`` (empty without world names)."""
+    """``({"world": MetricFn}, names)`` for ``build_guard_metrics(extra=..., extra_names=...)``.
+
+    Both are empty when ``guard.metrics`` names no world metric.
+    """
     names = world_metric_names(guard)
     if not names:
         return {}, []

@@ -78,6 +78,7 @@ def test_selection(select, expected):
     assert [c.step for c in checks if c.selected][-1] == expected
     if select != "last":  # the selection never moves to a check outside its tolerance
         assert all(c.ok for c in checks if c.selected)
+    assert any(map(guard.needs_snapshot, checks)) == (select != "last")  # "last" publishes the final weights
 
 
 def test_best_reward_ok_keeps_the_best_not_the_last():
