@@ -341,3 +341,73 @@ class CandidateKeeper:
         from safetensors.torch import load_file
 
         self.keep(step, load_file(str(path)))
+
+
+# ---- what the trainer holds -------------------------------------------------------------------
+class GuardRunner:
+    """The guard, its renderer and its kept candidate, behind the few calls a training loop makes.
+
+    ``maybe_check(step, total, trainable_state)`` after each update (and with ``step`` 0 before the
+    first): runs a due check and, when it becomes the selection, keeps ``trainable_state()`` (called
+    on every rank: FSDP gathers there; only ``is_main`` keeps it). ``finish(module, step)`` loads the
+    selected weights into ``module`` when they are not the current ones. ``state_dict`` /
+    ``load_state_dict`` / ``save_candidate`` / ``load_candidate`` carry it through a checkpoint.
+    """
+
+    CANDIDATE_FILE = CandidateKeeper.FILE
+
+    def __init__(self, guard: Guard, generate_images: GenerateFn, keeper: Optional[CandidateKeeper] = None,
+                 is_main: bool = True):
+        self.guard, self.generate = guard, generate_images
+        self.keeper = keeper or CandidateKeeper(guard.cfg.snapshot_dir)
+        self.is_main = is_main
+
+    def maybe_check(self, step: int, total: int,
+                    trainable_state: Callable[[], Mapping[str, torch.Tensor]]) -> Optional[GuardCheck]:
+        """The check after ``step`` updates of ``total`` when one is due (else ``None``); keeps a new selection."""
+        if not self.guard.due(step, total):
+            return None
+        check = self.guard.check(step, self.generate)
+        if self.guard.needs_snapshot(check):
+            state = trainable_state()
+            if self.is_main:
+                self.keeper.keep(step, state)
+        return check
+
+    @property
+    def should_stop(self) -> bool:
+        return self.guard.should_stop
+
+    def finish(self, module: torch.nn.Module, step: int) -> Optional[int]:
+        """Load the selected candidate into ``module`` (weights after ``step`` updates now); the update published.
+
+        ``None`` when no check qualified (the final weights stay, with a warning).
+        """
+        chosen = self.guard.selected_step
+        if chosen is None:
+            log.warning("guard: no check had every ruled metric within tolerance; publishing the final weights")
+            return None
+        if chosen != step and self.is_main:
+            if self.keeper.step != chosen:
+                raise RuntimeError(f"the guard selected update {chosen} but holds update {self.keeper.step}'s "
+                                   "weights: keep them when a check becomes the selection (maybe_check)")
+            self.keeper.restore(module)
+            log.info("guard: publishing the weights of update %d (training ran to %d)", chosen, step)
+        return chosen
+
+    def state_dict(self) -> dict:
+        return {"guard": self.guard.state_dict(), "candidate_step": self.keeper.step}
+
+    def load_state_dict(self, state: Mapping, candidate_file: Optional[str | Path] = None) -> None:
+        """Resume the guard; ``candidate_file``: the checkpoint's saved candidate (main process)."""
+        self.guard.load_state_dict(state["guard"])
+        step = state.get("candidate_step")
+        if step is not None and self.is_main:
+            if candidate_file is None or not Path(candidate_file).is_file():
+                raise FileNotFoundError(f"the checkpoint's guard kept update {step}'s weights but "
+                                        f"{self.CANDIDATE_FILE} is missing: resume from a complete checkpoint")
+            self.keeper.load(candidate_file, step)
+
+    def save_candidate(self, path: str | Path) -> None:
+        """Write the kept candidate (a checkpoint file writer; only when ``keeper.step`` is set)."""
+        self.keeper.save(path)

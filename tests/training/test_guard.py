@@ -286,3 +286,35 @@ def test_the_training_reward_scores_the_plain_prompt():
     assert check.values["reward"] == pytest.approx(float(reward.score(images, prompts).mean()), rel=1e-5)
     assert set(check.values) == {"reward", "contrast"}
     assert all(math.isfinite(v) for v in check.values.values())
+
+
+def test_runner_keeps_the_selection_resumes_and_publishes_it(tmp_path):
+    from srpo.training.guard import GuardRunner
+
+    module = torch.nn.Linear(3, 1)
+    level = {"x": 0.0}
+
+    def run(runner, levels, start):
+        for step, x in enumerate(levels, start):
+            level["x"] = x  # the 'policy' after `step` updates
+            with torch.no_grad():
+                module.weight.fill_(x)
+            runner.maybe_check(step, len(LEVELS) - 1, module.state_dict)
+            if runner.should_stop:
+                return step
+        return step
+
+    runner = GuardRunner(make_guard(patience=2), fake_generator(level))
+    run(runner, LEVELS[:3], 0)
+    assert runner.keeper.step == 2
+    (tmp_path / "ckpt").mkdir()
+    runner.save_candidate(tmp_path / "ckpt" / GuardRunner.CANDIDATE_FILE)
+    state = json.loads(json.dumps(runner.state_dict()))
+    resumed = GuardRunner(make_guard(patience=2), fake_generator(level))
+    with pytest.raises(FileNotFoundError, match="is missing"):
+        resumed.load_state_dict(state, tmp_path / "nothing.safetensors")
+    resumed.load_state_dict(state, tmp_path / "ckpt" / GuardRunner.CANDIDATE_FILE)
+    stopped_at = run(resumed, LEVELS[3:], 3)
+    assert stopped_at == 5 and resumed.guard.selected_step == 3  # out of tolerance from update 4
+    assert resumed.finish(module, stopped_at) == 3
+    assert torch.equal(module.weight, torch.full((1, 3), LEVELS[3]))  # the published weights are update 3's
