@@ -55,8 +55,9 @@ def colourfulness(images: torch.Tensor) -> torch.Tensor:
 
 
 def saturation(images: torch.Tensor) -> torch.Tensor:
-    """Mean HSV saturation per image: ``[N, 3, H, W]`` -> ``[N]``."""
-    return rgb_to_hsv(images)[1].mean((1, 2))
+    """Mean HSV saturation per image: ``[N, 3, H, W]`` -> ``[N]`` (the S of :func:`rgb_to_hsv`, without hue)."""
+    v, mn = images.amax(1), images.amin(1)  # [N, H, W]
+    return ((v - mn) / v.clamp_min(1e-12)).mean((1, 2))
 
 
 def brightness(images: torch.Tensor) -> torch.Tensor:

@@ -84,3 +84,10 @@ def test_hsv_of_primaries_and_unknown_names():
     assert (h.item(), s.item(), v.item()) == (0.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="unknown image statistic 'sharpness'"):
         image_statistics(red, ["sharpness"])
+
+
+def test_saturation_is_the_mean_hsv_saturation():
+    images = _images(2, 16)
+    images[0, :, :4] = 0.0  # black pixels: saturation 0
+    torch.testing.assert_close(image_statistics(images, ["saturation"])["saturation"],
+                               rgb_to_hsv(images)[1].mean((1, 2)))
