@@ -11,6 +11,7 @@ from typing import Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from srpo.image_stats import IMAGE_STATS
 from srpo.io import is_url, strip_file_scheme
 from srpo.published import is_builtin, lookup_builtin
 from srpo.schedules import MAX_TRAIN_SIGMA
@@ -98,6 +99,116 @@ class RolloutConfig(StrictModel):
         return self
 
 
+#: Guard metric names the guard itself knows: the training reward on the plain prompt and the image
+#: statistics; ``world.<key>`` names the shapes-world grader, any other name a metric of the evaluation suite
+#: (both checked by the builders that make them: srpo.world.guard_metrics, srpo.evaluation.guard_metrics).
+GUARD_REWARD = "reward"
+GUARD_WORLD_PREFIX = "world."
+
+
+class GuardRule(StrictModel):
+    """A tolerance around a guard metric's value at the first check (the base model), with a patience.
+
+    Exactly one of ``drop`` (value >= start - drop), ``relative_drop`` (value >= start - r |start|),
+    ``drift`` (|value - start| <= drift) or ``relative_drift`` (|value - start| <= r |start|).
+    """
+
+    drop: Optional[float] = Field(None, ge=0)
+    relative_drop: Optional[float] = Field(None, ge=0)
+    drift: Optional[float] = Field(None, ge=0)
+    relative_drift: Optional[float] = Field(None, ge=0)
+    patience: int = Field(1, ge=1, description="consecutive checks outside the tolerance before the action")
+    action: Literal["warn", "stop"] = "stop"
+
+    @model_validator(mode="after")
+    def _one_tolerance(self) -> "GuardRule":
+        given = [k for k in ("drop", "relative_drop", "drift", "relative_drift") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a guard rule has tolerances {given or 'none'}: give exactly one of drop, "
+                             "relative_drop, drift or relative_drift")
+        return self
+
+    def bounds(self, start: float) -> tuple[float, float]:
+        """``(low, high)``: the values within tolerance of ``start``."""
+        inf = float("inf")
+        if self.drop is not None:
+            return start - self.drop, inf
+        if self.relative_drop is not None:
+            return start - self.relative_drop * abs(start), inf
+        width = self.drift if self.drift is not None else self.relative_drift * abs(start)
+        return start - width, start + width
+
+
+class GuardConfig(StrictModel):
+    """Held-out checks during training: every ``every`` updates, score fixed prompts and seeds, apply rules."""
+
+    every: int = Field(5, ge=1, description="updates between checks (one more at update 0 and at the end)")
+    prompts: Optional[list[str]] = Field(None, description="held-out prompts (default: the first num_prompts "
+                                         "of the held-out split the step passes)")
+    num_prompts: int = Field(8, ge=1, description="prompts taken from the held-out split when prompts is not given")
+    seeds: Optional[list[int]] = Field(None, description="one seed per prompt (default: seed + 7919 i)")
+    seed: int = 777
+    num_steps: Optional[int] = Field(None, ge=1, description="sampler steps of the guard's images "
+                                     "(default: rollouts.num_steps)")
+    guidance: Optional[float] = Field(None, ge=0, description="FLUX guidance of the guard's images "
+                                      "(default: rollouts.guidance)")
+    batch_size: int = Field(4, ge=1)
+    metrics: list[str] = Field(default_factory=lambda: [GUARD_REWARD, *IMAGE_STATS],
+                               description="reward (training reward, plain prompt), image statistics "
+                               f"({', '.join(IMAGE_STATS)}), world.<key> (shapes-world grader) or an evaluation "
+                               "suite metric name (pickscore, imagereward, aesthetic_v2.5, ...)")
+    rules: dict[str, GuardRule] = Field(default_factory=dict, description="metric name -> tolerance, patience, action")
+    select: Literal["last_ok", "best_reward_ok", "last"] = Field(
+        "last_ok", description="published weights: last_ok (the last check with every ruled metric within "
+        "tolerance), best_reward_ok (the best reward among those), last (the final weights)")
+    snapshot_dir: Optional[str] = Field(None, description="full fine-tuning: keep the selected candidate as a "
+                                        "file in this folder instead of a CPU copy")
+
+    @field_validator("metrics")
+    @classmethod
+    def _names(cls, names: list[str]) -> list[str]:
+        if not names:
+            raise ValueError("train.guard.metrics is empty: name at least one metric, e.g. [reward, colourfulness]")
+        seen = set()
+        for name in names:
+            if name in seen:
+                raise ValueError(f"train.guard.metrics names {name!r} twice: list each metric once")
+            seen.add(name)
+            if not name.strip() or name == GUARD_WORLD_PREFIX:
+                raise ValueError(f"train.guard.metrics has the name {name!r}: give a metric name, e.g. "
+                                 f"reward, {', '.join(IMAGE_STATS)}, world.colours or pickscore")
+        return names
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GuardConfig":
+        for name in self.rules:
+            if name not in self.metrics:
+                raise ValueError(f"train.guard.rules has a rule for {name!r}, which train.guard.metrics does not "
+                                 f"list ({', '.join(self.metrics)}): add it to metrics or remove the rule")
+        if self.select == "best_reward_ok" and GUARD_REWARD not in self.metrics:
+            raise ValueError("train.guard.select is best_reward_ok but train.guard.metrics lacks 'reward': add "
+                             "reward to the metrics or select last_ok")
+        if self.prompts is not None and not self.prompts:
+            raise ValueError("train.guard.prompts is an empty list: give prompts or leave it out to take "
+                             "num_prompts from the held-out split")
+        if self.seeds is not None and self.prompts is not None and len(self.seeds) != len(self.prompts):
+            raise ValueError(f"train.guard.seeds has {len(self.seeds)} seeds for {len(self.prompts)} prompts: "
+                             "give one seed per prompt or leave seeds out")
+        if self.seeds is not None and self.prompts is None and len(self.seeds) != self.num_prompts:
+            raise ValueError(f"train.guard.seeds has {len(self.seeds)} seeds for num_prompts {self.num_prompts}: "
+                             "give one seed per prompt or leave seeds out")
+        return self
+
+    def prompts_and_seeds(self, held_out: Optional[list[str]] = None) -> tuple[list[str], list[int]]:
+        """The guard's prompts (``prompts``, else the first ``num_prompts`` of ``held_out``) and their seeds."""
+        prompts = list(self.prompts) if self.prompts is not None else list(held_out or [])[: self.num_prompts]
+        if not prompts:
+            raise ValueError("train.guard has no prompts: set train.guard.prompts or give the guard a held-out "
+                             "split (the pipeline's eval prompts)")
+        seeds = list(self.seeds) if self.seeds is not None else [self.seed + 7919 * i for i in range(len(prompts))]
+        return prompts, seeds[: len(prompts)]
+
+
 RewardForm = Literal["plain", "sgp", "srp", "cfg", "weighted"]
 
 
@@ -165,6 +276,8 @@ class TrainConfig(StrictModel):
     keep_checkpoints: int = Field(2, ge=1)
     max_bad_steps: int = Field(5, ge=1, description="consecutive non-finite updates before the run stops")
     trackers: list[str] = Field(default_factory=list, description="accelerate trackers, e.g. [tensorboard]")
+    guard: Optional[GuardConfig] = Field(None, description="held-out checks, stop rules and the published "
+                                         "selection (off when not given)")
 
     @field_validator("positive_words", "negative_words")
     @classmethod

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from srpo.image_stats import rgb_to_hsv
 from srpo.world.shapes import BINARY_ATTRIBUTES, COLOURS, SHAPES, WorldSpec, parse_prompt
 
 MIN_CHROMA = 0.04  # pixels greyer than this carry no colour vote
@@ -43,20 +44,6 @@ class Grades:
     def flag(self, attribute: str) -> torch.Tensor:
         """The bool reading of a binary attribute ("brightness" -> bright, "saturation" -> vivid)."""
         return {"brightness": self.bright, "saturation": self.vivid}[attribute]
-
-
-def rgb_to_hsv(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``[N, 3, H, W]`` in [0, 1] -> hue in degrees, saturation, value, each ``[N, H, W]``; also chroma."""
-    images = images.clamp(0, 1)
-    r, g, b = images.unbind(1)
-    v, _ = images.max(1)
-    mn, _ = images.min(1)
-    c = v - mn
-    safe = torch.where(c > 0, c, torch.ones_like(c))
-    h = torch.where(v == r, ((g - b) / safe) % 6, torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4))
-    h = torch.where(c > 0, h * 60.0, torch.zeros_like(h))
-    s = torch.where(v > 0, c / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
-    return h, s, v
 
 
 def hue_classes(h: torch.Tensor) -> torch.Tensor:

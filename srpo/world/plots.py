@@ -36,14 +36,21 @@ def image_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], scale: int =
 
 
 def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, ylabel: str = "",
-               size: tuple[int, int] = (420, 260), ylim: tuple[float, float] | None = None) -> Image.Image:
-    """A line chart of named ``(x, y)`` series with axes, ticks and a legend."""
+               size: tuple[int, int] = (420, 260), ylim: tuple[float, float] | None = None,
+               bands: Sequence[tuple[Sequence[float], Sequence[float | None], Sequence[float | None]]] = (),
+               mark_x: float | None = None) -> Image.Image:
+    """A line chart of named ``(x, y)`` series with axes, ticks and a legend.
+
+    ``bands``: ``(x, low, high)`` limits drawn as grey lines (``None``: no limit at that x);
+    ``mark_x``: a vertical marker (a selected step).
+    """
     width, height = size
     left, right, top, bottom = 52, 12, 24, 34
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     xs = [x for xsr, _ in series.values() for x in xsr] or [0, 1]
     ys = [y for _, ysr in series.values() for y in ysr] or [0, 1]
+    ys += [y for _, lo, hi in bands for y in (*lo, *hi) if y is not None]
     x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
     y0, y1 = ylim if ylim else (min(ys), max(ys))
     if y1 - y0 < 1e-9:
@@ -62,6 +69,14 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], title
     draw.text((width // 2 - 10, height - 14), "step", fill="black")
     if ylabel:
         draw.text((left + 4, top + 2), ylabel, fill="gray")
+    for xsr, *limits in bands:
+        for ysr in limits:
+            points = [(px(x), py(y)) for x, y in zip(xsr, ysr) if y is not None]
+            if len(points) > 1:
+                draw.line(points, fill=(150, 150, 150), width=1)
+    if mark_x is not None:
+        draw.line([px(mark_x), top, px(mark_x), height - bottom], fill=(44, 160, 44), width=2)
+        draw.text((px(mark_x) + 3, top + 2), "selected", fill=(44, 160, 44))
     for k, (name, (xsr, ysr)) in enumerate(series.items()):
         colour = PALETTE[k % len(PALETTE)]
         points = [(px(x), py(y)) for x, y in zip(xsr, ysr)]
@@ -81,4 +96,28 @@ def side_by_side(images: Sequence[Image.Image], pad: int = 8) -> Image.Image:
     for im in images:
         out.paste(im, (x, 0))
         x += im.width + pad
+    return out
+
+
+def guard_curves(summary: dict, columns: int = 3) -> Image.Image:
+    """Every guard metric vs update (a :meth:`srpo.training.guard.Guard.summary`), with each ruled metric's
+    tolerance band in grey and the selected update marked: one chart per metric in a grid."""
+    checks = summary["checks"]
+    steps = [c["step"] for c in checks]
+    names = list(checks[0]["values"]) if checks else []
+    charts = []
+    for name in names:
+        bands = [(steps, [c["bounds"][name][0] for c in checks], [c["bounds"][name][1] for c in checks])] \
+            if name in checks[0]["bounds"] else []
+        finite = [(c["step"], c["values"][name]) for c in checks if c["values"][name] == c["values"][name]]  # no NaN
+        charts.append(line_chart({name: ([x for x, _ in finite], [y for _, y in finite])}, f"guard: {name}",
+                                 bands=bands, mark_x=summary.get("selected_update"), size=(360, 220)))
+    if not charts:
+        return Image.new("RGB", (360, 40), "white")
+    rows = [side_by_side(charts[i:i + columns]) for i in range(0, len(charts), columns)]
+    out = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), "white")
+    y = 0
+    for row in rows:
+        out.paste(row, (0, y))
+        y += row.height
     return out

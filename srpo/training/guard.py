@@ -1,0 +1,413 @@
+"""The training guard: held-out checks during training, stop rules, and the weights a run publishes.
+
+Every ``GuardConfig.every`` updates (and at update 0, before any, which is the base model), the
+trainer calls :meth:`Guard.check` with a callable that renders images for the guard's fixed
+prompts and seeds with the current policy (:func:`policy_image_generator`: no grad, eval mode,
+noise from explicit generators, so the training's random streams are untouched). The guard scores
+them with injected metric functions (``images [N,3,H,W] in [0,1], prompts -> [N]`` or
+``{name: [N]}``; built from config by :mod:`srpo.evaluation.guard_metrics` and
+:mod:`srpo.world.guard_metrics`), compares each ruled metric with its value at the first check,
+counts consecutive checks outside the tolerance (patience) and returns a decision: ``ok``,
+``warn`` or ``stop``. The selection rule names the check whose weights the run publishes;
+:class:`CandidateKeeper` keeps those weights off the GPU (LoRA: the adapter only).
+
+Distributed: each rank renders and scores its :func:`shard` of the prompts; ``gather`` (every
+rank's object in rank order, e.g. ``lambda o: accelerate.utils.gather_object([o])``) merges them
+so every rank takes the same decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence, TypeVar, Union
+
+import torch
+
+from srpo.config import GuardConfig
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Scores = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+#: ``images [N, 3, H, W] in [0, 1], prompts -> [N]`` or ``{name: [N]}``
+MetricFn = Callable[[torch.Tensor, Sequence[str]], Scores]
+#: ``prompts, seeds -> images [N, 3, H, W] in [0, 1]``
+GenerateFn = Callable[[Sequence[str], Sequence[int]], torch.Tensor]
+#: one object per rank, in rank order
+GatherFn = Callable[[object], list]
+
+DECISIONS = ("ok", "warn", "stop")
+
+
+def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
+    """Rank ``rank``'s contiguous block of ``items`` (block sizes differ by at most one).
+
+    Concatenating every rank's block in rank order gives ``items`` back (:func:`merge_shards`).
+    """
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is outside a world of {world} processes")
+    n = len(items)
+    start = rank * (n // world) + min(rank, n % world)
+    return list(items[start:start + n // world + (rank < n % world)])
+
+
+def merge_shards(parts: Sequence[Mapping[str, list[float]]]) -> dict[str, list[float]]:
+    """Per-rank ``{name: per-image scores}`` in rank order -> one ``{name: scores}`` in prompt order."""
+    names = list(parts[0]) if parts else []
+    for part in parts:
+        if list(part) != names:
+            raise ValueError(f"ranks scored different metrics ({list(part)} vs {names}): every rank must use "
+                             "the same guard metrics")
+    return {name: [v for part in parts for v in part[name]] for name in names}
+
+
+@dataclass
+class GuardCheck:
+    """One check: metric means, tolerances, the decision and whether it became the selection."""
+
+    step: int  # updates done when the images were rendered (0: the base model)
+    values: dict[str, float]  # metric -> mean over the guard's images (NaN-free means)
+    bounds: dict[str, tuple[float, float]]  # ruled metric -> (low, high) around its first value
+    within: dict[str, bool]  # ruled metric -> inside its bounds at this check
+    streaks: dict[str, int]  # ruled metric -> consecutive checks outside (patience counter)
+    decision: str = "ok"  # ok | warn | stop
+    reasons: list[str] = field(default_factory=list)
+    selected: bool = False  # this check became the current selection: snapshot the weights now
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Every ruled metric is within tolerance (a candidate for last_ok / best_reward_ok)."""
+        return all(self.within.values())
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["bounds"] = {k: [_finite_or_none(lo), _finite_or_none(hi)] for k, (lo, hi) in self.bounds.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "GuardCheck":
+        data = dict(data)
+        data["bounds"] = {k: (-math.inf if lo is None else lo, math.inf if hi is None else hi)
+                          for k, (lo, hi) in data["bounds"].items()}
+        return cls(**data)
+
+
+def _finite_or_none(x: float) -> Optional[float]:
+    return x if math.isfinite(x) else None
+
+
+def _as_named(name: str, scores: Scores) -> dict[str, torch.Tensor]:
+    return dict(scores) if isinstance(scores, Mapping) else {name: scores}
+
+
+class Guard:
+    """Runs checks, applies ``cfg.rules`` with patience and tracks ``cfg.select``'s choice.
+
+    ``metrics``: ``{key: MetricFn}``; together they must produce every name in ``cfg.metrics``
+    (a function may return a dict of several). ``prompts``/``seeds``: the whole guard set (every
+    rank passes the same); ``rank``/``world``/``gather`` split and merge it.
+    """
+
+    def __init__(self, cfg: GuardConfig, metrics: Mapping[str, MetricFn], prompts: Sequence[str],
+                 seeds: Sequence[int], *, rank: int = 0, world: int = 1, gather: Optional[GatherFn] = None):
+        if len(prompts) != len(seeds):
+            raise ValueError(f"the guard has {len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+        if not prompts:
+            raise ValueError("the guard has no prompts: set train.guard.prompts or pass held-out prompts")
+        if world > 1 and gather is None:
+            raise ValueError(f"a guard on {world} processes needs a gather function (every rank's object in rank "
+                             "order), e.g. lambda o: accelerate.utils.gather_object([o])")
+        self.cfg, self.metrics = cfg, dict(metrics)
+        self.prompts, self.seeds = list(prompts), [int(s) for s in seeds]
+        self.rank, self.world, self.gather = rank, world, gather or (lambda obj: [obj])
+        self.history: list[GuardCheck] = []
+        self.selected_step: Optional[int] = None
+        self.stopped: Optional[str] = None  # the reason of the first stop decision
+
+    # ---- one check ------------------------------------------------------------------------
+    def due(self, step: int, total: int) -> bool:
+        """Whether a check belongs after ``step`` updates of ``total``: 0, every ``every``, and the last."""
+        done = {c.step for c in self.history}
+        return step not in done and (step % self.cfg.every == 0 or step == total)
+
+    @torch.no_grad()
+    def score(self, generate_images: GenerateFn) -> dict[str, float]:
+        """Render this rank's shard, score it, gather every rank's scores: ``{metric: mean}``.
+
+        Every rank renders the same number of images (a shorter shard is padded with a repeat whose
+        scores are dropped), so sharded models (FSDP) run the same collectives on every rank.
+        """
+        prompts = shard(self.prompts, self.rank, self.world)
+        seeds = shard(self.seeds, self.rank, self.world)
+        kept, pad = len(prompts), -(-len(self.prompts) // self.world) - len(prompts)
+        prompts += (prompts[-1:] or self.prompts[:1]) * pad
+        seeds += (seeds[-1:] or self.seeds[:1]) * pad
+        images = generate_images(prompts, seeds)  # [n, 3, H, W]
+        per_image: dict[str, list[float]] = {}
+        for key, fn in self.metrics.items():
+            for name, values in _as_named(key, fn(images, prompts)).items():
+                if name in self.cfg.metrics:
+                    per_image[name] = values.detach().float().cpu().reshape(-1)[:kept].tolist()
+        missing = [n for n in self.cfg.metrics if n not in per_image]
+        if missing:
+            raise ValueError(f"train.guard.metrics names {missing[0]!r}, which none of the guard's metric functions "
+                             f"({', '.join(self.metrics)}) produces: build it (srpo.evaluation.guard_metrics) or "
+                             "remove it from the metrics")
+        merged = merge_shards(self.gather({n: per_image[n] for n in self.cfg.metrics}))
+        return {name: _nanmean(values) for name, values in merged.items()}
+
+    def check(self, step: int, generate_images: GenerateFn) -> GuardCheck:
+        """Score the current policy after ``step`` updates and apply the rules; records and returns the check."""
+        start = time.perf_counter()
+        values = self.score(generate_images)
+        result = self.judge(step, values)
+        result.seconds = time.perf_counter() - start
+        log.info("guard check at update %d: %s -> %s%s", step, ", ".join(f"{k} {v:.4g}" for k, v in values.items()),
+                 result.decision, f" ({'; '.join(result.reasons)})" if result.reasons else "")
+        if result.decision == "warn":
+            log.warning("guard: %s", "; ".join(result.reasons))
+        return result
+
+    def judge(self, step: int, values: Mapping[str, float]) -> GuardCheck:
+        """Apply the rules to ``values`` (metric means after ``step`` updates); records the check."""
+        base = self.history[0].values if self.history else dict(values)
+        previous = self.history[-1].streaks if self.history else {}
+        bounds, within, streaks, reasons, decision = {}, {}, {}, [], "ok"
+        for name, rule in self.cfg.rules.items():
+            lo, hi = rule.bounds(base[name])
+            bounds[name] = (lo, hi)
+            within[name] = bool(lo <= values[name] <= hi)
+            streaks[name] = 0 if within[name] else previous.get(name, 0) + 1
+            if streaks[name] >= rule.patience:
+                reasons.append(f"{name} {values[name]:.4g} outside [{lo:.4g}, {hi:.4g}] (start {base[name]:.4g}) "
+                               f"for {streaks[name]} check(s): {rule.action}")
+                decision = max(decision, rule.action, key=DECISIONS.index)
+        result = GuardCheck(step, dict(values), bounds, within, streaks, decision, reasons)
+        result.selected = self._becomes_selection(result)
+        if result.selected:
+            self.selected_step = step
+        if decision == "stop" and self.stopped is None:
+            self.stopped = f"update {step}: " + "; ".join(r for r in reasons if r.endswith("stop"))
+        self.history.append(result)
+        return result
+
+    def _becomes_selection(self, check: GuardCheck) -> bool:
+        if self.cfg.select == "last":
+            return True
+        if not check.ok:
+            return False
+        if self.cfg.select == "last_ok":
+            return True
+        best = self.selected()  # best_reward_ok
+        return best is None or check.values["reward"] > best.values["reward"]
+
+    # ---- results --------------------------------------------------------------------------
+    @property
+    def should_stop(self) -> bool:
+        return self.stopped is not None
+
+    def needs_snapshot(self, check: GuardCheck) -> bool:
+        """Keep the current weights now: ``check`` became the selection and the selection is not simply the last."""
+        return check.selected and self.cfg.select != "last"
+
+    def selected(self) -> Optional[GuardCheck]:
+        """The check whose weights the run publishes (``None`` before any check qualifies)."""
+        return next((c for c in self.history if c.step == self.selected_step), None)
+
+    def scalars(self, check: Optional[GuardCheck] = None) -> dict[str, float]:
+        """Flat numbers of a check (default: the last) for trackers and metadata: ``guard/<metric>`` etc."""
+        check = check or self.history[-1]
+        out = {f"guard/{k}": v for k, v in check.values.items()}
+        out.update({f"guard/{k}_within": float(v) for k, v in check.within.items()})
+        out.update({"guard/ok": float(check.ok), "guard/decision": float(DECISIONS.index(check.decision)),
+                    "guard/selected_update": float(-1 if self.selected_step is None else self.selected_step),
+                    "guard/seconds": check.seconds})
+        return out
+
+    def summary(self) -> dict:
+        """The run's metadata: every check, why it stopped, which update was selected."""
+        return {"checks": [c.to_json() for c in self.history], "stopped": self.stopped,
+                "selected_update": self.selected_step, "select": self.cfg.select,
+                "seconds": sum(c.seconds for c in self.history)}
+
+    # ---- resume ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """JSON-serialisable state: history (patience counters live in its last check), selection, stop."""
+        return {"history": [c.to_json() for c in self.history], "selected_step": self.selected_step,
+                "stopped": self.stopped, "prompts": self.prompts, "seeds": self.seeds}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Continue from :meth:`state_dict` (refuses another prompt set: the curves would not compare)."""
+        if list(state["prompts"]) != self.prompts or [int(s) for s in state["seeds"]] != self.seeds:
+            raise ValueError("the guard state in the checkpoint was made with other prompts or seeds: resume with "
+                             "the same train.guard settings, or start a fresh checkpoint_dir")
+        self.history = [GuardCheck.from_json(c) for c in state["history"]]
+        self.selected_step, self.stopped = state["selected_step"], state["stopped"]
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]  # NaN: the metric does not apply to that image
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+# ---- rendering the guard's images -------------------------------------------------------------
+def policy_image_generator(policy, height: int, width: int, num_steps: int, shift: float, guidance: float,
+                           batch_size: int = 4) -> GenerateFn:
+    """``(prompts, seeds) -> images [N, 3, H, W]`` with ``policy``'s current weights.
+
+    No grad, the model in eval mode for the rollout (its mode restored), and noise from one
+    explicitly seeded CPU generator per seed: torch's global and CUDA random states are not drawn.
+    """
+    from srpo.training.rollouts import prompt_noise
+
+    @torch.no_grad()
+    def generate(prompts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+        eps = prompt_noise(policy, height, width, seeds)  # [N, C, h, w]
+        images = []
+        for i in range(0, len(prompts), batch_size):
+            cond = policy.encode_prompts(list(prompts[i:i + batch_size]))
+            x0 = policy.rollout(cond, eps[i:i + batch_size], num_steps, shift, guidance)
+            images.append(policy.decode(x0).float().cpu())  # [b, 3, H, W]
+        return torch.cat(images)
+
+    return generate
+
+
+# ---- keeping the selected weights -------------------------------------------------------------
+class CandidateKeeper:
+    """The trainable state of the current selection, off the GPU.
+
+    :meth:`keep` copies ``state`` (the trainer's ``trainable_state()``: LoRA's adapter only, or
+    the full transformer) to CPU memory, or with ``folder`` writes it there as safetensors (full
+    fine-tuning of a large model: no second copy in any memory). :meth:`restore` loads it into the
+    module at the end; :meth:`save`/:meth:`load` carry it through a checkpoint.
+    """
+
+    FILE = "guard_candidate.safetensors"
+
+    def __init__(self, folder: Optional[str | Path] = None):
+        self.folder = Path(folder) if folder else None
+        self.step: Optional[int] = None
+        self._state: Optional[dict[str, torch.Tensor]] = None
+
+    def keep(self, step: int, state: Mapping[str, torch.Tensor]) -> None:
+        """Hold ``state`` (copied to the CPU, or written to the folder) as update ``step``'s weights."""
+        cpu = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.save(self.folder / self.FILE, cpu)
+            cpu = None
+        self._state, self.step = cpu, step
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The kept tensors (read back from the folder when kept there)."""
+        if self.step is None:
+            raise RuntimeError("no candidate kept: call keep() when a guard check becomes the selection")
+        if self._state is not None:
+            return self._state
+        from safetensors.torch import load_file
+
+        return load_file(str(self.folder / self.FILE))
+
+    def restore(self, module: torch.nn.Module) -> int:
+        """Load the kept weights into ``module`` (names as in its state dict); returns the kept update."""
+        state = self.state()
+        own = module.state_dict()
+        stray = [k for k in state if k not in own]
+        if stray:
+            raise ValueError(f"the kept guard candidate has {len(stray)} tensors the module lacks (e.g. {stray[0]!r}): "
+                             "restore into the module whose trainable_state() was kept")
+        with torch.no_grad():
+            for name, value in state.items():
+                own[name].copy_(value.to(own[name].device, own[name].dtype))
+        return int(self.step)
+
+    def save(self, path: str | Path, state: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+        """Write the kept weights (or ``state``) as safetensors, atomically (a temporary name, then a rename)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(dict(state if state is not None else self.state()), str(tmp))
+        tmp.replace(path)
+
+    def load(self, path: str | Path, step: int) -> None:
+        """Take update ``step``'s weights from a file written by :meth:`save` (a resumed run)."""
+        from safetensors.torch import load_file
+
+        self.keep(step, load_file(str(path)))
+
+
+# ---- what the trainer holds -------------------------------------------------------------------
+class GuardRunner:
+    """The guard, its renderer and its kept candidate, behind the few calls a training loop makes.
+
+    ``maybe_check(step, total, trainable_state)`` after each update (and with ``step`` 0 before the
+    first): runs a due check and, when it becomes the selection, keeps ``trainable_state()`` (called
+    on every rank: FSDP gathers there; only ``is_main`` keeps it). ``finish(module, step)`` loads the
+    selected weights into ``module`` when they are not the current ones. ``state_dict`` /
+    ``load_state_dict`` / ``save_candidate`` / ``load_candidate`` carry it through a checkpoint.
+    """
+
+    CANDIDATE_FILE = CandidateKeeper.FILE
+
+    def __init__(self, guard: Guard, generate_images: GenerateFn, keeper: Optional[CandidateKeeper] = None,
+                 is_main: bool = True):
+        self.guard, self.generate = guard, generate_images
+        self.keeper = keeper or CandidateKeeper(guard.cfg.snapshot_dir)
+        self.is_main = is_main
+
+    def maybe_check(self, step: int, total: int,
+                    trainable_state: Callable[[], Mapping[str, torch.Tensor]]) -> Optional[GuardCheck]:
+        """The check after ``step`` updates of ``total`` when one is due (else ``None``); keeps a new selection."""
+        if not self.guard.due(step, total):
+            return None
+        check = self.guard.check(step, self.generate)
+        if self.guard.needs_snapshot(check):
+            state = trainable_state()
+            if self.is_main:
+                self.keeper.keep(step, state)
+        return check
+
+    @property
+    def should_stop(self) -> bool:
+        return self.guard.should_stop
+
+    def finish(self, module: torch.nn.Module, step: int) -> Optional[int]:
+        """Load the selected candidate into ``module`` (weights after ``step`` updates now); the update published.
+
+        ``None`` when no check qualified (the final weights stay, with a warning).
+        """
+        chosen = self.guard.selected_step
+        if chosen is None:
+            log.warning("guard: no check had every ruled metric within tolerance; publishing the final weights")
+            return None
+        if chosen != step and self.is_main:
+            if self.keeper.step != chosen:
+                raise RuntimeError(f"the guard selected update {chosen} but holds update {self.keeper.step}'s "
+                                   "weights: keep them when a check becomes the selection (maybe_check)")
+            self.keeper.restore(module)
+            log.info("guard: publishing the weights of update %d (training ran to %d)", chosen, step)
+        return chosen
+
+    def state_dict(self) -> dict:
+        return {"guard": self.guard.state_dict(), "candidate_step": self.keeper.step}
+
+    def load_state_dict(self, state: Mapping, candidate_file: Optional[str | Path] = None) -> None:
+        """Resume the guard; ``candidate_file``: the checkpoint's saved candidate (main process)."""
+        self.guard.load_state_dict(state["guard"])
+        step = state.get("candidate_step")
+        if step is not None and self.is_main:
+            if candidate_file is None or not Path(candidate_file).is_file():
+                raise FileNotFoundError(f"the checkpoint's guard kept update {step}'s weights but "
+                                        f"{self.CANDIDATE_FILE} is missing: resume from a complete checkpoint")
+            self.keeper.load(candidate_file, step)
+
+    def save_candidate(self, path: str | Path) -> None:
+        """Write the kept candidate (a checkpoint file writer; only when ``keeper.step`` is set)."""
+        self.keeper.save(path)

@@ -1,0 +1,75 @@
+"""Shapes-world guard metrics: the grader's attribute shares and colour fidelity, per image.
+
+``world.<key>`` in ``train.guard.metrics``; each image scores 1 or 0 (a share's mean over the
+guard's images is the share), ``NaN`` where the key does not apply (an attribute's fidelity on a
+prompt that does not name it), and the mean HSV value / saturation as numbers:
+
+- fidelity: ``world.fg``, ``world.bg``, ``world.colours`` (both right), ``world.shape``,
+  ``world.brightness``, ``world.saturation`` (only over prompts naming that attribute);
+- shares: ``world.bright_share``, ``world.vivid_share``; ``world.mean_value``, ``world.mean_saturation``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from srpo.config import GUARD_WORLD_PREFIX, GuardConfig
+from srpo.world.grader import Grades, grade
+from srpo.world.shapes import BINARY_ATTRIBUTES, parse_prompt
+
+WORLD_KEY = "world"
+WORLD_KEYS = ("fg", "bg", "colours", "shape", *BINARY_ATTRIBUTES, "bright_share", "vivid_share",
+              "mean_value", "mean_saturation")
+
+
+def per_image_world_scores(grades: Grades, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``{key: [N]}`` for every key of :data:`WORLD_KEYS` (the per-image form of ``fidelity`` and ``shares``)."""
+    parsed = [parse_prompt(p) for p in prompts]
+    ok_fg = grades.fg == torch.tensor([p["fg"] for p in parsed])
+    ok_bg = grades.bg == torch.tensor([p["bg"] for p in parsed])
+    out = {"fg": ok_fg, "bg": ok_bg, "colours": ok_fg & ok_bg,
+           "shape": grades.shape == torch.tensor([p["shape"] for p in parsed]),
+           "bright_share": grades.bright, "vivid_share": grades.vivid}
+    out = {k: v.float() for k, v in out.items()}
+    for attribute in BINARY_ATTRIBUTES:
+        want = torch.tensor([float(p[attribute]) if attribute in p else math.nan for p in parsed])
+        out[attribute] = torch.where(want.isnan(), want, (grades.flag(attribute).float() == want).float())
+    out["mean_value"], out["mean_saturation"] = grades.value.float(), grades.saturation.float()
+    return out
+
+
+def world_metric_names(guard: GuardConfig) -> list[str]:
+    """The ``world.<key>`` names of ``guard.metrics``; raises for an unknown key."""
+    names = [n for n in guard.metrics if n.startswith(GUARD_WORLD_PREFIX)]
+    for name in names:
+        if name[len(GUARD_WORLD_PREFIX):] not in WORLD_KEYS:
+            raise ValueError(f"train.guard.metrics names {name!r}, not a shapes-world guard metric: choose from "
+                             f"{', '.join(GUARD_WORLD_PREFIX + k for k in WORLD_KEYS)}")
+    return names
+
+
+def world_guard_metrics(guard: GuardConfig) -> tuple[dict, list[str]]:
+    """``({"world": MetricFn}, names)`` for ``build_guard_metrics(extra=..., extra_names=...)``.
+
+    Both are empty when ``guard.metrics`` names no world metric.
+    """
+    names = world_metric_names(guard)
+    if not names:
+        return {}, []
+
+    def score(images: torch.Tensor, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        scores = per_image_world_scores(grade(images), prompts)
+        return {name: scores[name[len(GUARD_WORLD_PREFIX):]] for name in names}
+
+    return {WORLD_KEY: score}, names
+
+
+def build_world_guard_metrics(guard: GuardConfig, *, reward=None, device: str = "cpu", **suite) -> dict:
+    """Every guard metric of a world run: the world's and the suite's (``suite``: build_guard_metrics' options)."""
+    from srpo.evaluation.guard_metrics import build_guard_metrics
+
+    extra, names = world_guard_metrics(guard)
+    return build_guard_metrics(guard, reward=reward, extra=extra, extra_names=names, device=device, **suite)
