@@ -10,15 +10,20 @@ from __future__ import annotations
 import torch
 
 from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel, preprocess_for_clip
-from srpo.rewards.config import HF_CLIP_REWARDS, KNOWN_REWARDS, OPEN_CLIP_REWARDS, RewardConfig
+from srpo.rewards.config import HF_CLIP_REWARDS, JOINT_REWARDS, KNOWN_REWARDS, OPEN_CLIP_REWARDS, RewardConfig
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "KNOWN_REWARDS", "RewardConfig", "RewardModel", "load_reward",
            "preprocess_for_clip"]
 
 
 def load_reward(config: RewardConfig, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32) -> RewardModel:
-    """Load the frozen reward model that ``config`` describes onto ``device`` in ``dtype``."""
+                dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """Load the frozen reward model that ``config`` describes onto ``device`` in ``dtype``.
+
+    CLIP-like rewards are :class:`RewardModel` s (image and text features); ``hpsv3`` is a joint
+    reward (``score(images, prompts)`` only, ``is_joint = True``); ``aesthetic_v2.5`` is
+    image-only (``score_images(images)``, ``is_image_only = True``).
+    """
     if config.name in OPEN_CLIP_REWARDS:
         from srpo.rewards.open_clip_reward import load_open_clip_reward
 
@@ -27,6 +32,14 @@ def load_reward(config: RewardConfig, device: str | torch.device = "cpu",
         from srpo.rewards.hf_clip_reward import load_hf_clip_reward
 
         reward = load_hf_clip_reward(config)
+    elif config.name in JOINT_REWARDS:
+        from srpo.rewards.hpsv3_reward import load_hpsv3_reward
+
+        reward = load_hpsv3_reward(config)
+    elif config.name == "aesthetic_v2.5":
+        from srpo.rewards.aesthetic_reward import load_aesthetic_reward
+
+        reward = load_aesthetic_reward(config)
     else:  # RewardConfig validates names; this guards against a constructed-without-validation config
         raise ValueError(f"unknown reward {config.name!r}: choose one of {', '.join(KNOWN_REWARDS)}")
     return reward.to(device=device, dtype=dtype)
