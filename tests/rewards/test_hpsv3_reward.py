@@ -139,3 +139,15 @@ def test_config_rules_for_hpsv3():
         RewardConfig(name="hpsv3", architecture="ViT-H-14")
     dumped = RewardConfig(name="hpsv3", checkpoint="builtin:tiny").model_dump()
     assert "architecture" not in dumped and RewardConfig(**dumped).name == "hpsv3"
+
+
+def test_hpsv3_and_aesthetic_score_as_evaluation_metrics(private_cache):
+    """As `extra_rewards`, both are scored by the evaluation suite like any training reward."""
+    from srpo.evaluation.suite import build_metrics
+
+    metrics = build_metrics(extra_rewards={"hpsv3": RewardConfig(name="hpsv3", checkpoint="builtin:tiny"),
+                                           "aesthetic": RewardConfig(name="aesthetic_v2.5", checkpoint="builtin:tiny")})
+    images = torch.rand(2, 3, 56, 56)
+    for name in ("hpsv3", "aesthetic"):
+        scores = metrics[name].score(images, PROMPTS)
+        assert scores.shape == (2,) and torch.isfinite(scores).all()
