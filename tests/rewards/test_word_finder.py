@@ -121,3 +121,25 @@ def test_command_line_tool_writes_the_report(tmp_path, capsys, private_cache):
                  "--max-images", "4", "--num-samples", "10", "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "control_words.csv").is_file()
     assert "report:" in capsys.readouterr().out
+
+
+def test_pipeline_step_stores_the_report_with_its_dashboard_table(zenml_client, private_cache):
+    from zenml import pipeline
+
+    from steps import find_control_words as finder_step
+
+    @pipeline(enable_cache=False)
+    def _finder(config: WordFinderConfig) -> None:
+        finder_step(config=config)
+
+    cfg = WordFinderConfig(reward=RewardConfig(name="hf_clip", checkpoint="builtin:tiny"), images_a="world:bright",
+                           images_b="world:dark", prompts=PROMPTS[:2], candidates=["bright", "dark", "photo"],
+                           max_images=4, num_samples=10)
+    run = zenml_client.get_pipeline_run(_finder(cfg).id)
+    assert run.status == "completed"
+    step_run = run.steps["find_control_words"]
+    artifact = step_run.outputs["control_words"][0]
+    report = artifact.load()
+    assert [r["word"] for r in report.read_json()["words"]] == step_run.run_metadata["best_words"]
+    kinds = {v.type for v in artifact.visualizations}
+    assert {"html", "csv"} <= {str(k.value) if hasattr(k, "value") else str(k) for k in kinds}
