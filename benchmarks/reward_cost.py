@@ -10,10 +10,9 @@ there is one) computed once and cached, then ``score.sum().backward()`` to the p
 one timed repeat after one warm-up (the machine may be shared: the time is a ballpark).
 FLOPs (matrix products, convolutions, attention; torch's counter) of the image side's forward +
 backward (the text side is cached across steps) are counted on the meta device for the CLIP/SigLIP
-towers. HPSv3 (Qwen2-VL-7B, 8 B parameters) does
-not fit this machine in float32 and its forward reads token ids on the host, so it is built with
-``--hpsv3-text-layers`` of its 28 decoder layers (all 32 vision blocks) and timed and counted on
-the CPU; its full-size figures are extrapolated linearly in the decoder layers (``extrapolated``).
+towers. HPSv3 (Qwen2-VL-7B, 8 B parameters) does not fit this machine in float32 and its forward
+reads token ids on the host, so it is built truncated (see :func:`measure_hpsv3`), counted and
+timed on the CPU, and extrapolated to 32 vision blocks and 28 decoder layers (``extrapolated``).
 Its prompt is tokenised by the tiny builtin tokenizer (~710 text tokens, the real one ~520).
 Writes ``docs/benchmarks/reward_cost.json`` with ``--json``.
 """
@@ -21,7 +20,9 @@ Writes ``docs/benchmarks/reward_cost.json`` with ``--json``.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -29,7 +30,6 @@ from benchmarks.common import count_flops, emit, machine
 
 PROMPT = "a photo of a red fox in the snow, detailed, natural lighting"
 REWARDS = ("hpsv2.1", "pickscore", "hpsv3", "aesthetic_v2.5")
-HPSV3_TEXT_LAYERS = 28
 
 
 def clip_h_config():
@@ -50,8 +50,9 @@ def siglip_so400m_config():
                               image_size=384, patch_size=14)
 
 
-def qwen2vl_7b_config(tokenizer, text_layers: int):
-    """Qwen2-VL-7B's widths with the tiny tokenizer's special ids and ``text_layers`` decoder layers."""
+def qwen2vl_7b_config(tokenizer, text_layers: int, vision_depth: int = 32):
+    """Qwen2-VL-7B's widths with the tiny tokenizer's special ids, ``text_layers`` decoder layers and
+    ``vision_depth`` vision blocks (the real model: 28 and 32)."""
     from srpo.rewards.hpsv3_reward import tiny_qwen2vl_config
 
     config = tiny_qwen2vl_config(tokenizer)
@@ -61,11 +62,11 @@ def qwen2vl_7b_config(tokenizer, text_layers: int):
     text.layer_types = ["full_attention"] * text_layers
     text.rope_parameters = {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}
     vision = config.vision_config
-    vision.depth, vision.embed_dim, vision.hidden_size, vision.num_heads, vision.mlp_ratio = 32, 1280, 3584, 16, 4
+    vision.depth, vision.embed_dim, vision.hidden_size, vision.num_heads, vision.mlp_ratio = vision_depth, 1280, 3584, 16, 4
     return config
 
 
-def build(name: str, quick: bool, device: str, text_layers: int):
+def build(name: str, quick: bool, device: str, depths: tuple[int, int] = (32, 28)):
     """The reward ``name`` at real size (random weights) on ``device`` (``meta``: no storage)."""
     from srpo.rewards import RewardConfig, load_reward
 
@@ -99,7 +100,8 @@ def build(name: str, quick: bool, device: str, text_layers: int):
             from srpo.rewards.hpsv3_reward import HPSv3Network, HPSv3Reward, tiny_qwen2vl_tokenizer
 
             tokenizer = tiny_qwen2vl_tokenizer()
-            return HPSv3Reward(HPSv3Network(qwen2vl_7b_config(tokenizer, text_layers)), tokenizer)
+            vision_depth, text_layers = depths
+            return HPSv3Reward(HPSv3Network(qwen2vl_7b_config(tokenizer, text_layers, vision_depth)), tokenizer)
     raise ValueError(f"unknown reward {name!r}: choose from {', '.join(REWARDS)}")
 
 
@@ -120,46 +122,63 @@ def image_side_backward(reward, images: torch.Tensor) -> None:
         reward.image_features(images).sum().backward()
 
 
-def measure(name: str, args) -> dict:
-    text_layers = HPSV3_TEXT_LAYERS if args.quick else args.hpsv3_text_layers
-    reward = build(name, args.quick, "cpu", text_layers)
-    params = sum(p.numel() for p in reward.parameters())
-    images = torch.rand(1, 3, args.size, args.size, requires_grad=True)
-    forward_backward(reward, images)  # warm-up (and the text features' cache)
+def timed_pass(reward, size: int, warmup: bool = True) -> tuple[float, int]:
+    """Seconds of one forward + backward of a ``size`` image (after a warm-up) and its FLOPs."""
+    images = torch.rand(1, 3, size, size, requires_grad=True)
+    if warmup:
+        forward_backward(reward, images)  # and the text features' cache
     start = time.perf_counter()
     forward_backward(reward, images)
     seconds = time.perf_counter() - start
-    entry = {"parameters": params, "seconds_per_image": seconds, "image_size_in": args.size}
-    if name == "hpsv3" or args.quick:
-        entry["flops_per_image"] = count_flops(lambda: forward_backward(reward, images))
-        entry["flops_counted_on"] = "cpu"
-    del reward
+    return seconds, count_flops(lambda: forward_backward(reward, images))
+
+
+def measure(name: str, args) -> dict:
     if name == "hpsv3" and not args.quick:
-        entry["text_layers_built"] = text_layers
-        entry["extrapolated"] = extrapolate(name, args, entry, text_layers)
-    elif not args.quick:
-        meta = build(name, False, "meta", text_layers)
+        return measure_hpsv3(args)
+    reward = build(name, args.quick, "cpu")
+    params = sum(p.numel() for p in reward.parameters())
+    if args.quick:
+        seconds, flops = timed_pass(reward, args.size)
+        entry = {"flops_per_image": flops, "flops_counted_on": "cpu"}
+    else:
+        images = torch.rand(1, 3, args.size, args.size, requires_grad=True)
+        forward_backward(reward, images)  # warm-up (and the text features' cache)
+        start = time.perf_counter()
+        forward_backward(reward, images)
+        seconds = time.perf_counter() - start
+        del reward
+        meta = build(name, False, "meta")
         meta_images = torch.rand(1, 3, args.size, args.size, device="meta", requires_grad=True)
-        entry["flops_per_image"] = count_flops(lambda: image_side_backward(meta, meta_images))
-        entry["flops_counted_on"] = "meta"
-    print(name, {k: v for k, v in entry.items()}, flush=True)
+        entry = {"flops_per_image": count_flops(lambda: image_side_backward(meta, meta_images)),
+                 "flops_counted_on": "meta"}
+    entry.update({"parameters": params, "seconds_per_image": seconds, "image_size_in": args.size})
+    print(name, entry, flush=True)
     return entry
 
 
-def extrapolate(name: str, args, full: dict, layers: int) -> dict:
-    """HPSv3 at 28 decoder layers, from ``layers`` and ``layers - 1`` (per-layer cost by difference)."""
-    fewer = build(name, False, "cpu", layers - 1)
-    images = torch.rand(1, 3, args.size, args.size, requires_grad=True)
-    forward_backward(fewer, images)
-    start = time.perf_counter()
-    forward_backward(fewer, images)
-    seconds = time.perf_counter() - start
-    flops = count_flops(lambda: forward_backward(fewer, images))
-    per_layer_s, per_layer_f = full["seconds_per_image"] - seconds, full["flops_per_image"] - flops
-    extra = HPSV3_TEXT_LAYERS - layers
-    return {"text_layers": HPSV3_TEXT_LAYERS, "seconds_per_image": full["seconds_per_image"] + extra * per_layer_s,
-            "flops_per_image": full["flops_per_image"] + extra * per_layer_f,
-            "per_decoder_layer_seconds": per_layer_s, "per_decoder_layer_flops": per_layer_f}
+def measure_hpsv3(args) -> dict:
+    """HPSv3 from three truncated builds (vision blocks, decoder layers) = (2, 1), (1, 1), (1, 0): FLOPs per
+    vision block and per decoder layer by difference, extrapolated to (32, 28); the time scaled from the
+    (2, 1) build by the FLOP ratio (its measured throughput)."""
+    runs = {}
+    for depths in ((2, 1), (1, 1), (1, 0)):
+        reward = build("hpsv3", False, "cpu", depths)
+        seconds, flops = timed_pass(reward, args.size, warmup=False)  # no text cache to warm
+        runs[depths] = {"seconds": seconds, "flops": flops, "parameters": sum(p.numel() for p in reward.parameters())}
+        print("hpsv3", depths, runs[depths], flush=True)
+        del reward
+    (a, b, c) = (runs[(2, 1)], runs[(1, 1)], runs[(1, 0)])
+    per_block, per_layer = a["flops"] - b["flops"], b["flops"] - c["flops"]
+    full_flops = b["flops"] + 31 * per_block + 27 * per_layer
+    per_block_p, per_layer_p = a["parameters"] - b["parameters"], b["parameters"] - c["parameters"]
+    entry = {"flops_per_image": full_flops, "flops_counted_on": "cpu (truncated builds, extrapolated)",
+             "parameters": b["parameters"] + 31 * per_block_p + 27 * per_layer_p,
+             "seconds_per_image": a["seconds"] * full_flops / a["flops"], "image_size_in": args.size,
+             "extrapolated": True, "flops_per_vision_block": per_block, "flops_per_decoder_layer": per_layer,
+             "builds": {f"vision_{v}_text_{t}": r for (v, t), r in runs.items()}}
+    print("hpsv3", entry, flush=True)
+    return entry
 
 
 def main() -> None:
@@ -167,11 +186,13 @@ def main() -> None:
     parser.add_argument("--rewards", nargs="+", default=list(REWARDS), choices=REWARDS)
     parser.add_argument("--quick", action="store_true", help="builtin:tiny models")
     parser.add_argument("--size", type=int, default=512, help="side of the generated image scored")
-    parser.add_argument("--hpsv3-text-layers", type=int, default=2)
+    parser.add_argument("--merge", action="store_true", help="keep the other rewards already in --json")
     parser.add_argument("--json", default=None, help="also write the result to this file")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     results: dict = {}
+    if args.merge and args.json and Path(args.json).is_file():
+        results = json.loads(Path(args.json).read_text())["rewards"]
     for name in args.rewards:  # written after each reward, so a time limit keeps what was measured
         results[name] = measure(name, args)
         emit({"benchmark": "reward_cost", "quick": args.quick, "rewards": results, "machine": machine(),
