@@ -1,7 +1,8 @@
-"""Reward adapters behind one small protocol (image features, text features, score).
+"""Reward adapters: feature rewards (image features, text features, score), joint rewards
+(``score(images, prompts)`` only: HPSv3) and image-only rewards (``score_images``: Aesthetic v2.5).
 
-``load_reward(RewardConfig(...))`` returns a frozen :class:`RewardModel`; see
-:mod:`srpo.rewards.base` for the protocol. open_clip and transformers are imported only when a
+``load_reward(RewardConfig(...))`` returns the frozen reward; see :mod:`srpo.rewards.base` for the
+feature protocol and docs/rewards.md for all three. open_clip and transformers are imported only when a
 reward that needs them is loaded.
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 import torch
 
 from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel, preprocess_for_clip
-from srpo.rewards.config import HF_CLIP_REWARDS, JOINT_REWARDS, KNOWN_REWARDS, OPEN_CLIP_REWARDS, RewardConfig
+from srpo.rewards.config import (FEATURE_REWARDS, HF_CLIP_REWARDS, JOINT_REWARDS, KNOWN_REWARDS, OPEN_CLIP_REWARDS,
+                                 RewardConfig)
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "KNOWN_REWARDS", "RewardConfig", "RewardModel", "load_reward",
+__all__ = ["CLIP_MEAN", "CLIP_STD", "FEATURE_REWARDS", "KNOWN_REWARDS", "RewardConfig", "RewardModel", "load_reward",
            "preprocess_for_clip"]
 
 

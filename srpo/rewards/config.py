@@ -24,7 +24,9 @@ HF_CLIP_REWARDS = ("pickscore", "hf_clip")
 JOINT_REWARDS = ("hpsv3",)
 #: Rewards with no text input (``score(images)``); trained through the image-only relative form.
 IMAGE_ONLY_REWARDS = ("aesthetic_v2.5",)
-KNOWN_REWARDS = OPEN_CLIP_REWARDS + HF_CLIP_REWARDS + JOINT_REWARDS + IMAGE_ONLY_REWARDS
+#: Rewards with separate image and text features (the :class:`~srpo.rewards.base.RewardModel` protocol).
+FEATURE_REWARDS = OPEN_CLIP_REWARDS + HF_CLIP_REWARDS
+KNOWN_REWARDS = FEATURE_REWARDS + JOINT_REWARDS + IMAGE_ONLY_REWARDS
 
 #: Checkpoint used when ``checkpoint`` is left out (a hub id; needs network access).
 DEFAULT_CHECKPOINTS = {"pickscore": "yuvalkirstain/PickScore_v1"}
