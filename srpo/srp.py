@@ -54,6 +54,47 @@ def weighted_relative_reward(
     return _dot(img, (1.0 + k) * txt_target - txt_other)
 
 
+#: The reward forms and the scores each one reads (``plain``: the raw prompt; ``target``/``other``:
+#: the prompt with this branch's target / opposite control words).
+FORM_INPUTS: dict[str, tuple[str, ...]] = {
+    "plain": ("plain",), "sgp": ("target",), "srp": ("target", "other"),
+    "cfg": ("target", "other"), "weighted": ("target", "other"),
+}
+
+
+def semantic_reward_from_scores(
+    form: str,
+    plain: torch.Tensor | None,
+    target: torch.Tensor | None,
+    other: torch.Tensor | None,
+    k: float = 0.0,
+    cfg_k: float = 1.5,
+) -> torch.Tensor:
+    """The reward forms over per-sample scores ``[B]`` instead of features.
+
+    ``plain = r(x, p)``, ``target = r(x, target + p)``, ``other = r(x, other + p)``. A CLIP-like
+    reward is linear in its text feature, so these equal the feature forms exactly; for a joint
+    reward (HPSv3, which scores image and prompt together) they are the same combinations of its
+    scores: ``srp = target - other``, ``cfg = (1 - cfg_k) other + cfg_k target``,
+    ``weighted = (1 + k) target - other``.
+    """
+    if form not in FORM_INPUTS:
+        raise ValueError(f"unknown reward form {form!r}: use plain, sgp, srp, cfg or weighted")
+    given = {"plain": plain, "target": target, "other": other}
+    missing = [name for name in FORM_INPUTS[form] if given[name] is None]
+    if missing:
+        raise ValueError(f"reward form {form!r} needs the {' and '.join(missing)} score(s): give control words")
+    if form == "plain":
+        return plain
+    if form == "sgp":
+        return target
+    if form == "srp":
+        return target - other
+    if form == "cfg":
+        return (1.0 - cfg_k) * other + cfg_k * target
+    return (1.0 + k) * target - other
+
+
 def semantic_reward(
     form: str,
     img: torch.Tensor,
@@ -67,15 +108,12 @@ def semantic_reward(
 
     ``txt_target`` are the features of the words this branch moves towards (positive words on
     the denoise branch, negative words on the inversion branch), ``txt_other`` the opposite.
+    The forms are those of :func:`semantic_reward_from_scores` (the score is linear in the text
+    feature, so combining scores or features is the same).
     """
-    if form == "plain":
-        return plain_reward(img, txt_plain)
-    if form == "sgp":
-        return sgp_reward(img, txt_target)
-    if form == "srp":
-        return srp_reward(img, txt_target, txt_other)
-    if form == "cfg":
-        return cfg_reward(img, txt_target, txt_other, cfg_k)
-    if form == "weighted":
-        return weighted_relative_reward(img, txt_target, txt_other, k)
-    raise ValueError(f"unknown reward form {form!r}: use plain, sgp, srp, cfg or weighted")
+    if form not in FORM_INPUTS:
+        raise ValueError(f"unknown reward form {form!r}: use plain, sgp, srp, cfg or weighted")
+    feats = {"plain": txt_plain, "target": txt_target, "other": txt_other}
+    scores = {name: _dot(img, feats[name]) if name in FORM_INPUTS[form] and feats[name] is not None else None
+              for name in feats}  # each [B]
+    return semantic_reward_from_scores(form, scores["plain"], scores["target"], scores["other"], k, cfg_k)

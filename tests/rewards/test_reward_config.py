@@ -15,9 +15,9 @@ def test_defaults():
 
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(ValidationError) as info:
-        RewardConfig(name="hpsv3")
+        RewardConfig(name="hpsv4")
     message = str(info.value)
-    assert "hpsv3" in message
+    assert "hpsv4" in message
     assert all(name in message for name in KNOWN_REWARDS)
 
 

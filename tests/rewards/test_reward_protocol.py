@@ -7,12 +7,12 @@ import torch
 
 from srpo.cache import PromptCache
 from srpo.io import build_once
-from srpo.rewards import KNOWN_REWARDS, RewardConfig, RewardModel, load_reward
+from srpo.rewards import FEATURE_REWARDS, RewardConfig, RewardModel, load_reward
 
 PROMPTS = ["a red circle", "a blue square", "a red circle"]
 
 
-@pytest.fixture(scope="module", params=KNOWN_REWARDS)
+@pytest.fixture(scope="module", params=FEATURE_REWARDS)  # joint / image-only: test_hpsv3_reward, test_image_only
 def reward(request, tmp_path_factory) -> RewardModel:
     """One builtin:tiny model per reward name, shared by this module's tests (built in a private cache)."""
     with pytest.MonkeyPatch.context() as patch:

@@ -56,7 +56,7 @@ def tiny_metric_folder(*, family: str | None, seed: int = 0) -> Path:
 
         return build_tiny_imagereward(seed)
     if family == "aesthetic_v2.5":
-        from srpo.evaluation.metrics.aesthetic import build_tiny_aesthetic
+        from srpo.rewards.aesthetic_reward import build_tiny_aesthetic
 
         return build_tiny_aesthetic(seed)
     raise ValueError(f"metric {family!r} has no builtin:tiny folder of its own: only imagereward and aesthetic_v2.5 do")
