@@ -17,8 +17,10 @@ from ops.preflight import check_artifact_store
 
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
 from srpo.evaluation.config import EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
+from srpo.evaluation.guard_metrics import check_guard_metrics
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
+from srpo.world.guard_metrics import world_metric_names
 from srpo.world.report import WorldReportConfig, steering_from_words
 from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo, world_report
 
@@ -39,16 +41,18 @@ def srpo_training(
 ) -> None:
     check_artifact_store()
     check_checkpointing(train)
+    if train.guard is not None:
+        check_guard_metrics(train.guard, metrics or {}, extra_rewards or {}, world_metric_names(train.guard))
     check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)
     if world is not None:
         steering_from_words(train.positive_words)  # the world report needs a world attribute word
     train_prompts, heldout_prompts = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
-    tuned = train_srpo(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train)
+    tuned, _ = train_srpo(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,
+                          heldout_prompts=heldout_prompts, metrics=metrics, extra_rewards=extra_rewards)
     _, results = evaluate(heldout_prompts=heldout_prompts, tuned=tuned, policy=policy, reward=reward,
                           evaluation=evaluation, extra_rewards=extra_rewards, metrics=metrics, report=report)
     if human_eval.enabled:
         export_human_eval(results=results, config=human_eval)
     if world is not None:  # shapes world: before/after table, grids and curves (configs/shapes_demo.yaml)
-        world_report(rollouts=rollout_set, tuned=tuned, policy=policy, reward=reward, rollout=rollouts, train=train,
-                     world=world)
+        world_report(tuned=tuned, policy=policy, reward=reward, train=train, world=world)

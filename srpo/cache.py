@@ -13,6 +13,7 @@ call are never evicted by that call, whatever ``max_items`` says.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 
@@ -55,3 +56,23 @@ class PromptCache:
         while len(self._items) > max(self.max_items, len(unique)):
             del self._items[next(iter(self._items))]  # least recently used; never one of this call's
         return out
+
+
+@contextmanager
+def separate_cache(owner: object, attribute: str) -> Iterator[PromptCache]:
+    """Inside the block ``owner.<attribute>`` is a fresh, empty :class:`PromptCache`; the original comes back after.
+
+    For work beside training (the guard's held-out checks): their prompts neither evict the
+    training's cached encodings nor leave their own behind, so training encodes exactly what it
+    would have encoded without them (an encoding can differ in its last bit with the batch it was
+    computed in).
+    """
+    original = getattr(owner, attribute, None)
+    if original is None:  # nothing cached there (a reward without a text side)
+        yield None
+        return
+    setattr(owner, attribute, PromptCache(original.max_items))
+    try:
+        yield getattr(owner, attribute)
+    finally:
+        setattr(owner, attribute, original)

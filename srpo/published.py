@@ -29,14 +29,13 @@ reuses results of the old one.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from srpo.io import atomic_directory, atomic_write_text, cache_dir
+from srpo.io import atomic_directory, atomic_write_text, cache_dir, import_by_name
 
 BUILTIN_PREFIX = "builtin:"
 KINDS = ("policy", "reward", "metric")
@@ -57,8 +56,7 @@ class Builtin:
     def folder(self, *, family: str | None = None, seed: int = 0) -> Path:
         builder = self.builder
         if isinstance(builder, str):
-            module, _, function = builder.partition(":")
-            builder = getattr(importlib.import_module(module), function)
+            builder = import_by_name(builder)
         return Path(builder(family=family, seed=seed))
 
 

@@ -2,39 +2,52 @@
 
 import json
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Optional
 
+from PIL import Image
 from zenml import log_metadata, step
+from zenml.integrations.pillow.materializers.pillow_image_materializer import PillowImageMaterializer  # noqa: F401
 
 from srpo.artifacts import ModelFolder, RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.models.families import resolve_device
+from srpo.evaluation.config import MetricConfig
 from srpo.rewards import RewardConfig
 from srpo.training.launch import launch_processes, run_job, write_job
+from srpo.world.plots import guard_curves, line_chart
 from steps._log import library_logging
 from steps._scratch import scratch_dir
 
 
 @step
 def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
-               train: TrainConfig) -> Annotated[ModelFolder, "tuned_transformer"]:
+               train: TrainConfig, heldout_prompts: Optional[list[str]] = None,
+               metrics: Optional[dict[str, MetricConfig]] = None,
+               extra_rewards: Optional[dict[str, RewardConfig]] = None) -> tuple[
+    Annotated[ModelFolder, "tuned_transformer"], Annotated[Image.Image, "training_curves"],
+]:
     """Apply exactly ``train.steps`` updates (resuming from ``train.checkpoint_dir`` if it holds a checkpoint).
 
     ``train.num_processes > 1`` launches that many processes on this node (accelerate on GPUs,
     torchrun on the CPU). A batch the run cannot meet (larger than the rollout set, or than the
     memory estimate of :mod:`srpo.training.sizes` allows) is refused here by ``write_job``, before
     any model is loaded. Returns the tuned transformer (full) or the LoRA adapter, both as
-    diffusers-loadable safetensors.
+    diffusers-loadable safetensors: with ``train.guard``, the weights its selection rule picked
+    (checked on ``heldout_prompts`` with the guard's metrics, among them ``metrics`` and
+    ``extra_rewards``). ``training_curves``: the guard's curves, or the reward curve without a guard.
     """
     library_logging()
     work = scratch_dir("srpo-train-")
-    job = write_job(work / "job", policy, reward, rollout, train, rollouts)
+    suite = {"metric_configs": {k: v.model_dump(mode="json") for k, v in (metrics or {}).items()},
+             "extra_rewards": {k: v.model_dump(mode="json") for k, v in (extra_rewards or {}).items()}}
+    job = write_job(work / "job", policy, reward, rollout, train, rollouts, heldout_prompts, suite)
     out = work / "out"
     if train.num_processes > 1:
         launch_processes(job, out, train.num_processes, cpu=resolve_device(policy.device).type == "cpu")
     else:
         run_job(job, out, on_step=lambda e: log_metadata(metadata={f"train_step_{e.step:05d}": asdict(e)}))
-    history = json.loads((out / "training_log.json").read_text())["history"]
+    training_log = json.loads((out / "training_log.json").read_text())
+    history, guard = training_log["history"], training_log.get("guard")
     if train.num_processes > 1:
         log_metadata(metadata={f"train_step_{h['step']:05d}": h for h in history})
     log_metadata(metadata={
@@ -45,5 +58,13 @@ def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig,
         "seconds_per_step": sum(h["seconds"] for h in history) / len(history),
         "finetune": train.finetune,
         "processes": train.num_processes,
+        "published_update": training_log.get("published_update", len(history)),
     })
-    return ModelFolder(out, kind="lora" if train.finetune == "lora" else "diffusers-transformer")
+    if guard is not None:
+        log_metadata(metadata={"guard_stopped": guard["stopped"] or "no", "guard_selected_update": guard["selected_update"],
+                               "guard_seconds": guard["seconds"], "guard_checks": guard["checks"]})
+        curves = guard_curves(guard)
+    else:
+        steps = [h["step"] + 1 for h in history]
+        curves = line_chart({"denoise-branch reward": (steps, [h["reward"] for h in history])}, "training reward")
+    return ModelFolder(out, kind="lora" if train.finetune == "lora" else "diffusers-transformer"), curves

@@ -70,7 +70,8 @@ def build_guard_metrics(guard: GuardConfig, *, reward=None, metric_configs: Opti
     from srpo.evaluation.metrics.clip_metrics import RewardScoreMetric
     from srpo.rewards import load_reward
 
-    metric_configs, extra_rewards = dict(metric_configs or {}), dict(extra_rewards or {})
+    metric_configs = {k: v if isinstance(v, MetricConfig) else MetricConfig(**v) for k, v in (metric_configs or {}).items()}
+    extra_rewards = {k: v if isinstance(v, RewardConfig) else RewardConfig(**v) for k, v in (extra_rewards or {}).items()}
     check_guard_metrics(guard, metric_configs, extra_rewards, extra_names)
     out: dict[str, MetricFn] = dict(extra or {})
     stats = [n for n in guard.metrics if n in IMAGE_STATS]

@@ -157,6 +157,14 @@ def set_rng_state(state: dict[str, torch.Tensor] | torch.Tensor) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def trainable_state(processes, finetune: str) -> dict[str, torch.Tensor]:
+    """The trained parameters by name (LoRA: the adapter only), gathered (every rank must call this)."""
+    state = processes.full_state()
+    if finetune == "lora":
+        state = {k: v for k, v in state.items() if "lora_" in k}
+    return state
+
+
 class Checkpointer:
     """Saves and restores a run's trained weights, optimizer, scheduler and RNG states under ``cfg.checkpoint_dir``.
 
@@ -168,17 +176,14 @@ class Checkpointer:
         self.cfg, self.processes = cfg, processes
         self.root = Path(cfg.checkpoint_dir)
 
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        """The trained parameters by name (LoRA: the adapter only), gathered (every rank must call this)."""
-        state = self.processes.full_state()
-        if self.cfg.finetune == "lora":
-            state = {k: v for k, v in state.items() if "lora_" in k}
-        return state
+    def save(self, step: int, optimizer, scheduler, trainer_state: dict,
+             extra_files: dict[str, Any] | None = None) -> Path | None:
+        """Checkpoint after ``step`` updates (every rank calls; the main process writes every rank's RNG state).
 
-    def save(self, step: int, optimizer, scheduler, trainer_state: dict) -> Path | None:
-        """Checkpoint after ``step`` updates (every rank calls; the main process writes every rank's RNG state)."""
+        ``extra_files``: more ``name -> writer(path)`` files (the guard's kept candidate), checksummed too.
+        """
         procs = self.processes
-        model_state = self.trainable_state()
+        model_state = trainable_state(procs, self.cfg.finetune)
         optim_state = procs.optimizer_state(optimizer)
         rng_states = [rng_state()]
         if procs.world > 1:
@@ -193,7 +198,7 @@ class Checkpointer:
                      "optimizer.pt": save_torch(optim_state),
                      "scheduler.pt": save_torch(scheduler.state_dict()),
                      **{f"rng-rank{r}.pt": save_torch(s) for r, s in enumerate(rng_states)},
-                     STATE: save_json(state)}
+                     **(extra_files or {}), STATE: save_json(state)}
             path = write_checkpoint(self.root, step, files, self.cfg.keep_checkpoints)
             log.info("saved checkpoint %s", path)
         procs.accelerator.wait_for_everyone()
@@ -251,8 +256,8 @@ class Checkpointer:
     def restore(self, optimizer, scheduler) -> dict | None:
         """Load the newest valid checkpoint into the module, ``optimizer``, ``scheduler`` and this rank's RNG.
 
-        Returns its trainer state (``step`` and what the trainer handed to :meth:`save`), or None
-        when there is none.
+        Returns its trainer state (``step``, ``folder`` and what the trainer handed to :meth:`save`),
+        or None when there is none.
         """
         found = self.find()
         if found is None:
@@ -269,4 +274,4 @@ class Checkpointer:
         scheduler.load_state_dict(load_torch(folder / "scheduler.pt"))
         set_rng_state(load_torch(folder / f"rng-rank{self.processes.rank}.pt"))
         log.info("resumed from %s at step %d", folder, state["step"])
-        return state
+        return {**state, "folder": str(folder)}

@@ -126,6 +126,17 @@ class Processes:
                                                                                      strict=False))
         return self.unwrapped().load_state_dict(state, strict=False)
 
+    def load_model_state_from_main(self, state: dict[str, torch.Tensor]) -> None:
+        """Load full tensors that only the main process holds under FSDP (broadcast from rank 0); elsewhere
+        every process passes its own full copy."""
+        if self.sharded:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+            set_model_state_dict(self.module, state, options=StateDictOptions(full_state_dict=True, strict=False,
+                                                                              broadcast_from_rank0=True))
+            return
+        self.unwrapped().load_state_dict(state, strict=False)
+
     def optimizer_state(self, optimizer) -> dict:
         """The full optimizer state (FSDP: all ranks take part, rank 0 gets it all)."""
         if not self.sharded:

@@ -378,20 +378,22 @@ class GuardRunner:
     def should_stop(self) -> bool:
         return self.guard.should_stop
 
-    def finish(self, module: torch.nn.Module, step: int) -> Optional[int]:
-        """Load the selected candidate into ``module`` (weights after ``step`` updates now); the update published.
+    def finish(self, load_state: Callable[[Mapping[str, torch.Tensor]], object], step: int) -> Optional[int]:
+        """Put the selected candidate back (the weights are those after ``step`` updates now); the update published.
 
-        ``None`` when no check qualified (the final weights stay, with a warning).
+        ``load_state(tensors)`` loads trained tensors into the model; every rank calls this (under
+        FSDP the main process passes the candidate, the others an empty dict). ``None`` when no
+        check qualified (the final weights stay, with a warning).
         """
         chosen = self.guard.selected_step
         if chosen is None:
             log.warning("guard: no check had every ruled metric within tolerance; publishing the final weights")
             return None
-        if chosen != step and self.is_main:
-            if self.keeper.step != chosen:
+        if chosen != step:
+            if self.is_main and self.keeper.step != chosen:
                 raise RuntimeError(f"the guard selected update {chosen} but holds update {self.keeper.step}'s "
                                    "weights: keep them when a check becomes the selection (maybe_check)")
-            self.keeper.restore(module)
+            load_state(self.keeper.state() if self.is_main else {})
             log.info("guard: publishing the weights of update %d (training ran to %d)", chosen, step)
         return chosen
 

@@ -34,8 +34,13 @@ log = logging.getLogger(__name__)
 
 
 def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
-              train: TrainConfig, rollouts: RolloutSet) -> Path:
+              train: TrainConfig, rollouts: RolloutSet, guard_prompts: list[str] | None = None,
+              guard_suite: dict | None = None) -> Path:
     """Write a job folder, after refusing a batch it cannot meet (:mod:`srpo.training.sizes`).
+
+    ``guard_prompts``: the held-out prompts ``train.guard`` takes its prompts from (when it names
+    none); ``guard_suite``: ``{"metric_configs": {...}, "extra_rewards": {...}}`` as JSON, the
+    evaluation metrics and extra rewards the guard may score with.
 
     The memory bound is checked here for CPU jobs; a GPU job's processes check it against their
     GPU before loading anything (:func:`run_job`), so this process never touches CUDA.
@@ -49,7 +54,8 @@ def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, r
     job_dir = Path(job_dir)
     rollouts.save(job_dir / "rollouts")
     job = {"policy": policy.model_dump(mode="json"), "reward": reward.model_dump(mode="json"),
-           "rollout": rollout.model_dump(mode="json"), "train": train.model_dump(mode="json")}
+           "rollout": rollout.model_dump(mode="json"), "train": train.model_dump(mode="json"),
+           "guard": {"held_out": list(guard_prompts or []), **(guard_suite or {})}}
     (job_dir / JOB_FILE).write_text(json.dumps(job, indent=1))
     return job_dir
 
@@ -70,10 +76,42 @@ def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None =
     check_job(train_cfg, policy_cfg, len(rollouts), accelerator.device)  # before any model is loaded
     policy = load_policy(policy_cfg, device=accelerator.device)
     reward = load_reward(reward_cfg, device=accelerator.device)
-    trainer = SRPOTrainer(policy, reward, rollouts, train_cfg, rollout_cfg, accelerator=accelerator)
+    guard = build_guard(train_cfg, job.get("guard", {}), reward, accelerator) if train_cfg.guard else None
+    trainer = SRPOTrainer(policy, reward, rollouts, train_cfg, rollout_cfg, accelerator=accelerator, guard=guard)
     trainer.train(on_step=on_step)
     trainer.save(out_dir)
     return trainer
+
+
+#: What builds a guard's metric functions: the shapes world's grader plus the suite, or the suite alone.
+GUARD_METRIC_BUILDERS = {"world": "srpo.world.guard_metrics:build_world_guard_metrics",
+                         "suite": "srpo.evaluation.guard_metrics:build_guard_metrics"}
+
+
+def build_guard(train_cfg: TrainConfig, job_guard: dict, reward, accelerator):
+    """The :class:`~srpo.training.guard.Guard` of ``train.guard``: prompts, seeds, metric functions, rank split.
+
+    Its metrics come from the evaluation suite and the world grader, above this layer: they are
+    imported by name (:data:`GUARD_METRIC_BUILDERS`).
+    """
+    from srpo.config import GUARD_WORLD_PREFIX
+    from srpo.io import import_by_name
+    from srpo.training.guard import Guard
+
+    gcfg = train_cfg.guard
+    prompts, seeds = gcfg.prompts_and_seeds(job_guard.get("held_out"))
+    kind = "world" if any(n.startswith(GUARD_WORLD_PREFIX) for n in gcfg.metrics) else "suite"
+    metrics = import_by_name(GUARD_METRIC_BUILDERS[kind])(
+        gcfg, reward=reward, device=str(accelerator.device),
+        metric_configs=job_guard.get("metric_configs") or {},  # JSON: the builder validates it
+        extra_rewards={k: RewardConfig(**v) for k, v in (job_guard.get("extra_rewards") or {}).items()})
+    gather = None
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        gather = lambda obj: gather_object([obj])  # noqa: E731  (every rank's object, in rank order)
+    return Guard(gcfg, metrics, prompts, seeds, rank=accelerator.process_index, world=accelerator.num_processes,
+                 gather=gather)
 
 
 def launch_processes(job_dir: str | Path, out_dir: str | Path, num_processes: int, cpu: bool) -> None:

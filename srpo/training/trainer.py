@@ -34,13 +34,14 @@ from srpo.artifacts import RolloutSet
 from srpo.config import RolloutConfig, TrainConfig, check_checkpointing, training_levels
 from srpo.io import atomic_write_text
 from srpo.losses import reward_loss
-from srpo.models.base import cast_parameters
-from srpo.models.base import Policy
+from srpo.cache import separate_cache
+from srpo.models.base import Policy, cast_parameters
 from srpo.noise import derived_seed, seeded_noise
 from srpo.rewards.base import RewardModel
 from srpo.schedules import linear_k
 from srpo.srp import semantic_reward, with_control
-from srpo.training.checkpoint import Checkpointer
+from srpo.training.checkpoint import Checkpointer, trainable_state
+from srpo.training.guard import Guard, GuardRunner, policy_image_generator
 from srpo.training.distributed import Processes, make_accelerator
 from srpo.training.lora import add_lora, save_lora
 from srpo.training.methods import method_for
@@ -81,7 +82,7 @@ class SRPOTrainer:
     """
 
     def __init__(self, policy: Policy, reward: RewardModel, rollouts: RolloutSet, cfg: TrainConfig,
-                 rollout_cfg: RolloutConfig, accelerator=None):
+                 rollout_cfg: RolloutConfig, accelerator=None, guard: Guard | None = None):
         if len(rollouts) == 0:
             raise ValueError("the rollout set is empty: nothing to train on")
         check_batch_size(cfg, len(rollouts))
@@ -104,6 +105,7 @@ class SRPOTrainer:
         # per process, so masks differ across processes and repeat across runs (CPU and CUDA).
         torch.manual_seed(derived_seed(cfg.seed, "global", self.processes.rank))
         self._setup_model()
+        self.guard = self._setup_guard(guard) if guard is not None else None
 
     # ---- setup --------------------------------------------------------------------------
     def lora_targets(self) -> list[str]:
@@ -139,6 +141,34 @@ class SRPOTrainer:
         self.policy.set_forward_module(self.processes.module)  # forwards go through the DDP wrapper or FSDP shards
         if self.accelerator.is_main_process and cfg.trackers:
             self.accelerator.init_trackers("srpo", config=cfg.model_dump(mode="json"))
+
+    def _setup_guard(self, guard: Guard) -> GuardRunner:
+        """The guard's runner: it renders the held-out prompts with the current policy, as the rollouts do.
+
+        Under FSDP only the main process holds a kept candidate (the gathered state lives there);
+        otherwise every process keeps its own copy, so each can put it back.
+        """
+        gcfg, roll = guard.cfg, self.rollout_cfg
+        render = policy_image_generator(self.policy, self.rollouts.height, self.rollouts.width,
+                                        gcfg.num_steps or roll.num_steps, roll.shift,
+                                        roll.guidance if gcfg.guidance is None else gcfg.guidance, gcfg.batch_size)
+        return GuardRunner(guard, render, is_main=self.processes.is_main or not self.processes.sharded)
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The trained parameters by name (LoRA: the adapter only), gathered (every rank must call this)."""
+        return trainable_state(self.processes, self.cfg.finetune)
+
+    def guard_check(self, step: int):
+        """The guard's check after ``step`` updates when one is due (else None).
+
+        It renders and scores in eval mode with its own seeded noise and its own prompt caches, so
+        the training's random streams, modes and cached encodings are exactly as without it.
+        """
+        with separate_cache(self.policy, "prompt_cache"), separate_cache(self.reward, "_text_cache"):
+            check = self.guard.maybe_check(step, self.cfg.steps, self.trainable_state)
+        if check is not None and self.cfg.trackers:
+            self.accelerator.log(self.guard.guard.scalars(check), step=step)
+        return check
 
     # ---- data ---------------------------------------------------------------------------
     def batch_indices(self, step: int) -> torch.Tensor:
@@ -312,23 +342,37 @@ class SRPOTrainer:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         start = self.resume()
+        if self.guard is not None:
+            self.guard_check(start)  # the base model's check (a resumed run has it already)
         bar = tqdm(total=self.cfg.steps, initial=start, desc="srpo", unit="step",
                    disable=not self.accelerator.is_main_process, dynamic_ncols=True)
         try:
             with logging_redirect_tqdm(loggers=[logging.root, logging.getLogger("srpo")], tqdm_class=type(bar)):
                 for step in range(start, self.cfg.steps):
+                    if self.stopped:
+                        break
                     entry = self.train_step(step)
                     self.history.append(entry)
                     self._report(entry, bar)
                     if on_step is not None:
                         on_step(entry)
+                    if self.guard is not None:
+                        self.guard_check(step + 1)
                     every = self.cfg.checkpoint_every
-                    due = every and ((step + 1) % every == 0 or step + 1 == self.cfg.steps)
+                    due = every and ((step + 1) % every == 0 or step + 1 == self.cfg.steps or self.stopped)
                     if self.checkpoints and due and self.bad_in_a_row == 0:  # never replace a good one by a bad streak
                         self.save_checkpoint(step + 1)
+                if self.stopped:
+                    log.warning("guard stopped the run after %d of %d updates: %s", len(self.history),
+                                self.cfg.steps, self.guard.guard.stopped)
         finally:
             bar.close()
         return self.history
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the guard has stopped the run (its rules' ``stop`` action fired)."""
+        return self.guard is not None and self.guard.should_stop
 
     def _report(self, entry: StepLog, bar) -> None:
         bar.update(1)
@@ -345,8 +389,13 @@ class SRPOTrainer:
     # ---- checkpoints --------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> Path | None:
         """Checkpoint after ``step`` updates (every rank calls; the main process writes)."""
-        return self.checkpoints.save(step, self.optimizer, self.scheduler, {
-            "skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row, "history": [asdict(h) for h in self.history]})
+        state = {"skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row, "history": [asdict(h) for h in self.history]}
+        files = {}
+        if self.guard is not None:
+            state["guard"] = self.guard.state_dict()
+            if self.guard.keeper.step is not None and self.processes.is_main:
+                files[GuardRunner.CANDIDATE_FILE] = self.guard.save_candidate
+        return self.checkpoints.save(step, self.optimizer, self.scheduler, state, files)
 
     def resume(self) -> int:
         """Load the newest valid checkpoint; returns the step to continue from (0 if none)."""
@@ -355,6 +404,8 @@ class SRPOTrainer:
             return 0
         self.history = [StepLog(**h) for h in state["history"]]
         self.skipped, self.bad_in_a_row = state["skipped"], state["bad_in_a_row"]
+        if self.guard is not None and "guard" in state:
+            self.guard.load_state_dict(state["guard"], Path(state["folder"]) / GuardRunner.CANDIDATE_FILE)
         return int(state["step"])
 
     # ---- output -------------------------------------------------------------------------
@@ -365,6 +416,10 @@ class SRPOTrainer:
         """
         out_dir = Path(out_dir)
         acc = self.accelerator
+        published = len(self.history)
+        if self.guard is not None:  # the selected check's weights, not necessarily the last update's
+            chosen = self.guard.finish(self.processes.load_model_state_from_main, len(self.history))
+            published = len(self.history) if chosen is None else chosen
         state = self.processes.full_state()  # every rank takes part in gathering FSDP shards
         if acc.is_main_process:
             model = self.processes.unwrapped()
@@ -379,6 +434,8 @@ class SRPOTrainer:
                 "strategy": self.processes.description,
                 "skipped_updates": self.skipped,
                 "history": [asdict(h) for h in self.history],
+                "published_update": published,
+                "guard": self.guard.guard.summary() if self.guard is not None else None,
             }, indent=2))
         acc.wait_for_everyone()
         if self.cfg.trackers:

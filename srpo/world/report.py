@@ -28,9 +28,6 @@ class WorldReportConfig(StrictModel):
     num_steps: int = Field(25, ge=1)
     guidance: float = Field(3.5, ge=0)
     seed: int = 2024
-    curve_every: int = Field(0, ge=0, description="replay the training and probe the attribute share every k steps "
-                                                 "(0: no replay; the reward curve comes from the training log)")
-    curve_samples: int = Field(60, ge=1, description="images per probe of the replay")
     grid_columns: int = Field(10, ge=1)
     target_movement: float = 0.30  # the issue's targets, reported next to the numbers
     max_fidelity_drop: float = 0.10
@@ -142,24 +139,30 @@ def generate(policy, prompts: list[str], seeds: list[int], cfg: WorldReportConfi
     return sample_images(policy, prompts, seeds, cfg.num_steps, guidance=cfg.guidance)
 
 
-def replay_curve(trainer, probe: Callable[[], dict], every: int) -> list[dict]:
-    """Run ``trainer`` (a fresh :class:`~srpo.training.trainer.SRPOTrainer`) probing every ``every`` steps.
+#: The guard metric (``world.<key>``) that holds the share of each steerable attribute's "on" value.
+SHARE_METRICS = {"brightness": "world.bright_share", "saturation": "world.vivid_share"}
 
-    The probe draws from its own seeded noise, so the replay's updates are the training's own.
+
+def guard_points(guard: Optional[dict], steering: Steering) -> Optional[list[dict]]:
+    """The curves' points from the training's own guard checks (``training_log.json``'s ``guard``).
+
+    Each check measured the world's shares on the guard's held-out images during the run; None when
+    the run had no guard, or its guard did not measure the steered attribute's share and the colours.
     """
-    points = [{"step": 0, **probe()}]
-
-    def on_step(entry) -> None:
-        step = entry.step + 1
-        if step % every == 0 or step == trainer.cfg.steps:
-            points.append({"step": step, **probe()})
-
-    trainer.train(on_step=on_step)
+    share = SHARE_METRICS[steering.attribute]
+    if not guard or not guard["checks"] or not {share, "world.colours"} <= set(guard["checks"][0]["values"]):
+        return None
+    points = []
+    for check in guard["checks"]:
+        values = check["values"]
+        on = values[share]
+        points.append({"step": check["step"], "steered_share": on if steering.towards else 1.0 - on,
+                       "colours": values["world.colours"], "vivid_share": values.get("world.vivid_share")})
     return points
 
 
 def curves_figure(history: list[dict], points: Optional[list[dict]], steering: Steering):
-    """Reward per update (training log) and, from a replay, the steered share and colour fidelity."""
+    """Reward per update (training log) and, from the guard's checks, the steered share and colour fidelity."""
     from srpo.world.plots import line_chart, side_by_side
 
     steps = [h["step"] + 1 for h in history]
@@ -169,8 +172,9 @@ def curves_figure(history: list[dict], points: Optional[list[dict]], steering: S
         xs = [p["step"] for p in points]
         charts.append(line_chart({f"share {steering.flag_name}": (xs, [p["steered_share"] for p in points]),
                                   "both colours right": (xs, [p["colours"] for p in points]),
-                                  "share vivid": (xs, [p["vivid_share"] for p in points])},
-                                 "attribute shares (replayed training)", ylim=(0.0, 1.0)))
+                                  **({"share vivid": (xs, [p["vivid_share"] for p in points])}
+                                     if points[0]["vivid_share"] is not None else {})},
+                                 "attribute shares (guard checks during training)", ylim=(0.0, 1.0)))
     return side_by_side(charts)
 
 
@@ -185,28 +189,9 @@ def grid_figure(before: torch.Tensor, after: torch.Tensor, prompts: list[str], c
                                                                            for k, i in enumerate(idx[:2])) + " ...")
 
 
-def _same_weights(module: torch.nn.Module, folder) -> Optional[bool]:
-    """Whether ``module``'s weights equal the safetensors in ``folder`` (None if they cannot be compared)."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    try:
-        (weights,) = sorted(Path(folder).glob("*.safetensors"))
-        saved = load_file(str(weights))
-        state = module.state_dict()
-        return saved.keys() == state.keys() and all(torch.equal(saved[k], state[k]) for k in saved)
-    except (ValueError, OSError, RuntimeError):
-        return None
-
-
-def run_world_report(load_base, load_tuned, load_reward, rollouts, train, rollout, cfg: WorldReportConfig,
-                     history: list[dict], tuned_folder=None) -> dict:
-    """Measure base and tuned models on the world (and replay the training for curves if asked).
-
-    ``load_*`` are callables: the replay starts from freshly loaded models, whose prompt caches
-    are empty as the training's were, so that it repeats the training bit for bit on the CPU.
-    """
+def run_world_report(load_base, load_tuned, load_reward, train, cfg: WorldReportConfig, history: list[dict],
+                     guard: Optional[dict] = None) -> dict:
+    """Measure base and tuned models on the world; the curves come from the run's guard checks (``guard``)."""
     reward = load_reward()
     steering = steering_from_words(train.positive_words)
     negative = train.negative_words[0] if train.negative_words else None
@@ -220,31 +205,13 @@ def run_world_report(load_base, load_tuned, load_reward, rollouts, train, rollou
     after = measure(after_images, prompts, steering, reward, negative)
     del tuned
     comparison = compare(before, after, cfg)
-    points, replay_matches = None, None
-    if cfg.curve_every:
-        from srpo.training.trainer import SRPOTrainer
-
-        policy = load_base()
-        stride = max(1, len(prompts) // cfg.curve_samples)
-        probe_prompts, probe_seeds = prompts[::stride][: cfg.curve_samples], seeds[::stride][: cfg.curve_samples]
-
-        def probe() -> dict:
-            # the policy caches prompt encodings, and an encoding computed in a probe's batch can
-            # differ from the training batch's in the last bit: keep the probe's out of the cache
-            cache = dict(policy._text_cache)
-            images = generate(policy, probe_prompts, probe_seeds, cfg)
-            policy._text_cache = cache
-            return measure(images, probe_prompts, steering)
-
-        trainer = SRPOTrainer(policy, load_reward(), rollouts, train, rollout)
-        points = replay_curve(trainer, probe, cfg.curve_every)
-        if tuned_folder is not None:
-            replay_matches = _same_weights(policy.transformer, tuned_folder)
+    points = guard_points(guard, steering)
     text = table(comparison, steering, len(prompts))
     report = {"steering": {"attribute": steering.attribute, "towards": steering.flag_name, "word": steering.word,
                            "negative_word": negative},
               "num_images": len(prompts), "before": before, "after": after, "comparison": comparison,
-              "table": text, "curve": points, "replay_matches_tuned_weights": replay_matches,
+              "table": text, "curve": points,
+              "guard": {"selected_update": guard["selected_update"], "stopped": guard["stopped"]} if guard else None,
               "config": cfg.model_dump(mode="json")}
     return {"report": report, "comparison": comparison, "html": html_table(text),
             "grid": grid_figure(before_images, after_images, prompts, cfg.grid_columns, cfg.samples_per_prompt),

@@ -1,0 +1,109 @@
+"""The guard inside the trainer: it never changes what training computes, it stops, selects and resumes."""
+
+import json
+
+import pytest
+import torch
+
+from srpo.config import GuardConfig, GuardRule, RolloutConfig, TrainConfig
+from srpo.models.families import load_policy
+from srpo.rewards import RewardConfig, load_reward
+from srpo.training.guard import Guard
+from srpo.training.trainer import SRPOTrainer
+
+ROLLOUT = RolloutConfig(num_steps=4)
+PROMPTS = ["a green circle", "a tiny red square", "a blue triangle"]
+
+
+@pytest.fixture(scope="module")
+def reward():
+    return load_reward(RewardConfig(name="clip", checkpoint="builtin:tiny"))
+
+
+def train_cfg(**overrides) -> TrainConfig:
+    return TrainConfig(**{"steps": 4, "batch_size": 2, "learning_rate": 1e-3, "max_grad_norm": 1.0,
+                          "num_injections": 2, "discount": "linear", **overrides})
+
+
+def guard(cfg: TrainConfig, metrics) -> Guard:
+    prompts, seeds = cfg.guard.prompts_and_seeds(PROMPTS)
+    return Guard(cfg.guard, metrics, prompts, seeds)
+
+
+def brightness(images, prompts):  # a metric the tests can steer through the rules
+    return images.mean(dim=(1, 2, 3))
+
+
+def weights(trainer):
+    return {k: v.detach().clone() for k, v in trainer.policy.transformer.state_dict().items()}
+
+
+def run(policy_cfg, reward, rollouts, cfg, metrics=None, out=None):
+    trainer = SRPOTrainer(load_policy(policy_cfg), reward, rollouts, cfg, ROLLOUT,
+                          guard=guard(cfg, metrics) if cfg.guard else None)
+    trainer.train()
+    if out is not None:
+        trainer.save(out)
+    return trainer
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_a_guarded_run_trains_bit_for_bit_like_an_unguarded_one(policy_cfg, reward, rollouts, finetune):
+    extra = {"finetune": finetune, "lora_rank": 4, "lora_dropout": 0.5} if finetune == "lora" else {}
+    plain = run(policy_cfg, reward, rollouts, train_cfg(steps=2, **extra))
+    # the guard renders the training's own prompts too: their cached encodings must not change
+    watched = train_cfg(guard=GuardConfig(every=1, prompts=list(rollouts.prompts[:2]), batch_size=1,
+                                          num_steps=2, metrics=["reward", "brightness"], select="last"),
+                        steps=2, **extra)
+    guarded = run(policy_cfg, reward, rollouts, watched, {"reward": reward_metric(reward), "stats": stats})
+    assert [h.loss for h in guarded.history] == [h.loss for h in plain.history]
+    a, b = weights(plain), weights(guarded)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [c.step for c in guarded.guard.guard.history] == [0, 1, 2]
+
+
+def reward_metric(reward):
+    return lambda images, prompts: reward.score(images, prompts)
+
+
+def stats(images, prompts):
+    from srpo.image_stats import image_statistics
+
+    return image_statistics(images, ["brightness"])
+
+
+def test_a_stop_rule_ends_the_run_and_the_selected_weights_are_published(policy_cfg, reward, rollouts, tmp_path):
+    # a drift of 0 can only hold at the base check: the first trained check breaks it and stops the run
+    cfg = train_cfg(steps=5, guard=GuardConfig(every=2, num_prompts=2, batch_size=2, num_steps=2,
+                                               metrics=["brightness_metric"],
+                                               rules={"brightness_metric": GuardRule(drift=0.0, action="stop")}))
+    base = {k: v.clone() for k, v in load_policy(policy_cfg).transformer.state_dict().items()}
+    trainer = run(policy_cfg, reward, rollouts, cfg, {"brightness_metric": brightness}, tmp_path / "out")
+    assert len(trainer.history) == 2  # stopped at the first trained check, not after 5 updates
+    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert log["guard"]["stopped"].startswith("update 2")
+    assert log["guard"]["selected_update"] == 0 and log["published_update"] == 0
+    saved = load_policy(policy_cfg, transformer=str(tmp_path / "out"))
+    published = {k: v for k, v in saved.transformer.state_dict().items()}
+    assert all(torch.equal(published[k], base[k]) for k in base)  # the base model's weights, not update 2's
+
+
+def test_a_resumed_guarded_run_equals_an_uninterrupted_one(policy_cfg, reward, rollouts, tmp_path):
+    def cfg(folder, steps):
+        return train_cfg(steps=steps, finetune="lora", lora_rank=4, checkpoint_every=2, checkpoint_dir=str(folder),
+                         guard=GuardConfig(every=2, num_prompts=2, batch_size=2, num_steps=2,
+                                           metrics=["brightness_metric"], select="last_ok",
+                                           rules={"brightness_metric": GuardRule(drift=0.002, action="warn")}))
+
+    metrics = {"brightness_metric": brightness}
+    whole = run(policy_cfg, reward, rollouts, cfg(tmp_path / "a", 4), metrics, tmp_path / "whole")
+    run(policy_cfg, reward, rollouts, cfg(tmp_path / "b", 2), metrics)  # interrupted after 2 updates
+    resumed = run(policy_cfg, reward, rollouts, cfg(tmp_path / "b", 4), metrics, tmp_path / "resumed")
+    assert [c.to_json() | {"seconds": 0} for c in resumed.guard.guard.history] == \
+        [c.to_json() | {"seconds": 0} for c in whole.guard.guard.history]
+    a, b = (json.loads((tmp_path / d / "training_log.json").read_text()) for d in ("whole", "resumed"))
+    assert a["published_update"] == b["published_update"]
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(tmp_path / d / "pytorch_lora_weights.safetensors") for d in ("whole", "resumed"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
