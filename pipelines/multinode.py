@@ -18,6 +18,7 @@ from pipelines.training import DEFAULT_MODEL
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
+from srpo.rewards.config import check_trainable
 from srpo.training import multinode
 from steps import generate_rollouts, prepare_prompts
 from steps.register_multinode_result import register_multinode_result
@@ -39,6 +40,7 @@ def srpo_multinode(
     """``work_dir``: a folder every pod mounts at the same path (job, checkpoints, result)."""
     check_artifact_store()
     check_checkpointing(train)
+    check_trainable(reward)
     train_prompts, _ = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
     job = write_multinode_job(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,

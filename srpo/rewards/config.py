@@ -110,6 +110,19 @@ class RewardConfig(StrictModel):
         return name if name in WORLD_MODELS else None
 
 
+def check_trainable(reward: RewardConfig, setting: str = "reward.name") -> None:
+    """Refuse a reward the trainer cannot train against yet: it reads ``text_features`` and
+    ``image_features`` (the feature protocol), which joint (HPSv3) and image-only (Aesthetic v2.5)
+    rewards lack (docs/rewards.md, "Trainer integration"). Pipelines call it before any step runs;
+    :func:`srpo.training.launch.write_job` calls it too, for runs that start there."""
+    if reward.name in FEATURE_REWARDS:
+        return
+    kind = "scores image and prompt jointly" if reward.name in JOINT_REWARDS else "reads no text"
+    raise ValueError(f"{setting} {reward.name!r} cannot be the training reward yet: it {kind}, and the trainer reads "
+                     f"a feature reward's image and text features; train with one of {', '.join(FEATURE_REWARDS)} "
+                     f"and name {reward.name!r} under extra_rewards: to evaluate with it")
+
+
 #: The reward forms a weighted entry may use (``image_relative``: image-only rewards, supplement S1).
 EntryForm = Literal["plain", "sgp", "srp", "cfg", "weighted", "image_relative"]
 _TEXT_FORMS = ("sgp", "srp", "cfg", "weighted")

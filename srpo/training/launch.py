@@ -27,6 +27,7 @@ from typing import Callable
 from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.rewards import RewardConfig
+from srpo.rewards.config import check_trainable
 from srpo.training.sizes import check_batch_memory, check_batch_size, check_job
 
 JOB_FILE = "job.json"
@@ -35,13 +36,15 @@ log = logging.getLogger(__name__)
 
 def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
               train: TrainConfig, rollouts: RolloutSet) -> Path:
-    """Write a job folder, after refusing a batch it cannot meet (:mod:`srpo.training.sizes`).
+    """Write a job folder, after refusing a reward the trainer cannot use (:func:`check_trainable`) and a
+    batch it cannot meet (:mod:`srpo.training.sizes`).
 
     The memory bound is checked here for CPU jobs; a GPU job's processes check it against their
     GPU before loading anything (:func:`run_job`), so this process never touches CUDA.
     """
     from srpo.models.families import resolve_device
 
+    check_trainable(reward)
     device = resolve_device(policy.device)
     check_batch_size(train, len(rollouts))
     if device.type == "cpu":
