@@ -11,22 +11,19 @@ Kubernetes step operator runs it on ``pod_count`` pods as an Indexed Job; each p
 ``work_dir`` and the processes per pod through the step's environment.
 """
 
-from zenml import CommandStep, pipeline
+from zenml import Model
 
-from pipelines.preflight import check_artifact_store
-from pipelines.training import DEFAULT_MODEL
+from ops.pipeline import pipeline
+from ops.preflight import check_artifact_store
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
+from srpo.rewards.config import check_trainable
 from srpo.training import multinode
-from steps import generate_rollouts, prepare_prompts
-from steps.register_multinode_result import register_multinode_result
-from steps.write_multinode_job import write_multinode_job
-
-train_multinode = CommandStep(command=["python", "-m", "srpo.training.multinode"], name="train_multinode")
+from steps import generate_rollouts, prepare_prompts, register_multinode_result, train_multinode, write_multinode_job
 
 
-@pipeline(model=DEFAULT_MODEL)
+@pipeline(model=Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"]))
 def srpo_multinode(
     prompts: PromptConfig,
     reward: RewardConfig,
@@ -39,6 +36,7 @@ def srpo_multinode(
     """``work_dir``: a folder every pod mounts at the same path (job, checkpoints, result)."""
     check_artifact_store()
     check_checkpointing(train)
+    check_trainable(reward)
     train_prompts, _ = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
     job = write_multinode_job(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,

@@ -20,6 +20,7 @@ from srpo.evaluation.config import EvalConfig, EvalReportConfig, HumanEvalConfig
 from srpo.evaluation.guard_metrics import check_guard_metrics
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
+from srpo.rewards.config import check_trainable
 from srpo.world.guard_metrics import world_metric_names
 from srpo.world.report import WorldReportConfig, steering_from_words
 from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo, world_report
@@ -41,6 +42,7 @@ def srpo_training(
 ) -> None:
     check_artifact_store()
     check_checkpointing(train)
+    check_trainable(reward)
     if train.guard is not None:
         check_guard_metrics(train.guard, metrics or {}, extra_rewards or {}, world_metric_names(train.guard))
     check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)

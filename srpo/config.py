@@ -7,9 +7,9 @@ and say what to do instead.
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+from typing import Annotated, Literal, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from srpo.image_stats import IMAGE_STATS
 from srpo.io import is_url, strip_file_scheme
@@ -21,6 +21,18 @@ def one_of(setting: str, value: str, known: Sequence[str]) -> str:
     if value not in known:
         raise ValueError(f"unknown {setting} {value!r}: choose one of {', '.join(known)}")
     return value
+
+
+def strip_control_words(words: list[str]) -> list[str]:
+    """Control words without surrounding blanks; a blank word is a ``ValueError``."""
+    words = [w.strip() for w in words]
+    if any(not w for w in words):
+        raise ValueError("control words must not be blank strings")
+    return words
+
+
+#: A list of SRP control words (``positive_words`` / ``negative_words``), stripped, none blank.
+ControlWords = Annotated[list[str], AfterValidator(strip_control_words)]
 
 
 class StrictModel(BaseModel):
@@ -237,8 +249,8 @@ class TrainConfig(StrictModel):
     guidance: float = Field(3.5, ge=0, description="FLUX distilled guidance in the training forward")
     # reward
     reward_form: RewardForm = "weighted"
-    positive_words: list[str] = Field(default_factory=lambda: ["Natural-lighting", "Detail", "Detailed", "Real"])
-    negative_words: list[str] = Field(default_factory=lambda: ["Concept art", "Painting", "Anime", "Flat", "Oil"])
+    positive_words: ControlWords = Field(default_factory=lambda: ["Natural-lighting", "Detail", "Detailed", "Real"])
+    negative_words: ControlWords = Field(default_factory=lambda: ["Concept art", "Painting", "Anime", "Flat", "Oil"])
     k_denoise: tuple[float, float] = (0.10, 0.25)
     k_inversion: tuple[float, float] = (0.30, 0.01)
     cfg_k: float = 1.5
@@ -278,14 +290,6 @@ class TrainConfig(StrictModel):
     trackers: list[str] = Field(default_factory=list, description="accelerate trackers, e.g. [tensorboard]")
     guard: Optional[GuardConfig] = Field(None, description="held-out checks, stop rules and the published "
                                          "selection (off when not given)")
-
-    @field_validator("positive_words", "negative_words")
-    @classmethod
-    def _no_blank_words(cls, words: list[str]) -> list[str]:
-        words = [w.strip() for w in words]
-        if any(not w for w in words):
-            raise ValueError("control words must not be blank strings")
-        return words
 
     @field_validator("checkpoint_dir")
     @classmethod

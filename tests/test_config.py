@@ -10,10 +10,11 @@ from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, training_level
 from srpo.rewards import RewardConfig
 
 CONFIGS = sorted(Path("configs").glob("*.yaml"))
-#: Shipped configs whose fields the trainer does not take yet (issue 16: `rewards:` and the image-only
-#: form); strict, so the mark must go when the trainer integration lands.
+#: Shipped configs whose fields or reward the trainer does not take yet (issue 16: `rewards:`, the image-only
+#: form, a joint reward); strict, so the mark must go when the trainer integration lands.
 AWAITING_TRAINER = {"flux_multireward.yaml": "the `rewards:` multi-reward parameter",
-                    "flux_aesthetic.yaml": "reward_form 'image_relative' and train.noise_level"}
+                    "flux_aesthetic.yaml": "reward_form 'image_relative' and train.noise_level",
+                    "flux_hpsv3.yaml": "joint rewards (reward.name 'hpsv3')"}
 
 
 def test_resolution_must_be_a_multiple_of_16():
@@ -261,6 +262,11 @@ def test_settings_keys_must_name_a_settings_class(tmp_path, capsys):
      r"none of the positive control words \['glossy'\] is a shapes-world attribute word"),
     ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"]["train"].update(checkpoint_every=2),
      r"train.checkpoint_every is 2 but train.checkpoint_dir is not set"),
+    ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"].update(reward={"name": "hpsv3", "checkpoint": "builtin:tiny"}),
+     r"reward.name 'hpsv3' cannot be the training reward yet: it scores image and prompt jointly.*extra_rewards"),
+    ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"].update(
+        reward={"name": "aesthetic_v2.5", "checkpoint": "builtin:tiny"}),
+     r"reward.name 'aesthetic_v2.5' cannot be the training reward yet: it reads no text.*extra_rewards"),
     ("configs/eval_tiny_cpu.yaml", lambda raw: raw["parameters"].update(
         models={"base": {}, "other": {}}, metrics={"deqa": {"name": "deqa", "results": "/r/deqa.json"}}),
      r"metrics.deqa.results '/r/deqa.json' is one file for 2 models \(base, other\).*put \{model\} in the path"),
@@ -274,6 +280,17 @@ def test_settings_wrong_together_are_refused_before_any_step_runs(tmp_path, sour
 
     with pytest.raises(RunConfigError, match=message):
         validate_run_config(_write_variant(tmp_path, Path(source), change))
+
+
+def test_the_hpsv3_config_awaits_the_trainer_and_hpsv3_evaluates_as_an_extra_reward(tmp_path):
+    """flux_hpsv3.yaml fails for its reward alone; the fix the error names (extra_rewards:) validates."""
+    from ops.validate import RunConfigError, validate_run_config
+
+    with pytest.raises(RunConfigError, match=r"reward.name 'hpsv3' cannot be the training reward yet"):
+        validate_run_config(Path("configs/flux_hpsv3.yaml"))
+    validate_run_config(_write_variant(tmp_path, Path("configs/flux_hpsv3.yaml"), lambda raw: raw["parameters"].update(
+        reward={"name": "hpsv2.1", "checkpoint": "s3://srpo-models/HPS_v2.1_compressed.pt"},
+        extra_rewards={"hpsv3": raw["parameters"]["reward"]})))
 
 
 def test_geneval_with_a_geneval_benchmark_and_per_model_results_validates(tmp_path):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from srpo.io import build_once, cache_dir, resolve_local, resolve_model_location
 from srpo.published import is_builtin, resolve_builtin
+from srpo.rewards.base import FrozenReward
 
 #: The vision tower the v2.5 head was trained on (a hub id; a local folder or s3:// URL works too).
 DEFAULT_ENCODER = "google/siglip-so400m-patch14-384"
@@ -92,7 +93,7 @@ def load_aesthetic_predictor(checkpoint: str | None, encoder: str | None, seed: 
     return AestheticPredictor(vision, head), vision.config.image_size, mean, std
 
 
-class AestheticReward(torch.nn.Module):
+class AestheticReward(FrozenReward):
     """Aesthetic v2.5 as a training reward: image only, ``score_images(images) -> [B]``, differentiable.
 
     It has no text input, so the SRP forms cannot apply; train it through the image-only relative
@@ -106,16 +107,11 @@ class AestheticReward(torch.nn.Module):
         super().__init__()
         self.backbone = model
         self.image_size, self.mean, self.std, self.scale = int(image_size), tuple(mean), tuple(std), float(scale)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "AestheticReward":
-        return super().train(False)
+        self.freeze()
 
     def score_images(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` in ``[0, 1]`` -> ``[B]`` scores (about 1-10 for the published head) times ``scale``."""
-        param = next(self.parameters())
-        x = siglip_preprocess(images.to(device=param.device, dtype=param.dtype), self.image_size, self.mean, self.std)
+        x = siglip_preprocess(images.to(device=self.device, dtype=self.dtype), self.image_size, self.mean, self.std)
         return self.scale * self.backbone(x)  # [B]
 
     def score(self, images: torch.Tensor, prompts=None) -> torch.Tensor:

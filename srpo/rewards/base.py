@@ -63,7 +63,30 @@ def preprocess_for_clip(images: torch.Tensor, size: int,
     return (images - mean_t) / std_t  # [B, 3, size, size]
 
 
-class RewardModel(torch.nn.Module, abc.ABC):
+class FrozenReward(torch.nn.Module):
+    """The base of every reward model: ``device`` and ``dtype`` of its parameters, and eval mode
+    kept (no dropout, fixed norms) whatever ``.train()`` a caller asks for. Subclasses call
+    :meth:`freeze` at the end of ``__init__``."""
+
+    def freeze(self) -> None:
+        """No parameter requires grad; eval mode."""
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def train(self, mode: bool = True) -> "FrozenReward":
+        """Reward models stay in eval mode whatever the caller asks."""
+        return super().train(False)
+
+
+class RewardModel(FrozenReward, abc.ABC):
     """A frozen CLIP-like reward model (see the module docstring for the protocol).
 
     Subclasses pass their backbone to ``__init__`` (it becomes ``self.backbone``) and implement
@@ -83,8 +106,7 @@ class RewardModel(torch.nn.Module, abc.ABC):
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self._text_cache = PromptCache(self.max_cached_prompts)  # prompt -> [D] normalised features
-        self.requires_grad_(False)
-        self.eval()
+        self.freeze()
 
     # -- what adapters implement ------------------------------------------------------------
 
@@ -97,14 +119,6 @@ class RewardModel(torch.nn.Module, abc.ABC):
         """``B`` prompts -> ``[B, D]`` text embeddings (not normalised)."""
 
     # -- the protocol -----------------------------------------------------------------------
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` in ``[0, 1]`` -> ``[B, D]`` L2-normalised, differentiable in ``images``."""
@@ -135,10 +149,6 @@ class RewardModel(torch.nn.Module, abc.ABC):
         return self.score(images, prompts)
 
     # -- staying frozen ---------------------------------------------------------------------
-
-    def train(self, mode: bool = True) -> "RewardModel":
-        """Reward models stay in eval mode (no dropout, fixed norms) whatever the caller asks."""
-        return super().train(False)
 
     def _apply(self, fn, recurse: bool = True):  # .to(), .cuda(), .half() ...
         self._text_cache.clear()  # cached features would have the old device/dtype

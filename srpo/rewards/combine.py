@@ -20,12 +20,12 @@ two terms on the same model (HPS with two word pairs) share it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
+from pydantic import ConfigDict
 
-from srpo.rewards.config import MultiRewardConfig, RewardConfig, WeightedRewardConfig
+from srpo.rewards.config import MultiRewardConfig, RewardConfig, RewardUse, WeightedRewardConfig
 from srpo.rewards.image_only import image_only_reward
 from srpo.schedules import linear_k
 from srpo.srp import FORM_INPUTS, semantic_reward, semantic_reward_from_scores, with_control
@@ -42,20 +42,13 @@ def reward_kind(reward) -> str:
     return "feature"
 
 
-@dataclass
-class RewardTerm:
-    """One weighted reward: the loaded model and how it is used (fields as :class:`WeightedRewardConfig`)."""
+class RewardTerm(RewardUse):
+    """One weighted reward: the loaded model and how it is used (the fields of :class:`RewardUse`)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     name: str
     reward: torch.nn.Module
-    weight: float = 1.0
-    form: str = "weighted"
-    positive_words: list[str] = field(default_factory=list)
-    negative_words: list[str] = field(default_factory=list)
-    k_denoise: tuple[float, float] = (0.10, 0.25)
-    k_inversion: tuple[float, float] = (0.30, 0.01)
-    cfg_k: float = 1.5
-    noise_level: float = 0.05
 
     def words(self, branch: str, step: int) -> tuple[str | None, str | None]:
         """This step's (target, other) control words on ``branch`` (``None`` where a list is empty)."""
@@ -141,7 +134,5 @@ def load_multi_reward(config: MultiRewardConfig, device: str | torch.device = "c
 
 def term_from_config(entry: WeightedRewardConfig, reward: torch.nn.Module, index: int = 0) -> RewardTerm:
     """A :class:`RewardTerm` from its config and loaded model (default name ``<reward name>-<index>``)."""
-    return RewardTerm(name=entry.name or f"{entry.reward.name}-{index}", reward=reward, weight=entry.weight,
-                      form=entry.form, positive_words=list(entry.positive_words),
-                      negative_words=list(entry.negative_words), k_denoise=tuple(entry.k_denoise),
-                      k_inversion=tuple(entry.k_inversion), cfg_k=entry.cfg_k, noise_level=entry.noise_level)
+    use = entry.model_dump(include=set(RewardUse.model_fields))
+    return RewardTerm(name=entry.name or f"{entry.reward.name}-{index}", reward=reward, **use)

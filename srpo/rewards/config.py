@@ -14,7 +14,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
-from srpo.config import StrictModel, one_of
+from srpo.config import ControlWords, StrictModel, one_of
 from srpo.published import BUILTIN_PREFIX, WORLD_MODELS, is_builtin, lookup_builtin
 
 #: Rewards built on open_clip (``architecture`` + a state-dict file).
@@ -110,39 +110,51 @@ class RewardConfig(StrictModel):
         return name if name in WORLD_MODELS else None
 
 
+def check_trainable(reward: RewardConfig, setting: str = "reward.name") -> None:
+    """Refuse a reward the trainer cannot train against yet: it reads ``text_features`` and
+    ``image_features`` (the feature protocol), which joint (HPSv3) and image-only (Aesthetic v2.5)
+    rewards lack (docs/rewards.md, "Trainer integration"). Pipelines call it before any step runs;
+    :func:`srpo.training.launch.write_job` calls it too, for runs that start there."""
+    if reward.name in FEATURE_REWARDS:
+        return
+    kind = "scores image and prompt jointly" if reward.name in JOINT_REWARDS else "reads no text"
+    raise ValueError(f"{setting} {reward.name!r} cannot be the training reward yet: it {kind}, and the trainer reads "
+                     f"a feature reward's image and text features; train with one of {', '.join(FEATURE_REWARDS)} "
+                     f"and name {reward.name!r} under extra_rewards: to evaluate with it")
+
+
 #: The reward forms a weighted entry may use (``image_relative``: image-only rewards, supplement S1).
 EntryForm = Literal["plain", "sgp", "srp", "cfg", "weighted", "image_relative"]
 _TEXT_FORMS = ("sgp", "srp", "cfg", "weighted")
 
 
-class WeightedRewardConfig(StrictModel):
-    """One entry of a multi-reward: a reward, its weight in the sum, and how SRP uses it.
+class RewardUse(StrictModel):
+    """How one reward enters a multi-reward (shared by :class:`WeightedRewardConfig` and the loaded
+    :class:`~srpo.rewards.combine.RewardTerm`).
 
     ``positive_words`` / ``negative_words``: control words (the step's word is
     ``words[step % len(words)]``); ``k_denoise`` / ``k_inversion``: the weighted form's additive
     weight from the grid's lowest to highest level; ``noise_level``: the noised copy's pixel-noise
-    standard deviation for ``image_relative``. ``name`` labels the term in logs (default
-    ``<reward name>-<index>``).
+    standard deviation for ``image_relative``.
     """
 
-    reward: RewardConfig
-    name: Optional[str] = None
     weight: float = 1.0
     form: EntryForm = "weighted"
-    positive_words: list[str] = Field(default_factory=list)
-    negative_words: list[str] = Field(default_factory=list)
+    positive_words: ControlWords = Field(default_factory=list)
+    negative_words: ControlWords = Field(default_factory=list)
     k_denoise: tuple[float, float] = (0.10, 0.25)
     k_inversion: tuple[float, float] = (0.30, 0.01)
     cfg_k: float = 1.5
     noise_level: float = Field(0.05, gt=0, le=1)
 
-    @field_validator("positive_words", "negative_words")
-    @classmethod
-    def _no_blank_words(cls, words: list[str]) -> list[str]:
-        words = [w.strip() for w in words]
-        if any(not w for w in words):
-            raise ValueError("control words must not be blank strings")
-        return words
+
+class WeightedRewardConfig(RewardUse):
+    """One entry of a multi-reward: a reward, its weight in the sum, and how SRP uses it (the fields
+    of :class:`RewardUse`). ``name`` labels the term in logs (default ``<reward name>-<index>``).
+    """
+
+    reward: RewardConfig
+    name: Optional[str] = None
 
     @model_validator(mode="after")
     def _form_fits_reward(self) -> "WeightedRewardConfig":

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from srpo.io import build_once, cache_dir, resolve_local, resolve_model_location
 from srpo.published import resolve_builtin
-from srpo.rewards.base import CLIP_MEAN, CLIP_STD
+from srpo.rewards.base import CLIP_MEAN, CLIP_STD, FrozenReward
 from srpo.rewards.config import RewardConfig
 
 #: The special token HPSv3 reads its score at.
@@ -175,11 +175,11 @@ class HPSv3Network(torch.nn.Module):
         return self.rm_head(hidden[at_reward].to(head_dtype))  # [B, head_outputs]
 
 
-class HPSv3Reward(torch.nn.Module):
+class HPSv3Reward(FrozenReward):
     """HPSv3 behind a joint reward protocol: ``score(images, prompts) -> [B]`` (``mu`` times ``scale``).
 
-    Frozen like :class:`~srpo.rewards.base.RewardModel`: no parameter requires grad and it stays
-    in eval mode. ``score`` is differentiable in ``images``.
+    Frozen (:class:`~srpo.rewards.base.FrozenReward`): no parameter requires grad and it stays in
+    eval mode. ``score`` is differentiable in ``images``.
     """
 
     is_joint = True
@@ -200,20 +200,7 @@ class HPSv3Reward(torch.nn.Module):
         self.patch_size, self.merge_size = vision.patch_size, vision.spatial_merge_size
         self.temporal_patch_size = vision.temporal_patch_size
         self.image_size = int(math.isqrt(self.max_pixels))  # side of a square image after resizing
-        self.requires_grad_(False)
-        self.eval()
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    def train(self, mode: bool = True) -> "HPSv3Reward":
-        """Reward models stay in eval mode whatever the caller asks."""
-        return super().train(False)
+        self.freeze()
 
     def pixel_values(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[B, 3, H, W]`` in ``[0, 1]`` -> Qwen2-VL ``pixel_values`` and ``image_grid_thw`` (in the graph)."""

@@ -27,6 +27,7 @@ from typing import Callable
 from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.rewards import RewardConfig
+from srpo.rewards.config import check_trainable
 from srpo.training.sizes import check_batch_memory, check_batch_size, check_job
 
 JOB_FILE = "job.json"
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
               train: TrainConfig, rollouts: RolloutSet, guard_prompts: list[str] | None = None,
               guard_suite: dict | None = None) -> Path:
-    """Write a job folder, after refusing a batch it cannot meet (:mod:`srpo.training.sizes`).
+    """Write a job folder, after refusing a reward the trainer cannot use (:func:`check_trainable`) and a
+    batch it cannot meet (:mod:`srpo.training.sizes`).
 
     ``guard_prompts``: the held-out prompts ``train.guard`` takes its prompts from (when it names
     none); ``guard_suite``: ``{"metric_configs": {...}, "extra_rewards": {...}}`` as JSON, the
@@ -47,6 +49,7 @@ def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, r
     """
     from srpo.models.families import resolve_device
 
+    check_trainable(reward)
     device = resolve_device(policy.device)
     check_batch_size(train, len(rollouts))
     if device.type == "cpu":
