@@ -1,6 +1,7 @@
 """Reward adapters behind one small protocol (image features, text features, score).
 
-``load_reward(RewardConfig(...))`` returns a frozen :class:`RewardModel`; see
+``load_reward(RewardConfig(...))`` returns a frozen :class:`RewardModel` (or, for ``name: score``,
+a score-only :class:`~srpo.rewards.scores.ScoreReward`); see
 :mod:`srpo.rewards.base` for the protocol. open_clip and transformers are imported only when a
 reward that needs them is loaded.
 """
@@ -29,6 +30,11 @@ def load_reward(config: RewardConfig, device: str | torch.device = "cpu",
         from srpo.rewards.hf_clip_reward import load_hf_clip_reward
 
         reward = load_hf_clip_reward(config)
+    elif config.score_only:
+        from srpo.rewards.scores import ScoreReward, resolve_score
+
+        return ScoreReward(resolve_score(config.function), config.function,  # type: ignore[return-value]
+                           1.0 if config.scale is None else config.scale).to(device=device)
     else:  # RewardConfig validates names; this guards against a constructed-without-validation config
         raise ValueError(f"unknown reward {config.name!r}: choose one of {', '.join(KNOWN_REWARDS)}")
     return reward.to(device=device, dtype=dtype)
