@@ -19,6 +19,7 @@ from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpoi
 from srpo.evaluation.config import EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
+from srpo.rewards.scores import check_reward_for_method
 from srpo.world.report import WorldReportConfig, steering_from_words
 from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo, world_report
 
@@ -39,6 +40,7 @@ def srpo_training(
 ) -> None:
     check_artifact_store()
     check_checkpointing(train)
+    check_reward_for_method(train.method, reward.name, reward.function)  # score-only rewards: grpo only
     check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)
     if world is not None:
         steering_from_words(train.positive_words)  # the world report needs a world attribute word
