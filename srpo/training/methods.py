@@ -304,7 +304,8 @@ class GRPO(Method):
                 total += loss.detach()
                 epoch_ratios.append(ratio)
             ratios.append(torch.cat(epoch_ratios))
-            result = apply_gradients(trainer, step, total)
+            loss_value = float(trainer.accelerator.reduce(total, reduction="mean"))
+            result = (loss_value, *apply_gradients(trainer, step, [loss_value]))
         return (*result, ratios)
 
     def update(self, trainer, step):
@@ -321,11 +322,12 @@ class GRPO(Method):
                        images_per_second=len(groups.prompts) * trainer.processes.world / seconds)
 
 
-def apply_gradients(trainer: "SRPOTrainer", step: int, loss: torch.Tensor) -> tuple[float, float, bool]:
-    """Clip, check and apply the accumulated gradients: (loss averaged over processes, grad norm, skipped).
+def apply_gradients(trainer: "SRPOTrainer", step: int, values: list[float]) -> tuple[float, bool]:
+    """Clip, check and apply the accumulated gradients: (grad norm, skipped).
 
-    The trainer's non-finite guard: a non-finite loss or gradient skips the optimizer step and
-    counts; ``max_bad_steps`` in a row raise :class:`~srpo.training.trainer.NonFiniteError`.
+    The trainer's non-finite guard: when any of ``values`` (the update's loss and rewards, already
+    averaged over processes) or the gradient norm is not finite, the optimizer step is skipped and
+    counted; ``max_bad_steps`` in a row raise :class:`~srpo.training.trainer.NonFiniteError`.
     """
     from srpo.training.trainer import NonFiniteError
 
@@ -334,23 +336,22 @@ def apply_gradients(trainer: "SRPOTrainer", step: int, loss: torch.Tensor) -> tu
     if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor holding the global norm
         grad_norm = grad_norm.full_tensor()
     grad_norm = float(grad_norm) if grad_norm is not None else 0.0
-    loss_value = float(acc.reduce(loss, reduction="mean"))
-    skipped = not (math.isfinite(loss_value) and math.isfinite(grad_norm))
+    skipped = not all(math.isfinite(v) for v in (*values, grad_norm))
     if skipped:
         trainer.optimizer.zero_grad(set_to_none=True)
         trainer.skipped += 1
         trainer.bad_in_a_row += 1
-        log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
+        log.warning("step %d: non-finite reward, loss or gradient, update skipped (%d in a row, %d in all)",
                     step, trainer.bad_in_a_row, trainer.skipped)
         if trainer.bad_in_a_row >= cfg.max_bad_steps:
-            raise NonFiniteError(f"{trainer.bad_in_a_row} updates in a row had a non-finite loss or gradient; the "
-                                 "last good checkpoint is kept. Check the learning rate, dtype and reward scale, "
-                                 "then resume")
+            raise NonFiniteError(f"{trainer.bad_in_a_row} updates in a row had a non-finite reward, loss or gradient; "
+                                 "the last good checkpoint is kept. Check the learning rate, dtype and reward "
+                                 "scale, then resume")
     else:
         trainer.optimizer.step()
         trainer.scheduler.step()
         trainer.bad_in_a_row = 0
-    return loss_value, grad_norm, skipped
+    return grad_norm, skipped
 
 
 #: Every ``train.method`` name and its method.
