@@ -98,7 +98,6 @@ def run(name: str, cfg: TrainConfig, setting: dict, args) -> dict:
         if seconds >= args.budget_seconds:
             break
     last = hit or points[-1]
-    del trainer, policy
     return {"name": name, "reached": hit is not None, "updates": last["updates"], "images": last["images"],
             "flops": last["flops"], "seconds": last["seconds"],
             "steered_gain": last["steered_share"] - setting["base"]["steered_share"],
