@@ -8,7 +8,9 @@ samples, in offline mode (x0 given, fresh noise), so that the update itself is m
 Direct-Align step (``direct_align``), the same plus the inversion branch (``srpo``; ``srpo_fused``:
 both branches as one batch, ``train.fuse_branches``), DRaFT-LV
 (one-step prediction from the last sampler level, 2 noise draws) and DRaFT-K through the whole
-sampler (``full_chain``, 10 steps). Each method runs in its own process so that its peak
+sampler (``full_chain``, 10 steps) and GRPO (``grpo``: 4 SDE samples per prompt over the 10 sampler
+steps without grad, then the clipped objective on 3 random steps with grad; its update includes
+its sampling, which replaces the rollout). Each method runs in its own process so that its peak
 resident memory (``peak_rss_mb``, model load included) is its own.
 
 FLOPs per update are counted by torch's FLOP counter (matmuls, convolutions and attention; the
@@ -45,6 +47,7 @@ METHODS = {
     "srpo_fused": dict(method="srpo", inversion=True, num_injections=1, fuse_branches=True),
     "draft_lv": dict(method="draft_lv", inversion=False, num_injections=2),
     "full_chain": dict(method="draft", inversion=False, draft_steps=10),
+    "grpo": dict(method="grpo", inversion=False, grpo=dict(group_size=4, steps="random", num_train_steps=3)),
 }
 
 
@@ -116,6 +119,8 @@ def main() -> None:
     peak = max(peak_before, peak_after)
     print(f"fp32 matmul peak after the methods: {peak_after:.1f} GFLOP/s; using {peak:.1f}", flush=True)
     srpo = next(r for r in results if r["name"] == "srpo")
+    for r in results:  # every method's share of the same peak
+        r["achieved_share"] = r["achieved_gflops"] / peak
     emit({"benchmark": "step_cost", "quick": args.quick, "size": args.size, "batch": args.batch,
           "methods": results, "peak_gflops": peak,
           "peak_gflops_before_after": [peak_before, peak_after], "achieved_share": srpo["achieved_gflops"] / peak,

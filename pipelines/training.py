@@ -21,6 +21,7 @@ from srpo.evaluation.guard_metrics import check_guard_metrics
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
 from srpo.rewards.config import check_trainable
+from srpo.rewards.scores import check_reward_for_method
 from srpo.world.guard_metrics import world_metric_names
 from srpo.world.report import WorldReportConfig, steering_from_words
 from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo, world_report
@@ -42,6 +43,7 @@ def srpo_training(
 ) -> None:
     check_artifact_store()
     check_checkpointing(train)
+    check_reward_for_method(train.method, reward.name, reward.function)  # score-only rewards: grpo only
     check_trainable(reward)
     if train.guard is not None:
         check_guard_metrics(train.guard, metrics or {}, extra_rewards or {}, world_metric_names(train.guard))

@@ -224,13 +224,55 @@ class GuardConfig(StrictModel):
 RewardForm = Literal["plain", "sgp", "srp", "cfg", "weighted"]
 
 
+class GRPOConfig(StrictModel):
+    """Policy-gradient settings of ``train.method: grpo`` (Flow-GRPO / DanceGRPO; maths in :mod:`srpo.grpo`).
+
+    Each update samples ``group_size`` images per prompt with the SDE that has the ODE's marginals,
+    normalises the rewards within each group and applies PPO's clipped objective on a subset of the
+    sampler's steps.
+    """
+
+    group_size: int = Field(4, ge=2, description="G: images sampled per prompt (a group)")
+    noise_level: float = Field(0.7, ge=0, description="a: the SDE's noise level (0 is the ODE: nothing to train)")
+    noise_schedule: Literal["flow_grpo", "constant"] = Field(
+        "flow_grpo", description="sigma_t = a sqrt(t / (1 - t)) (Flow-GRPO) or sigma_t = a (DanceGRPO's eta)")
+    steps: Literal["all", "random", "first"] = Field(
+        "all", description="sampler steps trained per update: all, a random subset (DanceGRPO) or the first "
+        "num_train_steps (Flow-GRPO-Fast)")
+    num_train_steps: Optional[int] = Field(None, ge=1, description="random / first: how many steps")
+    clip_range: float = Field(1e-4, gt=0, description="PPO ratio clip c: the ratio is clipped to [1-c, 1+c]")
+    advantage_clip: Optional[float] = Field(5.0, gt=0, description="bound on |advantage| (DanceGRPO's adv_clip_max)")
+    advantage_eps: float = Field(1e-6, gt=0, description="added to the group std before dividing")
+    kl: float = Field(0.0, ge=0, description="beta of the KL term to the frozen reference (0: no reference kept)")
+    shared_noise: bool = Field(False, description="every member of a group starts from the same initial noise "
+                               "(DanceGRPO); the SDE noise still differs")
+    inner_epochs: int = Field(1, ge=1, description="optimizer steps on each sampled batch (the first has ratio 1)")
+    micro_batch: Optional[int] = Field(None, ge=1, description="samples per backward micro-step (default: all of "
+                                       "this process's B*G at once)")
+    log_prob: Literal["mean", "sum"] = Field(
+        "mean", description="log-probability per step: mean over latent elements (Flow-GRPO's, ratios stay "
+        "near 1) or sum (the exact density)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GRPOConfig":
+        if self.steps != "all" and self.num_train_steps is None:
+            raise ValueError(f"train.grpo.steps is {self.steps!r} but train.grpo.num_train_steps is not set: give "
+                             "how many sampler steps to train on, or use steps: all")
+        if self.noise_level == 0:
+            raise ValueError("train.grpo.noise_level is 0: the sampler is then the deterministic ODE and no step "
+                             "has a log-probability; use a > 0 (Flow-GRPO 0.7, DanceGRPO's eta 0.3)")
+        return self
+
+
 class TrainConfig(StrictModel):
     """The SRPO / Direct-Align update, its timesteps, rewards and optimiser."""
 
-    method: Literal["srpo", "direct_align", "refl", "draft_lv", "draft"] = Field(
+    method: Literal["srpo", "direct_align", "refl", "draft_lv", "draft", "grpo"] = Field(
         "srpo", description="srpo / direct_align: Direct-Align recovery on the grid; refl: one-step prediction "
         "on the grid; draft_lv: one-step from the last rollout level with fresh noise per draw; draft: backprop "
-        "through the last draft_steps sampler steps")
+        "through the last draft_steps sampler steps; grpo: policy gradient over SDE samples (train.grpo)")
+    grpo: Optional[GRPOConfig] = Field(None, description="grpo: group size, noise level, clip, KL and step subset "
+                                       "(default GRPOConfig() when method is grpo)")
     draft_steps: int = Field(1, ge=1, description="draft: sampler steps to backpropagate through (all = full chain)")
     steps: int = Field(10, ge=1, description="optimizer updates to apply, exactly")
     batch_size: int = Field(1, ge=1)
@@ -336,6 +378,11 @@ class TrainConfig(StrictModel):
         if self.fuse_branches and not self.inversion:
             raise ValueError("fuse_branches batches the denoise and inversion branches together, but inversion is "
                              "false: set fuse_branches: false (one branch has nothing to fuse) or inversion: true")
+        if self.grpo is not None and self.method != "grpo":
+            raise ValueError(f"train.grpo is set but train.method is {self.method!r}: remove train.grpo or set "
+                             "method: grpo")
+        if self.method == "grpo" and self.grpo is None:
+            self.grpo = GRPOConfig()
         training_levels(self)  # every level and model step inside (0, MAX_TRAIN_SIGMA]: refused before any work
         return self
 
@@ -365,7 +412,7 @@ def training_levels(cfg: TrainConfig):
         grid = training_grid(cfg.grid_start_index, cfg.grid_end_index, cfg.grid_schedule_steps,
                              cfg.shift, cfg.grid_size)
     d_sigma = cfg.d_sigma if cfg.d_sigma is not None else default_step_size(grid)
-    if cfg.method in ("refl", "draft_lv", "draft"):
+    if cfg.method in ("refl", "draft_lv", "draft", "grpo"):
         top, bottom = float(grid.max()), float(grid.min())
     else:
         top, bottom = float(grid.max()) + d_sigma, float(grid.min()) - (d_sigma if cfg.inversion else 0.0)

@@ -1,8 +1,9 @@
 """Reward adapters: feature rewards (image features, text features, score), joint rewards
 (``score(images, prompts)`` only: HPSv3) and image-only rewards (``score_images``: Aesthetic v2.5).
 
-``load_reward(RewardConfig(...))`` returns the frozen reward; see :mod:`srpo.rewards.base` for the
-feature protocol and docs/rewards.md for all three. open_clip and transformers are imported only when a
+``load_reward(RewardConfig(...))`` returns a frozen :class:`RewardModel` (or, for ``name: score``,
+a score-only :class:`~srpo.rewards.scores.ScoreReward`); see
+:mod:`srpo.rewards.base` for the protocol. open_clip and transformers are imported only when a
 reward that needs them is loaded.
 """
 
@@ -36,6 +37,11 @@ def load_reward(config: RewardConfig, device: str | torch.device = "cpu",
         from srpo.rewards.hf_clip_reward import load_hf_clip_reward
 
         reward = load_hf_clip_reward(config)
+    elif config.score_only:
+        from srpo.rewards.scores import ScoreReward, resolve_score
+
+        return ScoreReward(resolve_score(config.function), config.function,  # type: ignore[return-value]
+                           1.0 if config.scale is None else config.scale).to(device=device)
     elif config.name in JOINT_REWARDS:
         from srpo.rewards.hpsv3_reward import load_hpsv3_reward
 

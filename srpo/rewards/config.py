@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_serializer, model_validator
 
 from srpo.config import ControlWords, StrictModel, one_of
 from srpo.published import BUILTIN_PREFIX, WORLD_MODELS, is_builtin, lookup_builtin
+from srpo.rewards.scores import SCORE_REWARD, check_score_name
 
 #: Rewards built on open_clip (``architecture`` + a state-dict file).
 OPEN_CLIP_REWARDS = ("hpsv2.1", "clip")
@@ -51,6 +52,10 @@ class RewardConfig(StrictModel):
     ``scale``: multiplier on the cosine; ``None`` means the reward's default (1.0, except
     PickScore: ``logit_scale.exp() / 20`` as the SRPO authors use).
 
+    ``name: score`` is a score-only reward (no gradient; ``train.method: grpo`` only): ``function``
+    names ``fn(images, prompts) -> scores`` as a registered score (``shapes-bright``, ...; see
+    :mod:`srpo.rewards.scores`) or ``module:function``; ``scale`` multiplies it (default 1).
+
     ``architecture``: open_clip model name (open_clip rewards only).
     ``processor_path``: tokenizer folder (transformers rewards only); default: the checkpoint
     folder when it holds tokenizer files, else the offline CLIP tokenizer.
@@ -62,11 +67,17 @@ class RewardConfig(StrictModel):
     scale: float | None = None
     processor_path: str | None = None
     seed: int = 0
+    function: str | None = None
 
     @field_validator("name")
     @classmethod
     def _known_name(cls, name: str) -> str:
-        return one_of("reward", name, KNOWN_REWARDS)
+        return one_of("reward", name, KNOWN_REWARDS + (SCORE_REWARD,))
+
+    @field_validator("function")
+    @classmethod
+    def _score_name(cls, function: str | None) -> str | None:
+        return check_score_name(function) if function is not None else None
 
     @field_validator("checkpoint")
     @classmethod
@@ -77,6 +88,18 @@ class RewardConfig(StrictModel):
 
     @model_validator(mode="after")
     def _fields_fit_family(self) -> "RewardConfig":
+        if self.name == SCORE_REWARD:
+            if self.function is None:
+                raise ValueError("reward.name is score but reward.function is not set: name the score function, "
+                                 "a registered one (e.g. shapes-bright) or module:function")
+            extra = [k for k in ("checkpoint", "processor_path") if getattr(self, k) is not None]
+            extra += ["architecture"] if "architecture" in self.model_fields_set else []
+            if extra:
+                raise ValueError(f"reward.name is score, which does not read {', '.join(extra)}: remove them")
+            return self
+        if self.function is not None:
+            raise ValueError(f"reward.function is set but reward.name is {self.name!r}: function belongs to "
+                             "name: score (a score-only reward); remove it or set name: score")
         if self.name in OPEN_CLIP_REWARDS and self.processor_path is not None:
             raise ValueError(f"processor_path is only used by transformers rewards "
                              f"({', '.join(HF_CLIP_REWARDS + JOINT_REWARDS + IMAGE_ONLY_REWARDS)}); reward {self.name!r} uses open_clip's "
@@ -96,7 +119,14 @@ class RewardConfig(StrictModel):
         data = handler(self)
         if self.name not in OPEN_CLIP_REWARDS and isinstance(data, dict):
             data.pop("architecture", None)
+        if self.name != SCORE_REWARD and isinstance(data, dict):
+            data.pop("function", None)
         return data
+
+    @property
+    def score_only(self) -> bool:
+        """True for a score-only reward (no gradient: ``train.method: grpo`` only)."""
+        return self.name == SCORE_REWARD
 
     @property
     def is_builtin(self) -> bool:
@@ -115,7 +145,7 @@ def check_trainable(reward: RewardConfig, setting: str = "reward.name") -> None:
     ``image_features`` (the feature protocol), which joint (HPSv3) and image-only (Aesthetic v2.5)
     rewards lack (docs/rewards.md, "Trainer integration"). Pipelines call it before any step runs;
     :func:`srpo.training.launch.write_job` calls it too, for runs that start there."""
-    if reward.name in FEATURE_REWARDS:
+    if reward.name in FEATURE_REWARDS or reward.name == SCORE_REWARD:  # score-only: check_reward_for_method
         return
     kind = "scores image and prompt jointly" if reward.name in JOINT_REWARDS else "reads no text"
     raise ValueError(f"{setting} {reward.name!r} cannot be the training reward yet: it {kind}, and the trainer reads "

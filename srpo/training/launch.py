@@ -67,6 +67,7 @@ def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None =
     """Train as described by ``job_dir`` and save into ``out_dir``; returns the trainer."""
     from srpo.models.families import load_policy, resolve_device
     from srpo.rewards import load_reward
+    from srpo.rewards.scores import check_reward_for_method
     from srpo.training.distributed import make_accelerator
     from srpo.training.trainer import SRPOTrainer
 
@@ -77,6 +78,7 @@ def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None =
     rollouts = RolloutSet.load(job_dir / "rollouts")
     accelerator = make_accelerator(train_cfg, cpu=resolve_device(policy_cfg.device).type == "cpu")
     check_job(train_cfg, policy_cfg, len(rollouts), accelerator.device)  # before any model is loaded
+    check_reward_for_method(train_cfg.method, reward_cfg.name, reward_cfg.function)
     policy = load_policy(policy_cfg, device=accelerator.device)
     reward = load_reward(reward_cfg, device=accelerator.device)
     guard = build_guard(train_cfg, job.get("guard", {}), reward, accelerator) if train_cfg.guard else None

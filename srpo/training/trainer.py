@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from srpo.training.checkpoint import Checkpointer, trainable_state
 from srpo.training.guard import Guard, GuardRunner, policy_image_generator
 from srpo.training.distributed import Processes, make_accelerator
 from srpo.training.lora import add_lora, save_lora
-from srpo.training.methods import method_for
+from srpo.training.methods import apply_gradients, method_for
 from srpo.training.sizes import check_batch_size
 
 log = logging.getLogger(__name__)
@@ -306,27 +305,9 @@ class SRPOTrainer:
                     rewards[branch] += r.detach().mean() / len(levels)
                 acc.backward(loss)  # one gradient-accumulation micro-step per level and branch (or pair)
             total_loss += loss.detach()
-        grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
-        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor holding the global norm
-            grad_norm = grad_norm.full_tensor()
-        grad_norm = float(grad_norm) if grad_norm is not None else 0.0
         stats = acc.reduce(torch.stack([total_loss, *rewards.values()]), reduction="mean").tolist()
         loss_value, reward_values = stats[0], dict(zip(branches, stats[1:]))
-        skipped = not all(math.isfinite(v) for v in (*stats, grad_norm))  # rewards, loss and gradient
-        if skipped:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.skipped += 1
-            self.bad_in_a_row += 1
-            log.warning("step %d: non-finite reward, loss or gradient, update skipped (%d in a row, %d in all)",
-                        step, self.bad_in_a_row, self.skipped)
-            if self.bad_in_a_row >= cfg.max_bad_steps:
-                raise NonFiniteError(f"{self.bad_in_a_row} updates in a row had a non-finite reward, loss or gradient; "
-                                     "the last good checkpoint is kept. Check the learning rate, dtype and reward "
-                                     "scale, then resume")
-        else:
-            self.optimizer.step()
-            self.scheduler.step()
-            self.bad_in_a_row = 0
+        grad_norm, skipped = apply_gradients(self, step, stats)  # clip, the non-finite guard, the optimizer step
         seconds = time.perf_counter() - start
         return StepLog(step=step, reward=reward_values["denoise"], inversion_reward=reward_values.get("inversion"),
                        loss=loss_value, grad_norm=grad_norm, sigmas=[t for _, t, _ in levels], skipped=skipped,

@@ -15,6 +15,7 @@ import torch
 from pydantic import Field
 
 from srpo.config import StrictModel
+from srpo.rewards.scores import is_score_only
 from srpo.srp import with_control
 from srpo.world.generator import sample_images
 from srpo.world.grader import fidelity, grade
@@ -76,7 +77,9 @@ def measure(images: torch.Tensor, prompts: list[str], steering: Steering, reward
         "mean_saturation": graded.saturation.mean().item(),
         "fg": fid["fg"], "bg": fid["bg"], "colours": fid["colours"], "shape": fid["shape"],
     }
-    if reward is not None:
+    if reward is not None and is_score_only(reward):  # a score-only reward (grpo): its score, no features
+        out["reward"] = reward.score(images.to(reward.device), prompts).float().mean().item()
+    elif reward is not None:
         img = reward.image_features(images.to(reward.device))
         plain = reward.text_features(prompts)
         out["reward"] = (reward.scale * (img * plain).sum(-1)).mean().item()

@@ -1,0 +1,118 @@
+"""Score-only rewards: a function of images and prompts that returns scores, with no gradient.
+
+Detectors, OCR, a VLM judge or the shapes world's pixel grader score images but give nothing to
+backpropagate through, so only the policy-gradient method (``train.method: grpo``) trains on
+them; the gradient methods refuse them (:func:`check_reward_for_method`).
+
+A score function is ``fn(images [B,3,H,W] in [0,1], prompts: list[str]) -> scores [B]``, named
+either by a registered name (:data:`SCORE_FUNCTIONS`, for functions that live above this layer,
+like the shapes world's grader) or directly as ``"module:function"``. Names resolve lazily: the
+module is imported only when the reward is loaded, so this layer imports nothing above it.
+
+:class:`ScoreReward` wraps one as a frozen ``torch.nn.Module`` with the protocol's ``score`` and
+``scale`` (and no ``image_features``: it has no features to differentiate).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Sequence
+
+import torch
+
+ScoreFn = Callable[[torch.Tensor, list[str]], torch.Tensor]
+
+#: Registered score functions: name -> "module:function" (imported on first use).
+SCORE_FUNCTIONS: dict[str, str] = {
+    "shapes-bright": "srpo.world.scoring:bright_score",
+    "shapes-dark": "srpo.world.scoring:dark_score",
+    "shapes-vivid": "srpo.world.scoring:vivid_score",
+    "shapes-muted": "srpo.world.scoring:muted_score",
+}
+
+#: The ``reward.name`` of a score-only reward.
+SCORE_REWARD = "score"
+#: The methods that train on scores alone (the others backpropagate through the reward).
+SCORE_METHODS = ("grpo",)
+
+
+def register_score(name: str, target: str) -> None:
+    """Register ``"module:function"`` under ``name`` (a reward config then names it ``function: <name>``)."""
+    check_score_name(target)
+    SCORE_FUNCTIONS[name] = target
+
+
+def check_score_name(function: str) -> str:
+    """``function`` when it is a registered name or has the form ``module:function``; else a clear error."""
+    if function in SCORE_FUNCTIONS:
+        return function
+    module, sep, attr = function.partition(":")
+    if not (sep and module and attr):
+        raise ValueError(f"reward.function {function!r} is neither a registered score ({', '.join(SCORE_FUNCTIONS)}) "
+                         "nor 'module:function': name a function fn(images, prompts) -> scores as package.module:fn")
+    return function
+
+
+def resolve_score(function: str) -> ScoreFn:
+    """The callable that ``function`` (a registered name or ``module:function``) names."""
+    target = SCORE_FUNCTIONS.get(check_score_name(function), function)
+    module, _, attr = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"reward.function {function!r} ({target}) cannot be imported: {err}. Check the module "
+                         "is on PYTHONPATH and defines the function") from err
+    if not callable(fn):
+        raise ValueError(f"reward.function {function!r} ({target}) is not callable: name a function")
+    return fn
+
+
+class ScoreReward(torch.nn.Module):
+    """A frozen score-only reward: ``score(images, prompts) -> scale * fn(images, prompts)`` [B], no grad."""
+
+    score_only = True
+
+    def __init__(self, fn: ScoreFn, name: str, scale: float = 1.0) -> None:
+        super().__init__()
+        self.fn, self.name, self.scale = fn, name, float(scale)
+        # a frozen empty parameter: .to() moves it and callers can read the device as for any reward
+        self.anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        if len(prompts) != images.shape[0]:
+            raise ValueError(f"got {images.shape[0]} images but {len(prompts)} prompts: give one prompt per image")
+        scores = torch.as_tensor(self.fn(images.detach(), list(prompts)), dtype=torch.float32)
+        if scores.shape != (images.shape[0],):
+            raise ValueError(f"score function {self.name!r} returned shape {tuple(scores.shape)} for "
+                             f"{images.shape[0]} images: return one score per image, shape [B]")
+        return self.scale * scores.to(images.device)  # [B]
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        return self.score(images, prompts)
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"reward {self.name!r} is score-only: it has no image features to backpropagate "
+                        "through; train it with train.method: grpo")
+
+    text_features = image_features
+
+    def train(self, mode: bool = True) -> "ScoreReward":
+        return super().train(False)
+
+
+def is_score_only(reward) -> bool:
+    """True for rewards that only score (no differentiable image features)."""
+    return bool(getattr(reward, "score_only", False))
+
+
+def check_reward_for_method(method: str, reward_name: str, function: str | None = None) -> None:
+    """Refuse a score-only reward for a gradient method (at config time and in the trainer)."""
+    if reward_name == SCORE_REWARD and method not in SCORE_METHODS:
+        raise ValueError(f"train.method {method!r} backpropagates through the reward, but reward {function!r} is "
+                         f"score-only (reward.name: score): use train.method: grpo, or a CLIP-style reward "
+                         "(hpsv2.1, pickscore, clip, hf_clip) for the gradient methods")
