@@ -141,3 +141,21 @@ def test_each_familys_forward_formula_matches_torchs_count_on_the_meta_device(fa
     formula = 2 * p_tok * tokens + attention * tokens**2
     assert formula == pytest.approx(counter.get_total_flops(), rel=0.12)
     assert REAL_SIZES[family]["source"]  # every real size says where it came from
+
+
+def test_family_counts_and_the_timed_family_step_run_tiny_on_the_cpu():
+    """``gpu_step --family``: the meta-device counts and the timed path, on a tiny SD3 (real block structure)."""
+    import argparse
+
+    from benchmarks.gpu_step import family_counted_flops, family_step
+
+    counts = family_counted_flops("sd3", tiny=True)
+    assert counts["transformer_forward_backward_lora"] > counts["transformer_forward"] > 0
+    assert counts["update_counted_formula"] == 6 * counts["transformer_forward_formula"]
+    args = argparse.Namespace(family="sd3", tiny=True, size=None, repeats=1)
+    timed = family_step(args, "cpu", torch.float32)
+    assert timed["rollout_seconds_per_step"] > 0 and timed["train_seconds_per_update_transformer_only"] > 0
+    assert timed["forward_flops"] == counts["transformer_forward_formula"]
+    assert timed["train_mfu_transformer_only"] == pytest.approx(
+        6 * timed["forward_flops"] / timed["train_seconds_per_update_transformer_only"] / timed["peak_flops"])
+    assert 0 < timed["lora_params"] < timed["transformer_params"]
