@@ -3,6 +3,8 @@
     python -m benchmarks.gpu_step            # on a GPU: FLUX.1 size (19 double + 38 single blocks, width 3072)
     python -m benchmarks.gpu_step --tiny     # anywhere (CPU too): a tiny FLUX, to check the script
     python -m benchmarks.gpu_step --count-flops-only   # anywhere, in seconds: the FLOP counts alone
+    python -m benchmarks.gpu_step --family sd3         # another family's transformer at real size
+    python -m benchmarks.gpu_step --family all --count-flops-only   # every family's counts (meta device)
 
 Measures, with bf16 weights and autocast, flash/SDPA attention as PyTorch picks it:
 - rollout seconds per sampler step (one no-grad transformer forward, batch ``--rollout-batch``,
@@ -130,6 +132,13 @@ def build_reward(tiny: bool, device: str, dtype):
     return model.visual.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
+def count(fn):
+    """``(fn(), FLOPs it did)`` by torch's FLOP counter."""
+    with flop_counter() as counter:
+        out = fn()
+    return out, counter.get_total_flops()
+
+
 def counted_flops(tiny: bool, overrides: dict, size: int, text_tokens: int) -> dict:
     """One micro-step's FLOPs (batch 1), counted by torch's FLOP counter on the meta device.
 
@@ -145,11 +154,6 @@ def counted_flops(tiny: bool, overrides: dict, size: int, text_tokens: int) -> d
     from srpo.rewards.base import preprocess_for_clip
     from srpo.models.flux import LORA_TARGETS as FLUX_LORA_TARGETS
     from srpo.training.lora import add_lora
-
-    def count(fn):
-        with flop_counter() as counter:
-            out = fn()
-        return out, counter.get_total_flops()
 
     config = {**(TINY if tiny else FLUX_SIZE), **overrides}
     h = w = size // 8
@@ -186,9 +190,110 @@ def counted_flops(tiny: bool, overrides: dict, size: int, text_tokens: int) -> d
             "decode_reward_share_of_done": decode_reward / (decode_reward + done)}
 
 
+def family_counted_flops(family: str, tiny: bool, size: int | None = None) -> dict:
+    """One update's transformer FLOPs for ``family`` at its default side, on the meta device (batch 1).
+
+    An update of method ``srpo`` is two micro-steps (denoise and inversion), each a transformer
+    forward and backward with the family's default LoRA targets (rank 16), then the VAE decode and
+    the reward tower (not counted here: FLUX.1's figures in ``counted_flops`` give their size at
+    720 px, ~9 % of the counted transformer work). The forward formula comes from the config
+    (:func:`benchmarks.family_sizes.flop_terms`); the counter's forward checks it.
+    """
+    from benchmarks.family_sizes import (REAL_SIZES, build_transformer, family_config, first_output, flop_terms,
+                                         forward_inputs, image_tokens, lora_targets)
+    from srpo.training.lora import add_lora
+
+    config = family_config(family, tiny)
+    spec = REAL_SIZES[family]
+    size = size or (64 if tiny else spec["size"])
+    text_tokens = 16 if tiny else spec["text_tokens"]
+    transformer = build_transformer(family, config).requires_grad_(False)
+    args, kwargs = forward_inputs(family, config, size, text_tokens)
+    _, forward = count(lambda: transformer(*args, **kwargs))
+    add_lora(transformer, rank=16, alpha=16, targets=lora_targets(family, transformer))
+    out, lora_forward = count(lambda: first_output(transformer(*args, **kwargs)))
+    _, lora_backward = count(lambda: out.square().mean().backward())
+    p_tok, attention = flop_terms(family, config)
+    tokens = image_tokens(family, config, size) + text_tokens
+    formula = 2 * p_tok * tokens + attention * tokens**2
+    return {"family": family, "transformer_class": spec["cls"], "config": config, "config_source": spec["source"],
+            "size": size, "text_tokens": text_tokens, "tokens": tokens,
+            "transformer_params": sum(p.numel() for p in transformer.parameters() if not p.requires_grad),
+            "p_tok": p_tok, "attention_coefficient": attention,
+            "mfu_formula": f"forward = 2 * {p_tok:.4g} * N + {attention:.4g} * N**2 (N = {tokens}); an update "
+                           "counts 2 micro-steps x 3 forward-equivalents; MFU = 6 * forward / seconds / peak",
+            "transformer_forward_formula": formula, "transformer_forward": forward,
+            "formula_over_counted": formula / forward,
+            "transformer_forward_backward_lora": lora_forward + lora_backward,
+            "update_counted_formula": 2 * 3 * formula,
+            "update_done_lora": 2 * (lora_forward + lora_backward),
+            "counted_over_done": 3 * formula / (lora_forward + lora_backward)}
+
+
+def family_step(args, device: str, dtype) -> dict:
+    """On a GPU: ``--family``'s transformer at real size (random bf16 weights, LoRA rank 16), timed.
+
+    A rollout step is one no-grad forward; an update two LoRA forward + backward micro-steps on a
+    latent loss (the transformer's part of an SRPO update; ``--transformer-only`` for FLUX.1).
+    """
+    from benchmarks.family_sizes import (REAL_SIZES, build_transformer, family_config, first_output, flop_terms,
+                                         forward_inputs, image_tokens, lora_targets)
+    from srpo.training.lora import add_lora
+
+    t_start = time.perf_counter()
+    config, spec = family_config(args.family, args.tiny), REAL_SIZES[args.family]
+    size = args.size or (64 if args.tiny else spec["size"])
+    text_tokens = 16 if args.tiny else spec["text_tokens"]
+    torch.manual_seed(0)
+    transformer = build_transformer(args.family, config, device, dtype).requires_grad_(False)
+    params = add_lora(transformer, rank=16, alpha=16, targets=lora_targets(args.family, transformer))
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
+    inputs, kwargs = forward_inputs(args.family, config, size, text_tokens, device=device, dtype=dtype)
+    build_s = time.perf_counter() - t_start
+    sync = device == "cuda"
+
+    def forward():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=sync):
+            return first_output(transformer(*inputs, **kwargs))
+
+    def update():
+        optimizer.zero_grad(set_to_none=True)
+        for _ in range(2):  # the denoise and inversion micro-steps
+            forward().float().square().mean().backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.1)
+        optimizer.step()
+
+    def rollout_step():
+        with torch.no_grad():
+            forward()
+
+    p_tok, attention = flop_terms(args.family, config)
+    tokens = image_tokens(args.family, config, size) + text_tokens
+    fwd = 2 * p_tok * tokens + attention * tokens**2
+    peak, peak_source = card_peak(device)
+    roll = median(time_it(rollout_step, args.repeats, warmup=2, sync=sync))
+    if sync:
+        torch.cuda.reset_peak_memory_stats()
+    train = median(time_it(update, args.repeats, warmup=1, sync=sync))
+    result = {"benchmark": "gpu_step", "family": args.family, "tiny": args.tiny, "device": device, "size": size,
+              "tokens": tokens, "forward_flops": fwd, "peak_flops": peak, "peak_source": peak_source,
+              "build_seconds": build_s, "transformer_params": sum(p.numel() for p in transformer.parameters()),
+              "lora_params": sum(p.numel() for p in params), "rollout_seconds_per_step": roll,
+              "rollout_mfu": fwd / roll / peak, "train_seconds_per_update_transformer_only": train,
+              "train_mfu_transformer_only": 2 * 3 * fwd / train / peak, "machine": machine()}
+    if sync:
+        result["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    result["total_seconds"] = time.perf_counter() - t_start
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--family", default="flux",
+                        help="model family: flux (the full update below), qwen-image, sd3, flux2, flux2-klein, "
+                             "z-image (the transformer at real size, benchmarks/family_sizes.py); with "
+                             "--count-flops-only also 'all'")
     parser.add_argument("--size", type=int, default=None, help="image side (default 720, tiny 64)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", choices=["auto", "yes", "no"], default="auto")
@@ -222,6 +327,19 @@ def main() -> None:
         overrides["num_layers"], overrides["num_single_layers"] = map(int, args.blocks.split(","))
     if args.heads:
         overrides["num_attention_heads"] = args.heads
+    if args.family == "all" and not args.count_flops_only:
+        parser.error("--family all goes with --count-flops-only")
+    if args.count_flops_only and args.family != "flux":
+        from benchmarks.family_sizes import REAL_SIZES
+
+        families = list(REAL_SIZES) if args.family == "all" else [args.family]
+        counts = {family: family_counted_flops(family, args.tiny, args.size) for family in families}
+        emit({"benchmark": "gpu_step", "count_flops_only": True, "tiny": args.tiny, "families": counts,
+              "total_seconds": time.perf_counter() - t_start, "machine": machine()}, args.json_out)
+        return
+    if args.family != "flux":
+        emit(family_step(args, device, dtype), args.json_out)
+        return
     if args.count_flops_only:
         tokens = (size // 16) ** 2 + text_tokens
         emit({"benchmark": "gpu_step", "count_flops_only": True, "tiny": args.tiny, "overrides": overrides,

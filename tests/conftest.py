@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.fixture
-def zenml_client(tmp_path, monkeypatch):
-    """An isolated ZenML client: its own config folder, local SQLite store and local artifact store.
+def isolated_zenml(folder):
+    """An isolated ZenML client in ``folder``: its own config, local SQLite store and local artifact store.
 
     Analytics are off, so nothing reaches the network. The global singletons are reset before
     and after, so tests do not share ZenML state.
@@ -15,8 +14,9 @@ def zenml_client(tmp_path, monkeypatch):
     from zenml.client import Client
     from zenml.config.global_config import GlobalConfiguration
 
-    monkeypatch.setenv("ZENML_CONFIG_PATH", str(tmp_path / "zenml-config"))
-    monkeypatch.setenv("ZENML_ANALYTICS_OPT_IN", "false")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ZENML_CONFIG_PATH", str(folder / "zenml-config"))
+    mp.setenv("ZENML_ANALYTICS_OPT_IN", "false")
     GlobalConfiguration._reset_instance()
     Client._reset_instance()
     try:
@@ -24,6 +24,19 @@ def zenml_client(tmp_path, monkeypatch):
     finally:
         GlobalConfiguration._reset_instance()
         Client._reset_instance()
+        mp.undo()
+
+
+@pytest.fixture
+def zenml_client(tmp_path):
+    """An isolated ZenML client for one test (see :func:`isolated_zenml`)."""
+    yield from isolated_zenml(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_zenml_client(tmp_path_factory):
+    """One isolated ZenML store shared by a module's tests (see :func:`isolated_zenml`)."""
+    yield from isolated_zenml(tmp_path_factory.mktemp("zenml"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,3 +59,13 @@ def tiny_flux_dir(tmp_path_factory):
     from srpo.models.tiny import save_tiny_flux
 
     return save_tiny_flux(tmp_path_factory.mktemp("flux") / "tiny-flux", seed=0)
+
+
+@pytest.fixture(scope="session")
+def family_dirs(tmp_path_factory, tiny_flux_dir):
+    """Every tiny family (``builtin:tiny-<family>``) saved with ``save_pretrained`` once per session: family -> folder."""
+    from srpo.models.tiny_families import TINY_FAMILY_BUILDERS, save_tiny_family
+
+    root = tmp_path_factory.mktemp("families")
+    built = {name.removeprefix("tiny-"): save_tiny_family(name, root / name) for name in TINY_FAMILY_BUILDERS}
+    return {"flux": tiny_flux_dir, **built}

@@ -53,6 +53,9 @@ from srpo.schedules import sigma_schedule
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 
+#: The attention projections of a joint (MM-DiT) text-image block: image stream then text stream.
+JOINT_ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
+
 
 @dataclass
 class TextCond:
@@ -287,6 +290,17 @@ class Policy:
     def _transformer_velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond, guidance: float) -> torch.Tensor:
         """One forward of :attr:`forward_module`: ``x [B,C,h,w]``, ``sigma [B]`` -> ``v [B,C,h,w]`` (``eps - x0``)."""
         raise NotImplementedError
+
+    def guidance_input(self, x: torch.Tensor, guidance: float) -> torch.Tensor | None:
+        """The distilled guidance value as the transformer's input, [B] fp32; ``None`` when it has no guidance embedding."""
+        if not self.transformer.config.get("guidance_embeds", False):
+            return None
+        return torch.full((x.shape[0],), float(guidance), device=x.device, dtype=torch.float32)
+
+    def transformer_forward(self, **inputs) -> torch.Tensor:
+        """One call of :attr:`forward_module` under :meth:`autocast` with keyword ``inputs``: its first output."""
+        with self.autocast():
+            return self.forward_module(**inputs, return_dict=False)[0]
 
     def uses_cfg(self, guidance: float) -> bool:
         """Whether ``guidance`` means true classifier-free guidance (two forwards) for this model."""

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 from srpo.models.base import (  # noqa: F401  (re-exported: the dtype helpers lived here)
-    LORA_WEIGHTS, InputDtypeRMSNorm, Policy, cast_parameters, norms_in_input_dtype)
+    JOINT_ATTENTION_TARGETS, LORA_WEIGHTS, InputDtypeRMSNorm, Policy, cast_parameters, norms_in_input_dtype)
 from srpo.models.families import frozen_dtype, load_policy, prepare_policy, resolve_device  # noqa: F401
 
 __all__ = [  # the loaders and dtype helpers now live in base / families; their old import path still works
@@ -23,8 +23,7 @@ __all__ = [  # the loaders and dtype helpers now live in base / families; their 
 
 #: Attention and MLP projections of FLUX's double- and single-stream blocks.
 LORA_TARGETS = (
-    "to_q", "to_k", "to_v", "to_out.0",                   # image-stream attention
-    "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",  # text-stream attention
+    *JOINT_ATTENTION_TARGETS,                             # image- and text-stream attention
     "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",  # double-block MLPs
     "proj_mlp", "proj_out",                               # single-block MLP in / fused out
 )
@@ -108,19 +107,13 @@ class FluxPolicy(Policy):
     # ---- the velocity field ---------------------------------------------------------------
     def _transformer_velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: PromptEmbeds,
                               guidance: float) -> torch.Tensor:
-        b, _, h, w = x.shape
-        guidance_vec = None
-        if self.transformer.config.guidance_embeds:
-            guidance_vec = torch.full((b,), float(guidance), device=x.device, dtype=torch.float32)
-        with self.autocast():
-            out = self.forward_module(
-                hidden_states=pack_latents(x),
-                timestep=sigma.to(x.dtype),  # diffusers' FLUX multiplies by 1000 inside
-                guidance=guidance_vec,
-                pooled_projections=cond.pooled,
-                encoder_hidden_states=cond.tokens,
-                txt_ids=cond.text_ids,
-                img_ids=latent_image_ids(h, w, x.device, x.dtype),
-                return_dict=False,
-            )[0]
+        h, w = x.shape[-2:]
+        out = self.transformer_forward(
+            hidden_states=pack_latents(x),
+            timestep=sigma.to(x.dtype),  # diffusers' FLUX multiplies by 1000 inside
+            guidance=self.guidance_input(x, guidance),
+            pooled_projections=cond.pooled,
+            encoder_hidden_states=cond.tokens,
+            txt_ids=cond.text_ids,
+            img_ids=latent_image_ids(h, w, x.device, x.dtype))
         return unpack_latents(out.to(x.dtype), h, w)

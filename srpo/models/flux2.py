@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from srpo.models.base import Policy, TextCond
+from srpo.models.base import JOINT_ATTENTION_TARGETS, Policy, TextCond
 
 
 def pack_cells(x: torch.Tensor) -> torch.Tensor:
@@ -40,8 +40,7 @@ class Flux2Policy(Policy):
         """Double blocks' attention and MLPs; single blocks' fused QKV+MLP input and their (plain Linear) output."""
         singles = tuple(f"single_transformer_blocks.{i}.attn.to_out"
                         for i in range(len(self.transformer.single_transformer_blocks)))
-        return ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
-                "ff.linear_in", "ff.linear_out", "ff_context.linear_in", "ff_context.linear_out",
+        return (*JOINT_ATTENTION_TARGETS, "ff.linear_in", "ff.linear_out", "ff_context.linear_in", "ff_context.linear_out",
                 "to_qkv_mlp_proj", *singles)
 
     @property
@@ -79,21 +78,15 @@ class Flux2Policy(Policy):
 
     def _transformer_velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: TextCond,
                               guidance: float) -> torch.Tensor:
-        b, _, h, w = x.shape
-        guidance_vec = None
-        if self.transformer.config.guidance_embeds:
-            guidance_vec = torch.full((b,), float(guidance), device=x.device, dtype=torch.float32)
+        h, w = x.shape[-2:]
         pipe = type(self.pipe)
-        with self.autocast():
-            out = self.forward_module(
-                hidden_states=pack_cells(x),
-                timestep=sigma.to(x.dtype),  # the pipeline passes t / 1000 = sigma
-                guidance=guidance_vec,
-                encoder_hidden_states=cond.tokens,
-                txt_ids=pipe._prepare_text_ids(cond.tokens).to(x.device),  # [B, L, 4]
-                img_ids=pipe._prepare_latent_ids(x).to(x.device),  # [B, h*w, 4]
-                return_dict=False,
-            )[0]
+        out = self.transformer_forward(
+            hidden_states=pack_cells(x),
+            timestep=sigma.to(x.dtype),  # the pipeline passes t / 1000 = sigma
+            guidance=self.guidance_input(x, guidance),
+            encoder_hidden_states=cond.tokens,
+            txt_ids=pipe._prepare_text_ids(cond.tokens).to(x.device),  # [B, L, 4]
+            img_ids=pipe._prepare_latent_ids(x).to(x.device))  # [B, h*w, 4]
         return unpack_cells(out.to(x.dtype), h, w)
 
     def _bn_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import torch
 
-from srpo.models.base import Policy, TextCond
+from srpo.models.base import JOINT_ATTENTION_TARGETS, Policy, TextCond
 from srpo.models.flux import pack_latents, unpack_latents
 
 
 class QwenImagePolicy(Policy):
+    """Qwen-Image: FLUX's 2x2 packing, masked Qwen2.5-VL text states, norm-rescaled true CFG."""
+
     family = "qwen-image"
     pipeline_class = "QwenImagePipeline"
     guidance_kind = "cfg"
-    lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
-                    "img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2")
+    lora_targets = (*JOINT_ATTENTION_TARGETS, "img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2")
     default_num_steps = 50
     default_guidance = 4.0  # the pipeline's true_cfg_scale
     text_with_mask = True
@@ -49,19 +50,13 @@ class QwenImagePolicy(Policy):
     def _transformer_velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: TextCond,
                               guidance: float) -> torch.Tensor:
         b, _, h, w = x.shape
-        guidance_vec = None
-        if self.transformer.config.guidance_embeds:
-            guidance_vec = torch.full((b,), float(guidance), device=x.device, dtype=torch.float32)
-        with self.autocast():
-            out = self.forward_module(
-                hidden_states=pack_latents(x),
-                timestep=sigma.to(x.dtype),  # the pipeline passes t / 1000 = sigma
-                guidance=guidance_vec,
-                encoder_hidden_states=cond.tokens,
-                encoder_hidden_states_mask=cond.mask,
-                img_shapes=[[(1, h // 2, w // 2)]] * b,
-                return_dict=False,
-            )[0]
+        out = self.transformer_forward(
+            hidden_states=pack_latents(x),
+            timestep=sigma.to(x.dtype),  # the pipeline passes t / 1000 = sigma
+            guidance=self.guidance_input(x, guidance),
+            encoder_hidden_states=cond.tokens,
+            encoder_hidden_states_mask=cond.mask,
+            img_shapes=[[(1, h // 2, w // 2)]] * b)
         return unpack_latents(out.to(x.dtype), h, w)
 
     def combine_cfg(self, cond_v: torch.Tensor, uncond_v: torch.Tensor, guidance: float) -> torch.Tensor:

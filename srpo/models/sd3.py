@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import torch
 
-from srpo.models.base import Policy, TextCond
+from srpo.models.base import JOINT_ATTENTION_TARGETS, Policy, TextCond
 
 
 class SD3Policy(Policy):
+    """SD3 / SD3.5: unpacked latents into the transformer's own patch embedding, true CFG, timesteps in [0, 1000]."""
+
     family = "sd3"
     pipeline_class = "StableDiffusion3Pipeline"
     guidance_kind = "cfg"
-    lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
-                    "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
-    default_num_steps = 28
     default_guidance = 7.0  # the pipeline's guidance_scale
-    default_max_shift = 1.16
     base_sigmas = False  # the SD3 pipeline lets the scheduler space its timesteps
+    default_max_shift = 1.16
+    lora_targets = (*JOINT_ATTENTION_TARGETS, "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
+    default_num_steps = 28
 
     @property
     def patch_size(self) -> int:
@@ -39,12 +40,9 @@ class SD3Policy(Policy):
 
     def _transformer_velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: TextCond,
                               guidance: float) -> torch.Tensor:
-        with self.autocast():
-            out = self.forward_module(
-                hidden_states=x,
-                timestep=sigma.to(x.dtype) * 1000,  # SD3 takes the scheduler's timesteps
-                encoder_hidden_states=cond.tokens,
-                pooled_projections=cond.pooled,
-                return_dict=False,
-            )[0]
+        out = self.transformer_forward(
+            hidden_states=x,
+            timestep=sigma.to(x.dtype) * 1000,  # SD3 takes the scheduler's timesteps
+            encoder_hidden_states=cond.tokens,
+            pooled_projections=cond.pooled)
         return out.to(x.dtype)

@@ -116,3 +116,46 @@ def test_emit_prints_the_object_last_and_writes_the_same_to_a_file(tmp_path, cap
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"a": 2}
     assert json.loads(path.read_text()) == {"a": 2}
     assert [p.name for p in path.parent.iterdir()] == ["result.json"]  # no temporary file left
+
+
+# each family at its real width with few blocks: the formula's per-block terms dominate, embedders do not
+FEW_BLOCKS = {"qwen-image": dict(num_layers=2), "sd3": dict(num_layers=2),
+              "flux2": dict(num_layers=1, num_single_layers=2), "flux2-klein": dict(num_layers=1, num_single_layers=2),
+              "z-image": dict(n_layers=2, n_refiner_layers=1)}
+
+
+@pytest.mark.parametrize("family", sorted(FEW_BLOCKS))
+def test_each_familys_forward_formula_matches_torchs_count_on_the_meta_device(family):
+    """``flop_terms`` from the config against torch's counter: within the embedders' and norms' share."""
+    from benchmarks.family_sizes import (REAL_SIZES, build_transformer, family_config, first_output, flop_terms,
+                                         forward_inputs, image_tokens)
+
+    config = {**family_config(family), **FEW_BLOCKS[family]}
+    transformer = build_transformer(family, config)
+    args, kwargs = forward_inputs(family, config, 512, 128)
+    with flop_counter() as counter:
+        out = first_output(transformer(*args, **kwargs))
+    assert out.shape[0] == 1 and out.device.type == "meta"
+    p_tok, attention = flop_terms(family, config)
+    tokens = image_tokens(family, config, 512) + 128
+    formula = 2 * p_tok * tokens + attention * tokens**2
+    assert formula == pytest.approx(counter.get_total_flops(), rel=0.12)
+    assert REAL_SIZES[family]["source"]  # every real size says where it came from
+
+
+def test_family_counts_and_the_timed_family_step_run_tiny_on_the_cpu():
+    """``gpu_step --family``: the meta-device counts and the timed path, on a tiny SD3 (real block structure)."""
+    import argparse
+
+    from benchmarks.gpu_step import family_counted_flops, family_step
+
+    counts = family_counted_flops("sd3", tiny=True)
+    assert counts["transformer_forward_backward_lora"] > counts["transformer_forward"] > 0
+    assert counts["update_counted_formula"] == 6 * counts["transformer_forward_formula"]
+    args = argparse.Namespace(family="sd3", tiny=True, size=None, repeats=1)
+    timed = family_step(args, "cpu", torch.float32)
+    assert timed["rollout_seconds_per_step"] > 0 and timed["train_seconds_per_update_transformer_only"] > 0
+    assert timed["forward_flops"] == counts["transformer_forward_formula"]
+    assert timed["train_mfu_transformer_only"] == pytest.approx(
+        6 * timed["forward_flops"] / timed["train_seconds_per_update_transformer_only"] / timed["peak_flops"])
+    assert 0 < timed["lora_params"] < timed["transformer_params"]

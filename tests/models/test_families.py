@@ -16,19 +16,10 @@ from srpo.models.families import FAMILIES, adapter_class, load_policy_for
 SIZE = 32  # pixels
 PROMPT = "a red circle"
 
-# family -> the tiny model the tests build (FLUX.1's comes from tests/conftest.py)
+# family -> the tiny model tests/conftest.py's family_dirs builds (FLUX.1's is tiny_flux_dir)
 TINY = {"qwen-image": "tiny-qwen-image", "sd3": "tiny-sd3", "flux2": "tiny-flux2",
         "flux2-klein": "tiny-flux2-klein", "z-image": "tiny-z-image"}
 ALL = ["flux", *TINY]
-
-
-@pytest.fixture(scope="session")
-def family_dirs(tmp_path_factory, tiny_flux_dir):
-    """Every tiny family saved with ``save_pretrained`` once per session: family -> folder."""
-    from srpo.models.tiny_families import save_tiny_family
-
-    root = tmp_path_factory.mktemp("families")
-    return {"flux": tiny_flux_dir, **{f: save_tiny_family(name, root / name) for f, name in TINY.items()}}
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
-"""A tiny FLUX policy config and a rollout set shared by the training tests."""
+"""A tiny FLUX policy config and a rollout set shared by the training tests; the same for every family."""
 
 import pytest
 
 from srpo.config import PolicyConfig, RolloutConfig
-from srpo.models.flux import load_policy
+from srpo.models.families import load_policy
 from srpo.training.rollouts import generate_rollouts
 
 PROMPTS = ["a red circle", "a blue square", "a black cat", "a white bird"]
@@ -22,3 +22,17 @@ def rollout_cfg():
 @pytest.fixture(scope="session")
 def rollouts(policy_cfg, rollout_cfg):
     return generate_rollouts(load_policy(policy_cfg), PROMPTS, rollout_cfg, policy_cfg)
+
+
+@pytest.fixture(scope="session")
+def family_setups(family_dirs, policy_cfg, rollouts, rollout_cfg):
+    """``family -> (PolicyConfig, RolloutSet)`` of its tiny model at 32x32, made once per session on first use."""
+    made = {"flux": (policy_cfg, rollouts)}
+
+    def get(family):
+        if family not in made:
+            cfg = PolicyConfig(pretrained=str(family_dirs[family]), height=32, width=32, device="cpu")
+            made[family] = cfg, generate_rollouts(load_policy(cfg), PROMPTS, rollout_cfg, cfg)
+        return made[family]
+
+    return get

@@ -1,4 +1,4 @@
-"""Resume after SIGKILL, corrupt checkpoints, LoRA round trips and 2-process equivalence."""
+"""Resume after SIGKILL, corrupt checkpoints, LoRA round trips and 2-process equivalence (FLUX.1 and SD3)."""
 
 import json
 import logging
@@ -47,7 +47,9 @@ def launch_cmd(job_dir, out_dir):
     return [sys.executable, "-m", "srpo.training.launch", str(job_dir), str(out_dir)]
 
 
-def test_sigkill_then_the_same_command_finishes_like_an_uninterrupted_run(tmp_path, policy_cfg, rollouts):
+@pytest.mark.parametrize("family", ["flux", "sd3"])  # SD3: the smallest tiny family, another model class
+def test_sigkill_then_the_same_command_finishes_like_an_uninterrupted_run(tmp_path, family_setups, family):
+    policy_cfg, rollouts = family_setups(family)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = job(tmp_path, "ref", policy_cfg, rollouts, steps=8)
     subprocess.run(launch_cmd(reference, tmp_path / "out-ref"), check=True, env=env, capture_output=True)
@@ -148,10 +150,12 @@ def test_full_weights_load_into_flux_pipeline_and_generate(tmp_path, policy_cfg,
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
 
 
-@pytest.mark.parametrize("distributed, finetune, fuse", [("ddp", "full", False), ("fsdp", "full", False),
-                                                         ("fsdp", "lora", True)])
-def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, policy_cfg, rollouts, distributed,
-                                                                   finetune, fuse):
+@pytest.mark.parametrize("distributed, finetune, fuse, family", [
+    ("ddp", "full", False, "flux"), ("fsdp", "full", False, "flux"), ("fsdp", "lora", True, "flux"),
+    ("fsdp", "full", False, "sd3")])  # SD3: FSDP shards its JointTransformerBlocks
+def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, family_setups, distributed,
+                                                                   finetune, fuse, family):
+    policy_cfg, rollouts = family_setups(family)
     run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, finetune=finetune,
                 fuse_branches=fuse), tmp_path / "single-out")
     ck = tmp_path / "ck"

@@ -1,4 +1,4 @@
-"""The trainer on a tiny FLUX and a tiny CLIP reward: exact step counts, descent, determinism."""
+"""The trainer on a tiny FLUX and a tiny CLIP reward: exact step counts, descent (every family), determinism."""
 
 import json
 import math
@@ -84,9 +84,14 @@ def test_same_seed_same_weights_different_seed_different_weights(policy_cfg, rew
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 
 
-@pytest.mark.parametrize("method", ["direct_align", "refl"])
-def test_one_update_increases_the_reward_it_followed(policy_cfg, reward, rollouts, method):
-    """First-order check of the whole chain's sign: VAE, reward and transformer gradients."""
+FAMILIES = ["qwen-image", "sd3", "flux2", "flux2-klein", "z-image"]  # besides FLUX.1 (tests/conftest.py's family_dirs)
+
+
+@pytest.mark.parametrize("method, family", [("direct_align", "flux"), ("refl", "flux"),
+                                            *[("direct_align", f) for f in FAMILIES]])
+def test_one_update_increases_the_reward_it_followed(family_setups, reward, method, family):
+    """First-order check of the whole chain's sign, for every family: VAE, reward and transformer gradients."""
+    policy_cfg, rollouts = family_setups(family)
     trainer = make_trainer(policy_cfg, reward, rollouts, method=method, inversion=False, reward_form="plain",
                            loss="linear", learning_rate=1e-4, discount="none", num_injections=1)
     level = trainer.noise_levels()[:1]
