@@ -15,7 +15,7 @@ from zenml import CommandStep, pipeline
 
 from pipelines.preflight import check_artifact_store
 from pipelines.training import DEFAULT_MODEL
-from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_quantization, check_checkpointing
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
 from srpo.training import multinode
@@ -39,6 +39,7 @@ def srpo_multinode(
     """``work_dir``: a folder every pod mounts at the same path (job, checkpoints, result)."""
     check_artifact_store()
     check_checkpointing(train)
+    check_base_quantization(policy, train)
     train_prompts, _ = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
     job = write_multinode_job(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,

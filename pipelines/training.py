@@ -15,7 +15,7 @@ from zenml import Model
 from ops.pipeline import pipeline
 from ops.preflight import check_artifact_store
 
-from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_quantization, check_checkpointing
 from srpo.evaluation.config import EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
@@ -39,6 +39,7 @@ def srpo_training(
 ) -> None:
     check_artifact_store()
     check_checkpointing(train)
+    check_base_quantization(policy, train)
     check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)
     if world is not None:
         steering_from_words(train.positive_words)  # the world report needs a world attribute word

@@ -163,6 +163,7 @@ class Policy:
         self.cfg_in_training = cfg_in_training  # apply true CFG in the training forward too (2 forwards)
         self._forward_module: torch.nn.Module | None = None
         self.frozen_dtype = pipe.transformer.dtype  # what untrained weights are kept in; load_policy sets it
+        self.base_quantization = "none"  # policy.base_quantization; the trainer quantises under LoRA
 
     @classmethod
     def from_pretrained(cls, location: str, *, transformer: str | None = None, device="cpu",

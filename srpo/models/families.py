@@ -26,6 +26,7 @@ import torch
 
 from srpo.io import resolve_model_location
 from srpo.models.base import LORA_WEIGHTS
+from srpo.models.quantize import check_quantization_device
 from srpo.published import is_builtin, resolve_builtin
 
 
@@ -159,6 +160,7 @@ def load_policy(cfg, transformer: str | None = None, device: str | torch.device 
     ``negative_prompt`` and ``cfg_in_training``, where it has them, go to the policy.
     """
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    check_quantization_device(getattr(cfg, "base_quantization", "none"), device)  # before any weights load
     guidance = {k: getattr(cfg, k) for k in ("negative_prompt", "cfg_in_training") if getattr(cfg, k, None) is not None}
     policy = load_policy_for(
         cfg.pretrained, getattr(cfg, "family", None), transformer=transformer or cfg.transformer, device=device,
@@ -171,6 +173,7 @@ def prepare_policy(policy, cfg):
     """Apply a ``PolicyConfig``'s resolution check, frozen dtype, checkpointing and compilation."""
     policy.latent_shape(cfg.height, cfg.width)  # validates the resolution against this VAE
     policy.frozen_dtype = frozen_dtype(cfg)
+    policy.base_quantization = getattr(cfg, "base_quantization", "none")  # applied by the trainer, under LoRA
     policy.store_frozen_in(policy.frozen_dtype)
     if cfg.gradient_checkpointing:
         policy.transformer.enable_gradient_checkpointing()

@@ -36,6 +36,7 @@ from srpo.io import atomic_write_text
 from srpo.losses import reward_loss
 from srpo.models.base import cast_parameters
 from srpo.models.base import Policy
+from srpo.models.quantize import quantize_frozen_base
 from srpo.noise import derived_seed, seeded_noise
 from srpo.rewards.base import RewardModel
 from srpo.schedules import linear_k
@@ -116,6 +117,7 @@ class SRPOTrainer:
             master = transformer.dtype
             if self.policy.frozen_dtype != master:  # frozen base weights in the compute dtype: half of fp32's memory
                 cast_parameters(transformer, self.policy.frozen_dtype)
+            quantize_frozen_base(self.policy, cfg.finetune)  # policy.base_quantization: int8/fp8/nf4 base weights
             self.params = add_lora(transformer, cfg.lora_rank, cfg.lora_alpha, self.lora_targets(),
                                    cfg.lora_dropout, seed=cfg.seed)
             for p in self.params:  # the adapter trains in the master dtype (fp32)
