@@ -68,7 +68,7 @@ def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None =
     rollouts = RolloutSet.load(job_dir / "rollouts")
     accelerator = make_accelerator(train_cfg, cpu=resolve_device(policy_cfg.device).type == "cpu")
     check_job(train_cfg, policy_cfg, len(rollouts), accelerator.device)  # before any model is loaded
-    policy = load_policy(policy_cfg, device=accelerator.device)
+    policy = load_policy(policy_cfg, device=accelerator.device, text_encoders=not rollouts.conditioning)
     reward = load_reward(reward_cfg, device=accelerator.device)
     trainer = SRPOTrainer(policy, reward, rollouts, train_cfg, rollout_cfg, accelerator=accelerator)
     trainer.train(on_step=on_step)

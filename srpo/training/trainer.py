@@ -175,6 +175,7 @@ class SRPOTrainer:
         (encoded real images) with fresh noise.
         """
         batch = self.rollouts.batch(self.batch_indices(step))
+        self.policy.use_stored_conditioning(batch.prompts, batch.conditioning)  # no text encoder in training
         device = self.policy.device
         if self.rollouts.mode == "online" and step == 0:
             return batch.prompts, batch.x0.to(device), batch.eps.to(device)
