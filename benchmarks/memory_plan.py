@@ -6,8 +6,8 @@
 The measurement counts every live CPU tensor storage (parameters, gradients, AdamW moments,
 activations and temporaries) through a ``TorchDispatchMode`` that adds each new storage's bytes
 and subtracts them when the storage is freed; the peak over one ``train_step`` is compared with
-the plan's components (without the CUDA context; the text encoders' weights are not counted on
-either side). The last line is one JSON object.
+the plan's components without the GPU-only margin and CUDA context (the text encoders' weights are
+not counted on either side: the training process does not load them). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -97,9 +97,9 @@ def plan_vs_measured(finetune: str, checkpointing: bool, size: int = 128, quick:
     trainer.train_step(0)  # AdamW's moments exist from here on, as in every later update
     measured = measured_peak(trainer, 1, [policy.transformer, policy.pipe.vae, reward])
     plan = plan_memory(policy_cfg, train_cfg, reward_cfg)
-    planned = plan.total(with_text_encoders=False) - CUDA_CONTEXT_GB * GB
+    planned = (plan.total() - CUDA_CONTEXT_GB * GB) / MARGIN  # what the trace counts: no GPU margin or context
     return {"finetune": finetune, "checkpointing": checkpointing, "size": size, "planned_bytes": planned,
-            "planned_without_margin": planned / MARGIN, "measured_bytes": measured, "ratio": planned / measured,
+            "planned_with_margin": planned * MARGIN, "measured_bytes": measured, "ratio": planned / measured,
             "components": {name: value for name, value in plan.rows()}}
 
 
@@ -123,7 +123,7 @@ def family_table(family: str) -> list[dict]:
             plan = plan_memory(policy, train, reward, quantization=kind, checkpointing=checkpointing)
             rows.append({"family": family, "model": published["model"], "resolution": side, "quantization": kind,
                          "checkpointing": checkpointing, "total_gb": plan.total() / GB,
-                         "total_without_text_encoders_gb": plan.total(with_text_encoders=False) / GB,
+                         "total_with_text_encoders_gb": plan.total(with_text_encoders=True) / GB,
                          "fits": {gb: plan.total() <= gb * GB for gb in GPUS_GB}})
     return rows
 
@@ -134,12 +134,12 @@ def markdown(rows: list[dict]) -> str:
     for family in dict.fromkeys(r["family"] for r in rows):
         mine = [r for r in rows if r["family"] == family]
         out += [f"**{family}** ({mine[0]['model']}, {mine[0]['resolution']} px, LoRA r16, batch 1, bf16):", "",
-                "| base | checkpointing | planned GB (text encoders out) | " + " | ".join(f"{g} GB" for g in GPUS_GB) + " |",
+                "| base | checkpointing | planned GB (with text encoders loaded) | " + " | ".join(f"{g} GB" for g in GPUS_GB) + " |",
                 "|---|---|---|" + "---|" * len(GPUS_GB)]
         for r in mine:
             marks = " | ".join("fits" if r["fits"][g] else "-" for g in GPUS_GB)
             out.append(f"| {r['quantization']} | {'on' if r['checkpointing'] else 'off'} | {r['total_gb']:.1f} "
-                       f"({r['total_without_text_encoders_gb']:.1f}) | {marks} |")
+                       f"({r['total_with_text_encoders_gb']:.1f}) | {marks} |")
         out.append("")
     return "\n".join(out)
 

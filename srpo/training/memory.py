@@ -13,8 +13,8 @@ the world size and adds one gathered block.
 
 What the plan leaves out (and the comparison with measured CPU peaks in the tests shows): the
 backward's transient buffers (about one block's activations), allocator fragmentation on a GPU,
-the CUDA context (~0.5 GB) and the text encoders, which the training process still loads (see
-``docs/performance.md``). ``MARGIN`` covers the first three.
+and the CUDA context (~0.5 GB); ``MARGIN`` covers the first two. The text encoders are listed but not
+in the total: the training process reads the rollout set's stored conditioning and never loads them.
 
 Model configs: a local or built-in model folder's own ``config.json`` files; for a hub id (no
 download here) the published configs of the family's flagship model in :data:`PUBLISHED`.
@@ -138,8 +138,12 @@ class MemoryPlan:
     def chosen_activations(self) -> float:
         return self.activations_checkpointed if self.checkpointing else self.activations
 
-    def total(self, with_text_encoders: bool = True) -> float:
-        """Planned peak bytes: everything above, times :data:`MARGIN`, plus the CUDA context."""
+    def total(self, with_text_encoders: bool = False) -> float:
+        """Planned peak bytes: everything above, times :data:`MARGIN`, plus the CUDA context.
+
+        The text encoders are left out: the training process runs on the rollout set's stored
+        conditioning and never loads them (``with_text_encoders`` counts them, as a process that
+        encodes prompts itself would hold them)."""
         body = (self.transformer_weights + self.gradients + self.optimizer + self.chosen_activations + self.vae
                 + self.reward + (self.text_encoders if with_text_encoders else 0.0))
         return body * MARGIN + CUDA_CONTEXT_GB * GB
@@ -149,7 +153,7 @@ class MemoryPlan:
                 ("AdamW moments", self.optimizer),
                 ("activations" + (" (per-block checkpointing)" if self.checkpointing else ""), self.chosen_activations),
                 ("VAE (weights + decode)", self.vae), ("reward (weights + image tower)", self.reward),
-                ("text encoders", self.text_encoders)]
+                ("text encoders (rollout step only)", self.text_encoders)]
 
     def describe(self) -> str:
         """The plan as printable lines, one component a line, in GB."""
@@ -330,7 +334,7 @@ def trace_micro_step(policy, model: ModelDescription, batch: int, height: int, w
             v = policy.velocity(x, sigma, cond, 1.0)  # [B, C, h, w]
         x0 = (x - 0.5 * v).to(policy.pipe.vae.dtype)
         with torch.autograd.graph.saved_tensors_hooks(vae_saved.pack, lambda t: t):
-            policy.pipe.vae.decode(policy.to_vae_latents(x0), return_dict=False)
+            policy._vae_decode(policy.to_vae_latents(x0))  # the family's decode (Qwen-Image's VAE is 3-D)
     finally:
         for handle in handles:
             handle.remove()
@@ -455,7 +459,8 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
         notes.append("reward: open_clip ViT-H-14 (HPSv2.1 / PickScore) by formula")
     text = model.text_encoder_params * frozen_bytes
     if text:
-        notes.append("text encoders: held by the training process today; 0 once conditioning is stored with the rollouts")
+        notes.append("text encoders: loaded by the rollout step only (training reads the stored conditioning); "
+                     "not in the total")
     return MemoryPlan(
         family=model.family, resolution=(h, w), batch=batch, finetune=train_cfg.finetune, world=world,
         quantization=quantization, checkpointing=checkpointing, transformer_weights=weights,
