@@ -2,6 +2,7 @@
 
     python -m benchmarks.memory_plan                 # mid-size FLUX at 128 px: plan vs measured, LoRA and full
     python -m benchmarks.memory_plan --table         # docs/performance.md's per-family table (from the plan)
+    python -m benchmarks.memory_plan --text-encoders # training process peak RSS with / without text encoders
 
 The measurement counts every live CPU tensor storage (parameters, gradients, AdamW moments,
 activations and temporaries) through a ``TorchDispatchMode`` that adds each new storage's bytes
@@ -103,6 +104,61 @@ def plan_vs_measured(finetune: str, checkpointing: bool, size: int = 128, quick:
             "components": {name: value for name, value in plan.rows()}}
 
 
+def training_process_rss(text_encoders: bool, size: int, quick: bool) -> dict:
+    """Peak RSS (MiB) of a training process: load the policy (with or without text encoders) and train 2 updates."""
+    import resource
+
+    from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
+    from srpo.models.families import load_policy
+    from srpo.models.tiny import TinyFluxSpec, save_tiny_flux
+    from srpo.rewards import RewardConfig, load_reward
+
+    from srpo.training.trainer import SRPOTrainer
+
+    folder = save_tiny_flux(Path(tempfile.mkdtemp()) / "flux", TinyFluxSpec(**({} if quick else MID)), seed=0)
+    policy_cfg = PolicyConfig(pretrained=str(folder), height=size, width=size, device="cpu")
+    rollout_cfg = RolloutConfig(num_steps=4)
+    prompts = [f"a photo of object {i}" for i in range(2)]
+    # the rollout step, in its own process in a pipeline: here a child that only writes the set
+    work = Path(tempfile.mkdtemp())
+    code = ("import sys; from pathlib import Path; from srpo.config import PolicyConfig, RolloutConfig; "
+            "from srpo.models.families import load_policy; from srpo.training.rollouts import generate_rollouts; "
+            f"cfg = PolicyConfig(pretrained={str(folder)!r}, height={size}, width={size}, device='cpu'); "
+            f"generate_rollouts(load_policy(cfg), {prompts!r}, RolloutConfig(num_steps=4), cfg).save({str(work)!r})")
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    from srpo.artifacts import RolloutSet
+
+    rollouts = RolloutSet.load(work)
+    if not text_encoders:
+        assert rollouts.conditioning
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    policy = load_policy(policy_cfg, text_encoders=text_encoders)
+    encoder_params = sum(p.numel() for m in policy.text_encoders for p in m.parameters())
+    trainer = SRPOTrainer(policy, load_reward(RewardConfig(name="clip", checkpoint="builtin:tiny")), rollouts,
+                          TrainConfig(steps=2, batch_size=2, finetune="lora", learning_rate=1e-4), rollout_cfg)
+    trainer.train()
+
+    return {"text_encoders": text_encoders, "text_encoder_params": encoder_params,
+            "rss_before_load_mib": before, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def text_encoder_rows(size: int, quick: bool) -> list[dict]:
+    """Each variant in its own process (peak RSS is per process)."""
+    import subprocess
+    import sys
+
+    rows = []
+    for flag in ("1", "0"):
+        code = (f"import json; from benchmarks.memory_plan import training_process_rss; "
+                f"print(json.dumps(training_process_rss({flag} == '1', {size}, {quick})))")
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows
+
+
 GPUS_GB = (24, 48, 80, 141)
 KINDS = ("none", "int8", "fp8", "nf4")
 
@@ -150,7 +206,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--table", action="store_true", help="the per-family planned-memory table (markdown)")
     parser.add_argument("--families", default="flux,qwen-image,sd3,flux2,flux2-klein,z-image")
+    parser.add_argument("--text-encoders", action="store_true",
+                        help="peak RSS of the training process with and without its text encoders")
     args = parser.parse_args()
+    if args.text_encoders:
+        rows = text_encoder_rows(args.size, args.quick)
+        for r in rows:
+            print(f"text encoders {'loaded' if r['text_encoders'] else 'absent'}: {r['text_encoder_params'] / 1e6:.1f}M "
+                  f"params, peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+        emit({"benchmark": "training_process_rss", "size": args.size, "quick": args.quick, "rows": rows,
+              "saved_mib": rows[0]["peak_rss_mib"] - rows[1]["peak_rss_mib"], "machine": machine()})
+        return
     if args.table:
         rows, failed = [], {}
         for family in args.families.split(","):
