@@ -153,7 +153,7 @@ def text_encoder_rows(size: int, quick: bool) -> list[dict]:
     rows = []
     for flag in ("1", "0"):
         code = (f"import json; from benchmarks.memory_plan import training_process_rss; "
-                f"print(json.dumps(training_process_rss({flag} == '1', {size}, {quick})))")
+                f"print(json.dumps(training_process_rss({flag == '1'}, {size}, {quick})))")
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     return rows

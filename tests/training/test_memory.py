@@ -43,3 +43,16 @@ def test_a_run_that_cannot_fit_is_refused_with_settings_that_fit():
                                          r"policy.gradient_checkpointing: (true|false), policy.base_quantization"):
         check_plan_fits(plan, policy, train, reward)
     check_plan_fits(plan, policy.model_copy(update={"gpu_memory_gb": plan.total() / GB + 1}), train, reward)
+
+
+def test_ops_validate_prints_the_plan_and_refuses_a_run_that_cannot_fit(capsys):
+    from ops.validate import RunConfigError, check_memory_plan
+
+    params = {"policy": PolicyConfig(pretrained="black-forest-labs/FLUX.1-dev", family="flux", height=512, width=512,
+                                     autocast="bfloat16", gpu_memory_gb=40),
+              "train": TrainConfig(finetune="lora"), "reward": RewardConfig(name="hpsv2.1")}
+    with pytest.raises(RunConfigError, match=r"^policy.gpu_memory_gb = 40.0: the run plans"):
+        check_memory_plan(params)
+    assert "memory plan per GPU: flux 512x512, batch 1, lora" in capsys.readouterr().out
+    check_memory_plan({**params, "policy": params["policy"].model_copy(update={"gpu_memory_gb": None})})
+    assert capsys.readouterr().out == ""  # no gpu_memory_gb: no plan, no refusal
