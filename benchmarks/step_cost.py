@@ -10,7 +10,8 @@ both branches as one batch, ``train.fuse_branches``), DRaFT-LV
 (one-step prediction from the last sampler level, 2 noise draws) and DRaFT-K through the whole
 sampler (``full_chain``, 10 steps) and GRPO (``grpo``: 4 SDE samples per prompt over the 10 sampler
 steps without grad, then the clipped objective on 3 random steps with grad; its update includes
-its sampling, which replaces the rollout). Each method runs in its own process so that its peak
+its sampling, which replaces the rollout); ``srpo_lora`` / ``srpo_lora_int8`` / ``srpo_lora_nf4``: the SRPO
+update of a LoRA r16 adapter over the fp32, int8 and NF4 base (``policy.base_quantization``). Each method runs in its own process so that its peak
 resident memory (``peak_rss_mb``, model load included) is its own.
 
 FLOPs per update are counted by torch's FLOP counter (matmuls, convolutions and attention; the
@@ -48,6 +49,10 @@ METHODS = {
     "draft_lv": dict(method="draft_lv", inversion=False, num_injections=2),
     "full_chain": dict(method="draft", inversion=False, draft_steps=10),
     "grpo": dict(method="grpo", inversion=False, grpo=dict(group_size=4, steps="random", num_train_steps=3)),
+    # LoRA r16 over the fp32 base and over an int8 / nf4 base (policy.base_quantization, torchao)
+    "srpo_lora": dict(method="srpo", inversion=True, num_injections=1, finetune="lora"),
+    "srpo_lora_int8": dict(method="srpo", inversion=True, num_injections=1, finetune="lora", base_quantization="int8"),
+    "srpo_lora_nf4": dict(method="srpo", inversion=True, num_injections=1, finetune="lora", base_quantization="nf4"),
 }
 
 
@@ -60,7 +65,9 @@ def measure(method: str, quick: bool, size: int, batch: int, repeats: int) -> di
     from srpo.training.trainer import SRPOTrainer
 
     folder = save_tiny_flux(Path(tempfile.mkdtemp()) / "flux", TinyFluxSpec(**(QUICK if quick else MID)), seed=0)
-    policy_cfg = PolicyConfig(pretrained=str(folder), height=size, width=size, device="cpu")
+    overrides = dict(METHODS[method])
+    policy_cfg = PolicyConfig(pretrained=str(folder), height=size, width=size, device="cpu",
+                              base_quantization=overrides.pop("base_quantization", "none"))
     policy = load_policy(policy_cfg)
     shape = policy.latent_shape(size, size)
     g = torch.Generator().manual_seed(0)
@@ -68,7 +75,7 @@ def measure(method: str, quick: bool, size: int, batch: int, repeats: int) -> di
     data = RolloutSet(prompts, torch.randn(batch, *shape, generator=g), torch.randn(batch, *shape, generator=g),
                       "offline", size, size)
     rollout_cfg = RolloutConfig(num_steps=10)
-    cfg = TrainConfig(steps=10_000, batch_size=batch, learning_rate=1e-6, **METHODS[method])
+    cfg = TrainConfig(steps=10_000, batch_size=batch, learning_rate=1e-6, **overrides)
     trainer = SRPOTrainer(policy, load_reward(RewardConfig(name="clip", checkpoint="builtin:tiny")), data, cfg,
                           rollout_cfg)
     step = iter(range(10_000))

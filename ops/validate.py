@@ -278,6 +278,22 @@ def check_run_config(raw: dict[str, Any], config_path: Path) -> None:
     pipeline = load_pipeline(pipeline_source(config_path))
     params = validate_parameters(pipeline, raw.get("parameters") or {})
     validate_steps(pipeline, params, raw.get("steps") or {})  # compiles the pipeline even without steps:
+    check_memory_plan(params)
+
+
+def check_memory_plan(params: dict[str, Any]) -> None:
+    """With ``policy.gpu_memory_gb`` set: print the run's memory plan per GPU and refuse one that cannot fit."""
+    policy, train = params.get("policy"), params.get("train")
+    if policy is None or train is None or getattr(policy, "gpu_memory_gb", None) is None:
+        return
+    from srpo.training.memory import check_plan_fits, plan_memory
+
+    plan = plan_memory(policy, train, params.get("reward"))
+    print(plan.describe())
+    try:
+        check_plan_fits(plan, policy, train, params.get("reward"))
+    except ValueError as err:
+        raise RunConfigError(str(err)) from err
 
 
 def validate_run_config(config_path: str | Path) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from zenml import Model
 
 from ops.pipeline import pipeline
 from ops.preflight import check_artifact_store
-from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_quantization, check_checkpointing
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
 from srpo.rewards.config import check_trainable
@@ -37,6 +37,7 @@ def srpo_multinode(
     check_artifact_store()
     check_checkpointing(train)
     check_trainable(reward)
+    check_base_quantization(policy, train)
     train_prompts, _ = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
     job = write_multinode_job(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,

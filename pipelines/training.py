@@ -15,7 +15,7 @@ from zenml import Model
 from ops.pipeline import pipeline
 from ops.preflight import check_artifact_store
 
-from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_checkpointing
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_quantization, check_checkpointing
 from srpo.evaluation.config import EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
 from srpo.evaluation.guard_metrics import check_guard_metrics
 from srpo.prompts import PromptConfig
@@ -43,6 +43,7 @@ def srpo_training(
 ) -> None:
     check_artifact_store()
     check_checkpointing(train)
+    check_base_quantization(policy, train)
     check_reward_for_method(train.method, reward.name, reward.function)  # score-only rewards: grpo only
     check_trainable(reward)
     if train.guard is not None:

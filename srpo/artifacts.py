@@ -25,6 +25,7 @@ ROLLOUT_MODES = ("online", "offline")
 ROLLOUT_TENSORS = "tensors.safetensors"
 ROLLOUT_META = "meta.json"
 ROLLOUT_FORMAT_VERSION = 1
+COND_PREFIX = "cond."  # stored text conditioning's tensor names in tensors.safetensors
 
 
 @dataclass
@@ -71,9 +72,17 @@ class RolloutSet:
     height: int
     width: int
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the prompts' text conditioning, computed once by the rollout step (``Policy.stored_conditioning``):
+    #: ``tokens [N, L, D]``, ``lengths [N]``, ``pooled [N, P]``; ``negative.*`` rows are not per sample.
+    #: With it the training process loads no text encoder. Empty: the trainer encodes prompts itself.
+    conditioning: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.prompts = list(self.prompts)
+        for key, value in self.conditioning.items():
+            if not key.startswith("negative.") and value.shape[0] != len(self.prompts):
+                raise ValueError(f"conditioning {key!r} has {value.shape[0]} rows for {len(self.prompts)} prompts: "
+                                 "store one row per prompt (Policy.stored_conditioning)")
         if self.x0.ndim != 4:
             raise ValueError(f"x0 must be [N, C, h, w], got shape {tuple(self.x0.shape)}")
         if self.eps.shape != self.x0.shape:
@@ -100,9 +109,11 @@ class RolloutSet:
         n = len(self)
         if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
             raise IndexError(f"batch indices must lie in [-{n}, {n}), got {idx.tolist()}")
+        conditioning = {k: v if k.startswith("negative.") else v[idx] for k, v in self.conditioning.items()}
         return RolloutSet(prompts=[self.prompts[i] for i in idx.tolist()],
                           x0=self.x0[idx.to(self.x0.device)], eps=self.eps[idx.to(self.eps.device)],
-                          mode=self.mode, height=self.height, width=self.width, meta=dict(self.meta))
+                          mode=self.mode, height=self.height, width=self.width, meta=dict(self.meta),
+                          conditioning=conditioning)
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write ``tensors.safetensors`` (x0, eps) and ``meta.json`` into ``directory``, each atomically."""
@@ -110,7 +121,8 @@ class RolloutSet:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {"x0": self.x0.detach().cpu().contiguous(), "eps": self.eps.detach().cpu().contiguous()}
+        tensors = {"x0": self.x0.detach().cpu().contiguous(), "eps": self.eps.detach().cpu().contiguous(),
+                   **{f"{COND_PREFIX}{k}": v.detach().cpu().contiguous() for k, v in self.conditioning.items()}}
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{ROLLOUT_TENSORS}.")
         os.close(fd)
         try:
@@ -156,4 +168,5 @@ class RolloutSet:
         if "shape" in meta and list(tensors["x0"].shape) != meta["shape"]:
             raise ValueError(f"{str(tensors_path)!r} holds x0 of shape {list(tensors['x0'].shape)} but "
                              f"{str(meta_path)!r} says {meta['shape']}: the two files come from different saves")
-        return cls(x0=tensors["x0"], eps=tensors["eps"], **fields)
+        conditioning = {k.removeprefix(COND_PREFIX): v for k, v in tensors.items() if k.startswith(COND_PREFIX)}
+        return cls(x0=tensors["x0"], eps=tensors["eps"], conditioning=conditioning, **fields)

@@ -59,6 +59,11 @@ class PolicyConfig(StrictModel):
         None, description="dtype of the weights that are not trained: VAE, text encoders and, with LoRA, the "
         "transformer's base weights (default: the autocast dtype when autocast is on, else dtype)")
     device: str = "auto"
+    base_quantization: Literal["none", "int8", "fp8", "nf4"] = Field(
+        "none", description="LoRA only: store the transformer's frozen base weights quantised (torchao; "
+        "int8/fp8 1 byte, nf4 half a byte per weight); the adapter trains in full precision. See docs/performance.md")
+    gpu_memory_gb: Optional[float] = Field(None, gt=0, description="memory of one GPU: python -m ops.validate "
+                                           "prints the run's memory plan and refuses one that does not fit")
     gradient_checkpointing: bool = False
     compile: bool = Field(False, description="torch.compile the transformer's repeated blocks (regional "
                           "compilation): faster rollouts and updates after a one-time compile; see docs/performance.md")
@@ -394,6 +399,14 @@ def check_checkpointing(train: TrainConfig) -> None:
     if train.checkpoint_every and not train.checkpoint_dir:
         raise ValueError(f"train.checkpoint_every is {train.checkpoint_every} but train.checkpoint_dir is not set: "
                          "give a folder every process can reach, or set checkpoint_every: 0")
+
+
+def check_base_quantization(policy: PolicyConfig, train: TrainConfig) -> None:
+    """Refuse a quantised base with full fine-tuning (its weights would be trained); pipelines call it first."""
+    if policy.base_quantization != "none" and train.finetune != "lora":
+        raise ValueError(f"policy.base_quantization = {policy.base_quantization!r} with train.finetune = "
+                         f"{train.finetune!r}: quantised base weights cannot be trained; set train.finetune: lora "
+                         "or policy.base_quantization: none")
 
 
 def training_levels(cfg: TrainConfig):

@@ -100,6 +100,23 @@ def stack_rows(rows: Sequence[tuple], with_mask: bool) -> TextCond:
     return TextCond(tokens, mask, pooled)
 
 
+def pack_text_rows(rows: Sequence[tuple]) -> dict[str, torch.Tensor]:
+    """Per-prompt ``(tokens [L_i, D], pooled [P] or None)`` rows -> ``tokens [N, L, D]``, ``lengths [N]``, ``pooled [N, P]``."""
+    cond = stack_rows(rows, with_mask=True)
+    out = {"tokens": cond.tokens.detach().cpu().contiguous(),
+           "lengths": torch.tensor([r[0].shape[0] for r in rows], dtype=torch.long)}
+    if cond.pooled is not None:
+        out["pooled"] = cond.pooled.detach().cpu().contiguous()
+    return out
+
+
+def unpack_text_rows(stored: dict[str, torch.Tensor]) -> list[tuple]:
+    """Inverse of :func:`pack_text_rows`: one ``(tokens [L_i, D], pooled [P] or None)`` row per prompt."""
+    pooled = stored.get("pooled")
+    return [(stored["tokens"][i, :int(n)], None if pooled is None else pooled[i])
+            for i, n in enumerate(stored["lengths"].tolist())]
+
+
 def calculate_shift(image_seq_len: int, config, default_max_shift: float = 1.15) -> float:
     """Diffusers' resolution-dependent ``mu``: linear in the image token count between the config's two anchors."""
     base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
@@ -166,6 +183,7 @@ class Policy:
         self.cfg_in_training = cfg_in_training  # apply true CFG in the training forward too (2 forwards)
         self._forward_module: torch.nn.Module | None = None
         self.frozen_dtype = pipe.transformer.dtype  # what untrained weights are kept in; load_policy sets it
+        self.base_quantization = "none"  # policy.base_quantization; the trainer quantises under LoRA
 
     @classmethod
     def from_pretrained(cls, location: str, *, transformer: str | None = None, device="cpu",
@@ -275,8 +293,40 @@ class Policy:
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str]) -> TextCond:
         """Text conditioning for ``prompts``; the prompts not in the cache are encoded together."""
-        rows = self.prompt_cache.lookup(list(prompts), self._encode_missing)
+        rows = self.prompt_cache.lookup(list(prompts), self._encode_with_encoders)
         return stack_rows(rows, self.text_with_mask)
+
+    def _encode_with_encoders(self, prompts: list[str]) -> list[tuple]:
+        if not self.text_encoders:
+            raise RuntimeError(f"prompt {prompts[0]!r} has no stored conditioning and this policy was loaded without "
+                               "its text encoders: store the conditioning with the rollout set (generate_rollouts "
+                               "does) or load the policy with text_encoders=True")
+        return self._encode_missing(prompts)
+
+    # ---- stored conditioning (text encoders out of the training process) ------------------
+    @torch.no_grad()
+    def stored_conditioning(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The per-prompt text rows of ``prompts`` as tensors to store with a rollout set.
+
+        ``tokens [N, L, D]`` (padded), ``lengths [N]`` and ``pooled [N, P]`` where the family has
+        one; true-CFG families add the negative prompt's row under ``negative.``.
+        """
+        out = pack_text_rows(self.prompt_cache.lookup(list(prompts), self._encode_with_encoders))
+        if self.guidance_kind == "cfg":
+            negative = pack_text_rows(self.prompt_cache.lookup([self.negative_prompt], self._encode_with_encoders))
+            out.update({f"negative.{k}": v for k, v in negative.items()})
+        return out
+
+    def use_stored_conditioning(self, prompts: Sequence[str], stored: dict[str, torch.Tensor] | None) -> None:
+        """Put ``stored`` rows (from :meth:`stored_conditioning`, one per prompt) into the prompt cache, so that
+        :meth:`encode_prompts` finds ``prompts`` (and the negative prompt) without the text encoders."""
+        if not stored:
+            return
+        rows = dict(zip(prompts, unpack_text_rows(stored)))
+        if "negative.tokens" in stored:
+            rows[self.negative_prompt] = unpack_text_rows(
+                {k.removeprefix("negative."): v for k, v in stored.items() if k.startswith("negative.")})[0]
+        self.prompt_cache.lookup(list(rows), lambda missing: [rows[p] for p in missing])
 
     def _encode_missing(self, prompts: list[str]) -> list[tuple]:
         """One ``(tokens [L_i, D], pooled [P] or None)`` row per prompt, encoded in one batch."""

@@ -26,6 +26,7 @@ import torch
 
 from srpo.io import resolve_model_location
 from srpo.models.base import LORA_WEIGHTS
+from srpo.models.quantize import check_quantization_device
 from srpo.published import is_builtin, resolve_builtin
 
 
@@ -98,7 +99,7 @@ def resolve_location(location: str) -> str:
 
 
 def load_pipeline(location: str, family: str | None = None, transformer: str | None = None,
-                  torch_dtype=torch.float32):
+                  torch_dtype=torch.float32, text_encoders: bool = True):
     """The family's diffusers pipeline ``from_pretrained`` a folder, fsspec URL, hub id or built-in name.
 
     ``transformer`` optionally replaces the pipeline's transformer by a diffusers transformer
@@ -111,6 +112,8 @@ def load_pipeline(location: str, family: str | None = None, transformer: str | N
     family = family or detect_family(source)
     spec = family_named(family)
     kwargs, lora = {}, None
+    if not text_encoders:  # the training process on stored conditioning: T5 / Qwen2.5-VL / Mistral never load
+        kwargs.update({name: None for name in read_model_index(source) if name.startswith("text_encoder")})
     if transformer is not None:
         tuned = resolve_model_location(transformer)
         if (Path(tuned) / LORA_WEIGHTS).exists():
@@ -130,12 +133,12 @@ def load_pipeline(location: str, family: str | None = None, transformer: str | N
 
 def load_policy_for(location: str, family: str | None = None, *, transformer: str | None = None,
                     device: str | torch.device = "cpu", torch_dtype=torch.float32, autocast_dtype=None,
-                    **policy_kwargs):
+                    text_encoders: bool = True, **policy_kwargs):
     """The :class:`~srpo.models.base.Policy` of the model at ``location`` (family from its model_index.json).
 
     ``policy_kwargs`` go to the adapter (``negative_prompt``, ``cfg_in_training``, ...).
     """
-    family, pipe = load_pipeline(location, family, transformer, torch_dtype)
+    family, pipe = load_pipeline(location, family, transformer, torch_dtype, text_encoders)
     return adapter_class(family)(pipe, device, autocast_dtype, **policy_kwargs)
 
 
@@ -152,18 +155,22 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_policy(cfg, transformer: str | None = None, device: str | torch.device | None = None):
+def load_policy(cfg, transformer: str | None = None, device: str | torch.device | None = None,
+                text_encoders: bool = True):
     """The policy of a ``PolicyConfig`` (any family); ``transformer`` / ``device`` override the config's.
+
+    ``text_encoders=False`` loads none (the training process over a rollout set's stored conditioning).
 
     The family comes from the model folder unless the config names one (``family``); the config's
     ``negative_prompt`` and ``cfg_in_training``, where it has them, go to the policy.
     """
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    check_quantization_device(getattr(cfg, "base_quantization", "none"), device)  # before any weights load
     guidance = {k: getattr(cfg, k) for k in ("negative_prompt", "cfg_in_training") if getattr(cfg, k, None) is not None}
     policy = load_policy_for(
         cfg.pretrained, getattr(cfg, "family", None), transformer=transformer or cfg.transformer, device=device,
         torch_dtype=getattr(torch, cfg.dtype), autocast_dtype=torch.bfloat16 if cfg.autocast == "bfloat16" else None,
-        **guidance)
+        text_encoders=text_encoders, **guidance)
     return prepare_policy(policy, cfg)
 
 
@@ -171,6 +178,7 @@ def prepare_policy(policy, cfg):
     """Apply a ``PolicyConfig``'s resolution check, frozen dtype, checkpointing and compilation."""
     policy.latent_shape(cfg.height, cfg.width)  # validates the resolution against this VAE
     policy.frozen_dtype = frozen_dtype(cfg)
+    policy.base_quantization = getattr(cfg, "base_quantization", "none")  # applied by the trainer, under LoRA
     policy.store_frozen_in(policy.frozen_dtype)
     if cfg.gradient_checkpointing:
         policy.transformer.enable_gradient_checkpointing()

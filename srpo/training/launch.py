@@ -79,7 +79,9 @@ def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None =
     accelerator = make_accelerator(train_cfg, cpu=resolve_device(policy_cfg.device).type == "cpu")
     check_job(train_cfg, policy_cfg, len(rollouts), accelerator.device)  # before any model is loaded
     check_reward_for_method(train_cfg.method, reward_cfg.name, reward_cfg.function)
-    policy = load_policy(policy_cfg, device=accelerator.device)
+    # stored conditioning: no text encoder in training, unless the guard must encode its held-out prompts
+    policy = load_policy(policy_cfg, device=accelerator.device,
+                         text_encoders=not rollouts.conditioning or train_cfg.guard is not None)
     reward = load_reward(reward_cfg, device=accelerator.device)
     guard = build_guard(train_cfg, job.get("guard", {}), reward, accelerator) if train_cfg.guard else None
     trainer = SRPOTrainer(policy, reward, rollouts, train_cfg, rollout_cfg, accelerator=accelerator, guard=guard)

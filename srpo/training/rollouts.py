@@ -42,7 +42,8 @@ def generate_rollouts(policy: Policy, prompts: Sequence[str], cfg: RolloutConfig
     x0 = sample_latents(policy, prompts, eps, cfg)
     return RolloutSet(prompts, x0.cpu(), eps.cpu(), "online", policy_cfg.height, policy_cfg.width,
                       meta={"pretrained": policy_cfg.pretrained, "num_steps": cfg.num_steps, "shift": cfg.shift,
-                            "guidance": cfg.guidance, "seeds": seeds})
+                            "guidance": cfg.guidance, "seeds": seeds},
+                      conditioning=policy.stored_conditioning(prompts))  # the trainer loads no text encoder
 
 
 def image_folder_records(location: str, limit: int | None = None) -> tuple[Path, list[tuple[str, str]]]:
@@ -101,4 +102,5 @@ def encode_image_folder(policy: Policy, cfg: RolloutConfig, policy_cfg: PolicyCo
     seeds = [cfg.seed * 1_000_003 + i for i in range(len(prompts))]
     eps = prompt_noise(policy, policy_cfg.height, policy_cfg.width, seeds).cpu()
     return RolloutSet(prompts, torch.cat(x0), eps, "offline", policy_cfg.height, policy_cfg.width,
-                      meta={"pretrained": policy_cfg.pretrained, "images": str(cfg.images), "seeds": seeds})
+                      meta={"pretrained": policy_cfg.pretrained, "images": str(cfg.images), "seeds": seeds},
+                      conditioning=policy.stored_conditioning(prompts))  # the trainer loads no text encoder

@@ -35,6 +35,7 @@ from srpo.io import atomic_write_text
 from srpo.losses import reward_loss
 from srpo.cache import separate_cache
 from srpo.models.base import Policy, cast_parameters
+from srpo.models.quantize import quantize_frozen_base
 from srpo.noise import derived_seed, seeded_noise
 from srpo.rewards.base import RewardModel
 from srpo.schedules import linear_k
@@ -117,6 +118,7 @@ class SRPOTrainer:
             master = transformer.dtype
             if self.policy.frozen_dtype != master:  # frozen base weights in the compute dtype: half of fp32's memory
                 cast_parameters(transformer, self.policy.frozen_dtype)
+            quantize_frozen_base(self.policy, cfg.finetune)  # policy.base_quantization: int8/fp8/nf4 base weights
             self.params = add_lora(transformer, cfg.lora_rank, cfg.lora_alpha, self.lora_targets(),
                                    cfg.lora_dropout, seed=cfg.seed)
             for p in self.params:  # the adapter trains in the master dtype (fp32)
@@ -202,6 +204,7 @@ class SRPOTrainer:
         (encoded real images) with fresh noise.
         """
         batch = self.rollouts.batch(self.batch_indices(step))
+        self.policy.use_stored_conditioning(batch.prompts, batch.conditioning)  # no text encoder in training
         device = self.policy.device
         if self.rollouts.mode == "online" and step == 0:
             return batch.prompts, batch.x0.to(device), batch.eps.to(device)

@@ -1,0 +1,509 @@
+"""The memory plan of a training run, per GPU, before any weight loads (``python -m ops.validate`` prints it).
+
+The family's transformer and VAE are built from their configs on the meta device (no memory,
+no weights) and one training micro-step's forward (transformer velocity, VAE decode, the
+reward's image tower) runs on meta tensors under ``torch.autograd.graph.saved_tensors_hooks``:
+the bytes autograd keeps for the backward are the activations, counted per transformer block so
+that per-block checkpointing (keep each block's inputs, recompute one block at a time) follows
+from the same trace. Parameters, gradients and AdamW's two moments come from the parameter
+counts: the LoRA adapter (or the full transformer) trains in fp32, the frozen base is stored in
+``policy.frozen_dtype`` or ``policy.base_quantization``'s bytes per weight; FSDP (``train.distributed:
+fsdp`` over ``train.num_processes``) divides the transformer's weights, gradients and moments by
+the world size and adds one gathered block.
+
+What the plan leaves out (and the comparison with measured CPU peaks in the tests shows): the
+backward's transient buffers (about one block's activations), allocator fragmentation on a GPU,
+and the CUDA context (~0.5 GB); ``MARGIN`` covers the first two. The text encoders are listed but not
+in the total: the training process reads the rollout set's stored conditioning and never loads them.
+
+Model configs: a local or built-in model folder's own ``config.json`` files; for a hub id (no
+download here) the published configs of the family's flagship model in :data:`PUBLISHED`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from srpo.models.base import TextCond
+from srpo.models.families import adapter_class, family_named, read_model_index, resolve_location
+from srpo.models.quantize import BYTES_PER_WEIGHT
+
+GB = 1e9
+MARGIN = 1.10  # transient backward buffers and fragmentation, on top of what autograd saves
+CUDA_CONTEXT_GB = 0.5
+
+#: Published transformer / VAE configs (their ``config.json``) of each family's flagship model, with
+#: the text length the adapter pads to and the text encoders' parameter count (held by the
+#: training process). Used when the config names a hub id: nothing is downloaded.
+PUBLISHED: dict[str, dict] = {
+    "flux": dict(model="black-forest-labs/FLUX.1-dev", resolution=1024, text_tokens=512, text_encoder_params=4.89e9,
+                 transformer=dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
+                                  attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
+                                  pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=[16, 56, 56]),
+                 vae_class="AutoencoderKL",
+                 vae=dict(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=[128, 256, 512, 512],
+                          down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                          layers_per_block=2, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                          use_post_quant_conv=False)),
+    "qwen-image": dict(model="Qwen/Qwen-Image", resolution=1328, text_tokens=512, text_encoder_params=8.29e9,
+                       transformer=dict(patch_size=2, in_channels=64, out_channels=16, num_layers=60,
+                                        attention_head_dim=128, num_attention_heads=24, joint_attention_dim=3584,
+                                        guidance_embeds=False, axes_dims_rope=[16, 56, 56]),
+                       vae_class="AutoencoderKLQwenImage",
+                       vae=dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                                attn_scales=[], temperal_downsample=[False, True, True])),
+    "sd3": dict(model="stabilityai/stable-diffusion-3.5-large", resolution=1024, text_tokens=333,
+                text_encoder_params=5.58e9,
+                transformer=dict(sample_size=128, patch_size=2, in_channels=16, num_layers=38, attention_head_dim=64,
+                                 num_attention_heads=38, joint_attention_dim=4096, caption_projection_dim=2432,
+                                 pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192,
+                                 qk_norm="rms_norm"),
+                vae_class="AutoencoderKL",
+                vae=dict(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=[128, 256, 512, 512],
+                         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                         layers_per_block=2, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
+                         use_post_quant_conv=False)),
+    "flux2": dict(model="black-forest-labs/FLUX.2-dev", resolution=1024, text_tokens=512, text_encoder_params=24.0e9,
+                  transformer=dict(patch_size=1, in_channels=128, out_channels=None, num_layers=8,
+                                   num_single_layers=48, attention_head_dim=128, num_attention_heads=48,
+                                   joint_attention_dim=15360, mlp_ratio=3.0, axes_dims_rope=[32, 32, 32, 32]),
+                  vae_class="AutoencoderKLFlux2",
+                  vae=dict(latent_channels=32, block_out_channels=[128, 256, 512, 512])),
+    "flux2-klein": dict(model="black-forest-labs/FLUX.2-klein-4B", resolution=1024, text_tokens=512,
+                        text_encoder_params=4.02e9,
+                        transformer=dict(patch_size=1, in_channels=128, out_channels=None, num_layers=5,
+                                         num_single_layers=20, attention_head_dim=128, num_attention_heads=24,
+                                         joint_attention_dim=7680, mlp_ratio=3.0, axes_dims_rope=[32, 32, 32, 32],
+                                         guidance_embeds=False),
+                        vae_class="AutoencoderKLFlux2",
+                        vae=dict(latent_channels=32, block_out_channels=[128, 256, 512, 512])),
+    "z-image": dict(model="Tongyi-MAI/Z-Image-Turbo", resolution=1024, text_tokens=512, text_encoder_params=4.02e9,
+                    transformer=dict(all_patch_size=[2], all_f_patch_size=[1], in_channels=16, dim=3840, n_layers=30,
+                                     n_refiner_layers=2, n_heads=30, n_kv_heads=30, cap_feat_dim=2560),
+                    vae_class="AutoencoderKL",
+                    vae=dict(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=[128, 256, 512, 512],
+                             down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                             layers_per_block=2, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                             use_post_quant_conv=False)),
+}
+
+#: The published reward towers (open_clip ViT-H-14 for HPSv2.1 and PickScore): parameters of both
+#: towers, and the image tower's saved activations per image at 224 px in fp32 (32 blocks x 257
+#: tokens x 1280 wide x ~16 saved tensors of that size x 4 bytes).
+VIT_H_14 = dict(params=986e6, activation_bytes_per_image=32 * 257 * 1280 * 16 * 4)
+
+
+@dataclass
+class ModelDescription:
+    """What the plan needs of a model: the family, its component configs and its text length."""
+
+    family: str
+    transformer: dict
+    vae_class: str
+    vae: dict
+    text_tokens: int
+    text_encoder_params: float = 0.0
+    source: str = ""
+
+
+@dataclass
+class MemoryPlan:
+    """Bytes per GPU of one training run, by component (see the module docstring)."""
+
+    family: str
+    resolution: tuple[int, int]
+    batch: int  # samples per micro-step and process (x2 with fused branches)
+    finetune: str
+    world: int  # FSDP shards (1 = unsharded)
+    quantization: str
+    checkpointing: bool
+    transformer_weights: float
+    trainable_params: int
+    gradients: float
+    optimizer: float
+    activations: float  # without per-block checkpointing
+    activations_checkpointed: float  # with it
+    vae: float  # VAE weights + decode activations
+    reward: float  # reward weights + image-tower activations
+    text_encoders: float  # loaded by the training process today
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def chosen_activations(self) -> float:
+        return self.activations_checkpointed if self.checkpointing else self.activations
+
+    def total(self, with_text_encoders: bool = False) -> float:
+        """Planned peak bytes: everything above, times :data:`MARGIN`, plus the CUDA context.
+
+        The text encoders are left out: the training process runs on the rollout set's stored
+        conditioning and never loads them (``with_text_encoders`` counts them, as a process that
+        encodes prompts itself would hold them)."""
+        body = (self.transformer_weights + self.gradients + self.optimizer + self.chosen_activations + self.vae
+                + self.reward + (self.text_encoders if with_text_encoders else 0.0))
+        return body * MARGIN + CUDA_CONTEXT_GB * GB
+
+    def rows(self) -> list[tuple[str, float]]:
+        return [("transformer weights", self.transformer_weights), ("gradients", self.gradients),
+                ("AdamW moments", self.optimizer),
+                ("activations" + (" (per-block checkpointing)" if self.checkpointing else ""), self.chosen_activations),
+                ("VAE (weights + decode)", self.vae), ("reward (weights + image tower)", self.reward),
+                ("text encoders (rollout step only)", self.text_encoders)]
+
+    def describe(self) -> str:
+        """The plan as printable lines, one component a line, in GB."""
+        h, w = self.resolution
+        head = (f"memory plan per GPU: {self.family} {h}x{w}, batch {self.batch}, {self.finetune}"
+                f"{f' ({self.trainable_params / 1e6:.1f}M trainable)' if self.finetune == 'lora' else ''}, "
+                f"base {self.quantization}, FSDP x{self.world}, checkpointing {'on' if self.checkpointing else 'off'}")
+        lines = [head] + [f"  {name:<40} {value / GB:8.3f} GB" for name, value in self.rows()]
+        lines.append(f"  {'activations without / with checkpointing':<40} {self.activations / GB:8.2f} / "
+                     f"{self.activations_checkpointed / GB:.2f} GB")
+        lines.append(f"  {'total (x%.2f margin + CUDA context)' % MARGIN:<40} {self.total() / GB:8.2f} GB")
+        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
+
+
+# ---- model descriptions -------------------------------------------------------------------
+def _component_config(folder: Path, name: str) -> dict:
+    config = json.loads((folder / name / "config.json").read_text())
+    return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def _text_tokens(folder: Path) -> int:
+    """The longest tokenizer's padded length, capped at 512 as every adapter caps it."""
+    lengths = []
+    for cfg in folder.glob("tokenizer*/tokenizer_config.json"):
+        lengths.append(int(json.loads(cfg.read_text()).get("model_max_length", 512)))
+    return min(512, max(lengths)) if lengths else 512
+
+
+def describe_model(pretrained: str, family: str | None = None) -> ModelDescription:
+    """The :class:`ModelDescription` of a config's ``policy.pretrained`` (folder or built-in; a hub id: :data:`PUBLISHED`)."""
+    try:
+        source = Path(resolve_location(pretrained))
+        local = source.is_dir()
+    except Exception:  # noqa: BLE001 - an unreachable hub id falls back to the published configs
+        local = False
+    if local:
+        index = read_model_index(str(source))
+        from srpo.models.families import family_of_pipeline
+
+        family = family or family_of_pipeline(index.get("_class_name", ""))
+        return ModelDescription(family, _component_config(source, "transformer"), index["vae"][1],
+                                _component_config(source, "vae"), _text_tokens(source), source=str(source))
+    if family is None:
+        family = next((f for f, p in PUBLISHED.items() if p["model"] == pretrained), None)
+    if family not in PUBLISHED:
+        raise ValueError(f"policy.pretrained {pretrained!r} is not a local folder and policy.family is not set: the "
+                         f"memory plan needs one of {sorted(PUBLISHED)} (set policy.family) or a local model folder")
+    p = PUBLISHED[family]
+    return ModelDescription(family, p["transformer"], p["vae_class"], p["vae"], p["text_tokens"],
+                            p["text_encoder_params"], source=p["model"])
+
+
+def meta_policy(model: ModelDescription):
+    """The family's :class:`~srpo.models.base.Policy` with its transformer and VAE on the meta device, no text encoders."""
+    import diffusers
+
+    spec = family_named(model.family)
+    with torch.device("meta"):
+        transformer = getattr(diffusers, spec.transformer_class).from_config(model.transformer)
+        vae = getattr(diffusers, model.vae_class).from_config(model.vae)
+    pipeline_cls = getattr(diffusers, spec.pipeline_class)
+    names = [n for n in inspect.signature(pipeline_cls.__init__).parameters if n != "self"]
+    parts = {n: None for n in names}
+    parts.update(transformer=transformer, vae=vae, scheduler=diffusers.FlowMatchEulerDiscreteScheduler())
+    pipe = pipeline_cls(**parts)
+    policy = adapter_class(model.family)(pipe, "meta")
+    policy.autocast = contextlib.nullcontext  # no autocast on meta: the trace runs in the compute dtype itself
+    return policy
+
+
+# ---- counting -----------------------------------------------------------------------------
+class SavedTensors:
+    """Bytes autograd saves for the backward, excluding parameters, split by the enclosing block."""
+
+    def __init__(self, params: set[int]):
+        self.params = params
+        self.seen: dict[int, torch.Tensor] = {}  # kept alive so that ids stay unique
+        self.by_block: dict[int, int] = {}
+        self.block_inputs: dict[int, int] = {}
+        self.block: int | None = None
+        self.outside = 0
+
+    def pack(self, t: torch.Tensor):
+        base = t._base if t._base is not None else t
+        if id(base) not in self.params and id(t) not in self.params and id(base) not in self.seen:
+            self.seen[id(base)] = base
+            nbytes = base.numel() * base.element_size()
+            if self.block is None:
+                self.outside += nbytes
+            else:
+                self.by_block[self.block] = self.by_block.get(self.block, 0) + nbytes
+        return t
+
+    def watch_blocks(self, blocks: list[torch.nn.Module]) -> list:
+        handles = []
+        for i, block in enumerate(blocks):
+            def enter(module, args, kwargs, i=i):
+                self.block = i
+                self.block_inputs[i] = sum(a.numel() * a.element_size() for a in [*args, *kwargs.values()]
+                                           if isinstance(a, torch.Tensor) and a.requires_grad)
+
+            def leave(module, args, kwargs, output):
+                self.block = None
+
+            handles += [block.register_forward_pre_hook(enter, with_kwargs=True),
+                        block.register_forward_hook(leave, with_kwargs=True)]
+        return handles
+
+    @property
+    def total(self) -> int:
+        return self.outside + sum(self.by_block.values())
+
+    @property
+    def checkpointed(self) -> int:
+        """Saved bytes with per-block checkpointing: each block keeps its inputs; one block is recomputed at a time."""
+        blocks = list(self.by_block.values())
+        return self.outside + sum(self.block_inputs.values()) + (max(blocks) if blocks else 0)
+
+
+def meta_cond(policy, model: ModelDescription, batch: int, dtype: torch.dtype):
+    """The family's conditioning of ``batch`` prompts of the model's text length, on the meta device.
+
+    Meta rows are put in the policy's prompt cache, so the family's own ``encode_prompts`` builds it.
+    """
+    t = model.transformer
+    width = t.get("joint_attention_dim") or t.get("cap_feat_dim")
+    pooled_dim = t.get("pooled_projection_dim")
+
+    def meta_rows(missing: list[str]) -> list[tuple]:
+        return [(torch.empty(model.text_tokens, width, device="meta", dtype=dtype),  # [L, D]
+                 torch.empty(pooled_dim, device="meta", dtype=dtype) if pooled_dim else None)  # [P]
+                for _ in missing]
+
+    prompts = [f"prompt {i}" for i in range(batch)]
+    policy.prompt_cache.lookup(prompts, meta_rows)
+    return policy.encode_prompts(prompts)
+
+
+def _flash_like_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+    """SDPA as the fused kernels save it (q, k, v, out and a logsumexp; no [L, L] matrix): meta's SDPA is the math path."""
+    out, _lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)
+    return out
+
+
+@contextlib.contextmanager
+def fused_attention_on_meta():
+    """Route ``F.scaled_dot_product_attention`` through the fused kernel's op while tracing on meta."""
+    original = torch.nn.functional.scaled_dot_product_attention
+    torch.nn.functional.scaled_dot_product_attention = _flash_like_sdpa
+    try:
+        yield
+    finally:
+        torch.nn.functional.scaled_dot_product_attention = original
+
+
+def trace_micro_step(policy, model: ModelDescription, batch: int, height: int, width: int, finetune: str,
+                     lora_rank: int, targets: list[str], compute_dtype: torch.dtype) -> tuple[SavedTensors, SavedTensors, int]:
+    """Saved bytes of one micro-step's transformer forward and VAE decode on meta; and the trainable count."""
+    from srpo.training.lora import add_lora
+
+    transformer = policy.transformer
+    if finetune == "lora":
+        trainable = sum(p.numel() for p in add_lora(transformer, lora_rank, lora_rank, targets))
+    else:
+        transformer.requires_grad_(True)
+        trainable = sum(p.numel() for p in transformer.parameters())
+    params = {id(p) for p in transformer.parameters()} | {id(p) for p in policy.pipe.vae.parameters()}
+    c, h, w = policy.latent_shape(height, width)
+    x = torch.empty(batch, c, h, w, device="meta", dtype=compute_dtype)  # [B, C, h, w]
+    sigma = torch.full((batch,), 0.5, device="meta")
+    cond = meta_cond(policy, model, batch, compute_dtype)
+    blocks = [m for m in transformer.modules() if type(m).__name__ in policy.block_classes]
+    model_saved, vae_saved = SavedTensors(params), SavedTensors(params)
+    handles = model_saved.watch_blocks(blocks)
+    try:
+        with fused_attention_on_meta(), torch.autograd.graph.saved_tensors_hooks(model_saved.pack, lambda t: t):
+            v = policy.velocity(x, sigma, cond, 1.0)  # [B, C, h, w]
+        x0 = (x - 0.5 * v).to(policy.pipe.vae.dtype)
+        with torch.autograd.graph.saved_tensors_hooks(vae_saved.pack, lambda t: t):
+            policy._vae_decode(policy.to_vae_latents(x0))  # the family's decode (Qwen-Image's VAE is 3-D)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return model_saved, vae_saved, trainable
+
+
+# ---- the plan -----------------------------------------------------------------------------
+def _bytes(dtype_name: str) -> int:
+    return torch.empty(0, dtype=getattr(torch, dtype_name)).element_size()
+
+
+def base_weight_bytes(transformer: torch.nn.Module, trainable_ids: set[int], frozen_bytes: int,
+                      quantization: str) -> float:
+    """Bytes of the frozen transformer weights: quantised ``nn.Linear`` weights at the kind's bytes, the rest as stored."""
+    from srpo.models.quantize import quantizable_linears
+
+    quantised = ({id(m.weight) for _, m in quantizable_linears(transformer, quantization)}
+                 if quantization != "none" else set())
+    total = 0.0
+    for p in transformer.parameters():
+        if id(p) in trainable_ids:
+            continue
+        total += p.numel() * (BYTES_PER_WEIGHT[quantization] if id(p) in quantised else frozen_bytes)
+    return total
+
+
+def reward_memory(reward_cfg, batch: int, height: int, width: int, compute_bytes: int) -> tuple[float, str]:
+    """Reward weights plus its image tower's saved activations for ``batch`` images; and how it was counted."""
+    checkpoint = getattr(reward_cfg, "checkpoint", None) or ""
+    if reward_cfg is None or not checkpoint.startswith("builtin:"):
+        weights = VIT_H_14["params"] * compute_bytes
+        return weights + VIT_H_14["activation_bytes_per_image"] * compute_bytes / 4 * batch, "ViT-H-14 formula"
+    from srpo.rewards import load_reward
+
+    reward = load_reward(reward_cfg).requires_grad_(False)
+    saved = SavedTensors({id(p) for p in reward.parameters()})
+    images = torch.rand(batch, 3, height, width, requires_grad=True)  # [B, 3, H, W]
+    with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+        reward.image_features(images)
+    return sum(p.numel() * p.element_size() for p in reward.parameters()) + saved.total, "traced"
+
+
+@dataclass
+class Trace:
+    """What the meta trace of one micro-step gives (independent of quantisation, FSDP and checkpointing)."""
+
+    family: str
+    trainable: int
+    frozen_linear: int  # frozen parameters in quantisable nn.Linear weights, per kind
+    frozen_linear_nf4: int
+    frozen_other: int
+    largest_block: int  # parameters of the largest repeated block (what FSDP gathers)
+    activations: int
+    activations_checkpointed: int
+    vae_params: int
+    vae_activations: int
+
+
+_TRACES: dict[tuple, Trace] = {}
+
+
+def trace_model(model: ModelDescription, policy_cfg, train_cfg, batch: int) -> Trace:
+    """The :class:`Trace` of a model and run shape (cached per process: planning variants reuse it)."""
+    from srpo.models.quantize import quantizable_linears
+
+    compute = "bfloat16" if policy_cfg.autocast == "bfloat16" else policy_cfg.dtype
+    frozen = policy_cfg.frozen_dtype or compute
+    key = (model.source, model.family, json.dumps(model.transformer, sort_keys=True), batch, policy_cfg.height,
+           policy_cfg.width, compute, frozen, train_cfg.finetune, train_cfg.lora_rank,
+           tuple(train_cfg.lora_targets or ()))
+    if key in _TRACES:
+        return _TRACES[key]
+    policy = meta_policy(model)
+    policy.transformer.to(getattr(torch, compute))
+    policy.pipe.vae.to(getattr(torch, frozen))
+    targets = list(train_cfg.lora_targets or policy.lora_targets)
+    saved, vae_saved, trainable = trace_micro_step(policy, model, batch, policy_cfg.height, policy_cfg.width,
+                                                   train_cfg.finetune, train_cfg.lora_rank, targets,
+                                                   getattr(torch, compute))
+    transformer = policy.transformer
+    frozen_params = {id(p): p.numel() for p in transformer.parameters() if not p.requires_grad}
+
+    def in_linears(kind: str) -> int:
+        return sum(frozen_params.get(id(m.weight), 0) for _, m in quantizable_linears(transformer, kind))
+
+    blocks = [m for m in transformer.modules() if type(m).__name__ in policy.block_classes]
+    trace = Trace(model.family, trainable, in_linears("int8"), in_linears("nf4"),
+                  sum(frozen_params.values()) - in_linears("int8"),
+                  max((sum(p.numel() for p in b.parameters()) for b in blocks), default=0),
+                  saved.total, saved.checkpointed, sum(p.numel() for p in policy.pipe.vae.parameters()),
+                  vae_saved.total)
+    _TRACES[key] = trace
+    return trace
+
+
+def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | None = None,
+                world: int | None = None, checkpointing: bool | None = None, batch: int | None = None,
+                model: ModelDescription | None = None) -> MemoryPlan:
+    """The per-GPU :class:`MemoryPlan` of a run's configs; keyword overrides try other settings."""
+    quantization = quantization if quantization is not None else policy_cfg.base_quantization
+    checkpointing = policy_cfg.gradient_checkpointing if checkpointing is None else checkpointing
+    world = world if world is not None else (train_cfg.num_processes if train_cfg.distributed == "fsdp" else 1)
+    batch = (batch or train_cfg.batch_size) * (2 if train_cfg.fuse_branches else 1)
+    model = model or describe_model(policy_cfg.pretrained, policy_cfg.family)
+    compute = "bfloat16" if policy_cfg.autocast == "bfloat16" else policy_cfg.dtype
+    frozen_bytes = _bytes(policy_cfg.frozen_dtype or compute)
+    t = trace_model(model, policy_cfg, train_cfg, batch)
+    master = 4  # the adapter / full weights train in fp32
+    if train_cfg.finetune == "lora":
+        linear = t.frozen_linear_nf4 if quantization == "nf4" else t.frozen_linear
+        per_weight = BYTES_PER_WEIGHT[quantization] or frozen_bytes
+        weights = linear * per_weight + (t.frozen_linear + t.frozen_other - linear) * frozen_bytes + t.trainable * master
+    else:
+        weights = t.trainable * _bytes(policy_cfg.dtype)
+    notes = []
+    if world > 1:
+        weights = weights / world + t.largest_block * _bytes(compute)
+        notes.append(f"FSDP over {world}: weights, gradients and moments / {world} plus one gathered block")
+    h, w = policy_cfg.height, policy_cfg.width
+    reward, how = reward_memory(reward_cfg, batch, h, w, _bytes(compute))
+    if how != "traced":
+        notes.append("reward: open_clip ViT-H-14 (HPSv2.1 / PickScore) by formula")
+    text = model.text_encoder_params * frozen_bytes
+    if text:
+        notes.append("text encoders: loaded by the rollout step only (training reads the stored conditioning); "
+                     "not in the total")
+    return MemoryPlan(
+        family=model.family, resolution=(h, w), batch=batch, finetune=train_cfg.finetune, world=world,
+        quantization=quantization, checkpointing=checkpointing, transformer_weights=weights,
+        trainable_params=t.trainable, gradients=t.trainable * master / world,
+        optimizer=2 * t.trainable * master / world, activations=float(t.activations),
+        activations_checkpointed=float(t.activations_checkpointed),
+        vae=t.vae_params * frozen_bytes + t.vae_activations, reward=reward, text_encoders=text, notes=notes)
+
+
+def fitting_settings(policy_cfg, train_cfg, reward_cfg, gpu_gb: float, model: ModelDescription | None = None,
+                     max_world: int = 8) -> list[str]:
+    """Settings (checkpointing, quantisation, FSDP world) under which the run fits ``gpu_gb``, cheapest change first."""
+    model = model or describe_model(policy_cfg.pretrained, policy_cfg.family)
+    kinds = ["none", "int8", "nf4"] if train_cfg.finetune == "lora" else ["none"]
+    found = []
+    for world in [w for w in (1, 2, 4, 8) if w <= max_world]:
+        for checkpointing in (False, True):
+            for kind in kinds:
+                plan = plan_memory(policy_cfg, train_cfg, reward_cfg, quantization=kind, world=world,
+                                   checkpointing=checkpointing, model=model)
+                if plan.total() <= gpu_gb * GB:
+                    found.append(f"policy.gradient_checkpointing: {str(checkpointing).lower()}, "
+                                 f"policy.base_quantization: {kind}" + (
+                                     f", train.distributed: fsdp, train.num_processes: {world}" if world > 1 else "")
+                                 + f" ({plan.total() / GB:.1f} GB)")
+        if found:
+            return found[:3]
+    return found
+
+
+def check_plan_fits(plan: MemoryPlan, policy_cfg, train_cfg, reward_cfg=None) -> None:
+    """Refuse a run whose plan exceeds ``policy.gpu_memory_gb``, naming settings that would fit."""
+    gpu = policy_cfg.gpu_memory_gb
+    if gpu is None or plan.total() <= gpu * GB:
+        return
+    fits = fitting_settings(policy_cfg, train_cfg, reward_cfg, gpu)
+    fix = ("; ".join(fits) if fits else "none found up to FSDP x8: lower the resolution or the batch size")
+    raise ValueError(f"policy.gpu_memory_gb = {gpu}: the run plans {plan.total() / GB:.1f} GB per GPU; settings "
+                     f"that fit: {fix}")
+
+
+def plan_summary(plan: MemoryPlan) -> dict:
+    """The plan as a JSON-ready dict (GB), with its total."""
+    out = {k: v for k, v in asdict(plan).items()}
+    out["total_gb"] = plan.total() / GB
+    return out

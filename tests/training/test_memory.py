@@ -1,0 +1,58 @@
+"""The memory plan: meta-device trace vs the measured peak of CPU updates, and ops.validate's refusal."""
+
+import pytest
+
+from srpo.config import PolicyConfig, TrainConfig
+from srpo.rewards import RewardConfig
+from srpo.training.memory import GB, check_plan_fits, plan_memory
+
+pytest.importorskip("torchao")
+
+
+@pytest.mark.parametrize("finetune, checkpointing", [("lora", False), ("full", True)])
+def test_the_plan_is_within_25_percent_of_the_measured_peak_of_a_cpu_update(finetune, checkpointing):
+    from benchmarks.memory_plan import plan_vs_measured
+
+    r = plan_vs_measured(finetune, checkpointing, size=64, quick=True)
+    assert 0.75 < r["ratio"] < 1.25, r
+
+
+def test_quantisation_checkpointing_and_fsdp_shrink_the_plan_where_they_should():
+    policy = PolicyConfig(pretrained="black-forest-labs/FLUX.1-dev", family="flux", height=512, width=512,
+                          autocast="bfloat16")
+    train = TrainConfig(finetune="lora")
+    reward = RewardConfig(name="hpsv2.1")
+    plain = plan_memory(policy, train, reward)
+    assert 11.5e9 < plain.transformer_weights / 2 < 12.5e9  # FLUX.1: ~11.9B weights in bf16 (2 bytes each)
+    int8, nf4 = (plan_memory(policy, train, reward, quantization=k) for k in ("int8", "nf4"))
+    assert nf4.transformer_weights < int8.transformer_weights < 0.55 * plain.transformer_weights
+    assert int8.gradients == plain.gradients and int8.activations == plain.activations
+    assert plan_memory(policy, train, reward, checkpointing=True).chosen_activations < 0.2 * plain.activations
+    sharded = plan_memory(policy, train, reward, world=4)
+    assert sharded.transformer_weights < 0.35 * plain.transformer_weights
+
+
+def test_a_run_that_cannot_fit_is_refused_with_settings_that_fit():
+    policy = PolicyConfig(pretrained="black-forest-labs/FLUX.1-dev", family="flux", height=512, width=512,
+                          autocast="bfloat16", gpu_memory_gb=40)
+    train = TrainConfig(finetune="lora")
+    reward = RewardConfig(name="hpsv2.1")
+    plan = plan_memory(policy, train, reward)
+    assert plan.total() > 40 * GB
+    with pytest.raises(ValueError, match=r"^policy.gpu_memory_gb = 40.0: the run plans .* settings that fit: "
+                                         r"policy.gradient_checkpointing: (true|false), policy.base_quantization"):
+        check_plan_fits(plan, policy, train, reward)
+    check_plan_fits(plan, policy.model_copy(update={"gpu_memory_gb": plan.total() / GB + 1}), train, reward)
+
+
+def test_ops_validate_prints_the_plan_and_refuses_a_run_that_cannot_fit(capsys):
+    from ops.validate import RunConfigError, check_memory_plan
+
+    params = {"policy": PolicyConfig(pretrained="black-forest-labs/FLUX.1-dev", family="flux", height=512, width=512,
+                                     autocast="bfloat16", gpu_memory_gb=40),
+              "train": TrainConfig(finetune="lora"), "reward": RewardConfig(name="hpsv2.1")}
+    with pytest.raises(RunConfigError, match=r"^policy.gpu_memory_gb = 40.0: the run plans"):
+        check_memory_plan(params)
+    assert "memory plan per GPU: flux 512x512, batch 1, lora" in capsys.readouterr().out
+    check_memory_plan({**params, "policy": params["policy"].model_copy(update={"gpu_memory_gb": None})})
+    assert capsys.readouterr().out == ""  # no gpu_memory_gb: no plan, no refusal
