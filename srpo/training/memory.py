@@ -38,6 +38,13 @@ GB = 1e9
 MARGIN = 1.10  # transient backward buffers and fragmentation, on top of what autograd saves
 CUDA_CONTEXT_GB = 0.5
 
+def kl_vae(**latent_stats) -> dict:
+    """The 16-channel ``AutoencoderKL`` of FLUX.1 and SD3.5, with its latent ``scaling_factor`` / ``shift_factor``."""
+    return dict(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=[128, 256, 512, 512],
+                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False, **latent_stats)
+
+
 #: Published transformer / VAE configs (their ``config.json``) of each family's flagship model, with
 #: the text length the adapter pads to and the text encoders' parameter count (held by the
 #: training process). Used when the config names a hub id: nothing is downloaded.
@@ -47,10 +54,7 @@ PUBLISHED: dict[str, dict] = {
                                   attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
                                   pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=[16, 56, 56]),
                  vae_class="AutoencoderKL",
-                 vae=dict(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=[128, 256, 512, 512],
-                          down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                          layers_per_block=2, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
-                          use_post_quant_conv=False)),
+                 vae=kl_vae(scaling_factor=0.3611, shift_factor=0.1159)),
     "qwen-image": dict(model="Qwen/Qwen-Image", resolution=1328, text_tokens=512, text_encoder_params=8.29e9,
                        transformer=dict(patch_size=2, in_channels=64, out_channels=16, num_layers=60,
                                         attention_head_dim=128, num_attention_heads=24, joint_attention_dim=3584,
@@ -65,10 +69,7 @@ PUBLISHED: dict[str, dict] = {
                                  pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192,
                                  qk_norm="rms_norm"),
                 vae_class="AutoencoderKL",
-                vae=dict(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=[128, 256, 512, 512],
-                         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                         layers_per_block=2, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
-                         use_post_quant_conv=False)),
+                vae=kl_vae(scaling_factor=1.5305, shift_factor=0.0609)),
     "flux2": dict(model="black-forest-labs/FLUX.2-dev", resolution=1024, text_tokens=512, text_encoder_params=24.0e9,
                   transformer=dict(patch_size=1, in_channels=128, out_channels=None, num_layers=8,
                                    num_single_layers=48, attention_head_dim=128, num_attention_heads=48,
