@@ -164,6 +164,14 @@ def guard_points(guard: Optional[dict], steering: Steering) -> Optional[list[dic
     return points
 
 
+def guard_line(guard: dict, updates: int) -> str:
+    """One line of the table: which update the guard published, and whether it stopped the run."""
+    selected = guard["selected_update"]
+    published = f"update {selected} of {updates}" if selected is not None else f"the final weights ({updates} updates)"
+    return (f"guard: {len(guard['checks'])} checks, published {published}; "
+            + (f"stopped at {guard['stopped']}" if guard["stopped"] else "no stop rule fired"))
+
+
 def curves_figure(history: list[dict], points: Optional[list[dict]], steering: Steering):
     """Reward per update (training log) and, from the guard's checks, the steered share and colour fidelity."""
     from srpo.world.plots import line_chart, side_by_side
@@ -210,6 +218,8 @@ def run_world_report(load_base, load_tuned, load_reward, train, cfg: WorldReport
     comparison = compare(before, after, cfg)
     points = guard_points(guard, steering)
     text = table(comparison, steering, len(prompts))
+    if guard:
+        text += "\n" + guard_line(guard, len(history))
     report = {"steering": {"attribute": steering.attribute, "towards": steering.flag_name, "word": steering.word,
                            "negative_word": negative},
               "num_images": len(prompts), "before": before, "after": after, "comparison": comparison,

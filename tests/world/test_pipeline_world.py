@@ -71,3 +71,4 @@ def test_bootstrap_publishes_and_the_demo_reports_before_and_after(zenml_client,
     assert step.outputs["world_grid"][0].load().size[0] > 0
     assert step.outputs["world_curves"][0].load().size[0] > 0
     assert "share bright" in step.outputs["world_table"][0].load()
+    assert "guard: 3 checks, published update" in report["table"]  # what make demo prints
