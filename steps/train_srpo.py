@@ -40,7 +40,8 @@ def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig,
     work = scratch_dir("srpo-train-")
     suite = {"metric_configs": {k: v.model_dump(mode="json") for k, v in (metrics or {}).items()},
              "extra_rewards": {k: v.model_dump(mode="json") for k, v in (extra_rewards or {}).items()}}
-    job = write_job(work / "job", policy, reward, rollout, train, rollouts, heldout_prompts, suite)
+    job = write_job(work / "job", policy, reward, rollout, train, rollouts, guard_prompts=heldout_prompts,
+                    guard_suite=suite)
     out = work / "out"
     if train.num_processes > 1:
         launch_processes(job, out, train.num_processes, cpu=resolve_device(policy.device).type == "cpu")

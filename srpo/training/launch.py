@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
-              train: TrainConfig, rollouts: RolloutSet, guard_prompts: list[str] | None = None,
+              train: TrainConfig, rollouts: RolloutSet, *, guard_prompts: list[str] | None = None,
               guard_suite: dict | None = None) -> Path:
     """Write a job folder, after refusing a reward the trainer cannot use (:func:`check_trainable`) and a
     batch it cannot meet (:mod:`srpo.training.sizes`).

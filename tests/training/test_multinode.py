@@ -30,9 +30,9 @@ STEPS = 4
 CHECKPOINTS = "checkpoints"  # relative: each pod resolves it in its own working folder
 
 
-def train_cfg(batch_size: int) -> TrainConfig:
+def train_cfg(batch_size: int, checkpoint_dir: str) -> TrainConfig:
     return TrainConfig(steps=STEPS, batch_size=batch_size, learning_rate=1e-3, max_grad_norm=1.0, num_injections=2,
-                       checkpoint_every=1, keep_checkpoints=2)
+                       checkpoint_every=1, keep_checkpoints=2, checkpoint_dir=checkpoint_dir)
 
 
 def pods_layout(root: Path, policy_cfg, rollouts, shared: bool = True) -> tuple[Path, list[Path]]:
@@ -41,7 +41,7 @@ def pods_layout(root: Path, policy_cfg, rollouts, shared: bool = True) -> tuple[
     ``shared``: pod 1's ``checkpoints`` is pod 0's (a shared volume); else pod 1 has a disk of its own.
     """
     work = root / "work"
-    write_job(work / "job", policy_cfg, REWARD, ROLLOUT, train_cfg(batch_size=1), rollouts, CHECKPOINTS)
+    write_job(work / "job", policy_cfg, REWARD, ROLLOUT, train_cfg(1, CHECKPOINTS), rollouts)
     pods = [root / "pod0", root / "pod1"]
     for pod in pods:
         pod.mkdir()
@@ -92,8 +92,8 @@ def uninterrupted(tmp_path_factory, policy_cfg, rollouts):
     """One process with batch 2, and two pods with batch 1 each, both uninterrupted."""
     root = tmp_path_factory.mktemp("multinode")
     single = root / "single-out"
-    run_job(write_job(root / "single-job", policy_cfg, REWARD, ROLLOUT, train_cfg(batch_size=2), rollouts,
-                     str(root / "single-checkpoints")), single)
+    run_job(write_job(root / "single-job", policy_cfg, REWARD, ROLLOUT, train_cfg(2, str(root / "single-checkpoints")),
+                      rollouts), single)
     work, pods = pods_layout(root / "two", policy_cfg, rollouts)
     codes = run_pods(work, pods)
     assert codes == [0, 0], pod_log(pods[0])[-3000:] + pod_log(pods[1])[-3000:]
