@@ -41,7 +41,7 @@ from srpo.rewards.base import RewardModel
 from srpo.schedules import linear_k
 from srpo.srp import semantic_reward, with_control
 from srpo.training.checkpoint import Checkpointer, trainable_state
-from srpo.training.guard import Guard, GuardRunner, policy_image_generator
+from srpo.training.guard import CandidateKeeper, Guard, GuardRunner, policy_image_generator
 from srpo.training.distributed import Processes, make_accelerator
 from srpo.training.lora import add_lora, save_lora
 from srpo.training.methods import apply_gradients, method_for
@@ -147,13 +147,18 @@ class SRPOTrainer:
         """The guard's runner: it renders the held-out prompts with the current policy, as the rollouts do.
 
         Under FSDP only the main process holds a kept candidate (the gathered state lives there);
-        otherwise every process keeps its own copy, so each can put it back.
+        otherwise every process keeps its own copy, so each can put it back (with
+        ``train.guard.snapshot_dir``, in a folder of its own under it).
         """
         gcfg, roll = guard.cfg, self.rollout_cfg
         render = policy_image_generator(self.policy, self.rollouts.height, self.rollouts.width,
                                         gcfg.num_steps or roll.num_steps, roll.shift,
                                         roll.guidance if gcfg.guidance is None else gcfg.guidance, gcfg.batch_size)
-        return GuardRunner(guard, render, is_main=self.processes.is_main or not self.processes.sharded)
+        procs = self.processes
+        folder = gcfg.snapshot_dir
+        if folder and procs.world > 1 and not procs.sharded:
+            folder = str(Path(folder) / f"rank-{procs.rank}")
+        return GuardRunner(guard, render, CandidateKeeper(folder), is_main=procs.is_main or not procs.sharded)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The trained parameters by name (LoRA: the adapter only), gathered (every rank must call this)."""
