@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from _servers import isolated_zenml, register_stack
-from test_kubernetes_configs import CONTEXT, KUBECONFIG, use_kubeconfig
+from test_kubernetes_configs import CONTEXT, client_on_registered_stack
 
 KUBEFLOW_CONFIGS = [Path("configs/kubeflow_flux_hps.yaml"), Path("configs/kubeflow_weekly_retrain.yaml")]
 IMAGE = "registry.example.com/srpo:prebuilt"
@@ -28,19 +27,7 @@ STACK_VARIABLES = {"SRPO_K8S_CONTEXT": CONTEXT, "SRPO_S3_BUCKET": "srpo-kubeflow
 @pytest.fixture(scope="module")
 def kubeflow_client(tmp_path_factory):
     """A ZenML client whose active stack is ``srpo-kubeflow``, registered by stacks/register.sh."""
-    root = tmp_path_factory.mktemp("kubeflow")
-    (root / "kubeconfig").write_text(KUBECONFIG)
-    with pytest.MonkeyPatch.context() as mp:
-        use_kubeconfig(mp, root / "kubeconfig")
-        with isolated_zenml(root / "zenml") as env:
-            from zenml.client import Client
-
-            Client()
-            result = register_stack("kubeflow", env, **STACK_VARIABLES)
-            assert result.returncode == 0, result.stdout + result.stderr
-            client = Client()
-            assert client.active_stack_model.name == "srpo-kubeflow"
-            yield client
+    yield from client_on_registered_stack(tmp_path_factory.mktemp("kubeflow"), "kubeflow", STACK_VARIABLES)
 
 
 @pytest.fixture

@@ -47,10 +47,9 @@ def use_kubeconfig(mp: pytest.MonkeyPatch, path: Path) -> None:
     mp.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
 
 
-@pytest.fixture(scope="module")
-def k8s_client(tmp_path_factory):
-    """A ZenML client whose active stack is ``srpo-k8s-gpu``, registered by stacks/register.sh."""
-    root = tmp_path_factory.mktemp("k8s")
+def client_on_registered_stack(root: Path, stack: str, variables: dict[str, str]):
+    """Yield a ZenML client in ``root`` whose active stack is ``srpo-<stack>``, registered by stacks/register.sh
+    against the fake kubeconfig."""
     (root / "kubeconfig").write_text(KUBECONFIG)
     with pytest.MonkeyPatch.context() as mp:
         use_kubeconfig(mp, root / "kubeconfig")
@@ -58,11 +57,17 @@ def k8s_client(tmp_path_factory):
             from zenml.client import Client
 
             Client()  # create the config and its default stack first
-            result = register_stack("k8s-gpu", env, **STACK_VARIABLES)
+            result = register_stack(stack, env, **variables)
             assert result.returncode == 0, result.stdout + result.stderr
             client = Client()
-            assert client.active_stack_model.name == "srpo-k8s-gpu"
+            assert client.active_stack_model.name == f"srpo-{stack}"
             yield client
+
+
+@pytest.fixture(scope="module")
+def k8s_client(tmp_path_factory):
+    """A ZenML client whose active stack is ``srpo-k8s-gpu``, registered by stacks/register.sh."""
+    yield from client_on_registered_stack(tmp_path_factory.mktemp("k8s"), "k8s-gpu", STACK_VARIABLES)
 
 
 @pytest.fixture
