@@ -7,7 +7,9 @@ Two settings where plain training goes too far (issue 13):
 - ``steering``: SRPO with the demo's settings, steered towards "vivid" (vs "muted") instead of the
   demo's "bright": the steered share saturates within ~20 updates, then colour fidelity falls
   and the plain prompt's reward with it. Guard: colour fidelity on held-out prompts
-  (``world.colours``, at most 5 points below its start, patience 2).
+  (``world.colours``, at most 5 points below its start, patience 2), on 45 images (15 held-out
+  prompts x 3 seeds): with 8 images (one per prompt) a 12-point fall on the benchmark's images
+  stayed invisible to the guard until update 60.
 - ``hacking``: the planted-saturation reward of ``benchmarks.hacking`` (``shapes-clip-biased``)
   trained with plain Direct-Align towards "bright" (SGP, no SRP): it drags saturation along.
   Guard: an image statistic only, the mean HSV saturation's drift from the base model's images
@@ -46,7 +48,8 @@ def settings(steps_steering: int, steps_hacking: int) -> dict[str, dict]:
             reward="shapes-clip", words=(["vivid"], "muted"),
             train=TrainConfig(method="srpo", steps=steps_steering, discount="linear", reward_form="weighted",
                               positive_words=["vivid"], negative_words=["muted"], **COMMON),
-            guard=GuardConfig(metrics=["reward", "world.vivid_share", "world.colours"],
+            guard=GuardConfig(metrics=["reward", "world.vivid_share", "world.colours"], num_prompts=15,
+                              seeds_per_prompt=3,  # 45 images: one image changes the fidelity by 2.2 points
                               rules={"world.colours": GuardRule(drop=0.05, patience=2, action="warn")}, **GUARD)),
         "hacking": dict(
             reward="shapes-clip-biased", words=(["bright"], "dark"),

@@ -36,7 +36,7 @@ def srpo_multinode(
     """``work_dir``: a folder every pod mounts at the same path (job, checkpoints, result)."""
     check_artifact_store()
     check_checkpointing(train)
-    check_trainable(reward)
+    check_trainable(reward, train.reward_form)
     check_base_quantization(policy, train)
     train_prompts, _ = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)

@@ -20,7 +20,7 @@ from srpo.evaluation.config import EvalConfig, EvalReportConfig, HumanEvalConfig
 from srpo.evaluation.guard_metrics import check_guard_metrics
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
-from srpo.rewards.config import check_trainable
+from srpo.rewards.config import MultiRewardConfig, check_trainable
 from srpo.rewards.scores import check_reward_for_method
 from srpo.world.guard_metrics import world_metric_names
 from srpo.world.report import WorldReportConfig, steering_from_words
@@ -40,12 +40,14 @@ def srpo_training(
     report: EvalReportConfig = EvalReportConfig(),
     human_eval: HumanEvalConfig = HumanEvalConfig(),
     world: Optional[WorldReportConfig] = None,
+    rewards: Optional[MultiRewardConfig] = None,
 ) -> None:
     check_artifact_store()
     check_checkpointing(train)
     check_base_quantization(policy, train)
     check_reward_for_method(train.method, reward.name, reward.function)  # score-only rewards: grpo only
-    check_trainable(reward)
+    if rewards is None:  # with `rewards:`, each entry's form was checked against its reward
+        check_trainable(reward, train.reward_form)
     if train.guard is not None:
         check_guard_metrics(train.guard, metrics or {}, extra_rewards or {}, world_metric_names(train.guard))
     check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)
@@ -54,7 +56,8 @@ def srpo_training(
     train_prompts, heldout_prompts = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
     tuned, _ = train_srpo(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,
-                          heldout_prompts=heldout_prompts, metrics=metrics, extra_rewards=extra_rewards)
+                          heldout_prompts=heldout_prompts, metrics=metrics, extra_rewards=extra_rewards,
+                          rewards=rewards)
     _, results = evaluate(heldout_prompts=heldout_prompts, tuned=tuned, policy=policy, reward=reward,
                           evaluation=evaluation, extra_rewards=extra_rewards, metrics=metrics, report=report)
     if human_eval.enabled:

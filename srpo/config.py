@@ -164,6 +164,8 @@ class GuardConfig(StrictModel):
                                          "of the held-out split the step passes)")
     num_prompts: int = Field(8, ge=1, description="prompts taken from the held-out split when prompts is not given")
     seeds: Optional[list[int]] = Field(None, description="one seed per prompt (default: seed + 7919 i)")
+    seeds_per_prompt: int = Field(1, ge=1, description="images per prompt, each from its own seed: more images "
+                                  "make a share-like metric (a fidelity, a grader's share) less noisy")
     seed: int = 777
     num_steps: Optional[int] = Field(None, ge=1, description="sampler steps of the guard's images "
                                      "(default: rollouts.num_steps)")
@@ -211,22 +213,29 @@ class GuardConfig(StrictModel):
         if self.seeds is not None and self.prompts is not None and len(self.seeds) != len(self.prompts):
             raise ValueError(f"train.guard.seeds has {len(self.seeds)} seeds for {len(self.prompts)} prompts: "
                              "give one seed per prompt or leave seeds out")
+        if self.seeds is not None and self.seeds_per_prompt > 1:
+            raise ValueError(f"train.guard.seeds is given with seeds_per_prompt {self.seeds_per_prompt}: give one "
+                             "seed per image by repeating prompts in train.guard.prompts, or leave seeds out")
         if self.seeds is not None and self.prompts is None and len(self.seeds) != self.num_prompts:
             raise ValueError(f"train.guard.seeds has {len(self.seeds)} seeds for num_prompts {self.num_prompts}: "
                              "give one seed per prompt or leave seeds out")
         return self
 
     def prompts_and_seeds(self, held_out: Optional[list[str]] = None) -> tuple[list[str], list[int]]:
-        """The guard's prompts (``prompts``, else the first ``num_prompts`` of ``held_out``) and their seeds."""
+        """The guard's images as (prompt, seed) lists: ``prompts`` (else the first ``num_prompts`` of
+        ``held_out``), each ``seeds_per_prompt`` times; seed ``seed + 7919 i`` for image i unless ``seeds``."""
         prompts = list(self.prompts) if self.prompts is not None else list(held_out or [])[: self.num_prompts]
         if not prompts:
             raise ValueError("train.guard has no prompts: set train.guard.prompts or give the guard a held-out "
                              "split (the pipeline's eval prompts)")
+        prompts = [p for p in prompts for _ in range(self.seeds_per_prompt)]
         seeds = list(self.seeds) if self.seeds is not None else [self.seed + 7919 * i for i in range(len(prompts))]
         return prompts, seeds[: len(prompts)]
 
 
-RewardForm = Literal["plain", "sgp", "srp", "cfg", "weighted"]
+RewardForm = Literal["plain", "sgp", "srp", "cfg", "weighted", "image_relative"]
+#: The reward forms that put control words on the reward's text side.
+TEXT_FORMS = ("sgp", "srp", "cfg", "weighted")
 
 
 class GRPOConfig(StrictModel):
@@ -301,6 +310,8 @@ class TrainConfig(StrictModel):
     k_denoise: tuple[float, float] = (0.10, 0.25)
     k_inversion: tuple[float, float] = (0.30, 0.01)
     cfg_k: float = 1.5
+    noise_level: float = Field(0.05, gt=0, le=1, description="image_relative: pixel-noise std of the noised copy "
+                               "whose score is subtracted ([0, 1] images; supplement S1)")
     inversion: bool = True
     fuse_branches: bool = Field(
         False, description="srpo: run a level's denoise and inversion branches as one batch of 2B (one "
@@ -364,7 +375,7 @@ class TrainConfig(StrictModel):
         if not self.grid_start_index < self.grid_end_index <= self.grid_schedule_steps:
             raise ValueError("need grid_start_index < grid_end_index <= grid_schedule_steps "
                              f"(got {self.grid_start_index}, {self.grid_end_index}, {self.grid_schedule_steps})")
-        needs_words = self.reward_form in ("sgp", "srp", "cfg", "weighted")
+        needs_words = self.reward_form in TEXT_FORMS
         if needs_words and not self.positive_words:
             raise ValueError(f"reward_form {self.reward_form!r} needs at least one positive control word "
                              "(train.positive_words), or use reward_form 'plain'")
@@ -377,7 +388,7 @@ class TrainConfig(StrictModel):
             raise ValueError("the inversion branch needs a reward with control words: with reward_form 'plain' it "
                              "maximises the denoise branch's reward, and through its opposite step the two gradients "
                              "nearly cancel; use reward_form 'weighted' (or 'sgp', 'srp', 'cfg') or set inversion: false")
-        if self.inversion and not self.negative_words:
+        if self.inversion and not self.negative_words and self.reward_form != "image_relative":
             raise ValueError("the inversion branch is trained towards the negative words: give "
                              "train.negative_words or set inversion: false")
         if self.fuse_branches and not self.inversion:

@@ -13,6 +13,7 @@ from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.models.families import resolve_device
 from srpo.evaluation.config import MetricConfig
 from srpo.rewards import RewardConfig
+from srpo.rewards.config import MultiRewardConfig
 from srpo.training.launch import launch_processes, run_job, write_job
 from srpo.world.plots import guard_curves, line_chart
 from steps._log import library_logging
@@ -23,7 +24,8 @@ from steps._scratch import scratch_dir
 def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
                train: TrainConfig, heldout_prompts: Optional[list[str]] = None,
                metrics: Optional[dict[str, MetricConfig]] = None,
-               extra_rewards: Optional[dict[str, RewardConfig]] = None) -> tuple[
+               extra_rewards: Optional[dict[str, RewardConfig]] = None,
+               rewards: Optional[MultiRewardConfig] = None) -> tuple[
     Annotated[ModelFolder, "tuned_transformer"], Annotated[Image.Image, "training_curves"],
 ]:
     """Apply exactly ``train.steps`` updates (resuming from ``train.checkpoint_dir`` if it holds a checkpoint).
@@ -35,13 +37,14 @@ def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig,
     diffusers-loadable safetensors: with ``train.guard``, the weights its selection rule picked
     (checked on ``heldout_prompts`` with the guard's metrics, among them ``metrics`` and
     ``extra_rewards``). ``training_curves``: the guard's curves, or the reward curve without a guard.
+    ``rewards``: train against this weighted sum instead of ``reward`` (each term's curve is logged).
     """
     library_logging()
     work = scratch_dir("srpo-train-")
     suite = {"metric_configs": {k: v.model_dump(mode="json") for k, v in (metrics or {}).items()},
              "extra_rewards": {k: v.model_dump(mode="json") for k, v in (extra_rewards or {}).items()}}
     job = write_job(work / "job", policy, reward, rollout, train, rollouts, guard_prompts=heldout_prompts,
-                    guard_suite=suite)
+                    guard_suite=suite, rewards=rewards)
     out = work / "out"
     if train.num_processes > 1:
         launch_processes(job, out, train.num_processes, cpu=resolve_device(policy.device).type == "cpu")
@@ -61,11 +64,16 @@ def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig,
         "processes": train.num_processes,
         "published_update": training_log.get("published_update", len(history)),
     })
+    if history and history[0].get("terms"):  # a multi-reward: each term's unweighted denoise-branch value
+        log_metadata(metadata={f"reward_curve_{name}": [h["terms"][name] for h in history] for name in history[0]["terms"]})
     if guard is not None:
         log_metadata(metadata={"guard_stopped": guard["stopped"] or "no", "guard_selected_update": guard["selected_update"],
                                "guard_seconds": guard["seconds"], "guard_checks": guard["checks"]})
         curves = guard_curves(guard)
     else:
         steps = [h["step"] + 1 for h in history]
-        curves = line_chart({"denoise-branch reward": (steps, [h["reward"] for h in history])}, "training reward")
+        series = {"denoise-branch reward": (steps, [h["reward"] for h in history])}
+        for name in (history[0].get("terms") or {}) if history else ():
+            series[name] = (steps, [h["terms"][name] for h in history])
+        curves = line_chart(series, "training reward")
     return ModelFolder(out, kind="lora" if train.finetune == "lora" else "diffusers-transformer"), curves

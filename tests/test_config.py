@@ -12,9 +12,7 @@ from srpo.rewards import RewardConfig
 CONFIGS = sorted(Path("configs").glob("*.yaml"))
 #: Shipped configs whose fields or reward the trainer does not take yet (issue 16: `rewards:`, the image-only
 #: form, a joint reward); strict, so the mark must go when the trainer integration lands.
-AWAITING_TRAINER = {"flux_multireward.yaml": "the `rewards:` multi-reward parameter",
-                    "flux_aesthetic.yaml": "reward_form 'image_relative' and train.noise_level",
-                    "flux_hpsv3.yaml": "joint rewards (reward.name 'hpsv3')"}
+AWAITING_TRAINER: dict[str, str] = {}  # config file name -> the trainer feature it waits for
 
 
 def test_resolution_must_be_a_multiple_of_16():
@@ -262,11 +260,12 @@ def test_settings_keys_must_name_a_settings_class(tmp_path, capsys):
      r"none of the positive control words \['glossy'\] is a shapes-world attribute word"),
     ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"]["train"].update(checkpoint_every=2),
      r"train.checkpoint_every is 2 but train.checkpoint_dir is not set"),
-    ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"].update(reward={"name": "hpsv3", "checkpoint": "builtin:tiny"}),
-     r"reward.name 'hpsv3' cannot be the training reward yet: it scores image and prompt jointly.*extra_rewards"),
+    ("configs/tiny_cpu.yaml", lambda raw: (raw["parameters"].update(reward={"name": "hpsv3", "checkpoint": "builtin:tiny"}),
+                                          raw["parameters"]["train"].update(reward_form="image_relative", inversion=False)),
+     r"reward form 'image_relative' is for image-only rewards .* but reward.name is 'hpsv3'"),
     ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"].update(
         reward={"name": "aesthetic_v2.5", "checkpoint": "builtin:tiny"}),
-     r"reward.name 'aesthetic_v2.5' cannot be the training reward yet: it reads no text.*extra_rewards"),
+     r"reward.name 'aesthetic_v2.5' reads no text, so reward form 'weighted' has nowhere to put its control words"),
     ("configs/eval_tiny_cpu.yaml", lambda raw: raw["parameters"].update(
         models={"base": {}, "other": {}}, metrics={"deqa": {"name": "deqa", "results": "/r/deqa.json"}}),
      r"metrics.deqa.results '/r/deqa.json' is one file for 2 models \(base, other\).*put \{model\} in the path"),
@@ -282,12 +281,11 @@ def test_settings_wrong_together_are_refused_before_any_step_runs(tmp_path, sour
         validate_run_config(_write_variant(tmp_path, Path(source), change))
 
 
-def test_the_hpsv3_config_awaits_the_trainer_and_hpsv3_evaluates_as_an_extra_reward(tmp_path):
-    """flux_hpsv3.yaml fails for its reward alone; the fix the error names (extra_rewards:) validates."""
-    from ops.validate import RunConfigError, validate_run_config
+def test_hpsv3_trains_and_also_evaluates_as_an_extra_reward(tmp_path):
+    """flux_hpsv3.yaml validates with HPSv3 as the training reward, and with it as an extra reward instead."""
+    from ops.validate import validate_run_config
 
-    with pytest.raises(RunConfigError, match=r"reward.name 'hpsv3' cannot be the training reward yet"):
-        validate_run_config(Path("configs/flux_hpsv3.yaml"))
+    validate_run_config(Path("configs/flux_hpsv3.yaml"))
     validate_run_config(_write_variant(tmp_path, Path("configs/flux_hpsv3.yaml"), lambda raw: raw["parameters"].update(
         reward={"name": "hpsv2.1", "checkpoint": "s3://srpo-models/HPS_v2.1_compressed.pt"},
         extra_rewards={"hpsv3": raw["parameters"]["reward"]})))

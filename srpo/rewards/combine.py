@@ -8,7 +8,13 @@ Three kinds of reward follow three protocols:
 - **joint** rewards (``is_joint``: HPSv3) give ``score(images, prompts)`` only; a form is the same
   combination of scores under the prompt variants (one forward per variant);
 - **image-only** rewards (``is_image_only``: Aesthetic v2.5) give ``score_images(images)``; their
-  forms are ``plain`` and ``image_relative`` (:mod:`srpo.rewards.image_only`).
+  forms are ``plain`` and ``image_relative`` (:mod:`srpo.rewards.image_only`). Having no words to
+  swap, such a term is the penalty ``-r`` on the inversion branch (the branch steps against the
+  model's velocity, so minimising ``r`` there pushes the model the same way as maximising it on
+  the denoise branch).
+
+Every term is on its reward's scale (``reward.scale`` times the form's value), as the single-reward
+trainer's is.
 
 :func:`term_reward` computes one term's ``[B]`` reward on a branch; :class:`MultiReward` sums
 ``weight * reward`` over terms and returns each term's value too (for logging). The control word
@@ -72,14 +78,21 @@ def _variants(term: RewardTerm, branch: str, step: int, prompts: Sequence[str]) 
 
 def term_reward(term: RewardTerm, images: torch.Tensor, prompts: Sequence[str], *, branch: str = "denoise",
                 step: int = 0, sigma: float = 0.5, sigma_lo: float = 0.0, sigma_hi: float = 1.0,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """One term's reward ``[B]`` for ``images`` ``[B, 3, H, W]`` (in ``[0, 1]``, in the graph) and ``prompts``."""
+                generator: torch.Generator | None = None,
+                noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+    """One term's reward ``[B]`` for ``images`` ``[B, 3, H, W]`` (in ``[0, 1]``, in the graph) and ``prompts``.
+
+    ``noise`` (``() -> [B, 3, H, W]``, standard normal) gives ``image_relative``'s pixel noise; else
+    it is drawn from ``generator`` (default: seeded by ``step``).
+    """
     if branch not in BRANCHES:
         raise ValueError(f"branch {branch!r}: use 'denoise' or 'inversion'")
     kind = reward_kind(term.reward)
     if kind == "image_only":
         gen = generator if generator is not None else torch.Generator().manual_seed(step)
-        return image_only_reward(term.form, term.reward.score_images, images, term.noise_level, gen)
+        eps = noise() if noise is not None and term.form == "image_relative" else None
+        r = image_only_reward(term.form, term.reward.score_images, images, term.noise_level, gen, eps)
+        return r if branch == "denoise" else -r  # no words to swap: the inversion branch's penalty
     k = term.k(branch, sigma, sigma_lo, sigma_hi)
     variants = _variants(term, branch, step, prompts)
     if kind == "joint":
@@ -87,7 +100,7 @@ def term_reward(term: RewardTerm, images: torch.Tensor, prompts: Sequence[str], 
         return semantic_reward_from_scores(term.form, scores["plain"], scores["target"], scores["other"], k, term.cfg_k)
     img = term.reward.image_features(images)  # [B, D]
     txt = {name: None if p is None else term.reward.text_features(p) for name, p in variants.items()}  # [B, D]
-    return semantic_reward(term.form, img, txt["plain"], txt["target"], txt["other"], k, term.cfg_k)
+    return term.reward.scale * semantic_reward(term.form, img, txt["plain"], txt["target"], txt["other"], k, term.cfg_k)
 
 
 class MultiReward:
@@ -114,22 +127,32 @@ class MultiReward:
         return list({id(t.reward): t.reward for t in self.terms}.values())
 
 
+def load_once(config: RewardConfig, loaded: dict[str, torch.nn.Module], loader: Callable[..., torch.nn.Module],
+              device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """``loader(config, device=, dtype=)``, or the model ``loaded`` already holds for the same config (by its JSON)."""
+    key = config.model_dump_json()
+    if key not in loaded:
+        loaded[key] = loader(config, device=device, dtype=dtype)
+    return loaded[key]
+
+
 def load_multi_reward(config: MultiRewardConfig, device: str | torch.device = "cpu",
-                      dtype: torch.dtype = torch.float32,
-                      loader: Callable[..., torch.nn.Module] | None = None) -> MultiReward:
-    """Load every entry's reward (each distinct :class:`RewardConfig` once) and build the terms."""
+                      dtype: torch.dtype = torch.float32, loader: Callable[..., torch.nn.Module] | None = None,
+                      loaded: dict[str, torch.nn.Module] | None = None) -> MultiReward:
+    """Load every entry's reward (each distinct :class:`RewardConfig` once) and build the terms.
+
+    ``loaded``: models by config (:func:`load_once`) to share with the caller, e.g. the run's ``reward:``.
+    """
     if loader is None:
         from srpo.rewards import load_reward as loader
-    loaded: dict[str, torch.nn.Module] = {}
-
-    def model_for(cfg: RewardConfig) -> torch.nn.Module:
-        key = cfg.model_dump_json()
-        if key not in loaded:
-            loaded[key] = loader(cfg, device=device, dtype=dtype)
-        return loaded[key]
-
-    return MultiReward([term_from_config(entry, model_for(entry.reward), i)
+    loaded = {} if loaded is None else loaded
+    return MultiReward([term_from_config(entry, load_once(entry.reward, loaded, loader, device, dtype), i)
                         for i, entry in enumerate(config.rewards)])
+
+
+def single_term_reward(reward: torch.nn.Module, use: RewardUse, name: str = "reward") -> MultiReward:
+    """One reward of any kind as a one-term :class:`MultiReward` used as ``use`` says (weight 1)."""
+    return MultiReward([RewardTerm(name=name, reward=reward, **use.model_dump(exclude={"weight"}))])
 
 
 def term_from_config(entry: WeightedRewardConfig, reward: torch.nn.Module, index: int = 0) -> RewardTerm:

@@ -14,7 +14,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
-from srpo.config import ControlWords, StrictModel, one_of
+from srpo.config import TEXT_FORMS, ControlWords, StrictModel, one_of
 from srpo.published import BUILTIN_PREFIX, WORLD_MODELS, is_builtin, lookup_builtin
 from srpo.rewards.scores import SCORE_REWARD, check_score_name
 
@@ -140,22 +140,29 @@ class RewardConfig(StrictModel):
         return name if name in WORLD_MODELS else None
 
 
-def check_trainable(reward: RewardConfig, setting: str = "reward.name") -> None:
-    """Refuse a reward the trainer cannot train against yet: it reads ``text_features`` and
-    ``image_features`` (the feature protocol), which joint (HPSv3) and image-only (Aesthetic v2.5)
-    rewards lack (docs/rewards.md, "Trainer integration"). Pipelines call it before any step runs;
-    :func:`srpo.training.launch.write_job` calls it too, for runs that start there."""
-    if reward.name in FEATURE_REWARDS or reward.name == SCORE_REWARD:  # score-only: check_reward_for_method
+def check_trainable(reward: RewardConfig, form: str = "weighted", setting: str = "reward") -> None:
+    """Refuse a training reward whose kind does not fit the reward form ``form`` (``train.reward_form``).
+
+    Feature rewards (HPS v2.1, PickScore, CLIP) and joint ones (HPSv3: the form is combined on the
+    scores of the prompt variants) take every text form and ``plain``; image-only rewards (Aesthetic
+    v2.5) take ``image_relative`` (supplement S1) and ``plain`` only; ``image_relative`` needs an
+    image-only reward. Score-only rewards are :func:`~srpo.rewards.scores.check_reward_for_method`'s.
+    Pipelines call it before any step runs; :func:`srpo.training.launch.write_job` calls it too.
+    """
+    if reward.name == SCORE_REWARD:
         return
-    kind = "scores image and prompt jointly" if reward.name in JOINT_REWARDS else "reads no text"
-    raise ValueError(f"{setting} {reward.name!r} cannot be the training reward yet: it {kind}, and the trainer reads "
-                     f"a feature reward's image and text features; train with one of {', '.join(FEATURE_REWARDS)} "
-                     f"and name {reward.name!r} under extra_rewards: to evaluate with it")
+    if reward.name in IMAGE_ONLY_REWARDS and form in TEXT_FORMS:
+        raise ValueError(f"{setting}.name {reward.name!r} reads no text, so reward form {form!r} has nowhere to put "
+                         "its control words: use train.reward_form 'image_relative' (score of the image minus the "
+                         "score of a lightly noised copy, supplement S1) or 'plain'")
+    if reward.name not in IMAGE_ONLY_REWARDS and form == "image_relative":
+        raise ValueError(f"reward form 'image_relative' is for image-only rewards ({', '.join(IMAGE_ONLY_REWARDS)}), "
+                         f"but {setting}.name is {reward.name!r}, which reads text: use train.reward_form 'weighted', "
+                         "'srp', 'sgp', 'cfg' or 'plain'")
 
 
 #: The reward forms a weighted entry may use (``image_relative``: image-only rewards, supplement S1).
 EntryForm = Literal["plain", "sgp", "srp", "cfg", "weighted", "image_relative"]
-_TEXT_FORMS = ("sgp", "srp", "cfg", "weighted")
 
 
 class RewardUse(StrictModel):
@@ -188,14 +195,17 @@ class WeightedRewardConfig(RewardUse):
 
     @model_validator(mode="after")
     def _form_fits_reward(self) -> "WeightedRewardConfig":
+        if self.reward.score_only:
+            raise ValueError("a score-only reward (name: score) cannot be a rewards: entry: entries are "
+                             "differentiable rewards; train with train.method: grpo and reward: name: score instead")
         image_only = self.reward.name in IMAGE_ONLY_REWARDS
-        if image_only and self.form in _TEXT_FORMS:
+        if image_only and self.form in TEXT_FORMS:
             raise ValueError(f"form {self.form!r} puts control words on the reward's text side, but reward "
                              f"{self.reward.name!r} reads no text: use form 'image_relative' (supplement S1) or 'plain'")
         if not image_only and self.form == "image_relative":
             raise ValueError(f"form 'image_relative' is for image-only rewards ({', '.join(IMAGE_ONLY_REWARDS)}); "
                              f"reward {self.reward.name!r} reads text: use 'weighted', 'srp', 'sgp', 'cfg' or 'plain'")
-        if self.form in _TEXT_FORMS and not self.positive_words:
+        if self.form in TEXT_FORMS and not self.positive_words:
             raise ValueError(f"form {self.form!r} needs positive_words (at least one), or use form 'plain'")
         if self.form in ("srp", "cfg", "weighted") and not self.negative_words:
             raise ValueError(f"form {self.form!r} needs negative_words (at least one), or use form 'sgp' or 'plain'")

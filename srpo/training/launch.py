@@ -1,7 +1,7 @@
 """Run a training job in this process, or as one process of many under accelerate / torchrun.
 
-A job is a folder: ``job.json`` (the policy, reward, rollout and train configs; checkpoints go to
-``train.checkpoint_dir``) and ``rollouts/`` (a saved :class:`~srpo.artifacts.RolloutSet`).
+A job is a folder: ``job.json`` (the policy, reward, rollout and train configs, the multi-reward
+when ``rewards:`` is given; checkpoints go to ``train.checkpoint_dir``) and ``rollouts/`` (a saved :class:`~srpo.artifacts.RolloutSet`).
 
     python -m srpo.training.launch JOB_DIR OUT_DIR                     # one process
     accelerate launch --num_processes 8 -m srpo.training.launch JOB_DIR OUT_DIR
@@ -27,7 +27,7 @@ from typing import Callable
 from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.rewards import RewardConfig
-from srpo.rewards.config import check_trainable
+from srpo.rewards.config import MultiRewardConfig, check_trainable
 from srpo.training.sizes import check_batch_memory, check_batch_size, check_job
 
 JOB_FILE = "job.json"
@@ -36,20 +36,22 @@ log = logging.getLogger(__name__)
 
 def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
               train: TrainConfig, rollouts: RolloutSet, *, guard_prompts: list[str] | None = None,
-              guard_suite: dict | None = None) -> Path:
+              guard_suite: dict | None = None, rewards: MultiRewardConfig | None = None) -> Path:
     """Write a job folder, after refusing a reward the trainer cannot use (:func:`check_trainable`) and a
     batch it cannot meet (:mod:`srpo.training.sizes`).
 
     ``guard_prompts``: the held-out prompts ``train.guard`` takes its prompts from (when it names
     none); ``guard_suite``: ``{"metric_configs": {...}, "extra_rewards": {...}}`` as JSON, the
-    evaluation metrics and extra rewards the guard may score with.
+    evaluation metrics and extra rewards the guard may score with. ``rewards``: the training reward
+    is this weighted sum instead of ``reward`` (which the guard's ``reward`` metric still reads).
 
     The memory bound is checked here for CPU jobs; a GPU job's processes check it against their
     GPU before loading anything (:func:`run_job`), so this process never touches CUDA.
     """
     from srpo.models.families import resolve_device
 
-    check_trainable(reward)
+    if rewards is None:
+        check_trainable(reward, train.reward_form)
     device = resolve_device(policy.device)
     check_batch_size(train, len(rollouts))
     if device.type == "cpu":
@@ -58,7 +60,8 @@ def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, r
     rollouts.save(job_dir / "rollouts")
     job = {"policy": policy.model_dump(mode="json"), "reward": reward.model_dump(mode="json"),
            "rollout": rollout.model_dump(mode="json"), "train": train.model_dump(mode="json"),
-           "guard": {"held_out": list(guard_prompts or []), **(guard_suite or {})}}
+           "guard": {"held_out": list(guard_prompts or []), **(guard_suite or {})},
+           "rewards": rewards.model_dump(mode="json") if rewards is not None else None}
     (job_dir / JOB_FILE).write_text(json.dumps(job, indent=1))
     return job_dir
 
@@ -67,6 +70,7 @@ def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None =
     """Train as described by ``job_dir`` and save into ``out_dir``; returns the trainer."""
     from srpo.models.families import load_policy, resolve_device
     from srpo.rewards import load_reward
+    from srpo.rewards.combine import load_multi_reward, load_once
     from srpo.rewards.scores import check_reward_for_method
     from srpo.training.distributed import make_accelerator
     from srpo.training.trainer import SRPOTrainer
@@ -82,9 +86,14 @@ def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None =
     # stored conditioning: no text encoder in training, unless the guard must encode its held-out prompts
     policy = load_policy(policy_cfg, device=accelerator.device,
                          text_encoders=not rollouts.conditioning or train_cfg.guard is not None)
-    reward = load_reward(reward_cfg, device=accelerator.device)
+    loaded: dict = {}  # reward models by config: one shared by `reward` and `rewards:` is loaded once
+    reward = load_once(reward_cfg, loaded, load_reward, accelerator.device)
     guard = build_guard(train_cfg, job.get("guard", {}), reward, accelerator) if train_cfg.guard else None
-    trainer = SRPOTrainer(policy, reward, rollouts, train_cfg, rollout_cfg, accelerator=accelerator, guard=guard)
+    training_reward = reward
+    if job.get("rewards"):  # the training reward is the weighted sum
+        training_reward = load_multi_reward(MultiRewardConfig(**job["rewards"]), accelerator.device, loaded=loaded)
+    trainer = SRPOTrainer(policy, training_reward, rollouts, train_cfg, rollout_cfg, accelerator=accelerator,
+                          guard=guard)
     trainer.train(on_step=on_step)
     trainer.save(out_dir)
     return trainer

@@ -232,6 +232,9 @@ class GRPO(Method):
         images = trainer.policy.decode(x0)  # [N, 3, H, W]
         if is_score_only(trainer.reward):
             return trainer.reward.score(images, prompts).float().to(x0.device)
+        if trainer.terms is not None:  # a multi-reward: its weighted sum on the denoise branch
+            members = [(pos, j) for pos in trainer.global_positions(step) for j in range(trainer.cfg.grpo.group_size)]
+            return trainer.term_rewards("denoise", images, prompts, step, trainer.grid_bounds[0], "grpo", members)[0]
         txt = trainer.text_sides(prompts, step)
         return trainer.branch_reward("denoise", trainer.image_features(images), txt, trainer.grid_bounds[0]).float()
 

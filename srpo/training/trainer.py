@@ -10,7 +10,9 @@ One update, for each process's batch of clean samples ``x0`` with their noise ``
     clip grad norm; AdamW step (skipped, and counted, if anything was non-finite)
 
 Gradients flow through the reward's image tower and the VAE decoder into the transformer (or
-its LoRA adapter) only. That is method ``srpo``; the others (:mod:`srpo.training.methods`) draw
+its LoRA adapter) only. The reward is one feature reward (image and text features, the text side
+cached per prompt variant), or a weighted sum of terms of any kind (:class:`MultiReward`:
+``rewards:``, or a single joint / image-only reward), each term logged per update. That is method ``srpo``; the others (:mod:`srpo.training.methods`) draw
 their levels and recover x0hat their own way, through the same update.
 
 Randomness is counter-based: every draw is seeded from ``(train.seed, step, global sample
@@ -20,6 +22,7 @@ resumed run continues exactly where the interrupted one stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -38,6 +41,9 @@ from srpo.models.base import Policy, cast_parameters
 from srpo.models.quantize import quantize_frozen_base
 from srpo.noise import derived_seed, seeded_noise
 from srpo.rewards.base import RewardModel
+from srpo.rewards.combine import MultiReward, reward_kind, single_term_reward
+from srpo.rewards.config import RewardUse
+from srpo.rewards.scores import is_score_only
 from srpo.schedules import linear_k
 from srpo.srp import semantic_reward, with_control
 from srpo.training.checkpoint import Checkpointer, trainable_state
@@ -63,6 +69,7 @@ class StepLog:
     skipped: bool
     seconds: float
     images_per_second: float  # decoded-and-scored images per second, all processes
+    terms: dict[str, float] | None = None  # a multi-reward's unweighted denoise-branch value of each term
 
 
 class NonFiniteError(RuntimeError):
@@ -81,7 +88,7 @@ class SRPOTrainer:
     checkpoints :mod:`srpo.training.checkpoint`'s.
     """
 
-    def __init__(self, policy: Policy, reward: RewardModel, rollouts: RolloutSet, cfg: TrainConfig,
+    def __init__(self, policy: Policy, reward: RewardModel | MultiReward, rollouts: RolloutSet, cfg: TrainConfig,
                  rollout_cfg: RolloutConfig, accelerator=None, guard: Guard | None = None):
         if len(rollouts) == 0:
             raise ValueError("the rollout set is empty: nothing to train on")
@@ -89,7 +96,11 @@ class SRPOTrainer:
         check_checkpointing(cfg)
         self.method = method_for(cfg)
         self.method.check(cfg, rollout_cfg)
-        self.policy, self.reward, self.rollouts = policy, reward, rollouts
+        self.policy, self.rollouts = policy, rollouts
+        reward = self._reward_terms(reward, cfg)
+        # a multi-reward's terms, or None for one feature (or score-only) reward
+        self.terms = reward if isinstance(reward, MultiReward) else None
+        self.reward = reward
         self.cfg, self.rollout_cfg = cfg, rollout_cfg
         self.grid, self.d_sigma = training_levels(cfg)
         self.grid_bounds = float(self.grid.min()), float(self.grid.max())  # (sigma_lo, sigma_hi)
@@ -108,6 +119,20 @@ class SRPOTrainer:
         self.guard = self._setup_guard(guard) if guard is not None else None
 
     # ---- setup --------------------------------------------------------------------------
+    @staticmethod
+    def _reward_terms(reward, cfg: TrainConfig):
+        """A joint or image-only reward as a one-term multi-reward with the run's form, words and k;
+        a feature or score-only reward, or a multi-reward, as it is."""
+        if isinstance(reward, MultiReward) or is_score_only(reward):
+            return reward
+        if reward_kind(reward) == "feature":
+            if cfg.reward_form == "image_relative":
+                raise ValueError("train.reward_form 'image_relative' is for image-only rewards, but the reward reads "
+                                 "text: use reward_form 'weighted', 'srp', 'sgp', 'cfg' or 'plain'")
+            return reward
+        use = RewardUse(form=cfg.reward_form, **cfg.model_dump(include=set(RewardUse.model_fields) - {"weight", "form"}))
+        return single_term_reward(reward, use)
+
     def lora_targets(self) -> list[str]:
         """``train.lora_targets``, else the policy family's own (``policy.lora_targets``)."""
         return list(self.cfg.lora_targets or self.policy.lora_targets)
@@ -128,7 +153,8 @@ class SRPOTrainer:
             self.params = list(transformer.parameters())
         if cfg.vae_gradient_checkpointing:
             self.policy.pipe.vae.enable_gradient_checkpointing()
-        self.reward.requires_grad_(False).eval()
+        for model in self.reward_models:
+            model.requires_grad_(False).eval()
         if self.processes.sharded:  # FSDP 2 replaces the parameters by sharded ones: the optimizer takes those
             self.processes.shard(transformer, self.policy.block_classes, cfg.fsdp_param_dtype)
             self.params = [p for p in transformer.parameters() if p.requires_grad]
@@ -160,6 +186,11 @@ class SRPOTrainer:
             folder = str(Path(folder) / f"rank-{procs.rank}")
         return GuardRunner(guard, render, CandidateKeeper(folder), is_main=procs.is_main or not procs.sharded)
 
+    @property
+    def reward_models(self) -> list[torch.nn.Module]:
+        """The distinct reward models the update reads (one, or each a multi-reward's terms share)."""
+        return self.terms.models if self.terms is not None else [self.reward]
+
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The trained parameters by name (LoRA: the adapter only), gathered (every rank must call this)."""
         return trainable_state(self.processes, self.cfg.finetune)
@@ -170,7 +201,10 @@ class SRPOTrainer:
         It renders and scores in eval mode with its own seeded noise and its own prompt caches, so
         the training's random streams, modes and cached encodings are exactly as without it.
         """
-        with separate_cache(self.policy, "prompt_cache"), separate_cache(self.reward, "_text_cache"):
+        with contextlib.ExitStack() as caches:
+            caches.enter_context(separate_cache(self.policy, "prompt_cache"))
+            for model in self.reward_models:
+                caches.enter_context(separate_cache(model, "_text_cache"))
             check = self.guard.maybe_check(step, self.cfg.steps, self.trainable_state)
         if check is not None and self.cfg.trackers:
             self.accelerator.log(self.guard.guard.scalars(check), step=step)
@@ -253,12 +287,32 @@ class SRPOTrainer:
         """
         cfg = self.cfg
         target, other = ("pos", "neg") if branch == "denoise" else ("neg", "pos")
-        if branch == "denoise":
-            k = linear_k(t, *self.grid_bounds, *cfg.k_denoise)
-        else:
-            k = linear_k(t - self.d_sigma, *self.grid_bounds, *cfg.k_inversion)
+        k = linear_k(self.k_level(branch, t), *self.grid_bounds, *(cfg.k_denoise if branch == "denoise" else cfg.k_inversion))
         r = semantic_reward(cfg.reward_form, img, txt["plain"], txt.get(target), txt.get(other), k, cfg.cfg_k)
         return self.reward.scale * r
+
+    def k_level(self, branch: str, t: float) -> float:
+        """Where a branch's k is read: ``t`` on the denoise branch, ``t - d_sigma`` on the inversion branch."""
+        return t if branch == "denoise" else t - self.d_sigma
+
+    def term_rewards(self, branch: str, images: torch.Tensor, prompts: list[str], step: int, t: float,
+                     tag: str, rows: list | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A multi-reward on ``branch`` at level ``t``: (weighted sum [B], each term's value [B]).
+
+        Each term reads its own words and k-schedule (k at :meth:`k_level`); an image-relative
+        term's pixel noise is seeded by (seed, step, ``tag``, branch, row), the rows being the
+        global sample positions unless ``rows`` names them (one per image).
+        """
+        rows = self.global_positions(step) if rows is None else rows
+
+        def noise() -> torch.Tensor:  # [B, 3, H, W]
+            seeds = [derived_seed(self.cfg.seed, step, "relative", tag, branch, row) for row in rows]
+            return seeded_noise(images.shape[1:], seeds).to(images)
+
+        with self.policy.autocast():
+            total, parts = self.terms(images, prompts, branch=branch, step=step, sigma=self.k_level(branch, t),
+                                      sigma_lo=self.grid_bounds[0], sigma_hi=self.grid_bounds[1], noise=noise)
+        return total.float(), {name: part.float() for name, part in parts.items()}
 
     def group_velocity(self, group: tuple[str, ...], cond):
         """The velocity a micro-step of ``group`` calls: conditioned on the batch once per branch it stacks."""
@@ -287,7 +341,7 @@ class SRPOTrainer:
         """Recover images at the method's levels and branches, decode, reward, backward; one optimizer step."""
         cfg, acc, start = self.cfg, self.accelerator, time.perf_counter()
         prompts, x0, eps = self.clean_batch(step)
-        txt = self.text_sides(prompts, step)
+        txt = self.text_sides(prompts, step) if self.terms is None else None
         cond = self.policy.encode_prompts(prompts)
         branches = self.method.branches(cfg)
         groups = [branches] if cfg.fuse_branches else [(b,) for b in branches]  # branches sharing a micro-step
@@ -299,27 +353,41 @@ class SRPOTrainer:
         self.processes.module.train()
         self.optimizer.zero_grad(set_to_none=True)
         rewards = {b: torch.zeros((), device=acc.device) for b in branches}
+        term_names = [term.name for term in self.terms.terms] if self.terms is not None else []
+        term_values = {name: torch.zeros((), device=acc.device) for name in term_names}  # denoise branch
         total_loss = torch.zeros((), device=acc.device)
         for n, (j, (_, t, weight), group) in enumerate(micro):
             draw = lambda: self.fresh_noise(step, f"draw{j}", x0.shape[1:])  # noqa: E731 (DRaFT-LV only)
             sync = n == len(micro) - 1  # all-reduce gradients once, after the last micro-step
             with self.processes.gradient_sync(sync):
                 x0_hat = self.recover_group(group, x0, eps, t, velocities[group], draw)  # [G*B,C,h,w]
-                features = self.image_features(self.policy.decode(x0_hat)).chunk(len(group))  # G x [B, D]
+                images = self.policy.decode(x0_hat)  # [G*B, 3, H, W]
+                if self.terms is None:  # one image-tower pass for the group, text features cached
+                    per_branch = [self.branch_reward(branch, img, txt, t)
+                                  for branch, img in zip(group, self.image_features(images).chunk(len(group)))]
+                else:
+                    per_branch = []
+                    for branch, img in zip(group, images.chunk(len(group))):
+                        r, parts = self.term_rewards(branch, img, prompts, step, t, f"level{j}")
+                        per_branch.append(r)
+                        if branch == "denoise":
+                            for name, part in parts.items():
+                                term_values[name] += part.detach().mean() / len(levels)
                 loss = torch.zeros((), device=acc.device)
-                for branch, img in zip(group, features):
-                    r = self.branch_reward(branch, img, txt, t)  # [B]
+                for branch, r in zip(group, per_branch):  # r [B]
                     loss = loss + weight * reward_loss(r, cfg.loss, cfg.tau) / terms
                     rewards[branch] += r.detach().mean() / len(levels)
                 acc.backward(loss)  # one gradient-accumulation micro-step per level and branch (or pair)
             total_loss += loss.detach()
-        stats = acc.reduce(torch.stack([total_loss, *rewards.values()]), reduction="mean").tolist()
-        loss_value, reward_values = stats[0], dict(zip(branches, stats[1:]))
+        stats = acc.reduce(torch.stack([total_loss, *rewards.values(), *term_values.values()]),
+                           reduction="mean").tolist()
+        loss_value, reward_values = stats[0], dict(zip(branches, stats[1:1 + len(branches)]))
         grad_norm, skipped = apply_gradients(self, step, stats)  # clip, the non-finite guard, the optimizer step
         seconds = time.perf_counter() - start
         return StepLog(step=step, reward=reward_values["denoise"], inversion_reward=reward_values.get("inversion"),
                        loss=loss_value, grad_norm=grad_norm, sigmas=[t for _, t, _ in levels], skipped=skipped,
-                       seconds=seconds, images_per_second=len(prompts) * self.processes.world * terms / seconds)
+                       seconds=seconds, images_per_second=len(prompts) * self.processes.world * terms / seconds,
+                       terms=dict(zip(term_names, stats[1 + len(branches):])) or None)
 
     def train(self, on_step: Callable[[StepLog], None] | None = None) -> list[StepLog]:
         """Run until ``cfg.steps`` updates are done, resuming from a checkpoint when there is one.

@@ -100,7 +100,7 @@ def test_aesthetic_v25_as_a_training_reward_both_branches(private_cache):
     term = RewardTerm(name="aesthetic", reward=reward, form="image_relative", noise_level=NOISE)
     denoise = term_reward(term, images, ["ignored", "ignored"], branch="denoise", step=3)
     inversion = term_reward(term, images, ["ignored", "ignored"], branch="inversion", step=3)
-    assert torch.allclose(denoise, inversion)  # no words: the branch's sign is the trainer's to apply
+    assert torch.allclose(denoise, -inversion)  # no words to swap: the inversion branch's penalty is -r
     (grad,) = torch.autograd.grad(denoise.sum(), images)
     assert grad.abs().sum() > 0
     from srpo.evaluation.config import MetricConfig

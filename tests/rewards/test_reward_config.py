@@ -43,16 +43,26 @@ def test_unknown_builtin_checkpoint():
         RewardConfig(name="clip", checkpoint="builtin:huge")
 
 
-@pytest.mark.parametrize("name", FEATURE_REWARDS)
-def test_feature_rewards_are_trainable(name):
-    check_trainable(RewardConfig(name=name))
+@pytest.mark.parametrize("name", FEATURE_REWARDS + ("hpsv3",))
+@pytest.mark.parametrize("form", ["plain", "sgp", "srp", "cfg", "weighted"])
+def test_feature_and_joint_rewards_train_with_every_text_form(name, form):
+    check_trainable(RewardConfig(name=name), form)
 
 
-@pytest.mark.parametrize("name, why", [("hpsv3", "scores image and prompt jointly"), ("aesthetic_v2.5", "reads no text")])
-def test_joint_and_image_only_rewards_are_refused_for_training_with_the_fix(name, why):
+@pytest.mark.parametrize("name", FEATURE_REWARDS + ("hpsv3",))
+def test_image_relative_is_refused_for_rewards_that_read_text_with_the_fix(name):
     with pytest.raises(ValueError) as info:
-        check_trainable(RewardConfig(name=name))
+        check_trainable(RewardConfig(name=name), "image_relative")
     first_line = str(info.value).splitlines()[0]
-    assert first_line.startswith(f"reward.name {name!r} cannot be the training reward yet: it {why}")
-    assert all(feature in first_line for feature in FEATURE_REWARDS)
-    assert f"name {name!r} under extra_rewards:" in first_line
+    assert f"reward.name is {name!r}, which reads text" in first_line and "'weighted'" in first_line
+
+
+@pytest.mark.parametrize("form", ["sgp", "srp", "cfg", "weighted"])
+def test_text_forms_are_refused_for_an_image_only_reward_with_the_fix(form):
+    with pytest.raises(ValueError) as info:
+        check_trainable(RewardConfig(name="aesthetic_v2.5"), form)
+    first_line = str(info.value).splitlines()[0]
+    assert first_line.startswith(f"reward.name 'aesthetic_v2.5' reads no text, so reward form {form!r}")
+    assert "'image_relative'" in first_line
+    check_trainable(RewardConfig(name="aesthetic_v2.5"), "image_relative")
+    check_trainable(RewardConfig(name="aesthetic_v2.5"), "plain")

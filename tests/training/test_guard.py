@@ -173,6 +173,15 @@ def test_config_errors_name_the_setting():
         GuardConfig().prompts_and_seeds([])
 
 
+def test_several_seeds_per_prompt_give_each_image_its_own_seed():
+    prompts, seeds = GuardConfig(num_prompts=2, seeds_per_prompt=3).prompts_and_seeds(["a", "b", "c"])
+    assert prompts == ["a"] * 3 + ["b"] * 3 and len(set(seeds)) == 6
+    one, one_seeds = GuardConfig(num_prompts=2).prompts_and_seeds(["a", "b", "c"])
+    assert seeds[0] == one_seeds[0]  # the first image of a prompt keeps seed + 7919 i numbering
+    with pytest.raises(ValidationError, match="seeds is given with seeds_per_prompt 2"):
+        GuardConfig(prompts=["a"], seeds=[1], seeds_per_prompt=2)
+
+
 def test_relative_and_drift_bounds():
     from srpo.config import GuardRule
 
