@@ -288,10 +288,12 @@ def check_memory_plan(params: dict[str, Any]) -> None:
         return
     from srpo.training.memory import check_plan_fits, plan_memory
 
-    plan = plan_memory(policy, train, params.get("reward"))
+    reward = params.get("rewards") or params.get("reward")  # a multi-reward is what the update holds
+    metrics = params.get("metrics")  # the guard's judges
+    plan = plan_memory(policy, train, reward, metrics=metrics)
     print(plan.describe())
     try:
-        check_plan_fits(plan, policy, train, params.get("reward"))
+        check_plan_fits(plan, policy, train, reward, metrics=metrics)
     except ValueError as err:
         raise RunConfigError(str(err)) from err
 

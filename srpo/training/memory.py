@@ -98,6 +98,21 @@ PUBLISHED: dict[str, dict] = {
 #: towers, and the image tower's saved activations per image at 224 px in fp32 (32 blocks x 257
 #: tokens x 1280 wide x ~16 saved tensors of that size x 4 bytes).
 VIT_H_14 = dict(params=986e6, activation_bytes_per_image=32 * 257 * 1280 * 16 * 4)
+#: Aesthetic v2.5: SigLIP so400m-patch14-384's vision tower (27 blocks x 729 tokens x 1152 wide) and its head.
+SIGLIP_SO400M = dict(params=428e6, activation_bytes_per_image=27 * 729 * 1152 * 16 * 4)
+#: HPSv3: Qwen2-VL-7B without its LM head (7.75 B, docs/benchmarks/reward_cost.json); saved activations
+#: of one forward: the vision tower (32 blocks x 1,024 patches at 448 px x 1280 wide x ~16) and the
+#: decoder (28 layers x ~800 tokens: 256 image tokens, the instruction and the prompt, x (8 x 3584
+#: hidden + 3 x 18944 MLP) wide), fp32. A joint reward runs one forward per prompt variant its form reads.
+QWEN2_VL_7B = dict(params=7.75e9, activation_bytes_per_image=(32 * 1024 * 1280 * 16 + 28 * 800 * (8 * 3584 + 3 * 18944)) * 4)
+#: Parameters of the evaluation metrics a guard may hold in the training process (frozen, no grad):
+#: the ViT-H-14 pair (HPS, PickScore), CLIP ViT-L/14 (clip_score), ImageReward (BLIP ViT-L + BERT-base
+#: with cross-attention), Aesthetic v2.5 (SigLIP so400m) and HPSv3.
+GUARD_METRIC_PARAMS = {"hpsv2.1": 986e6, "pickscore": 986e6, "sgp_hps": 986e6, "clip_score": 428e6,
+                       "imagereward": 447e6, "aesthetic_v2.5": 428e6, "hpsv3": 7.75e9}
+#: Which published tower a reward name uses.
+PUBLISHED_REWARDS = {"hpsv2.1": VIT_H_14, "pickscore": VIT_H_14, "clip": VIT_H_14, "hf_clip": VIT_H_14,
+                     "aesthetic_v2.5": SIGLIP_SO400M, "hpsv3": QWEN2_VL_7B}
 
 
 @dataclass
@@ -132,7 +147,8 @@ class MemoryPlan:
     activations_checkpointed: float  # with it
     vae: float  # VAE weights + decode activations
     reward: float  # reward weights + image-tower activations
-    text_encoders: float  # loaded by the training process today
+    text_encoders: float  # loaded by the rollout step only (not in the total)
+    guard: float = 0.0  # the guard's metric models (weights, no grad) held next to the policy
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -146,7 +162,7 @@ class MemoryPlan:
         conditioning and never loads them (``with_text_encoders`` counts them, as a process that
         encodes prompts itself would hold them)."""
         body = (self.transformer_weights + self.gradients + self.optimizer + self.chosen_activations + self.vae
-                + self.reward + (self.text_encoders if with_text_encoders else 0.0))
+                + self.reward + self.guard + (self.text_encoders if with_text_encoders else 0.0))
         return body * MARGIN + CUDA_CONTEXT_GB * GB
 
     def rows(self) -> list[tuple[str, float]]:
@@ -154,7 +170,7 @@ class MemoryPlan:
                 ("AdamW moments", self.optimizer),
                 ("activations" + (" (per-block checkpointing)" if self.checkpointing else ""), self.chosen_activations),
                 ("VAE (weights + decode)", self.vae), ("reward (weights + image tower)", self.reward),
-                ("text encoders (rollout step only)", self.text_encoders)]
+                ("guard metric models", self.guard), ("text encoders (rollout step only)", self.text_encoders)]
 
     def describe(self) -> str:
         """The plan as printable lines, one component a line, in GB."""
@@ -362,20 +378,66 @@ def base_weight_bytes(transformer: torch.nn.Module, trainable_ids: set[int], fro
     return total
 
 
-def reward_memory(reward_cfg, batch: int, height: int, width: int, compute_bytes: int) -> tuple[float, str]:
-    """Reward weights plus its image tower's saved activations for ``batch`` images; and how it was counted."""
+def forwards_per_branch(reward_name: str, form: str) -> int:
+    """Reward forwards one branch keeps in the graph: 1 (feature and image-only rewards; image_relative
+    scores its clean and noised copies as one batch of 2, counted as 2), or a joint reward's prompt variants."""
+    from srpo.srp import FORM_INPUTS
+
+    if form == "image_relative":
+        return 2
+    return len(FORM_INPUTS[form]) if reward_name == "hpsv3" else 1
+
+
+def reward_memory(reward_cfg, batch: int, height: int, width: int, compute_bytes: int,
+                  form: str = "weighted") -> tuple[float, str]:
+    """Reward weights plus the saved activations of its forwards for ``batch`` images; and how it was counted.
+
+    ``reward_cfg``: a :class:`~srpo.rewards.config.RewardConfig` (used with reward form ``form``) or a
+    multi-reward (``MultiRewardConfig``: each distinct model's weights once, every term's activations,
+    all held until the micro-step's backward). Published rewards by formula (:data:`PUBLISHED_REWARDS`),
+    built-in ones traced.
+    """
+    entries = getattr(reward_cfg, "rewards", None)
+    if entries is not None:
+        weights: dict[str, float] = {}
+        activations, hows = 0.0, set()
+        for entry in entries:
+            w, a, how = _one_reward(entry.reward, batch, height, width, compute_bytes, entry.form)
+            weights[entry.reward.model_dump_json()] = w
+            activations += a
+            hows.add(how)
+        return sum(weights.values()) + activations, " + ".join(sorted(hows))
+    w, a, how = _one_reward(reward_cfg, batch, height, width, compute_bytes, form)
+    return w + a, how
+
+
+def _one_reward(reward_cfg, batch: int, height: int, width: int, compute_bytes: int,
+                form: str) -> tuple[float, float, str]:
+    """(weight bytes, activation bytes, how counted) of one reward used with ``form``."""
     checkpoint = getattr(reward_cfg, "checkpoint", None) or ""
+    name = getattr(reward_cfg, "name", "hpsv2.1")
+    forwards = forwards_per_branch(name, form)
     if reward_cfg is None or not checkpoint.startswith("builtin:"):
-        weights = VIT_H_14["params"] * compute_bytes
-        return weights + VIT_H_14["activation_bytes_per_image"] * compute_bytes / 4 * batch, "ViT-H-14 formula"
+        tower = PUBLISHED_REWARDS.get(name, VIT_H_14)
+        label = {id(VIT_H_14): "ViT-H-14", id(SIGLIP_SO400M): "SigLIP so400m", id(QWEN2_VL_7B): "Qwen2-VL-7B"}[id(tower)]
+        activations = tower["activation_bytes_per_image"] * compute_bytes / 4 * batch * forwards
+        return tower["params"] * compute_bytes, activations, f"{label} formula"
     from srpo.rewards import load_reward
+    from srpo.rewards.combine import reward_kind
 
     reward = load_reward(reward_cfg).requires_grad_(False)
     saved = SavedTensors({id(p) for p in reward.parameters()})
     images = torch.rand(batch, 3, height, width, requires_grad=True)  # [B, 3, H, W]
+    kind = reward_kind(reward)
     with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-        reward.image_features(images)
-    return sum(p.numel() * p.element_size() for p in reward.parameters()) + saved.total, "traced"
+        if kind == "joint":
+            reward.score(images, ["a photo"] * batch)
+        elif kind == "image_only":
+            reward.score_images(images)
+        else:
+            reward.image_features(images)
+    weights = sum(p.numel() * p.element_size() for p in reward.parameters())
+    return weights, saved.total * forwards, "traced"
 
 
 @dataclass
@@ -431,10 +493,31 @@ def trace_model(model: ModelDescription, policy_cfg, train_cfg, batch: int) -> T
     return trace
 
 
+def guard_memory(guard_cfg, metrics: dict | None, compute_bytes: int) -> tuple[float, list[str]]:
+    """Weight bytes of the evaluation models ``train.guard`` scores with, and their names.
+
+    The training reward (``reward``), the image statistics and the world grader hold no model of
+    their own; another name is a key of ``metrics`` (the pipeline's metric configs: its ``name``
+    says which model) or a metric name itself. Unknown names count nothing (an extra reward
+    loads like the training reward, which the plan counts once).
+    """
+    if guard_cfg is None:
+        return 0.0, []
+    total, held = 0.0, []
+    for name in guard_cfg.metrics:
+        kind = getattr((metrics or {}).get(name), "name", name)
+        if kind in GUARD_METRIC_PARAMS:
+            total += GUARD_METRIC_PARAMS[kind] * compute_bytes
+            held.append(name)
+    return total, held
+
+
 def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | None = None,
                 world: int | None = None, checkpointing: bool | None = None, batch: int | None = None,
-                model: ModelDescription | None = None) -> MemoryPlan:
-    """The per-GPU :class:`MemoryPlan` of a run's configs; keyword overrides try other settings."""
+                model: ModelDescription | None = None, metrics: dict | None = None) -> MemoryPlan:
+    """The per-GPU :class:`MemoryPlan` of a run's configs; keyword overrides try other settings.
+
+    ``metrics``: the pipeline's metric configs by name, which a ``train.guard`` may score with."""
     quantization = quantization if quantization is not None else policy_cfg.base_quantization
     checkpointing = policy_cfg.gradient_checkpointing if checkpointing is None else checkpointing
     world = world if world is not None else (train_cfg.num_processes if train_cfg.distributed == "fsdp" else 1)
@@ -455,9 +538,12 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
         weights = weights / world + t.largest_block * _bytes(compute)
         notes.append(f"FSDP over {world}: weights, gradients and moments / {world} plus one gathered block")
     h, w = policy_cfg.height, policy_cfg.width
-    reward, how = reward_memory(reward_cfg, batch, h, w, _bytes(compute))
+    reward, how = reward_memory(reward_cfg, batch, h, w, _bytes(compute), train_cfg.reward_form)
     if how != "traced":
-        notes.append("reward: open_clip ViT-H-14 (HPSv2.1 / PickScore) by formula")
+        notes.append(f"reward: {how} (published towers: srpo.training.memory.PUBLISHED_REWARDS)")
+    guard, held = guard_memory(train_cfg.guard, metrics, _bytes(compute))
+    if held:
+        notes.append(f"guard: {', '.join(held)} held in the training process (frozen weights)")
     text = model.text_encoder_params * frozen_bytes
     if text:
         notes.append("text encoders: loaded by the rollout step only (training reads the stored conditioning); "
@@ -468,11 +554,12 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
         trainable_params=t.trainable, gradients=t.trainable * master / world,
         optimizer=2 * t.trainable * master / world, activations=float(t.activations),
         activations_checkpointed=float(t.activations_checkpointed),
-        vae=t.vae_params * frozen_bytes + t.vae_activations, reward=reward, text_encoders=text, notes=notes)
+        vae=t.vae_params * frozen_bytes + t.vae_activations, reward=reward, text_encoders=text, guard=guard,
+        notes=notes)
 
 
 def fitting_settings(policy_cfg, train_cfg, reward_cfg, gpu_gb: float, model: ModelDescription | None = None,
-                     max_world: int = 8) -> list[str]:
+                     max_world: int = 8, metrics: dict | None = None) -> list[str]:
     """Settings (checkpointing, quantisation, FSDP world) under which the run fits ``gpu_gb``, cheapest change first."""
     model = model or describe_model(policy_cfg.pretrained, policy_cfg.family)
     kinds = ["none", "int8", "nf4"] if train_cfg.finetune == "lora" else ["none"]
@@ -481,7 +568,7 @@ def fitting_settings(policy_cfg, train_cfg, reward_cfg, gpu_gb: float, model: Mo
         for checkpointing in (False, True):
             for kind in kinds:
                 plan = plan_memory(policy_cfg, train_cfg, reward_cfg, quantization=kind, world=world,
-                                   checkpointing=checkpointing, model=model)
+                                   checkpointing=checkpointing, model=model, metrics=metrics)
                 if plan.total() <= gpu_gb * GB:
                     found.append(f"policy.gradient_checkpointing: {str(checkpointing).lower()}, "
                                  f"policy.base_quantization: {kind}" + (
@@ -492,12 +579,12 @@ def fitting_settings(policy_cfg, train_cfg, reward_cfg, gpu_gb: float, model: Mo
     return found
 
 
-def check_plan_fits(plan: MemoryPlan, policy_cfg, train_cfg, reward_cfg=None) -> None:
+def check_plan_fits(plan: MemoryPlan, policy_cfg, train_cfg, reward_cfg=None, metrics: dict | None = None) -> None:
     """Refuse a run whose plan exceeds ``policy.gpu_memory_gb``, naming settings that would fit."""
     gpu = policy_cfg.gpu_memory_gb
     if gpu is None or plan.total() <= gpu * GB:
         return
-    fits = fitting_settings(policy_cfg, train_cfg, reward_cfg, gpu)
+    fits = fitting_settings(policy_cfg, train_cfg, reward_cfg, gpu, metrics=metrics)
     fix = ("; ".join(fits) if fits else "none found up to FSDP x8: lower the resolution or the batch size")
     raise ValueError(f"policy.gpu_memory_gb = {gpu}: the run plans {plan.total() / GB:.1f} GB per GPU; settings "
                      f"that fit: {fix}")
