@@ -1,6 +1,7 @@
 """Real-size transformer configs of every model family, their FLOP formulas and meta-device inputs.
 
-``benchmarks.gpu_step --family NAME`` builds a family's transformer from :data:`REAL_SIZES` (random
+``benchmarks.gpu_step --family NAME`` builds a family's transformer from its published config
+(:data:`srpo.training.memory.PUBLISHED`, :func:`family_config`; random
 weights; on the meta device when only counting) and counts one update's FLOPs with torch's
 counter. Each config names where its numbers come from: the ``transformer/config.json`` the
 model's hub folder publishes, as diffusers 0.42.1 reads it (the class defaults of
@@ -17,44 +18,33 @@ from __future__ import annotations
 
 import torch
 
-#: family -> (diffusers transformer class, real-size config, where it came from, default side in pixels,
-#: text tokens the count assumes)
+from srpo.training.memory import PUBLISHED
+
+#: family -> (diffusers transformer class, where its config came from, default side in pixels, text
+#: tokens the count assumes); the real-size configs are :data:`srpo.training.memory.PUBLISHED`'s (one
+#: table for the memory plan and the FLOP counts: :func:`family_config`).
 REAL_SIZES: dict[str, dict] = {
     "qwen-image": dict(
         cls="QwenImageTransformer2DModel", size=720, text_tokens=512,
-        config=dict(patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128,
-                    num_attention_heads=24, joint_attention_dim=3584, guidance_embeds=False,
-                    axes_dims_rope=(16, 56, 56)),
         source="Qwen/Qwen-Image transformer/config.json (20B; = diffusers' class defaults); 720 px: the SRPO "
                "authors' Qwen script; 512 text tokens: the pipeline's max_sequence_length (an upper bound, "
                "prompts are unpadded)"),
     "sd3": dict(
         cls="SD3Transformer2DModel", size=1024, text_tokens=77 + 256,
-        config=dict(sample_size=128, patch_size=2, in_channels=16, num_layers=38, attention_head_dim=64,
-                    num_attention_heads=38, joint_attention_dim=4096, caption_projection_dim=2432,
-                    pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192, qk_norm="rms_norm"),
         source="stabilityai/stable-diffusion-3.5-large transformer/config.json (8B: 38 joint blocks of width "
                "2432, RMS q/k norm); 1024 px native; 77 CLIP + 256 T5 tokens: the pipeline's defaults"),
     "flux2": dict(
         cls="Flux2Transformer2DModel", size=1024, text_tokens=512,
-        config=dict(patch_size=1, in_channels=128, num_layers=8, num_single_layers=48, attention_head_dim=128,
-                    num_attention_heads=48, joint_attention_dim=15360, timestep_guidance_channels=256,
-                    mlp_ratio=3.0, axes_dims_rope=(32, 32, 32, 32), guidance_embeds=True),
         source="black-forest-labs/FLUX.2-dev transformer/config.json (32B; = diffusers' class defaults); "
                "1024 px; 512 text tokens: the pipeline's max_sequence_length"),
     "flux2-klein": dict(
         cls="Flux2Transformer2DModel", size=1024, text_tokens=512,
-        config=dict(patch_size=1, in_channels=128, num_layers=5, num_single_layers=20, attention_head_dim=128,
-                    num_attention_heads=24, joint_attention_dim=7680, timestep_guidance_channels=256,
-                    mlp_ratio=3.0, axes_dims_rope=(32, 32, 32, 32), guidance_embeds=False),
-        source="black-forest-labs/FLUX.2-klein-4B transformer/config.json as recalled (4B: 5 double + 20 "
-               "single blocks of width 3072, text 3 x 2560 from Qwen3-4B, no guidance embedding); not "
-               "checked against the hub file in this offline session"),
+        source="black-forest-labs/FLUX.2-klein-4B (4B: 5 double + 20 single blocks of width 3072 = 24 x 128, "
+               "text 3 x 2560 from Qwen3-4B, no guidance embedding): checked against Klein4BParams of BFL's "
+               "flux2 reference code as public ports (ostris/ai-toolkit and others) carry it; the hub's "
+               "config.json itself was not reachable offline"),
     "z-image": dict(
         cls="ZImageTransformer2DModel", size=1024, text_tokens=512,
-        config=dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=3840, n_layers=30,
-                    n_refiner_layers=2, n_heads=30, n_kv_heads=30, qk_norm=True, cap_feat_dim=2560,
-                    axes_dims=[32, 48, 48], axes_lens=[1024, 512, 512]),
         source="Tongyi-MAI/Z-Image-Turbo transformer/config.json (6B; = diffusers' class defaults); 1024 px; "
                "512 text tokens: the pipeline's max_sequence_length (an upper bound, prompts are unpadded)"),
 }
@@ -78,7 +68,7 @@ def family_config(family: str, tiny: bool = False) -> dict:
     """The real-size config of ``family`` (``tiny``: with :data:`TINY_OVERRIDES`)."""
     if family not in REAL_SIZES:
         raise ValueError(f"--family {family!r} is not a known family: use flux or one of {sorted(REAL_SIZES)}")
-    return {**REAL_SIZES[family]["config"], **(TINY_OVERRIDES[family] if tiny else {})}
+    return {**PUBLISHED[family]["transformer"], **(TINY_OVERRIDES[family] if tiny else {})}
 
 
 def flop_terms(family: str, config: dict) -> tuple[float, float]:
