@@ -24,3 +24,18 @@ def test_ablation_rows_are_the_paper_components_and_the_baselines():
     assert table["refl"].method == "refl" and table["draft_lv"].method == "draft_lv"
     for cfg in table.values():
         training_levels(cfg)
+
+
+def test_the_guard_benchmark_guards_with_sets_that_can_see_their_tolerances():
+    """A share moves in steps of one image: the guard set must resolve the tolerance it enforces."""
+    from benchmarks.guard import settings
+
+    table = settings(steps_steering=3, steps_hacking=2)
+    steering = table["steering"]["guard"]
+    prompts, seeds = steering.prompts_and_seeds([f"prompt {i}" for i in range(20)])
+    assert len(prompts) == 45 and len(set(zip(prompts, seeds))) == 45 and len(set(seeds)) == 45
+    assert 1 / len(prompts) < steering.rules["world.colours"].drop / 2  # one image is under half the tolerance
+    assert table["steering"]["train"].positive_words == ["vivid"] and table["steering"]["train"].inversion
+    hacking = table["hacking"]
+    assert set(hacking["guard"].rules) == {"saturation"}  # an image statistic only: no grader in the rule
+    assert hacking["train"].method == "direct_align" and hacking["train"].reward_form == "sgp"
