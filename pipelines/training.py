@@ -16,7 +16,8 @@ from ops.pipeline import pipeline
 from ops.preflight import check_artifact_store
 
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_quantization, check_checkpointing
-from srpo.evaluation.config import EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan
+from srpo.evaluation.config import (EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan,
+                                    check_metric_config)
 from srpo.evaluation.guard_metrics import check_guard_metrics
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
@@ -45,7 +46,9 @@ def srpo_training(
     check_artifact_store()
     check_checkpointing(train)
     check_base_quantization(policy, train)
-    check_reward_for_method(train.method, reward.name, reward.function)  # score-only rewards: grpo only
+    check_reward_for_method(train.method, reward.name, reward.score_label)  # score-only rewards: grpo only
+    if reward.metric is not None:  # an evaluation metric as a score-only reward: its config, checked here
+        check_metric_config(reward.metric, "reward.metric")
     if rewards is None:  # with `rewards:`, each entry's form was checked against its reward
         check_trainable(reward, train.reward_form)
     if train.guard is not None:

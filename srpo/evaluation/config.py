@@ -359,3 +359,16 @@ def check_evaluation_plan(models: list[str], report: EvalReportConfig, human_eva
     if human_eval.style is not None and not style_prompts:
         raise ValueError("human_eval.style needs style-variant prompts (categories style/<word>): set "
                          "benchmark.style_variants in srpo_evaluation, or remove human_eval.style")
+
+
+def check_metric_config(config: dict, setting: str) -> "MetricConfig":
+    """``config`` as a :class:`MetricConfig`, or a ``ValueError`` whose first line names ``setting``."""
+    from pydantic import ValidationError
+
+    try:
+        return MetricConfig(**config)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{setting}{'.' + where if where else ''}: {first['msg']} (got {config!r})") from None
+

@@ -38,10 +38,11 @@ def load_reward(config: RewardConfig, device: str | torch.device = "cpu",
 
         reward = load_hf_clip_reward(config)
     elif config.score_only:
-        from srpo.rewards.scores import ScoreReward, resolve_score
+        from srpo.rewards.scores import ScoreReward, metric_score, resolve_score
 
-        return ScoreReward(resolve_score(config.function), config.function,  # type: ignore[return-value]
-                           1.0 if config.scale is None else config.scale).to(device=device)
+        fn, label = ((metric_score(config.metric, device), f"metric:{config.metric['name']}") if config.metric
+                     else (resolve_score(config.function), config.function))
+        return ScoreReward(fn, label, 1.0 if config.scale is None else config.scale).to(device=device)  # type: ignore[return-value]
     elif config.name in JOINT_REWARDS:
         from srpo.rewards.hpsv3_reward import load_hpsv3_reward
 

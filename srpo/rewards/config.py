@@ -54,7 +54,9 @@ class RewardConfig(StrictModel):
 
     ``name: score`` is a score-only reward (no gradient; ``train.method: grpo`` only): ``function``
     names ``fn(images, prompts) -> scores`` as a registered score (``shapes-bright``, ...; see
-    :mod:`srpo.rewards.scores`) or ``module:function``; ``scale`` multiplies it (default 1).
+    :mod:`srpo.rewards.scores`) or ``module:function``; or ``metric`` is an evaluation-suite
+    metric's config (``{name: imagereward, checkpoint: ...}``, as under ``metrics:``), scored
+    without gradient. ``scale`` multiplies it (default 1).
 
     ``architecture``: open_clip model name (open_clip rewards only).
     ``processor_path``: tokenizer folder (transformers rewards only); default: the checkpoint
@@ -68,6 +70,7 @@ class RewardConfig(StrictModel):
     processor_path: str | None = None
     seed: int = 0
     function: str | None = None
+    metric: Optional[dict] = None  # name: score: an evaluation metric's config (srpo.evaluation.config.MetricConfig)
 
     @field_validator("name")
     @classmethod
@@ -89,14 +92,23 @@ class RewardConfig(StrictModel):
     @model_validator(mode="after")
     def _fields_fit_family(self) -> "RewardConfig":
         if self.name == SCORE_REWARD:
-            if self.function is None:
-                raise ValueError("reward.name is score but reward.function is not set: name the score function, "
-                                 "a registered one (e.g. shapes-bright) or module:function")
+            if (self.function is None) == (self.metric is None):
+                raise ValueError("reward.name is score but " + ("both reward.function and reward.metric are set: "
+                                 "keep one" if self.function is not None else "neither reward.function nor "
+                                 "reward.metric is set: name the score function (a registered one, e.g. "
+                                 "shapes-bright, or module:function) or give an evaluation metric's config, e.g. "
+                                 "metric: {name: imagereward, checkpoint: ...}"))
+            if self.metric is not None and not isinstance(self.metric.get("name"), str):
+                raise ValueError(f"reward.metric {self.metric!r} has no name: give the evaluation metric's name, "
+                                 "e.g. metric: {name: imagereward}")
             extra = [k for k in ("checkpoint", "processor_path") if getattr(self, k) is not None]
             extra += ["architecture"] if "architecture" in self.model_fields_set else []
             if extra:
                 raise ValueError(f"reward.name is score, which does not read {', '.join(extra)}: remove them")
             return self
+        if self.metric is not None:
+            raise ValueError(f"reward.metric is set but reward.name is {self.name!r}: metric belongs to name: score "
+                             "(an evaluation metric as a score-only reward); remove it or set name: score")
         if self.function is not None:
             raise ValueError(f"reward.function is set but reward.name is {self.name!r}: function belongs to "
                              "name: score (a score-only reward); remove it or set name: score")
@@ -121,7 +133,14 @@ class RewardConfig(StrictModel):
             data.pop("architecture", None)
         if self.name != SCORE_REWARD and isinstance(data, dict):
             data.pop("function", None)
+        if self.metric is None and isinstance(data, dict):
+            data.pop("metric", None)
         return data
+
+    @property
+    def score_label(self) -> str | None:
+        """A score-only reward's name in messages: its function, or ``metric:<name>``."""
+        return self.function or (f"metric:{self.metric['name']}" if self.metric else None)
 
     @property
     def score_only(self) -> bool:

@@ -6,7 +6,9 @@ them; the gradient methods refuse them (:func:`check_reward_for_method`).
 
 A score function is ``fn(images [B,3,H,W] in [0,1], prompts: list[str]) -> scores [B]``, named
 either by a registered name (:data:`SCORE_FUNCTIONS`, for functions that live above this layer,
-like the shapes world's grader) or directly as ``"module:function"``. Names resolve lazily: the
+like the shapes world's grader) or directly as ``"module:function"``; or it is an evaluation
+metric (``reward.metric``: ImageReward, PickScore, Aesthetic v2.5, ... without gradient,
+:func:`metric_score`). Names resolve lazily: the
 module is imported only when the reward is loaded, so this layer imports nothing above it.
 
 :class:`ScoreReward` wraps one as a frozen ``torch.nn.Module`` with the protocol's ``score`` and
@@ -51,6 +53,16 @@ def check_score_name(function: str) -> str:
         raise ValueError(f"reward.function {function!r} is neither a registered score ({', '.join(SCORE_FUNCTIONS)}) "
                          "nor 'module:function': name a function fn(images, prompts) -> scores as package.module:fn")
     return function
+
+
+#: What turns an evaluation metric's config into a score function (the evaluation layer sits above this one).
+METRIC_SCORE = "srpo.evaluation.metrics:metric_score_fn"
+
+
+def metric_score(metric: dict, device="cpu") -> ScoreFn:
+    """The score function of an evaluation-suite metric (its config as a dict, validated there)."""
+    module, _, attr = METRIC_SCORE.partition(":")
+    return getattr(importlib.import_module(module), attr)(metric, device)
 
 
 def resolve_score(function: str) -> ScoreFn:

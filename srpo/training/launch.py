@@ -82,7 +82,7 @@ def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None =
     rollouts = RolloutSet.load(job_dir / "rollouts")
     accelerator = make_accelerator(train_cfg, cpu=resolve_device(policy_cfg.device).type == "cpu")
     check_job(train_cfg, policy_cfg, len(rollouts), accelerator.device)  # before any model is loaded
-    check_reward_for_method(train_cfg.method, reward_cfg.name, reward_cfg.function)
+    check_reward_for_method(train_cfg.method, reward_cfg.name, reward_cfg.score_label)
     # stored conditioning: no text encoder in training, unless the guard must encode its held-out prompts
     policy = load_policy(policy_cfg, device=accelerator.device,
                          text_encoders=not rollouts.conditioning or train_cfg.guard is not None)

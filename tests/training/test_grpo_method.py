@@ -136,10 +136,41 @@ def test_score_functions_resolve_by_registered_name_or_module_path():
         RewardConfig(name="score", function="nothing")
     with pytest.raises(ValueError, match=r"cannot be imported"):
         resolve_score("srpo.no_such_module:fn")
-    with pytest.raises(ValueError, match=r"reward.function is not set"):
+    with pytest.raises(ValueError, match=r"neither reward.function nor reward.metric is set"):
         RewardConfig(name="score")
     with pytest.raises(ValueError, match=r"reward.function is set but reward.name is 'clip'"):
         RewardConfig(name="clip", function="shapes-bright")
+
+
+def test_an_evaluation_metric_trains_as_a_score_only_reward(base, rollouts):
+    """reward: {name: score, metric: {...}}: the suite's metric scores the groups, without gradient."""
+    from srpo.evaluation.config import MetricConfig
+    from srpo.evaluation.metrics import load_metric
+
+    config = RewardConfig(name="score", metric={"name": "aesthetic_v2.5", "checkpoint": "builtin:tiny"}, scale=2.0)
+    reward = load_reward(config)
+    assert reward.score_only and reward.name == "metric:aesthetic_v2.5" and config.score_label == reward.name
+    images = torch.rand(2, 3, 32, 32)
+    metric = load_metric(MetricConfig(name="aesthetic_v2.5", checkpoint="builtin:tiny"))
+    assert torch.allclose(reward.score(images, ["a", "b"]), 2.0 * metric.score(images, ["a", "b"]), atol=1e-6)
+    trainer = make_trainer(base(), rollouts, reward=reward)
+    (log,) = trainer.train()
+    assert not log.skipped and log.grad_norm > 0
+    with pytest.raises(ValueError, match=r"^train.method 'direct_align' backpropagates .* 'metric:aesthetic_v2.5'"):
+        from srpo.rewards.scores import check_reward_for_method
+
+        check_reward_for_method("direct_align", config.name, config.score_label)
+    with pytest.raises(ValueError, match=r"both reward.function and reward.metric are set"):
+        RewardConfig(name="score", function="shapes-bright", metric={"name": "imagereward"})
+    with pytest.raises(ValueError, match=r"reward.metric is set but reward.name is 'clip'"):
+        RewardConfig(name="clip", metric={"name": "imagereward"})
+    with pytest.raises(ValueError, match=r"is an external program"):
+        load_reward(RewardConfig(name="score", metric={"name": "deqa", "results": "/r.json"}))
+    from srpo.evaluation.config import check_metric_config
+
+    with pytest.raises(ValueError, match=r"^reward.metric"):
+        check_metric_config({"name": "imagereward", "encoder": "x"}, "reward.metric")
+    assert RewardConfig(**config.model_dump()) == config  # dumps re-validate (ZenML step parameters)
 
 
 def test_grpo_checks_its_settings():

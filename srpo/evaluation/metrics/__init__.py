@@ -63,3 +63,27 @@ def tiny_metric_folder(*, family: str | None, seed: int = 0) -> Path:
 
 
 __all__ = ["Metric", "ModuleMetric", "load_metric", "tiny_metric_folder"]
+
+
+def metric_score_fn(config: dict, device: str = "cpu"):
+    """A score-only reward's function for an evaluation metric: ``fn(images, prompts) -> [B]``, no grad.
+
+    ``config`` is the metric's config as under ``metrics:`` (validated here: a bad field is named).
+    External metrics (GenEval, DeQA) run a program over saved images and cannot score a batch.
+    """
+    import torch
+
+    from srpo.evaluation.config import EXTERNAL_METRICS, MetricConfig
+
+    cfg = MetricConfig(**config)
+    if cfg.name in EXTERNAL_METRICS:
+        raise ValueError(f"reward.metric {cfg.name!r} is an external program over saved images: it cannot score a "
+                         "training batch; use a model metric (hpsv2.1, pickscore, clip_score, aesthetic_v2.5, "
+                         "imagereward) or a score function")
+    metric = load_metric(cfg, device=device)
+
+    @torch.no_grad()
+    def score(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return metric.score(images, prompts)
+    return score
+
