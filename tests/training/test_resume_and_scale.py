@@ -24,11 +24,18 @@ ROLLOUT = RolloutConfig(num_steps=4)  # the same as the rollout_cfg fixture
 REWARD = RewardConfig(name="clip", checkpoint="builtin:tiny")
 
 
-def job(tmp_path, name, policy_cfg, rollouts, checkpoint_dir=None, **train):
+def job(tmp_path, name, policy_cfg, rollouts, checkpoint_dir=None, guard_prompts=None, **train):
     cfg = TrainConfig(**{"steps": 4, "batch_size": 2, "learning_rate": 1e-3, "max_grad_norm": 1.0,
                          "num_injections": 2, "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
                          **train})
-    return write_job(tmp_path / name, policy_cfg, REWARD, ROLLOUT, cfg, rollouts)
+    return write_job(tmp_path / name, policy_cfg, REWARD, ROLLOUT, cfg, rollouts, guard_prompts=guard_prompts)
+
+
+#: A guard whose selection is not the last update (the best reward among checks): a 2-process run
+#: must render its share of the 3 held-out prompts (one rank pads), gather, and pick the same update.
+GUARD = {"every": 1, "num_prompts": 3, "batch_size": 2, "num_steps": 2, "metrics": ["reward", "saturation"],
+         "rules": {"saturation": {"drift": 1.0, "action": "warn"}}, "select": "best_reward_ok"}
+HELD_OUT = ["a green triangle", "a red circle on white", "a yellow star"]
 
 
 def transformer_weights(out: Path) -> dict[str, torch.Tensor]:
@@ -159,16 +166,23 @@ def test_full_weights_load_into_flux_pipeline_and_generate(tmp_path, policy_cfg,
 def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, family_setups, distributed,
                                                                    finetune, fuse, family):
     policy_cfg, rollouts = family_setups(family)
+    guarded = dict(guard=GUARD, guard_prompts=HELD_OUT) if finetune == "lora" else {}  # the guard under FSDP
     run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, finetune=finetune,
-                fuse_branches=fuse), tmp_path / "single-out")
+                fuse_branches=fuse, **guarded), tmp_path / "single-out")
     ck = tmp_path / "ck"
     two = job(tmp_path, "two", policy_cfg, rollouts, ck, steps=2, batch_size=1, distributed=distributed,
-              checkpoint_every=1, finetune=finetune, fuse_branches=fuse)
+              checkpoint_every=1, finetune=finetune, fuse_branches=fuse, **guarded)
     launch_processes(two, tmp_path / "two-out", num_processes=2, cpu=True)
     single = transformer_weights(tmp_path / "single-out")
     assert max_abs_diff(single, transformer_weights(tmp_path / "two-out")) <= 1e-5
     log = json.loads((tmp_path / "two-out" / "training_log.json").read_text())
     assert log["processes"] == 2 and log["strategy"] == distributed  # FSDP really sharded, not DDP in disguise
+    if guarded:  # the same checks (prompts split over the ranks and gathered) and the same published update
+        one = json.loads((tmp_path / "single-out" / "training_log.json").read_text())
+        assert log["published_update"] == one["published_update"]
+        assert len(log["guard"]["checks"]) == len(one["guard"]["checks"]) == 3
+        for a, b in zip(log["guard"]["checks"], one["guard"]["checks"]):
+            assert a["values"] == pytest.approx(b["values"], abs=1e-4)
     state = json.loads((ck / "step-000002" / "trainer_state.json").read_text())
     assert state["world_size"] == 2 and (ck / "step-000002" / "rng-rank1.pt").exists()
     if distributed == "fsdp":
