@@ -1,6 +1,6 @@
 """The paper's cost claim, side by side: updates, images, FLOPs and seconds each method needs to reach one target.
 
-    SRPO_CACHE=/work/srpo_cache python -m benchmarks.cost --budget-updates 40 --budget-seconds 1800
+    SRPO_CACHE=/work/srpo_cache python -m benchmarks.cost    # ~12 min on 2 idle cores; every method reaches it
 
 On the shapes world (the published ``builtin:shapes-flux`` and ``builtin:shapes-clip``, see
 :mod:`benchmarks.world`), SRPO, Direct-Align, ReFL, DRaFT-LV and GRPO each train from the same
@@ -117,8 +117,8 @@ def with_ratios(results: list[dict]) -> list[dict]:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--budget-updates", type=int, default=40, help="most updates per method")
-    parser.add_argument("--budget-seconds", type=float, default=1800.0, help="most training seconds per method")
+    parser.add_argument("--budget-updates", type=int, default=150, help="most updates per method")
+    parser.add_argument("--budget-seconds", type=float, default=1200.0, help="most training seconds per method")
     parser.add_argument("--every", type=int, default=5, help="probe every k updates")
     parser.add_argument("--probe-prompts", type=int, default=30, help="probe images (base prompts, one seed each)")
     parser.add_argument("--batch", type=int, default=8, help="images per update (GRPO: batch/group prompts)")

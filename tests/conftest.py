@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Under pytest-xdist (make test runs two workers) each worker gets a ZenML config folder of its own
+# below the one the Makefile made, so the workers never share a local store.
+# A worker's main module has no file, from which ZenML would read the source root: name it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    if os.environ.get("ZENML_CONFIG_PATH"):
+        os.environ["ZENML_CONFIG_PATH"] = os.path.join(os.environ["ZENML_CONFIG_PATH"],
+                                                       os.environ["PYTEST_XDIST_WORKER"])
+    os.environ.setdefault("ZENML_CUSTOM_SOURCE_ROOT", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def isolated_zenml(folder):

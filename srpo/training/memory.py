@@ -48,6 +48,12 @@ def kl_vae(**latent_stats) -> dict:
 #: Published transformer / VAE configs (their ``config.json``) of each family's flagship model, with
 #: the text length the adapter pads to and the text encoders' parameter count (held by the
 #: training process). Used when the config names a hub id: nothing is downloaded.
+#: FLUX.2 [dev]'s transformer (diffusers' Flux2Transformer2DModel defaults) and its 32-channel VAE.
+FLUX2_DEV = dict(patch_size=1, in_channels=128, out_channels=None, num_layers=8, num_single_layers=48,
+                 attention_head_dim=128, num_attention_heads=48, joint_attention_dim=15360,
+                 timestep_guidance_channels=256, mlp_ratio=3.0, axes_dims_rope=[32, 32, 32, 32], guidance_embeds=True)
+FLUX2_VAE = dict(latent_channels=32, block_out_channels=[128, 256, 512, 512])
+
 PUBLISHED: dict[str, dict] = {
     "flux": dict(model="black-forest-labs/FLUX.1-dev", resolution=1024, text_tokens=512, text_encoder_params=4.89e9,
                  transformer=dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
@@ -71,20 +77,13 @@ PUBLISHED: dict[str, dict] = {
                 vae_class="AutoencoderKL",
                 vae=kl_vae(scaling_factor=1.5305, shift_factor=0.0609)),
     "flux2": dict(model="black-forest-labs/FLUX.2-dev", resolution=1024, text_tokens=512, text_encoder_params=24.0e9,
-                  transformer=dict(patch_size=1, in_channels=128, out_channels=None, num_layers=8,
-                                   num_single_layers=48, attention_head_dim=128, num_attention_heads=48,
-                                   joint_attention_dim=15360, timestep_guidance_channels=256, mlp_ratio=3.0,
-                                   axes_dims_rope=[32, 32, 32, 32], guidance_embeds=True),
-                  vae_class="AutoencoderKLFlux2",
-                  vae=dict(latent_channels=32, block_out_channels=[128, 256, 512, 512])),
+                  transformer=FLUX2_DEV, vae_class="AutoencoderKLFlux2", vae=FLUX2_VAE),
+    # [klein] 4B: FLUX.2's blocks, fewer and narrower, Qwen3-4B's 3 x 2560 text rows, no guidance embedding
     "flux2-klein": dict(model="black-forest-labs/FLUX.2-klein-4B", resolution=1024, text_tokens=512,
                         text_encoder_params=4.02e9,
-                        transformer=dict(patch_size=1, in_channels=128, out_channels=None, num_layers=5,
-                                         num_single_layers=20, attention_head_dim=128, num_attention_heads=24,
-                                         joint_attention_dim=7680, timestep_guidance_channels=256, mlp_ratio=3.0,
-                                         axes_dims_rope=[32, 32, 32, 32], guidance_embeds=False),
-                        vae_class="AutoencoderKLFlux2",
-                        vae=dict(latent_channels=32, block_out_channels=[128, 256, 512, 512])),
+                        transformer={**FLUX2_DEV, "num_layers": 5, "num_single_layers": 20, "num_attention_heads": 24,
+                                     "joint_attention_dim": 7680, "guidance_embeds": False},
+                        vae_class="AutoencoderKLFlux2", vae=FLUX2_VAE),
     "z-image": dict(model="Tongyi-MAI/Z-Image-Turbo", resolution=1024, text_tokens=512, text_encoder_params=4.02e9,
                     transformer=dict(all_patch_size=[2], all_f_patch_size=[1], in_channels=16, dim=3840, n_layers=30,
                                      n_refiner_layers=2, n_heads=30, n_kv_heads=30, qk_norm=True, cap_feat_dim=2560,
