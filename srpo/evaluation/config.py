@@ -371,4 +371,3 @@ def check_metric_config(config: dict, setting: str) -> "MetricConfig":
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ValueError(f"{setting}{'.' + where if where else ''}: {first['msg']} (got {config!r})") from None
-

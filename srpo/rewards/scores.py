@@ -8,8 +8,8 @@ A score function is ``fn(images [B,3,H,W] in [0,1], prompts: list[str]) -> score
 either by a registered name (:data:`SCORE_FUNCTIONS`, for functions that live above this layer,
 like the shapes world's grader) or directly as ``"module:function"``; or it is an evaluation
 metric (``reward.metric``: ImageReward, PickScore, Aesthetic v2.5, ... without gradient,
-:func:`metric_score`). Names resolve lazily: the
-module is imported only when the reward is loaded, so this layer imports nothing above it.
+:func:`metric_score`). Names resolve lazily: the module is imported only when the reward is
+loaded, so this layer imports nothing above it.
 
 :class:`ScoreReward` wraps one as a frozen ``torch.nn.Module`` with the protocol's ``score`` and
 ``scale`` (and no ``image_features``: it has no features to differentiate).
@@ -61,8 +61,9 @@ METRIC_SCORE = "srpo.evaluation.metrics:metric_score_fn"
 
 def metric_score(metric: dict, device="cpu") -> ScoreFn:
     """The score function of an evaluation-suite metric (its config as a dict, validated there)."""
-    module, _, attr = METRIC_SCORE.partition(":")
-    return getattr(importlib.import_module(module), attr)(metric, device)
+    from srpo.io import import_by_name
+
+    return import_by_name(METRIC_SCORE)(metric, device)
 
 
 def resolve_score(function: str) -> ScoreFn:

@@ -1,7 +1,8 @@
 """Run a training job in this process, or as one process of many under accelerate / torchrun.
 
 A job is a folder: ``job.json`` (the policy, reward, rollout and train configs, the multi-reward
-when ``rewards:`` is given; checkpoints go to ``train.checkpoint_dir``) and ``rollouts/`` (a saved :class:`~srpo.artifacts.RolloutSet`).
+when ``rewards:`` is given; checkpoints go to ``train.checkpoint_dir``) and ``rollouts/`` (a saved
+:class:`~srpo.artifacts.RolloutSet`).
 
     python -m srpo.training.launch JOB_DIR OUT_DIR                     # one process
     accelerate launch --num_processes 8 -m srpo.training.launch JOB_DIR OUT_DIR

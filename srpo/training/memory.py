@@ -45,15 +45,15 @@ def kl_vae(**latent_stats) -> dict:
                 layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False, **latent_stats)
 
 
-#: Published transformer / VAE configs (their ``config.json``) of each family's flagship model, with
-#: the text length the adapter pads to and the text encoders' parameter count (held by the
-#: training process). Used when the config names a hub id: nothing is downloaded.
 #: FLUX.2 [dev]'s transformer (diffusers' Flux2Transformer2DModel defaults) and its 32-channel VAE.
 FLUX2_DEV = dict(patch_size=1, in_channels=128, out_channels=None, num_layers=8, num_single_layers=48,
                  attention_head_dim=128, num_attention_heads=48, joint_attention_dim=15360,
                  timestep_guidance_channels=256, mlp_ratio=3.0, axes_dims_rope=[32, 32, 32, 32], guidance_embeds=True)
 FLUX2_VAE = dict(latent_channels=32, block_out_channels=[128, 256, 512, 512])
 
+#: Published transformer / VAE configs (their ``config.json``) of each family's flagship model, with
+#: the text length the adapter pads to and the text encoders' parameter count (held by the
+#: training process). Used when the config names a hub id: nothing is downloaded.
 PUBLISHED: dict[str, dict] = {
     "flux": dict(model="black-forest-labs/FLUX.1-dev", resolution=1024, text_tokens=512, text_encoder_params=4.89e9,
                  transformer=dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
@@ -109,8 +109,9 @@ QWEN2_VL_7B = dict(params=7.75e9, activation_bytes_per_image=(32 * 1024 * 1280 *
 #: Parameters of the evaluation metrics a guard may hold in the training process (frozen, no grad):
 #: the ViT-H-14 pair (HPS, PickScore), CLIP ViT-L/14 (clip_score), ImageReward (BLIP ViT-L + BERT-base
 #: with cross-attention), Aesthetic v2.5 (SigLIP so400m) and HPSv3.
-GUARD_METRIC_PARAMS = {"hpsv2.1": 986e6, "pickscore": 986e6, "sgp_hps": 986e6, "clip_score": 428e6,
-                       "imagereward": 447e6, "aesthetic_v2.5": 428e6, "hpsv3": 7.75e9}
+GUARD_METRIC_PARAMS = {"hpsv2.1": VIT_H_14["params"], "pickscore": VIT_H_14["params"], "sgp_hps": VIT_H_14["params"],
+                       "clip_score": 428e6, "imagereward": 447e6, "aesthetic_v2.5": SIGLIP_SO400M["params"],
+                       "hpsv3": QWEN2_VL_7B["params"]}
 #: Which published tower a reward name uses.
 PUBLISHED_REWARDS = {"hpsv2.1": VIT_H_14, "pickscore": VIT_H_14, "clip": VIT_H_14, "hf_clip": VIT_H_14,
                      "aesthetic_v2.5": SIGLIP_SO400M, "hpsv3": QWEN2_VL_7B}
@@ -382,11 +383,12 @@ def base_weight_bytes(transformer: torch.nn.Module, trainable_ids: set[int], fro
 def forwards_per_branch(reward_name: str, form: str) -> int:
     """Reward forwards one branch keeps in the graph: 1 (feature and image-only rewards; image_relative
     scores its clean and noised copies as one batch of 2, counted as 2), or a joint reward's prompt variants."""
+    from srpo.rewards.config import JOINT_REWARDS
     from srpo.srp import FORM_INPUTS
 
     if form == "image_relative":
         return 2
-    return len(FORM_INPUTS[form]) if reward_name == "hpsv3" else 1
+    return len(FORM_INPUTS[form]) if reward_name in JOINT_REWARDS else 1
 
 
 def reward_memory(reward_cfg, batch: int, height: int, width: int, compute_bytes: int,

@@ -12,8 +12,9 @@ One update, for each process's batch of clean samples ``x0`` with their noise ``
 Gradients flow through the reward's image tower and the VAE decoder into the transformer (or
 its LoRA adapter) only. The reward is one feature reward (image and text features, the text side
 cached per prompt variant), or a weighted sum of terms of any kind (:class:`MultiReward`:
-``rewards:``, or a single joint / image-only reward), each term logged per update. That is method ``srpo``; the others (:mod:`srpo.training.methods`) draw
-their levels and recover x0hat their own way, through the same update.
+``rewards:``, or a single joint / image-only reward), each term logged per update. That is method
+``srpo``; the others (:mod:`srpo.training.methods`) draw their levels and recover x0hat their own
+way, through the same update.
 
 Randomness is counter-based: every draw is seeded from ``(train.seed, step, global sample
 index)``, so the result does not depend on how the global batch is split over processes, and a
@@ -97,10 +98,7 @@ class SRPOTrainer:
         self.method = method_for(cfg)
         self.method.check(cfg, rollout_cfg)
         self.policy, self.rollouts = policy, rollouts
-        reward = self._reward_terms(reward, cfg)
-        # a multi-reward's terms, or None for one feature (or score-only) reward
-        self.terms = reward if isinstance(reward, MultiReward) else None
-        self.reward = reward
+        self.reward = self._reward_terms(reward, cfg)
         self.cfg, self.rollout_cfg = cfg, rollout_cfg
         self.grid, self.d_sigma = training_levels(cfg)
         self.grid_bounds = float(self.grid.min()), float(self.grid.max())  # (sigma_lo, sigma_hi)
@@ -185,6 +183,11 @@ class SRPOTrainer:
         if folder and procs.world > 1 and not procs.sharded:
             folder = str(Path(folder) / f"rank-{procs.rank}")
         return GuardRunner(guard, render, CandidateKeeper(folder), is_main=procs.is_main or not procs.sharded)
+
+    @property
+    def terms(self) -> MultiReward | None:
+        """The reward as a multi-reward's terms, or None for one feature (or score-only) reward."""
+        return self.reward if isinstance(self.reward, MultiReward) else None
 
     @property
     def reward_models(self) -> list[torch.nn.Module]:
@@ -348,7 +351,7 @@ class SRPOTrainer:
         levels = self.noise_levels(step)
         velocities = {group: self.group_velocity(group, cond) for group in groups}  # once per update, not per level
         micro = [(j, level, group) for j, level in enumerate(levels) for group in groups]
-        terms = len(levels) * len(branches)  # the loss averages over levels and branches
+        loss_terms = len(levels) * len(branches)  # the loss averages over levels and branches
 
         self.processes.module.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -375,7 +378,7 @@ class SRPOTrainer:
                                 term_values[name] += part.detach().mean() / len(levels)
                 loss = torch.zeros((), device=acc.device)
                 for branch, r in zip(group, per_branch):  # r [B]
-                    loss = loss + weight * reward_loss(r, cfg.loss, cfg.tau) / terms
+                    loss = loss + weight * reward_loss(r, cfg.loss, cfg.tau) / loss_terms
                     rewards[branch] += r.detach().mean() / len(levels)
                 acc.backward(loss)  # one gradient-accumulation micro-step per level and branch (or pair)
             total_loss += loss.detach()
@@ -386,7 +389,7 @@ class SRPOTrainer:
         seconds = time.perf_counter() - start
         return StepLog(step=step, reward=reward_values["denoise"], inversion_reward=reward_values.get("inversion"),
                        loss=loss_value, grad_norm=grad_norm, sigmas=[t for _, t, _ in levels], skipped=skipped,
-                       seconds=seconds, images_per_second=len(prompts) * self.processes.world * terms / seconds,
+                       seconds=seconds, images_per_second=len(prompts) * self.processes.world * loss_terms / seconds,
                        terms=dict(zip(term_names, stats[1 + len(branches):])) or None)
 
     def train(self, on_step: Callable[[StepLog], None] | None = None) -> list[StepLog]:

@@ -62,9 +62,6 @@ def tiny_metric_folder(*, family: str | None, seed: int = 0) -> Path:
     raise ValueError(f"metric {family!r} has no builtin:tiny folder of its own: only imagereward and aesthetic_v2.5 do")
 
 
-__all__ = ["Metric", "ModuleMetric", "load_metric", "tiny_metric_folder"]
-
-
 def metric_score_fn(config: dict, device: str = "cpu"):
     """A score-only reward's function for an evaluation metric: ``fn(images, prompts) -> [B]``, no grad.
 
@@ -87,3 +84,5 @@ def metric_score_fn(config: dict, device: str = "cpu"):
         return metric.score(images, prompts)
     return score
 
+
+__all__ = ["Metric", "ModuleMetric", "load_metric", "metric_score_fn", "tiny_metric_folder"]
