@@ -89,9 +89,12 @@ def flux_forward_flops(tokens: int, config=None) -> float:
     return 2 * p_tok * tokens + attention * tokens**2
 
 
-def card_peak(device: str) -> tuple[float, str]:
-    if device == "cpu":  # the best of several sizes, as step_cost: one product can read low in a dip
-        return cpu_matmul_peak_gflops() * 1e9, "measured fp32 matmul peak (best of 1024, 2048, 4096)"
+def card_peak(device: str, tiny: bool = False) -> tuple[float, str]:
+    """FLOP/s the MFU divides by. On the CPU the best of several matmul sizes, as step_cost (one
+    product can read low in a dip); ``tiny`` (a check of the script) measures small sizes, as ``--quick``."""
+    if device == "cpu":
+        sizes = (256, 512) if tiny else (1024, 2048, 4096)
+        return cpu_matmul_peak_gflops(sizes) * 1e9, f"measured fp32 matmul peak (best of {', '.join(map(str, sizes))})"
     name = torch.cuda.get_device_name()
     for key, peak in BF16_PEAK.items():
         if key in name:
@@ -122,14 +125,18 @@ def build(tiny: bool, device: str, dtype, overrides: dict):
 
 
 def build_reward(tiny: bool, device: str, dtype):
-    import open_clip
+    """The reward's image tower (random weights): HPS v2.1's ViT-H/14, or with ``tiny`` builtin:tiny's ViT."""
+    from srpo.rewards.open_clip_reward import TINY_ARCHITECTURE, create_open_clip_model, use_sequence_first_attention
 
-    from srpo.rewards.open_clip_reward import use_sequence_first_attention
-
-    name = "ViT-B-32" if tiny else "ViT-H-14"
-    model = open_clip.create_model(name, pretrained=None, device="meta" if device == "meta" else "cpu")
+    model = create_open_clip_model(TINY_ARCHITECTURE if tiny else "ViT-H-14", "meta" if device == "meta" else "cpu")
     model = use_sequence_first_attention(model)
     return model.visual.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def reward_image_size(reward) -> int:
+    """The side the reward tower reads (224 for ViT-H/14)."""
+    size = reward.image_size
+    return size[0] if isinstance(size, (tuple, list)) else int(size)
 
 
 def count(fn):
@@ -174,7 +181,8 @@ def counted_flops(tiny: bool, overrides: dict, size: int, text_tokens: int) -> d
     _, lora_backward = count(lambda: out.square().mean().backward())
     images, vae_forward = count(lambda: vae.decode(latent, return_dict=False)[0])
     pixels = images.detach().requires_grad_()
-    feats, reward_forward = count(lambda: reward(preprocess_for_clip((pixels / 2 + 0.5).clamp(0, 1), 224)))
+    feats, reward_forward = count(lambda: reward(preprocess_for_clip((pixels / 2 + 0.5).clamp(0, 1),
+                                                                      reward_image_size(reward))))
     _, reward_backward = count(lambda: feats.mean(dim=-1).sum().backward())
     _, vae_backward = count(lambda: images.backward(pixels.grad))
     formula = flux_forward_flops(img_tokens + text_tokens, config)
@@ -270,7 +278,7 @@ def family_step(args, device: str, dtype) -> dict:
     p_tok, attention = flop_terms(args.family, config)
     tokens = image_tokens(args.family, config, size) + text_tokens
     fwd = 2 * p_tok * tokens + attention * tokens**2
-    peak, peak_source = card_peak(device)
+    peak, peak_source = card_peak(device, args.tiny)
     roll = median(time_it(rollout_step, args.repeats, warmup=2, sync=sync))
     if sync:
         torch.cuda.reset_peak_memory_stats()
@@ -356,6 +364,7 @@ def main() -> None:
     from srpo.rewards.base import preprocess_for_clip
 
     transformer, vae, reward, lora_params = build(args.tiny, device, dtype, overrides)
+    side = reward_image_size(reward)
     build_s = time.perf_counter() - t_start
     cfg = transformer.config
     h = w = size // 8
@@ -409,12 +418,12 @@ def main() -> None:
             with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
                 z = (x0_hat / 0.3611 + 0.1159).to(dtype).contiguous(memory_format=layout)
                 images = vae.decode(z, return_dict=False)[0]
-                feats = reward(preprocess_for_clip((images.float() / 2 + 0.5).clamp(0, 1), 224).to(dtype))
+                feats = reward(preprocess_for_clip((images.float() / 2 + 0.5).clamp(0, 1), side).to(dtype))
             (-feats.float().mean(dim=-1).sum()).backward()  # each branch's sample counts once
         torch.nn.utils.clip_grad_norm_(lora_params, 0.1)
         optimizer.step()
 
-    peak, peak_source = card_peak(device)
+    peak, peak_source = card_peak(device, args.tiny)
     fwd = flux_forward_flops(tokens, cfg)  # the issue's formula, from this model's config (any size)
     results = {"benchmark": "gpu_step", "tiny": args.tiny, "overrides": overrides,
                "transformer_only": args.transformer_only, "rollout_batch": rb,

@@ -111,7 +111,7 @@ def main() -> None:
     cond = policy.encode_prompts(prompts)
     tokens = (shape[1] // 2) * (shape[2] // 2) + cond.tokens.shape[1]
     fwd = args.batch * flux_forward_flops(tokens, policy.transformer.config)  # the formula, any size
-    peak, peak_source = card_peak(device.type)
+    peak, peak_source = card_peak(device.type, args.tiny)
     header = {"benchmark": "trainer_step", "tiny": args.tiny, "overrides": overrides, "device": device.type,
               "size": size, "batch": args.batch, "tokens": tokens, "compile": args.compile,
               "fuse_branches": args.fuse_branches, "checkpointing": args.checkpointing,

@@ -135,7 +135,7 @@ def zenml_cli(*args: str, env: dict, timeout: float = 180, check: bool = True) -
 
 def register_stack(name: str, env: dict, **variables: str) -> subprocess.CompletedProcess:
     """``bash stacks/register.sh NAME`` with the placeholders' variables; ZenML state comes from ``env``."""
-    result = subprocess.run(["bash", "stacks/register.sh", name], env={**env, "ZENML": ZENML, **variables},
+    result = subprocess.run(["bash", "stacks/register.sh", name], env={**env, "PYTHON": sys.executable, **variables},
                             capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     reset_zenml()  # the CLI changed the active stack behind this process's back
     return result

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def test_local_stack_registers_and_becomes_active(tmp_path):
     env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false",
-           "ZENML": str(Path(sys.executable).parent / "zenml")}
+           "PYTHON": sys.executable, "ZENML": str(Path(sys.executable).parent / "zenml")}
     subprocess.run(["bash", "stacks/register.sh", "local"], check=True, env=env, capture_output=True)
     out = subprocess.run([env["ZENML"], "stack", "describe"], check=True, env=env, capture_output=True, text=True)
     assert "srpo-local" in out.stdout + out.stderr

@@ -123,8 +123,8 @@ def register_tiny_config() -> None:
     open_clip.add_model_config(path)
 
 
-def create_open_clip_model(architecture: str) -> torch.nn.Module:
-    """A randomly initialised open_clip model (no download), in eval mode on the CPU."""
+def create_open_clip_model(architecture: str, device: str = "cpu") -> torch.nn.Module:
+    """A randomly initialised open_clip model (no download), in eval mode on ``device`` (``meta``: no memory)."""
     import open_clip
 
     if architecture == TINY_ARCHITECTURE:
@@ -133,7 +133,7 @@ def create_open_clip_model(architecture: str) -> torch.nn.Module:
         raise ValueError(f"unknown open_clip architecture {architecture!r}: give a name from "
                          f"open_clip.list_models() (e.g. 'ViT-H-14' for HPS v2.1) or {TINY_ARCHITECTURE!r}")
     with _without_random_init_warning():  # weights are loaded right after, by us
-        return open_clip.create_model(architecture, pretrained=None).eval()
+        return open_clip.create_model(architecture, pretrained=None, device=device).eval()
 
 
 @contextlib.contextmanager

@@ -22,15 +22,14 @@ def run_benchmark(*args: str) -> dict:
 
 
 def test_step_cost_reports_flops_seconds_and_the_share_of_the_matmul_peak():
-    result = run_benchmark("benchmarks.step_cost", "--quick", "--methods", "direct_align,srpo_fused",
-                           "--repeats", "1")
+    # each method is a process of its own (its own peak memory): two here, fused branches are
+    # tests/training/test_trainer.py's (the same update from half the model calls)
+    result = run_benchmark("benchmarks.step_cost", "--quick", "--methods", "direct_align", "--repeats", "1")
     by_name = {m["name"]: m for m in result["methods"]}
-    assert set(by_name) == {"direct_align", "srpo", "srpo_fused"}  # srpo is always measured: the share is its own
+    assert set(by_name) == {"direct_align", "srpo"}  # srpo is always measured: the share is its own
     # The inversion branch repeats the transformer, VAE and reward work; the prompts are encoded once.
     da, srpo = by_name["direct_align"]["gflops_per_update"], by_name["srpo"]["gflops_per_update"]
     assert 1.5 * da < srpo <= 2 * da
-    # fusing the branches batches the same work: the same FLOPs in fewer, larger calls
-    assert by_name["srpo_fused"]["gflops_per_update"] == pytest.approx(srpo, rel=1e-6)
     assert all(m["seconds_per_update"] > 0 and m["peak_rss_mb"] > 0 for m in result["methods"])
     assert result["peak_gflops"] == max(result["peak_gflops_before_after"]) > 0
     assert result["achieved_share"] == by_name["srpo"]["achieved_gflops"] / result["peak_gflops"]

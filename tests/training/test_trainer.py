@@ -236,8 +236,8 @@ def test_compiled_blocks_train_like_eager_ones(policy_cfg, reward, rollouts, fin
     # generating C++ (inductor on this CPU: same weights within 1e-7, 45 s of compilation).
     compiled_cfg = policy_cfg.model_copy(update={"compile": True, "compile_backend": "aot_eager",
                                                  "gradient_checkpointing": True})
-    eager = make_trainer(policy_cfg, reward, rollouts, steps=2, finetune=finetune)
-    compiled = make_trainer(compiled_cfg, reward, rollouts, steps=2, finetune=finetune)
+    eager = make_trainer(policy_cfg, reward, rollouts, steps=1, finetune=finetune)
+    compiled = make_trainer(compiled_cfg, reward, rollouts, steps=1, finetune=finetune)
     blocks = [m for m in compiled.policy.transformer.modules()
               if type(m).__name__ in compiled.policy.transformer._repeated_blocks]
     assert blocks and all(b._compiled_call_impl is not None for b in blocks)
