@@ -16,6 +16,7 @@ to register, 1 any other ZenML error.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import re
@@ -68,7 +69,7 @@ def stack_name(text: str, path: Path) -> str:
     return match.group(1)
 
 
-def zenml(*args: str, quiet: bool = False) -> tuple[int, str]:
+def zenml_cli(*args: str, quiet: bool = False) -> tuple[int, str]:
     """``zenml ARGS`` in this process: its exit code and, with ``quiet``, its output (else printed)."""
     import click
     from zenml.cli.cli import cli
@@ -104,26 +105,24 @@ def register(name: str, env: dict[str, str]) -> str:
     raw = path.read_text()
     filled = fill_placeholders(raw, name, env)
     stack = stack_name(filled, path)
-    try:
-        import zenml  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("zenml") is None:
         raise RegisterError(f"zenml is not installed for {sys.executable}: activate the project's environment "
                             "or set PYTHON to its interpreter (PYTHON=.venv/bin/python bash stacks/register.sh ...)",
-                            1) from None
+                            1)
     sys.path.insert(0, str(ROOT))  # custom flavors are sources below the repository root
     os.environ.setdefault("ZENML_CUSTOM_SOURCE_ROOT", str(ROOT))
     if is_registered(stack):
         raise RegisterError(f"stack {stack} is already registered: 'zenml stack set {stack}' to use it, "
                             f"or 'zenml stack delete {stack}' and run this again", 3)
     for component_type, source in FLAVOR_LINE.findall(raw):
-        code, output = zenml(component_type, "flavor", "register", source, quiet=True)
+        code, output = zenml_cli(component_type, "flavor", "register", source, quiet=True)
         if code != 0:
             raise RegisterError(f"registering the {component_type} flavor {source} failed:\n{output}", 4)
     with tempfile.TemporaryDirectory() as folder:
         filled_path = Path(folder) / f"{name}.yaml"
         filled_path.write_text(filled)
         for args in (("stack", "import", stack, "-f", str(filled_path)), ("stack", "set", stack)):
-            code, _ = zenml(*args)
+            code, _ = zenml_cli(*args)
             if code != 0:
                 raise RegisterError(f"zenml {' '.join(args[:2])} {stack} failed (exit {code})", 1)
     return stack

@@ -309,3 +309,24 @@ def test_the_trainer_hands_the_policy_its_wrapped_module_and_sets_nothing_else(p
 def test_a_batch_larger_than_the_rollout_set_is_refused_by_the_trainer(policy_cfg, reward, rollouts):
     with pytest.raises(ValueError, match=rf"^train.batch_size is {len(rollouts) + 1}, more than the"):
         make_trainer(policy_cfg, reward, rollouts, batch_size=len(rollouts) + 1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_srpo_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(family_setups, reward, family, tmp_path):
+    """Every family's state round trip (weights, optimizer, random streams) through a checkpoint; the
+    kill -9 of a process before it is tests/training/test_resume_and_scale.py's (SD3) and test_multinode.py's (FLUX.1)."""
+    policy_cfg, rollouts = family_setups(family)
+    straight = make_trainer(policy_cfg, reward, rollouts, steps=2, num_injections=1)
+    before = weights(straight)
+    straight.train()
+    first = make_trainer(policy_cfg, reward, rollouts, steps=1, num_injections=1, checkpoint_every=1,
+                         checkpoint_dir=str(tmp_path))
+    first.train()
+    resumed = make_trainer(policy_cfg, reward, rollouts, steps=2, num_injections=1, checkpoint_every=1,
+                           checkpoint_dir=str(tmp_path))
+    resumed.train()
+    assert [h.step for h in resumed.history] == [0, 1]
+    assert [h.reward for h in resumed.history] == pytest.approx([h.reward for h in straight.history], abs=1e-6)
+    a, b = weights(straight), weights(resumed)
+    assert any(not torch.equal(before[k], a[k]) for k in a)  # SRPO (both branches) moved the weights
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
