@@ -1,7 +1,7 @@
 """Real-size transformer configs of every model family, their FLOP formulas and meta-device inputs.
 
 ``benchmarks.gpu_step --family NAME`` builds a family's transformer from its published config
-(:data:`srpo.training.memory.PUBLISHED`, :func:`family_config`; random
+(:data:`srpo.models.published_configs.PUBLISHED`, :func:`family_config`; random
 weights; on the meta device when only counting) and counts one update's FLOPs with torch's
 counter. Each config names where its numbers come from: the ``transformer/config.json`` the
 model's hub folder publishes, as diffusers 0.42.1 reads it (the class defaults of
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import torch
 
-from srpo.training.memory import PUBLISHED
+from srpo.models.published_configs import PUBLISHED
 
 #: family -> (diffusers transformer class, where its config came from, default side in pixels, text
-#: tokens the count assumes); the real-size configs are :data:`srpo.training.memory.PUBLISHED`'s (one
+#: tokens the count assumes); the real-size configs are :data:`srpo.models.published_configs.PUBLISHED`'s (one
 #: table for the memory plan and the FLOP counts: :func:`family_config`).
 REAL_SIZES: dict[str, dict] = {
     "qwen-image": dict(

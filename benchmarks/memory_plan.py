@@ -167,7 +167,8 @@ def family_table(family: str) -> list[dict]:
     """Planned GB per GPU of a LoRA r16 run (batch 1, bf16 autocast) of ``family``'s flagship at its default resolution."""
     from srpo.config import PolicyConfig, TrainConfig
     from srpo.rewards import RewardConfig
-    from srpo.training.memory import GB, PUBLISHED, plan_memory
+    from srpo.models.published_configs import PUBLISHED
+    from srpo.training.memory import GB, plan_memory
 
     published = PUBLISHED[family]
     side = published["resolution"]

@@ -17,7 +17,8 @@ and the CUDA context (~0.5 GB); ``MARGIN`` covers the first two. The text encode
 in the total: the training process reads the rollout set's stored conditioning and never loads them.
 
 Model configs: a local or built-in model folder's own ``config.json`` files; for a hub id (no
-download here) the published configs of the family's flagship model in :data:`PUBLISHED`.
+download here) the published configs of the family's flagship model
+(:data:`srpo.models.published_configs.PUBLISHED`).
 """
 
 from __future__ import annotations
@@ -32,68 +33,12 @@ import torch
 
 from srpo.models.base import TextCond
 from srpo.models.families import adapter_class, family_named, read_model_index, resolve_location
+from srpo.models.published_configs import PUBLISHED
 from srpo.models.quantize import BYTES_PER_WEIGHT
 
 GB = 1e9
 MARGIN = 1.10  # transient backward buffers and fragmentation, on top of what autograd saves
 CUDA_CONTEXT_GB = 0.5
-
-def kl_vae(**latent_stats) -> dict:
-    """The 16-channel ``AutoencoderKL`` of FLUX.1 and SD3.5, with its latent ``scaling_factor`` / ``shift_factor``."""
-    return dict(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=[128, 256, 512, 512],
-                down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False, **latent_stats)
-
-
-#: FLUX.2 [dev]'s transformer (diffusers' Flux2Transformer2DModel defaults) and its 32-channel VAE.
-FLUX2_DEV = dict(patch_size=1, in_channels=128, out_channels=None, num_layers=8, num_single_layers=48,
-                 attention_head_dim=128, num_attention_heads=48, joint_attention_dim=15360,
-                 timestep_guidance_channels=256, mlp_ratio=3.0, axes_dims_rope=[32, 32, 32, 32], guidance_embeds=True)
-FLUX2_VAE = dict(latent_channels=32, block_out_channels=[128, 256, 512, 512])
-
-#: Published transformer / VAE configs (their ``config.json``) of each family's flagship model, with
-#: the text length the adapter pads to and the text encoders' parameter count (held by the
-#: training process). Used when the config names a hub id: nothing is downloaded.
-PUBLISHED: dict[str, dict] = {
-    "flux": dict(model="black-forest-labs/FLUX.1-dev", resolution=1024, text_tokens=512, text_encoder_params=4.89e9,
-                 transformer=dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
-                                  attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
-                                  pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=[16, 56, 56]),
-                 vae_class="AutoencoderKL",
-                 vae=kl_vae(scaling_factor=0.3611, shift_factor=0.1159)),
-    "qwen-image": dict(model="Qwen/Qwen-Image", resolution=1328, text_tokens=512, text_encoder_params=8.29e9,
-                       transformer=dict(patch_size=2, in_channels=64, out_channels=16, num_layers=60,
-                                        attention_head_dim=128, num_attention_heads=24, joint_attention_dim=3584,
-                                        guidance_embeds=False, axes_dims_rope=[16, 56, 56]),
-                       vae_class="AutoencoderKLQwenImage",
-                       vae=dict(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-                                attn_scales=[], temperal_downsample=[False, True, True])),
-    "sd3": dict(model="stabilityai/stable-diffusion-3.5-large", resolution=1024, text_tokens=333,
-                text_encoder_params=5.58e9,
-                transformer=dict(sample_size=128, patch_size=2, in_channels=16, num_layers=38, attention_head_dim=64,
-                                 num_attention_heads=38, joint_attention_dim=4096, caption_projection_dim=2432,
-                                 pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192,
-                                 qk_norm="rms_norm"),
-                vae_class="AutoencoderKL",
-                vae=kl_vae(scaling_factor=1.5305, shift_factor=0.0609)),
-    "flux2": dict(model="black-forest-labs/FLUX.2-dev", resolution=1024, text_tokens=512, text_encoder_params=24.0e9,
-                  transformer=FLUX2_DEV, vae_class="AutoencoderKLFlux2", vae=FLUX2_VAE),
-    # [klein] 4B: FLUX.2's blocks, fewer and narrower, Qwen3-4B's 3 x 2560 text rows, no guidance embedding
-    "flux2-klein": dict(model="black-forest-labs/FLUX.2-klein-4B", resolution=1024, text_tokens=512,
-                        text_encoder_params=4.02e9,
-                        transformer={**FLUX2_DEV, "num_layers": 5, "num_single_layers": 20, "num_attention_heads": 24,
-                                     "joint_attention_dim": 7680, "guidance_embeds": False},
-                        vae_class="AutoencoderKLFlux2", vae=FLUX2_VAE),
-    "z-image": dict(model="Tongyi-MAI/Z-Image-Turbo", resolution=1024, text_tokens=512, text_encoder_params=4.02e9,
-                    transformer=dict(all_patch_size=[2], all_f_patch_size=[1], in_channels=16, dim=3840, n_layers=30,
-                                     n_refiner_layers=2, n_heads=30, n_kv_heads=30, qk_norm=True, cap_feat_dim=2560,
-                                     axes_dims=[32, 48, 48], axes_lens=[1024, 512, 512]),
-                    vae_class="AutoencoderKL",
-                    vae=dict(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=[128, 256, 512, 512],
-                             down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-                             layers_per_block=2, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
-                             use_post_quant_conv=False)),
-}
 
 #: The published reward towers (open_clip ViT-H-14 for HPSv2.1 and PickScore): parameters of both
 #: towers, and the image tower's saved activations per image at 224 px in fp32 (32 blocks x 257
