@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
     ensure_world()
-    from srpo.models.flux import load_policy
+    from srpo.models.families import load_policy
     from srpo.world.generator import sample_images  # noqa: F401  (same sampler as the world checks)
 
     policy = load_policy(PolicyConfig(pretrained="builtin:shapes-flux", device="cpu"))
