@@ -197,7 +197,7 @@ class GRPO(Method):
     def sample(self, trainer: "SRPOTrainer", step: int) -> Groups:
         """This process's groups for ``step`` (no grad): chains, log-probs, rewards, advantages, steps."""
         cfg, g, policy = trainer.cfg, trainer.cfg.grpo, trainer.policy
-        prompts = trainer.rollouts.batch(trainer.batch_indices(step)).prompts  # B
+        prompts = trainer.rollout_batch(step).prompts  # B
         positions = trainer.global_positions(step)
         members = [(pos, j) for pos in positions for j in range(g.group_size)]  # N = B*G
         group_prompts = [p for p in prompts for _ in range(g.group_size)]

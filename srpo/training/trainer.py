@@ -238,6 +238,13 @@ class SRPOTrainer:
         seeds = [derived_seed(self.cfg.seed, step, tag, pos) for pos in self.global_positions(step)]
         return seeded_noise(shape, seeds).to(self.policy.device)
 
+    def rollout_batch(self, step: int):
+        """This process's rows of the rollout set for ``step``; their stored conditioning goes into the
+        policy's prompt cache (the training process loads no text encoder)."""
+        batch = self.rollouts.batch(self.batch_indices(step))
+        self.policy.use_stored_conditioning(batch.prompts, batch.conditioning)
+        return batch
+
     def clean_batch(self, step: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """Prompts, x0 [B,C,h,w] and eps [B,C,h,w] for ``step``.
 
@@ -245,8 +252,7 @@ class SRPOTrainer:
         batch is rolled out afresh by the current policy from fresh noise. Offline: stored x0
         (encoded real images) with fresh noise.
         """
-        batch = self.rollouts.batch(self.batch_indices(step))
-        self.policy.use_stored_conditioning(batch.prompts, batch.conditioning)  # no text encoder in training
+        batch = self.rollout_batch(step)
         device = self.policy.device
         if self.rollouts.mode == "online" and step == 0:
             return batch.prompts, batch.x0.to(device), batch.eps.to(device)

@@ -214,3 +214,18 @@ def test_evaluation_loader_applies_a_saved_lora_adapter(tmp_path, policy_cfg, ro
     with torch.no_grad():
         assert torch.allclose(tuned.velocity(x, torch.tensor([0.7]), cond, 3.5),
                               trainer.policy.velocity(x, torch.tensor([0.7]), cond, 3.5), atol=1e-5)
+
+
+def test_grpo_over_two_processes_equals_one_process_on_a_non_flux_family(tmp_path, family_setups):
+    """GRPO's groups are seeded by global sample (srpo.training.methods.GRPO): DDP over 2 processes of one
+    prompt each trains the LoRA adapter as one process of two prompts (SD3, the clip reward)."""
+    policy_cfg, rollouts = family_setups("sd3")
+    grpo = dict(method="grpo", inversion=False, finetune="lora",
+                grpo={"group_size": 2, "steps": "random", "num_train_steps": 2})
+    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, **grpo), tmp_path / "single-out")
+    two = job(tmp_path, "two", policy_cfg, rollouts, steps=2, batch_size=1, distributed="ddp", **grpo)
+    launch_processes(two, tmp_path / "two-out", num_processes=2, cpu=True)
+    assert max_abs_diff(transformer_weights(tmp_path / "single-out"), transformer_weights(tmp_path / "two-out")) <= 1e-5
+    one, log = (json.loads((tmp_path / d / "training_log.json").read_text()) for d in ("single-out", "two-out"))
+    assert log["processes"] == 2 and log["strategy"] == "ddp"
+    assert [h["reward"] for h in log["history"]] == pytest.approx([h["reward"] for h in one["history"]], abs=1e-5)

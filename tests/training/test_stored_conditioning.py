@@ -34,13 +34,15 @@ def test_a_policy_without_text_encoders_encodes_stored_prompts_exactly_and_refus
         lean.encode_prompts(["never stored"])
 
 
-@pytest.mark.parametrize("mode", ["online", "offline"])
-def test_training_without_text_encoders_gives_the_same_weights(policy_cfg, rollouts, mode):
+@pytest.mark.parametrize("mode, method", [("online", "srpo"), ("offline", "srpo"), ("online", "grpo")])
+def test_training_without_text_encoders_gives_the_same_weights(policy_cfg, rollouts, mode, method):
     reward = load_reward(RewardConfig(name="clip", checkpoint="builtin:tiny"))
     data = rollouts if mode == "online" else RolloutSet(
         rollouts.prompts, rollouts.x0, rollouts.eps, "offline", rollouts.height, rollouts.width,
         conditioning=rollouts.conditioning)
-    cfg = TrainConfig(steps=2, batch_size=2, learning_rate=1e-3, max_grad_norm=1.0, finetune="lora", lora_rank=4)
+    grpo = dict(inversion=False, grpo={"group_size": 2, "steps": "first", "num_train_steps": 1}) if method == "grpo" else {}
+    cfg = TrainConfig(steps=2, batch_size=2, learning_rate=1e-3, max_grad_norm=1.0, finetune="lora", lora_rank=4,
+                      method=method, **grpo)
     weights = []
     for text_encoders in (True, False):
         trainer = SRPOTrainer(load_policy(policy_cfg, text_encoders=text_encoders), reward, data, cfg, ROLLOUT)

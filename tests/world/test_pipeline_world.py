@@ -1,11 +1,13 @@
 """shapes_bootstrap then srpo_training with a world report, end to end on ZenML, at tiny sizes."""
 
+import json
 from pathlib import Path
 
 import yaml
 
 BOOTSTRAP = Path("configs/shapes_bootstrap.yaml")
 DEMO = Path("configs/shapes_demo.yaml")
+GRPO = Path("configs/shapes_grpo.yaml")
 
 TINY_GENERATOR = dict(layers=1, single_layers=1, heads=2, head_dim=8, axes_dims_rope=[2, 2, 4], text_dim=16,
                       pooled_dim=16, steps=20, batch_size=16, learning_rate=3e-3, pool_size=64)
@@ -34,6 +36,15 @@ def tiny_demo(raw):
     p["evaluation"]["num_steps"] = 3
     p["evaluation"]["num_prompts"] = 2
     p["train"]["guard"].update(every=1, num_prompts=2, batch_size=2, num_steps=3)
+    p["world"] = dict(samples_per_prompt=1, num_steps=3, grid_columns=4)
+
+
+def tiny_grpo(raw):
+    p = raw["parameters"]
+    p["rollouts"]["num_steps"] = 3
+    p["train"].update(steps=2, batch_size=2)
+    p["train"]["grpo"].update(group_size=2, num_train_steps=2, micro_batch=2)
+    p["evaluation"].update(num_steps=3, num_prompts=2)
     p["world"] = dict(samples_per_prompt=1, num_steps=3, grid_columns=4)
 
 
@@ -72,3 +83,14 @@ def test_bootstrap_publishes_and_the_demo_reports_before_and_after(zenml_client,
     assert step.outputs["world_curves"][0].load().size[0] > 0
     assert "share bright" in step.outputs["world_table"][0].load()
     assert "guard: 3 checks, published update" in report["table"]  # what make demo prints
+
+    # the same world with GRPO on the pixel grader, a score-only reward (configs/shapes_grpo.yaml)
+    grpo = write(tmp_path, GRPO, "grpo.yaml", tiny_grpo)
+    run = zenml_client.get_pipeline_run(srpo_training.with_options(config_path=grpo)().id)
+    assert run.status == "completed"
+    folder = run.steps["train_srpo"].outputs["tuned_transformer"][0].load()
+    log = json.loads((folder.path / "training_log.json").read_text())
+    assert log["config"]["method"] == "grpo" and log["config"]["grpo"]["group_size"] == 2
+    assert [h["step"] for h in log["history"]] == [0, 1] and not any(h["skipped"] for h in log["history"])
+    report = run.steps["world_report"].outputs["world_report"][0].load()
+    assert set(report["before"]) == set(report["after"]) and "steered_share" in report["after"]
