@@ -22,7 +22,7 @@ import os
 import re
 import sys
 import tempfile
-from contextlib import redirect_stdout
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -76,7 +76,7 @@ def zenml_cli(*args: str, quiet: bool = False) -> tuple[int, str]:
 
     out = io.StringIO()
     try:
-        with redirect_stdout(out) if quiet else redirect_stdout(sys.stdout):
+        with redirect_stdout(out) if quiet else nullcontext():
             result = cli.main(list(args), prog_name="zenml", standalone_mode=False)
         code = result if isinstance(result, int) else 0
     except click.exceptions.Exit as err:
