@@ -410,7 +410,7 @@ class SRPOTrainer:
         start = self.resume()
         if self.guard is not None:
             self.guard_check(start)  # the base model's check (a resumed run has it already)
-        bar = tqdm(total=self.cfg.steps, initial=start, desc="srpo", unit="step",
+        bar = tqdm(total=self.cfg.steps, initial=start, desc=self.cfg.method, unit="step",
                    disable=not self.accelerator.is_main_process, dynamic_ncols=True)
         try:
             with logging_redirect_tqdm(loggers=[logging.root, logging.getLogger("srpo")], tqdm_class=type(bar)):
