@@ -103,6 +103,7 @@ def card_peak(device: str, tiny: bool = False) -> tuple[float, str]:
 
 
 def build(tiny: bool, device: str, dtype, overrides: dict):
+    """FLUX.1's transformer (LoRA r16) and VAE, the reward tower and its image side, and the LoRA parameters."""
     from diffusers import AutoencoderKL, FluxTransformer2DModel
 
     from srpo.models.flux import LORA_TARGETS as FLUX_LORA_TARGETS
@@ -120,23 +121,19 @@ def build(tiny: bool, device: str, dtype, overrides: dict):
         vae = AutoencoderKL(**(TINY_VAE if tiny else FLUX_VAE)).to(dtype)
     vae.requires_grad_(False)
     params = add_lora(transformer, rank=16, alpha=16, targets=FLUX_LORA_TARGETS)
-    reward = build_reward(tiny, device, dtype)
-    return transformer, vae, reward, params
+    reward, side = build_reward(tiny, device, dtype)
+    return transformer, vae, reward, side, params
 
 
-def build_reward(tiny: bool, device: str, dtype):
-    """The reward's image tower (random weights): HPS v2.1's ViT-H/14, or with ``tiny`` builtin:tiny's ViT."""
-    from srpo.rewards.open_clip_reward import TINY_ARCHITECTURE, create_open_clip_model, use_sequence_first_attention
+def build_reward(tiny: bool, device: str, dtype) -> tuple[torch.nn.Module, int]:
+    """The reward's image tower (random weights) and the side it reads: HPS v2.1's ViT-H/14 (224), or
+    with ``tiny`` builtin:tiny's ViT."""
+    from srpo.rewards.open_clip_reward import (TINY_ARCHITECTURE, create_open_clip_model, image_side,
+                                               use_sequence_first_attention)
 
     model = create_open_clip_model(TINY_ARCHITECTURE if tiny else "ViT-H-14", "meta" if device == "meta" else "cpu")
     model = use_sequence_first_attention(model)
-    return model.visual.to(device=device, dtype=dtype).eval().requires_grad_(False)
-
-
-def reward_image_size(reward) -> int:
-    """The side the reward tower reads (224 for ViT-H/14)."""
-    size = reward.image_size
-    return size[0] if isinstance(size, (tuple, list)) else int(size)
+    return model.visual.to(device=device, dtype=dtype).eval().requires_grad_(False), image_side(model)
 
 
 def count(fn):
@@ -174,15 +171,14 @@ def counted_flops(tiny: bool, overrides: dict, size: int, text_tokens: int) -> d
                       txt_ids=torch.zeros(text_tokens, 3), return_dict=False)
         vae = AutoencoderKL(**(TINY_VAE if tiny else FLUX_VAE)).requires_grad_(False)
         latent = torch.randn(1, 16, h, w, requires_grad=True)
-    reward = build_reward(tiny, "meta", torch.float32)
+    reward, side = build_reward(tiny, "meta", torch.float32)
     _, forward = count(lambda: transformer(**inputs)[0])
     add_lora(transformer, rank=16, alpha=16, targets=FLUX_LORA_TARGETS)
     out, lora_forward = count(lambda: transformer(**inputs)[0])
     _, lora_backward = count(lambda: out.square().mean().backward())
     images, vae_forward = count(lambda: vae.decode(latent, return_dict=False)[0])
     pixels = images.detach().requires_grad_()
-    feats, reward_forward = count(lambda: reward(preprocess_for_clip((pixels / 2 + 0.5).clamp(0, 1),
-                                                                      reward_image_size(reward))))
+    feats, reward_forward = count(lambda: reward(preprocess_for_clip((pixels / 2 + 0.5).clamp(0, 1), side)))
     _, reward_backward = count(lambda: feats.mean(dim=-1).sum().backward())
     _, vae_backward = count(lambda: images.backward(pixels.grad))
     formula = flux_forward_flops(img_tokens + text_tokens, config)
@@ -363,8 +359,7 @@ def main() -> None:
     from srpo.models.flux import latent_image_ids, pack_latents, unpack_latents
     from srpo.rewards.base import preprocess_for_clip
 
-    transformer, vae, reward, lora_params = build(args.tiny, device, dtype, overrides)
-    side = reward_image_size(reward)
+    transformer, vae, reward, side, lora_params = build(args.tiny, device, dtype, overrides)
     build_s = time.perf_counter() - t_start
     cfg = transformer.config
     h = w = size // 8

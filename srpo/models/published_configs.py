@@ -4,7 +4,7 @@ The memory plan (:mod:`srpo.training.memory`) reads a local or built-in model fo
 ``config.json`` files; for a hub id it cannot download here it builds these configs on the meta
 device. The FLOP counts at real size (``benchmarks.family_sizes``) read them too. Typed from the
 models' ``config.json`` files (FLUX.2 [dev], Qwen-Image and Z-Image equal diffusers' class defaults,
-which ``tests/training/test_memory.py`` checks). A new family adds its row here, next to its
+which ``tests/models/test_published_configs.py`` checks). A new family adds its row here, next to its
 adapter and its entry in :data:`srpo.models.families.FAMILIES`.
 """
 

@@ -48,10 +48,9 @@ class OpenClipReward(RewardModel):
         import open_clip
 
         cfg = open_clip.get_model_preprocess_cfg(model)
-        size = cfg.get("size", 224)
         use_sequence_first_attention(model)
-        super().__init__(model, image_size=size[0] if isinstance(size, (tuple, list)) else size,
-                         scale=scale, mean=cfg.get("mean", CLIP_MEAN), std=cfg.get("std", CLIP_STD))
+        super().__init__(model, image_size=image_side(model), scale=scale, mean=cfg.get("mean", CLIP_MEAN),
+                         std=cfg.get("std", CLIP_STD))
         self.tokenizer = tokenizer
         self.architecture = architecture
 
@@ -121,6 +120,14 @@ def register_tiny_config() -> None:
     path = cache_dir() / "builtin" / "open_clip_configs" / f"{TINY_ARCHITECTURE}.json"
     atomic_write_text(path, json.dumps(TINY_CONFIG, indent=2))
     open_clip.add_model_config(path)
+
+
+def image_side(model: torch.nn.Module) -> int:
+    """The side of the square images an open_clip model reads (its preprocess config; 224 if it names none)."""
+    import open_clip
+
+    size = open_clip.get_model_preprocess_cfg(model).get("size", 224)
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
 def create_open_clip_model(architecture: str, device: str = "cpu") -> torch.nn.Module:

@@ -4,14 +4,13 @@ import inspect
 
 import diffusers
 import pytest
+import torch
 
 from srpo.models.families import FAMILIES
 from srpo.models.published_configs import PUBLISHED
 
 
 def test_every_family_has_a_published_config_its_transformer_class_builds_on_the_meta_device():
-    import torch
-
     assert set(PUBLISHED) == set(FAMILIES)
     for family, published in PUBLISHED.items():
         with torch.device("meta"):

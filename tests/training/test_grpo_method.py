@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from srpo.config import RolloutConfig, TrainConfig
-from srpo.models.families import load_policy as load_policy_of_family
-from srpo.models.flux import load_policy
+from srpo.models.families import load_policy
 from srpo.rewards import RewardConfig, load_reward
 from srpo.rewards.scores import ScoreReward, register_score, resolve_score
 from srpo.training.methods import method_for
@@ -191,7 +190,7 @@ def test_a_grpo_update_trains_every_family_through_the_policy_interface(family_s
     """The SDE sampler, the log-probabilities and the clipped objective through each family's adapter
     (its guidance and packing): finite log-probabilities, a normalised group, weights that move."""
     policy_cfg, rollouts = family_setups(family)
-    trainer = make_trainer(load_policy_of_family(policy_cfg), rollouts, grpo={"steps": "first", "num_train_steps": 1,
+    trainer = make_trainer(load_policy(policy_cfg), rollouts, grpo={"steps": "first", "num_train_steps": 1,
                                                                              "group_size": 2})
     before = weights(trainer)
     groups = trainer.method.sample(trainer, 0)
