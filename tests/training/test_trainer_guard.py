@@ -73,8 +73,8 @@ def stats(images, prompts):
 
 
 def test_a_stop_rule_ends_the_run_and_the_selected_weights_are_published(policy_cfg, reward, rollouts, tmp_path):
-    # a drift of 0 can only hold at the base check: the first trained check breaks it and stops the run
-    cfg = train_cfg(steps=5, guard=GuardConfig(every=2, num_prompts=2, batch_size=2, num_steps=2,
+    # a drift of 0 with no margin can only hold at the base check: the first trained check breaks it and stops
+    cfg = train_cfg(steps=5, guard=GuardConfig(every=2, num_prompts=2, batch_size=2, num_steps=2, margin=0,
                                                metrics=["brightness_metric"],
                                                rules={"brightness_metric": GuardRule(drift=0.0, action="stop")}))
     base = {k: v.clone() for k, v in load_policy(policy_cfg).transformer.state_dict().items()}
