@@ -94,11 +94,6 @@ class GuardCheck:
         """Every stop rule holds: the check may be published (warn rules never decide it)."""
         return all(self.within[name] for name in self.stop_rules if name in self.within)
 
-    @property
-    def all_within(self) -> bool:
-        """Every applied rule holds, warn rules included (the curves' green points)."""
-        return all(self.within.values())
-
     def to_json(self) -> dict:
         out = asdict(self)
         out["bounds"] = {k: [_finite_or_none(lo), _finite_or_none(hi)] for k, (lo, hi) in self.bounds.items()}
@@ -181,16 +176,19 @@ class Guard:
         return self.steered
 
     def follow_trainer(self, trainer) -> None:
-        """:meth:`follow` a trainer's ``cfg.positive_words``/``negative_words``, with its reward as the objective."""
+        """:meth:`follow` a trainer's ``cfg.positive_words``/``negative_words``, with its reward as the objective
+        (the plain prompt's score for reward_form plain or a score-only reward, which reads no words)."""
+        from srpo.rewards.scores import is_score_only
+
         cfg = getattr(trainer, "cfg", None)
         if cfg is None or not hasattr(cfg, "positive_words"):
             return
         reward = getattr(trainer, "reward", None)
         if reward is not None and not hasattr(reward, "score"):  # a multi-reward: its first model
             reward = next(iter(getattr(trainer, "reward_models", [])), None)
-        positive = list(cfg.positive_words) if cfg.reward_form != "plain" else []
-        negative = list(cfg.negative_words) if cfg.reward_form != "plain" else []
-        self.follow(positive, negative, steering_objective(reward, positive, negative) if reward is not None else None)
+        words = ([], []) if cfg.reward_form == "plain" else (list(cfg.positive_words), list(cfg.negative_words))
+        scored = ([], []) if reward is None or is_score_only(reward) else words
+        self.follow(*words, None if reward is None else steering_objective(reward, *scored))
 
     # ---- one check ------------------------------------------------------------------------
     def due(self, step: int, total: int) -> bool:
