@@ -1,6 +1,6 @@
 """The training guard on the shapes world: the demo's one guard block in every direction, and on a planted bias.
 
-    python -m benchmarks.guard [--only directions hacking] [--directions bright dark vivid muted]
+    python -m benchmarks.guard [--only directions hacking overhead] [--directions bright dark vivid muted]
 
 - ``directions``: ``configs/shapes_demo.yaml`` as it is, with only the control words changed
   (bright/dark, dark/bright, vivid/muted, muted/vivid), trained as the pipeline trains it (the
@@ -14,7 +14,12 @@
   measured on the benchmarks' 120 images (60 prompts x 2 seeds). The guarded run should publish
   a model whose bias gain (vivid share) stays below the unguarded one's.
 
-``overhead``: guard seconds / training seconds (the updates alone) in the run. Last line: one JSON object.
+- ``overhead``: the demo config's guard cost against its training cost on the world's
+  architecture with *untrained* weights (an update and a check do the same arithmetic whatever
+  the weights): ``--steps-overhead`` updates with the demo's guard, then the seconds per check
+  and per update give the demo's ratio (its 9 checks over 40 updates). Needs no bootstrap.
+
+``overhead``: guard seconds / training seconds (the updates alone). Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -169,18 +174,53 @@ def run_hacking(steps: int, seed: int) -> dict:
     return out
 
 
+def run_overhead(steps: int, seed: int, folder: Path) -> dict:
+    """Seconds per guard check and per update of the demo config on the untrained world architecture."""
+    from benchmarks.world import bootstrap_settings
+    from srpo.models.families import load_policy
+    from srpo.training.rollouts import generate_rollouts
+    from srpo.world.generator import build_pipeline, save_pipeline
+    from srpo.world.reward import build_reward_model, save_reward
+
+    _, gen_cfg, rew_cfg, _ = bootstrap_settings()
+    save_pipeline(build_pipeline(gen_cfg), folder / "flux")
+    save_reward(build_reward_model(rew_cfg), folder / "clip")
+    params = demo_parameters()
+    policy_cfg = PolicyConfig(**{**params["policy"], "pretrained": str(folder / "flux")})
+    rollout = RolloutConfig(**{**params["rollouts"], "seed": seed})
+    reward = load_reward(RewardConfig(name="hf_clip", checkpoint=str(folder / "clip")))
+    split = prepare_prompts(PromptConfig(**params["prompts"]))
+    rollouts = generate_rollouts(load_policy(policy_cfg), split.train, rollout, policy_cfg)
+    demo = TrainConfig(**params["train"])
+    train = demo.model_copy(update={"steps": steps, "seed": seed})
+    run = train_guarded(policy_cfg, reward, rollouts, train, rollout, split.heldout, folder / "out")
+    checks = [c["seconds"] for c in run["guard"]["checks"]]
+    per_check, per_update = sum(checks) / len(checks), run["train_seconds"] / steps
+    demo_checks = len(range(0, demo.steps + 1, demo.guard.every)) + (demo.steps % demo.guard.every != 0)
+    return {"steps": steps, "check_seconds": checks, "train_seconds": run["train_seconds"],
+            "seconds_per_check": per_check, "seconds_per_update": per_update,
+            "images_per_check": demo.guard.num_images, "guard_num_steps": demo.guard.num_steps,
+            "run_overhead": run["overhead"], "demo_checks": demo_checks, "demo_updates": demo.steps,
+            "demo_overhead": demo_checks * per_check / (demo.steps * per_update)}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", nargs="*", default=None, choices=["directions", "hacking"])
+    parser.add_argument("--only", nargs="*", default=None, choices=["directions", "hacking", "overhead"])
     parser.add_argument("--directions", nargs="*", default=list(DIRECTIONS), choices=list(DIRECTIONS))
     parser.add_argument("--steps-hacking", type=int, default=40)
+    parser.add_argument("--steps-overhead", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
-    only = args.only or ["directions", "hacking"]
-    ensure_world(biased="hacking" in only)
+    only = args.only or ["directions", "hacking", "overhead"]
     result = {"benchmark": "guard", "seed": args.seed}
+    if "overhead" in only:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["overhead"] = run_overhead(args.steps_overhead, args.seed, Path(tmp))
+    if {"directions", "hacking"} & set(only):
+        ensure_world(biased="hacking" in only)
     if "directions" in only:
         result["directions"] = run_directions(args.directions, args.seed)
     if "hacking" in only:
