@@ -31,19 +31,13 @@ from typing import Iterable
 
 import torch
 
+from srpo.direct_align import _per_sample  # a scalar or [B] level as [B,1,...]
+
 ADAPTIVE_FLOOR = 1e-5  # the authors' floor on the adaptive weight's denominator
 
 
 def _dims(x: torch.Tensor) -> tuple[int, ...]:
     return tuple(range(1, x.ndim))
-
-
-def _per_sample(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
-    """A scalar or [B] level as [B,1,...] against ``like`` [B,...]."""
-    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
-    if t.ndim == 0:
-        t = t.expand(like.shape[0])
-    return t.view(-1, *([1] * (like.ndim - 1)))
 
 
 # ---- rewards -> optimality probability ------------------------------------------------------
@@ -71,7 +65,8 @@ def matching_error(v: torch.Tensor, x_t: torch.Tensor, x0: torch.Tensor, t: torc
                    adaptive: bool) -> torch.Tensor:
     """Per-sample error [B] of velocity ``v`` [B,...] against the clean ``x0`` at ``x_t``.
 
-    Plain: ``mean((v - u)^2)`` with ``u = (x_t - x0) / t`` (= ``eps - x0``). Adaptive (the authors'):
+    Plain: ``mean((v - u)^2)`` with ``u = (x_t - x0) / t`` (= ``eps - x0``; t > 0, the levels of
+    :func:`train_levels` are). Adaptive (the authors'):
     on the clean-image prediction ``x0hat = x_t - t v``, ``mean((x0hat - x0)^2) / sg(mean|x0hat - x0|)``
     with the denominator floored at 1e-5; since ``x0hat - x0 = -t (v - u)`` that is
     ``t mean((v - u)^2) / mean|v - u|``: each sample's loss is scaled by the inverse of its own error.
