@@ -17,8 +17,10 @@ def toy_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def test_the_sliding_window_moves_on_its_schedule_and_rolls_back():
     candidates = list(range(24))  # 25 sampler steps: all but the step into t = 0 are stochastic
-    window = lambda u, **kw: mixgrpo.sliding_window(u, candidates, 4, 25, kw.get("stride", 1),
-                                                      kw.get("roll_back", True))
+
+    def window(update, stride=1, roll_back=True):  # MixGRPO's defaults: 4 steps, moved every 25 updates
+        return mixgrpo.sliding_window(update, candidates, 4, 25, stride, roll_back)
+
     assert window(0) == window(24) == [0, 1, 2, 3]  # 25 updates on the first window
     assert window(25) == window(49) == [1, 2, 3, 4]  # then one step towards t = 0
     assert window(25 * 20) == [20, 21, 22, 23]  # the last whole window ...
