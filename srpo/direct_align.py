@@ -129,6 +129,7 @@ def drtune_sample(velocity: Velocity, eps: torch.Tensor, sigmas: torch.Tensor, t
     Jacobian of the model w.r.t. its input, no chain of them). At ``stop_step`` (default the last step,
     N - 1) the prediction ``x0hat = x_k - s_k v(sg(x_k), s_k)`` is returned (early stop: the reward reads a
     one-step prediction from step k); at the last step that is the Euler step into t = 0, the image.
+    FlowBP draws ``stop_step = drtune_stop_step(N, m)``, then ``train_steps = drtune_train_steps(stop + 1, K)``.
     """
     num_steps = len(sigmas) - 1
     stop = num_steps - 1 if stop_step is None else stop_step
@@ -138,18 +139,15 @@ def drtune_sample(velocity: Velocity, eps: torch.Tensor, sigmas: torch.Tensor, t
     if not train <= set(range(stop + 1)):
         raise ValueError(f"train.drtune trained steps {sorted(train)} must lie in [0, {stop}] (the steps run "
                          "before the reward reads the image)")
+
+    def step_velocity(x: torch.Tensor, k: int) -> torch.Tensor:  # v(sg(x_k), s_k) [B,...], a graph only if trained
+        with torch.set_grad_enabled(k in train and torch.is_grad_enabled()):
+            return velocity(x.detach(), sigmas[k].expand(x.shape[0]).to(x))
+
     x = eps
-    for k in range(stop + 1):
-        s = sigmas[k].expand(x.shape[0]).to(x)
-        if k in train:
-            v = velocity(x.detach(), s)
-        else:
-            with torch.no_grad():
-                v = velocity(x.detach(), s)
-        if k == stop:
-            return x - sigmas[k].to(x) * v
-        x = x + (sigmas[k + 1] - sigmas[k]).to(x) * v
-    raise AssertionError("unreachable")
+    for k in range(stop):
+        x = x + (sigmas[k + 1] - sigmas[k]).to(x) * step_velocity(x, k)
+    return x - sigmas[stop].to(x) * step_velocity(x, stop)
 
 
 def drtune_train_steps(num_steps: int, count: int, generator: torch.Generator | None = None) -> list[int]:
