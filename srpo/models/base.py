@@ -185,15 +185,6 @@ class Policy:
         self.frozen_dtype = pipe.transformer.dtype  # what untrained weights are kept in; load_policy sets it
         self.base_quantization = "none"  # policy.base_quantization; the trainer quantises under LoRA
 
-    @classmethod
-    def from_pretrained(cls, location: str, *, transformer: str | None = None, device="cpu",
-                        torch_dtype=torch.float32, autocast_dtype=None, **policy_kwargs) -> "Policy":
-        """This family's policy from a folder, fsspec URL, hub id or built-in name (see ``families.load_pipeline``)."""
-        from srpo.models.families import load_pipeline
-
-        _, pipe = load_pipeline(location, cls.family, transformer, torch_dtype)
-        return cls(pipe, device, autocast_dtype, **policy_kwargs)
-
     # ---- parts and precision --------------------------------------------------------------
     @property
     def transformer(self) -> torch.nn.Module:

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from srpo.config import RolloutConfig, TrainConfig
-from srpo.models.flux import load_policy
+from srpo.models.families import load_policy
 from srpo.rewards import RewardConfig
 from srpo.training import checkpoint as ckpt
 from srpo.training.launch import launch_processes, run_job, write_job
