@@ -94,6 +94,9 @@ def adapter_class(family: str):
 def resolve_location(location: str) -> str:
     """A local folder or hub id for ``location``; built-in names resolve through :mod:`srpo.published`."""
     if is_builtin(location):
+        import srpo.models.tiny  # noqa: F401  (provide the tiny pipelines' builders)
+        import srpo.models.tiny_families  # noqa: F401
+
         return str(resolve_builtin("policy", location))
     return resolve_model_location(location)
 
