@@ -185,6 +185,12 @@ class Policy:
         self.frozen_dtype = pipe.transformer.dtype  # what untrained weights are kept in; load_policy sets it
         self.base_quantization = "none"  # policy.base_quantization; the trainer quantises under LoRA
 
+    @classmethod
+    def lora_targets_for(cls, transformer: torch.nn.Module) -> tuple[str, ...]:
+        """The family's default LoRA targets for ``transformer`` (read before any policy exists: the
+        checks on the meta device); a family whose targets depend on the architecture overrides it."""
+        return tuple(cls.lora_targets)
+
     # ---- parts and precision --------------------------------------------------------------
     @property
     def transformer(self) -> torch.nn.Module:
