@@ -18,7 +18,9 @@ from ops.preflight import check_artifact_store
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_quantization, check_checkpointing
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
+from srpo.models.checks import check_policy
 from srpo.rewards.config import check_trainable
+from srpo.rewards.text_context import check_training_words
 from srpo.training import multinode
 from steps import generate_rollouts, prepare_prompts, register_multinode_result, train_multinode, write_multinode_job
 
@@ -38,6 +40,8 @@ def srpo_multinode(
     check_checkpointing(train)
     check_trainable(reward, train.reward_form)
     check_base_quantization(policy, train)
+    check_policy(policy, train)  # policy.family vs the folder, train.lora_rank vs the layers (no weights read)
+    check_training_words(reward, train)  # control words fit the reward's text context
     train_prompts, _ = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
     job = write_multinode_job(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,

@@ -438,7 +438,7 @@ class TrainConfig(StrictModel):
         "matrix products small or its kernel launches exposed")
     loss: Literal["hinge", "linear"] = "hinge"
     tau: float = 0.7
-    # optimiser (DESIGN: AdamW lr 5e-6, betas 0.9/0.999, wd 1e-4, clip 0.1, constant LR)
+    # optimiser (the SRPO authors' FLUX run: AdamW lr 5e-6, betas 0.9/0.999, wd 1e-4, clip 0.1, constant LR)
     learning_rate: float = Field(5e-6, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)

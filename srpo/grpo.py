@@ -160,7 +160,13 @@ def clipped_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advant
 
 
 def gaussian_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std: float) -> torch.Tensor:
-    """KL(N(mean, s^2) || N(ref_mean, s^2)) per element averaged: [B,...] -> [B] (Flow-GRPO's KL term)."""
+    """The exact KL(N(mean, std^2) || N(ref_mean, std^2)) of one SDE step, per element averaged: [B,...] -> [B].
+
+    ``std`` is the step's standard deviation ``sigma_t * sqrt(|dt|)`` (:func:`sde_mean_std`), so this is
+    ``|mean - ref_mean|^2 / (2 sigma_t^2 |dt|)``. Flow-GRPO's KL term divides by ``2 sigma_t^2`` only: this
+    one is ``1 / |dt|`` times theirs (about N times at N even steps), so a Flow-GRPO ``beta`` does not
+    transfer: multiply it by the trained steps' ``|dt|`` for the same penalty.
+    """
     return (((mean - ref_mean) ** 2) / (2.0 * std ** 2)).mean(tuple(range(1, mean.ndim)))
 
 

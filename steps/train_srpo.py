@@ -9,6 +9,7 @@ from zenml import log_metadata, step
 from zenml.integrations.pillow.materializers.pillow_image_materializer import PillowImageMaterializer  # noqa: F401
 
 from srpo.artifacts import ModelFolder, RolloutSet
+import srpo.evaluation.metrics  # noqa: F401  (registers the suite's scorer: reward {name: score, metric: ...})
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.models.families import resolve_device
 from srpo.evaluation.config import MetricConfig

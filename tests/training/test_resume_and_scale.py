@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from srpo.config import RolloutConfig, TrainConfig
-from srpo.models.flux import load_policy
+from srpo.models.families import load_policy
 from srpo.rewards import RewardConfig
 from srpo.training import checkpoint as ckpt
 from srpo.training.launch import launch_processes, run_job, write_job
@@ -164,7 +164,7 @@ def test_full_weights_load_into_flux_pipeline_and_generate(tmp_path, policy_cfg,
 @pytest.mark.parametrize("distributed, finetune, fuse, family", [
     ("fsdp", "lora", True, "flux"), ("fsdp", "full", False, "sd3")])
 def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, family_setups, distributed,
-                                                                   finetune, fuse, family):
+                                                                   finetune, fuse, family, monkeypatch):
     policy_cfg, rollouts = family_setups(family)
     guarded = dict(guard=GUARD, guard_prompts=HELD_OUT) if finetune == "lora" else {}  # the guard under FSDP
     run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, finetune=finetune,
@@ -188,15 +188,16 @@ def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, fam
     if finetune == "full":
         # resumed mid-run (rank 0 reads the full optimizer and sends each rank its shards): update 2 is repeated
         shutil.rmtree(ck / "step-000002")
+        # No retry: a crash fails here, loudly. Once in about ten suite runs (2026-12-03, never alone) rank 0
+        # aborted inside torch's gloo all-gather of the FSDP state dict ("free(): double free detected");
+        # PYTHONFAULTHANDLER makes a native crash print every thread's Python stack into this test's output.
+        monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
         try:
             launch_processes(two, tmp_path / "again-out", num_processes=2, cpu=True)
-        except subprocess.CalledProcessError:
-            # Seen once in about ten suite runs (2026-12-03), never alone: rank 0 aborted inside torch's
-            # gloo all-gather of the FSDP state dict ("free(): double free detected"), a native crash
-            # we could not reproduce. Checkpoints are published atomically, so the same command must
-            # resume from the last one and finish alike: run it once more (a second failure fails).
-            logging.getLogger(__name__).warning("the resumed FSDP run crashed; running the same command again")
-            launch_processes(two, tmp_path / "again-out", num_processes=2, cpu=True)
+        except subprocess.CalledProcessError as err:
+            pytest.fail(f"the resumed 2-process FSDP run crashed (exit {err.returncode}"
+                        f"{', ' + signal.Signals(-err.returncode).name if err.returncode < 0 else ''}): see the "
+                        "ranks' output above (faulthandler stacks for a native crash)", pytrace=False)
         assert max_abs_diff(transformer_weights(tmp_path / "again-out"), transformer_weights(tmp_path / "two-out")) <= 1e-6
 
 

@@ -8,7 +8,7 @@ import torch
 
 from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
-from srpo.models.flux import load_policy
+from srpo.models.families import load_policy
 from srpo.rewards import RewardConfig, load_reward
 from srpo.training.trainer import NonFiniteError, SRPOTrainer
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from srpo.config import RolloutConfig, TrainConfig
-from srpo.models.flux import load_policy
+from srpo.models.families import load_policy
 from srpo.rewards import RewardConfig, load_reward
 from srpo.rewards.combine import MultiReward, RewardTerm, single_term_reward
 from srpo.rewards.config import MultiRewardConfig, RewardUse, WeightedRewardConfig, check_trainable
