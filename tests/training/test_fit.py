@@ -1,7 +1,6 @@
 """A run that cannot fit its device is refused from the plan, before any weight loads."""
 
 import importlib
-import logging
 import shutil
 
 import pytest
@@ -84,13 +83,12 @@ def test_the_tiny_runs_fit_a_small_machine(monkeypatch, policy_cfg):
     fit.check_training_fits(policy_cfg, TrainConfig(batch_size=2, num_processes=2), REWARD, torch.device("cpu"))
 
 
-def test_third_party_notices_are_dropped_and_other_warnings_pass(caplog):
-    import srpo  # noqa: F401 - attaches the filters
-    from srpo.quiet import NOTICES
+def test_a_multinode_launch_on_other_nodes_or_processes_than_the_plan_counts_is_refused():
+    from srpo.training.multinode import check_world
 
-    for name, fragment in NOTICES.items():
-        with caplog.at_level(logging.WARNING):
-            logging.getLogger(name).warning("prefix %s suffix", fragment)
-            logging.getLogger(name).warning("a real warning from %s", name)
-        assert fragment not in caplog.text and f"a real warning from {name}" in caplog.text
-        caplog.clear()
+    train = TrainConfig(num_processes=8, num_nodes=4, distributed="fsdp")
+    check_world(train, 4, 8)
+    with pytest.raises(ValueError, match=r"^train.num_nodes = 4 but the job runs on 2 pods"):
+        check_world(train, 2, 8)
+    with pytest.raises(ValueError, match=r"^train.num_processes = 8 but 4 processes run per node"):
+        check_world(train, None, 4)
