@@ -92,3 +92,24 @@ def test_a_multinode_launch_on_other_nodes_or_processes_than_the_plan_counts_is_
         check_world(train, 2, 8)
     with pytest.raises(ValueError, match=r"^train.num_processes = 8 but 4 processes run per node"):
         check_world(train, None, 4)
+
+
+def test_every_real_config_names_its_hardware_in_its_header_and_its_settings():
+    """The plans themselves are checked against this hardware by tests/test_config.py (ops.validate on every file)."""
+    from pathlib import Path
+
+    import yaml
+
+    from srpo.published import is_builtin
+
+    real = 0
+    for path in sorted(Path("configs").glob("*.yaml")):
+        policy = (yaml.safe_load(path.read_text()).get("parameters") or {}).get("policy") or {}
+        if is_builtin(policy.get("pretrained", "builtin:tiny-flux")) or policy.get("device") == "cpu":
+            continue
+        real += 1
+        header = [line for line in path.read_text().splitlines() if line.startswith("# Hardware:")]
+        assert len(header) == 1 and "GB" in header[0] and "docs/performance.md" in header[0], path
+        gb = policy.get("gpu_memory_gb")
+        assert gb and f"{gb} GB" in header[0], path
+    assert real >= 20
