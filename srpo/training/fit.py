@@ -64,7 +64,7 @@ def check_inference_fits(policy_cfg, device: torch.device, batch: int, num_sampl
         return plan
     side = max(policy_cfg.height, policy_cfg.width)
     fits = None
-    while side > 16 and fits is None:  # the largest square size (a multiple of 64, halving) that fits
+    while side > 16 and fits is None:  # halve the longer side (kept a multiple of 16) until the plan fits
         side = max(16, (side // 2) // 16 * 16)
         smaller = policy_cfg.model_copy(update={"height": min(side, policy_cfg.height), "width": min(side, policy_cfg.width)})
         if plan_inference(smaller, batch, num_samples, decode_batch, cuda=cuda).total() <= budget:

@@ -16,6 +16,12 @@ backward's transient buffers (about one block's activations), allocator fragment
 and the CUDA context (~0.5 GB); ``MARGIN`` covers the first two. The text encoders are listed but not
 in the total: the training process reads the rollout set's stored conditioning and never loads them.
 
+The inference plan (:func:`plan_inference`, the rollout step and evaluation: no grad) counts the weights
+in the dtype those steps load (:func:`srpo.models.families.inference_config`), the text encoders, the
+peak bytes alive during one transformer forward and one VAE decode on meta
+(:class:`LiveBytesPeak`), the decoded images and every sample's noise and latent.
+:mod:`srpo.training.fit` checks both plans against the device a step finds.
+
 Model configs: a local or built-in model folder's own ``config.json`` files; for a hub id (no
 download here) the published configs of the family's flagship model
 (:data:`srpo.models.published_configs.PUBLISHED`).
@@ -24,6 +30,7 @@ download here) the published configs of the family's flagship model
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 from dataclasses import asdict, dataclass, field
@@ -147,10 +154,35 @@ def _text_tokens(folder: Path) -> int:
     return min(512, max(lengths)) if lengths else 512
 
 
+@functools.cache
+def remote_configs(url: str) -> Path:
+    """A local folder with only the configuration files of the model folder at ``url`` (``s3://...``): its
+    ``model_index.json`` and each component's ``config.json`` / ``tokenizer_config.json``, never a weight file."""
+    import tempfile
+
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    out = Path(tempfile.mkdtemp(prefix="srpo-plan-configs-"))
+    fs.get(f"{root}/model_index.json", str(out / "model_index.json"))
+    for entry in fs.ls(root, detail=True):
+        if entry["type"] != "directory":
+            continue
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        for file in ("config.json", "tokenizer_config.json"):
+            if fs.exists(f"{root}/{name}/{file}"):
+                (out / name).mkdir(exist_ok=True)
+                fs.get(f"{root}/{name}/{file}", str(out / name / file))
+    return out
+
+
 def describe_model(pretrained: str, family: str | None = None) -> ModelDescription:
-    """The :class:`ModelDescription` of a config's ``policy.pretrained`` (folder or built-in; a hub id: :data:`PUBLISHED`)."""
+    """The :class:`ModelDescription` of a config's ``policy.pretrained`` (folder, ``s3://`` prefix or built-in,
+    reading configuration files only; a hub id: :data:`PUBLISHED`)."""
+    from srpo.io import is_url
+
     try:
-        source = Path(resolve_location(pretrained))
+        source = remote_configs(pretrained) if is_url(pretrained) else Path(resolve_location(pretrained))
         local = source.is_dir()
     except Exception:  # noqa: BLE001 - an unreachable hub id falls back to the published configs
         local = False

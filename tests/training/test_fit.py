@@ -113,3 +113,23 @@ def test_every_real_config_names_its_hardware_in_its_header_and_its_settings():
         gb = policy.get("gpu_memory_gb")
         assert gb and f"{gb} GB" in header[0], path
     assert real >= 20
+
+
+def test_an_object_store_prefix_is_planned_from_its_config_files_alone(monkeypatch, configs_only):
+    """``s3://`` and other fsspec URLs: only model_index.json and the components' configs are read (here memory://)."""
+    import fsspec
+
+    from srpo.training.memory import remote_configs
+
+    fs = fsspec.filesystem("memory")
+    for path in configs_only.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/plan-test/{path.relative_to(configs_only)}", path.read_bytes())
+    fs.pipe("/plan-test/transformer/diffusion_pytorch_model.safetensors", b"not read")
+    local = remote_configs("memory://plan-test")
+    assert (local / "transformer" / "config.json").is_file()
+    assert not list(local.rglob("*.safetensors"))
+    monkeypatch.setattr(sizes, "device_memory", lambda device: 2**20)
+    policy = PolicyConfig(pretrained="memory://plan-test", height=64, width=64, device="cpu")
+    with pytest.raises(fit.PlanError, match=r"^policy.height x width = 64x64: the rollout step plans"):
+        fit.check_rollouts_fit(policy, RolloutConfig(), 4)
