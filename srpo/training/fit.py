@@ -69,8 +69,7 @@ def check_inference_fits(policy_cfg, device: torch.device, batch: int, num_sampl
         smaller = policy_cfg.model_copy(update={"height": min(side, policy_cfg.height), "width": min(side, policy_cfg.width)})
         if plan_inference(smaller, batch, num_samples, decode_batch, cuda=cuda).total() <= budget:
             fits = f"policy.height and width at most {side}"
-    raise PlanError(f"{_setting(policy_cfg)}: the {step} step plans {plan.total() / GB:.1f} GB, more than {where} "
-                    f"({budget / GB:.1f} GB); settings that fit: {fits or 'none at any size: a larger device'}\n"
+    raise PlanError(f"{_setting(policy_cfg)}: the {step} step plans {plan.total() / GB:.1f} GB, more than {where}; settings that fit: {fits or 'none at any size: a larger device'}\n"
                     f"{plan.describe()}")
 
 

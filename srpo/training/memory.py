@@ -611,9 +611,14 @@ def text_encoder_params(model: ModelDescription) -> float:
     """Parameters of a model folder's text encoders, built from their ``config.json`` on the meta device."""
     if model.text_encoder_params or not model.source or not Path(model.source).is_dir():
         return model.text_encoder_params
+    return _folder_text_encoder_params(model.source)
+
+
+@functools.cache
+def _folder_text_encoder_params(source: str) -> float:
     import transformers
 
-    folder, total = Path(model.source), 0
+    folder, total = Path(source), 0
     for name, entry in read_model_index(str(folder)).items():
         if not (name.startswith("text_encoder") and isinstance(entry, list) and entry[0] == "transformers"):
             continue
