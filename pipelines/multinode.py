@@ -42,6 +42,7 @@ def srpo_multinode(
     check_base_quantization(policy, train)
     check_policy(policy, train)  # policy.family vs the folder, train.lora_rank vs the layers (no weights read)
     check_training_words(reward, train)  # control words fit the reward's text context
+    multinode.check_world(train, None, nproc_per_node)  # the plan's FSDP world: num_nodes x num_processes
     train_prompts, _ = prepare_prompts(config=prompts)
     rollout_set = generate_rollouts(train_prompts=train_prompts, policy=policy, rollouts=rollouts)
     job = write_multinode_job(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,

@@ -457,7 +457,9 @@ class TrainConfig(StrictModel):
     fsdp_param_dtype: Optional[Literal["bfloat16"]] = Field(
         None, description="fsdp: gather and compute with the parameters in this dtype (FSDP2 mixed precision: "
         "half the all-gather traffic, no per-forward casts); shards and gradient reduction stay fp32")
-    num_processes: int = Field(1, ge=1, description="processes the pipeline step launches on its node")
+    num_processes: int = Field(1, ge=1, description="processes the pipeline step launches on its node (one per GPU)")
+    num_nodes: int = Field(1, ge=1, description="nodes the run spans (the multi-node pipeline's pods): FSDP shards "
+                           "over num_nodes x num_processes, and the memory plan counts that world")
     vae_gradient_checkpointing: bool = False
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N updates (0: never)")
     checkpoint_dir: Optional[str] = Field(None, description="folder for checkpoints; a rerun resumes from it")

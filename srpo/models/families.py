@@ -167,6 +167,14 @@ def frozen_dtype(cfg) -> torch.dtype:
     return getattr(torch, name)
 
 
+def inference_config(cfg):
+    """The ``PolicyConfig`` a no-grad step (rollouts, evaluation) loads: under bf16 autocast the transformer is
+    held in bf16 too (autocast computes its matrix products in bf16 anyway; half the weight memory)."""
+    if getattr(cfg, "autocast", "none") == "bfloat16" and cfg.dtype != "bfloat16":
+        return cfg.model_copy(update={"dtype": "bfloat16", "frozen_dtype": cfg.frozen_dtype or "bfloat16"})
+    return cfg
+
+
 def resolve_device(device: str) -> torch.device:
     """``auto`` -> cuda when available, else cpu; anything else as given."""
     if device == "auto":

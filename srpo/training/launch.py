@@ -29,6 +29,7 @@ from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.rewards import RewardConfig
 from srpo.rewards.config import MultiRewardConfig, check_trainable
+from srpo.training.fit import check_training_fits
 from srpo.training.sizes import check_batch_memory, check_batch_size, check_job
 
 JOB_FILE = "job.json"
@@ -57,6 +58,8 @@ def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, r
     check_batch_size(train, len(rollouts))
     if device.type == "cpu":
         check_batch_memory(train, policy.height, policy.width, device)
+    if device.type == "cpu" or policy.gpu_memory_gb is not None:  # a GPU's own memory is read by run_job's processes
+        check_training_fits(policy, train, rewards or reward, device, metrics=_metric_kinds((guard_suite or {})))
     job_dir = Path(job_dir)
     rollouts.save(job_dir / "rollouts")
     job = {"policy": policy.model_dump(mode="json"), "reward": reward.model_dump(mode="json"),
@@ -65,6 +68,13 @@ def write_job(job_dir: str | Path, policy: PolicyConfig, reward: RewardConfig, r
            "rewards": rewards.model_dump(mode="json") if rewards is not None else None}
     (job_dir / JOB_FILE).write_text(json.dumps(job, indent=1))
     return job_dir
+
+
+def _metric_kinds(guard_suite: dict) -> dict:
+    """``{name: object with .name}`` of a job's guard metric configs (JSON), what the memory plan reads."""
+    from types import SimpleNamespace
+
+    return {k: SimpleNamespace(name=v.get("name")) for k, v in (guard_suite.get("metric_configs") or {}).items()}
 
 
 def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None = None):
@@ -83,6 +93,8 @@ def run_job(job_dir: str | Path, out_dir: str | Path, on_step: Callable | None =
     rollouts = RolloutSet.load(job_dir / "rollouts")
     accelerator = make_accelerator(train_cfg, cpu=resolve_device(policy_cfg.device).type == "cpu")
     check_job(train_cfg, policy_cfg, len(rollouts), accelerator.device)  # before any model is loaded
+    check_training_fits(policy_cfg, train_cfg, MultiRewardConfig(**job["rewards"]) if job.get("rewards") else reward_cfg,
+                        accelerator.device, metrics=_metric_kinds(job.get("guard", {})))
     check_reward_for_method(train_cfg.method, reward_cfg.name, reward_cfg.score_label)
     # stored conditioning: no text encoder in training, unless the guard must encode its held-out prompts
     policy = load_policy(policy_cfg, device=accelerator.device,

@@ -82,6 +82,17 @@ def pod_place(env: dict[str, str] | None = None) -> PodPlace:
     return PodPlace(count=count, index=index, address=address, port=port)
 
 
+def check_world(train, nodes: int | None, nproc_per_node: int) -> None:
+    """Refuse a launch whose nodes or processes per node differ from the ``train.num_nodes`` and
+    ``train.num_processes`` the memory plan shards over (FSDP world = their product); ``nodes`` None: not known yet."""
+    if nproc_per_node != train.num_processes:
+        raise ValueError(f"train.num_processes = {train.num_processes} but {nproc_per_node} processes run per node "
+                         f"(nproc_per_node): set train.num_processes: {nproc_per_node}, the world the plan shards over")
+    if nodes is not None and nodes != train.num_nodes:
+        raise ValueError(f"train.num_nodes = {train.num_nodes} but the job runs on {nodes} pods ({POD_COUNT}): set "
+                         f"train.num_nodes: {nodes} (the step's pod_count)")
+
+
 def torchrun_command(place: PodPlace, work_dir: str | Path, nproc_per_node: int = 1) -> list[str]:
     """The ``torchrun`` command for this pod: ``nproc_per_node`` processes of ``srpo.training.launch``."""
     work_dir = Path(work_dir)
@@ -107,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
                      "(srpo.training.launch.write_job) on a volume every pod mounts at the same path")
     try:
         place = pod_place()
+    except ValueError as err:
+        parser.error(str(err))
+    import json
+
+    from srpo.config import TrainConfig
+
+    try:
+        check_world(TrainConfig(**json.loads(job.read_text())["train"]), place.count, args.nproc_per_node)
     except ValueError as err:
         parser.error(str(err))
     cmd = torchrun_command(place, args.work_dir, args.nproc_per_node)

@@ -51,11 +51,14 @@ def test_ops_validate_prints_the_plan_and_refuses_a_run_that_cannot_fit(capsys):
     params = {"policy": PolicyConfig(pretrained="black-forest-labs/FLUX.1-dev", family="flux", height=512, width=512,
                                      autocast="bfloat16", gpu_memory_gb=40),
               "train": TrainConfig(finetune="lora"), "reward": RewardConfig(name="hpsv2.1")}
-    with pytest.raises(RunConfigError, match=r"^policy.gpu_memory_gb = 40.0: the run plans"):
+    with pytest.raises(RunConfigError, match=r"^policy.gpu_memory_gb = 40: the training plan needs"):
         check_memory_plan(params)
+    no_hardware = {**params, "policy": params["policy"].model_copy(update={"gpu_memory_gb": None})}
+    with pytest.raises(RunConfigError, match=r"^policy.gpu_memory_gb is not set: a real-model config"):
+        check_memory_plan(no_hardware)  # a real model names its hardware
+    capsys.readouterr()
+    check_memory_plan({**params, "policy": params["policy"].model_copy(update={"gpu_memory_gb": 80})})
     assert "memory plan per GPU: flux 512x512, batch 1, lora" in capsys.readouterr().out
-    check_memory_plan({**params, "policy": params["policy"].model_copy(update={"gpu_memory_gb": None})})
-    assert capsys.readouterr().out == ""  # no gpu_memory_gb: no plan, no refusal
 
 
 def test_every_reward_kind_is_planned_with_its_own_tower_and_forwards():

@@ -30,9 +30,9 @@ STEPS = 4
 CHECKPOINTS = "checkpoints"  # relative: each pod resolves it in its own working folder
 
 
-def train_cfg(batch_size: int, checkpoint_dir: str) -> TrainConfig:
+def train_cfg(batch_size: int, checkpoint_dir: str, num_nodes: int = 1) -> TrainConfig:
     return TrainConfig(steps=STEPS, batch_size=batch_size, learning_rate=1e-3, max_grad_norm=1.0, num_injections=2,
-                       checkpoint_every=1, keep_checkpoints=2, checkpoint_dir=checkpoint_dir)
+                       checkpoint_every=1, keep_checkpoints=2, checkpoint_dir=checkpoint_dir, num_nodes=num_nodes)
 
 
 def pods_layout(root: Path, policy_cfg, rollouts, shared: bool = True) -> tuple[Path, list[Path]]:
@@ -41,7 +41,7 @@ def pods_layout(root: Path, policy_cfg, rollouts, shared: bool = True) -> tuple[
     ``shared``: pod 1's ``checkpoints`` is pod 0's (a shared volume); else pod 1 has a disk of its own.
     """
     work = root / "work"
-    write_job(work / "job", policy_cfg, REWARD, ROLLOUT, train_cfg(1, CHECKPOINTS), rollouts)
+    write_job(work / "job", policy_cfg, REWARD, ROLLOUT, train_cfg(1, CHECKPOINTS, num_nodes=2), rollouts)
     pods = [root / "pod0", root / "pod1"]
     for pod in pods:
         pod.mkdir()
