@@ -62,8 +62,9 @@ class PolicyConfig(StrictModel):
     base_quantization: Literal["none", "int8", "fp8", "nf4"] = Field(
         "none", description="LoRA only: store the transformer's frozen base weights quantised (torchao; "
         "int8/fp8 1 byte, nf4 half a byte per weight); the adapter trains in full precision. See docs/performance.md")
-    gpu_memory_gb: Optional[float] = Field(None, gt=0, description="memory of one GPU: python -m ops.validate "
-                                           "prints the run's memory plan and refuses one that does not fit")
+    gpu_memory_gb: Optional[float] = Field(None, gt=0, description="memory of the GPU the config is written for: "
+                                           "python -m ops.validate and every step check the memory plan against it "
+                                           "(a smaller GPU present at run time is the budget instead)")
     gradient_checkpointing: bool = False
     compile: bool = Field(False, description="torch.compile the transformer's repeated blocks (regional "
                           "compilation): faster rollouts and updates after a one-time compile; see docs/performance.md")

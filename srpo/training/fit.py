@@ -22,9 +22,14 @@ class PlanError(ValueError):
 
 def device_budget(policy_cfg, device: torch.device, processes: int = 1) -> tuple[float | None, str]:
     """Bytes one process may plan for on ``device``, and how they were found (None: unknown, nothing refused)."""
-    if getattr(policy_cfg, "gpu_memory_gb", None) is not None:
-        return policy_cfg.gpu_memory_gb * GB, f"policy.gpu_memory_gb = {policy_cfg.gpu_memory_gb:g} GB per GPU"
     total = sizes.device_memory(device)
+    declared = getattr(policy_cfg, "gpu_memory_gb", None)
+    if declared is not None:
+        # The card the config is written for; a smaller card present at run time is the budget instead.
+        if device.type == "cuda" and total is not None and total < declared * GB:
+            return total, (f"this GPU's {total / GB:.1f} GB (the config is written for "
+                           f"policy.gpu_memory_gb = {declared:g} GB)")
+        return declared * GB, f"policy.gpu_memory_gb = {declared:g} GB per GPU"
     if total is None:
         return None, "unknown"
     sharing = processes if device.type == "cpu" else 1  # a node's processes share its RAM; one per GPU

@@ -63,6 +63,10 @@ def test_the_cpu_budget_is_shared_by_the_processes_of_the_node(monkeypatch, poli
     assert fit.device_budget(policy_cfg, torch.device("cpu"), 4)[0] == 2 * 2**30
     assert fit.device_budget(policy_cfg, torch.device("cuda"), 4)[0] == 8 * 2**30  # one GPU per process
     assert fit.device_budget(policy_cfg.model_copy(update={"gpu_memory_gb": 80}), torch.device("cpu"), 4)[0] == 80e9
+    # a config written for 80 GB cards on a card of 8 GiB: the card present is the budget, not the declaration
+    budget, where = fit.device_budget(policy_cfg.model_copy(update={"gpu_memory_gb": 80}), torch.device("cuda"), 1)
+    assert budget == 8 * 2**30 and "written for policy.gpu_memory_gb = 80" in where
+    assert fit.device_budget(policy_cfg.model_copy(update={"gpu_memory_gb": 4}), torch.device("cuda"), 1)[0] == 4e9
 
 
 def test_every_training_process_refuses_before_loading_a_model(tmp_path, policy_cfg, rollouts, monkeypatch):
