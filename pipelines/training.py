@@ -19,6 +19,7 @@ from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_qua
 from srpo.evaluation.config import (EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan,
                                     check_metric_config)
 from srpo.evaluation.guard_metrics import check_guard_metrics
+from srpo.evaluation.promotion import PromotionConfig
 from srpo.models.checks import check_policy
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
@@ -27,7 +28,8 @@ from srpo.rewards.scores import check_reward_for_method
 from srpo.rewards.text_context import check_training_words
 from srpo.world.guard_metrics import world_metric_names
 from srpo.world.report import WorldReportConfig, steering_from_words
-from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo, world_report
+from steps import (evaluate, export_human_eval, generate_rollouts, prepare_prompts, promote_model, train_srpo,
+                   world_report)
 
 
 @pipeline(model=Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"]))
@@ -44,6 +46,7 @@ def srpo_training(
     human_eval: HumanEvalConfig = HumanEvalConfig(),
     world: Optional[WorldReportConfig] = None,
     rewards: Optional[MultiRewardConfig] = None,
+    promotion: Optional[PromotionConfig] = None,
 ) -> None:
     check_artifact_store()
     check_checkpointing(train)
@@ -65,9 +68,13 @@ def srpo_training(
     tuned, _ = train_srpo(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,
                           heldout_prompts=heldout_prompts, metrics=metrics, extra_rewards=extra_rewards,
                           rewards=rewards)
-    _, results = evaluate(heldout_prompts=heldout_prompts, tuned=tuned, policy=policy, reward=reward,
-                          evaluation=evaluation, extra_rewards=extra_rewards, metrics=metrics, report=report)
+    results_summary, results = evaluate(heldout_prompts=heldout_prompts, tuned=tuned, policy=policy, reward=reward,
+                                        evaluation=evaluation, extra_rewards=extra_rewards, metrics=metrics,
+                                        report=report)
     if human_eval.enabled:
         export_human_eval(results=results, config=human_eval)
     if world is not None:  # shapes world: before/after table, grids and curves (configs/shapes_demo.yaml)
         world_report(tuned=tuned, policy=policy, reward=reward, train=train, world=world)
+    if promotion is not None:  # production / staging / nothing for this run's Model version (steps/promote_model.py)
+        promote_model(evaluation=results_summary, tuned=tuned, promotion=promotion, policy=policy,
+                      eval_config=evaluation, metrics=metrics)

@@ -10,6 +10,7 @@ from steps.generate_rollouts import generate_rollouts
 from steps.import_human_eval import import_human_eval
 from steps.load_benchmark import load_benchmark
 from steps.prepare_prompts import prepare_prompts
+from steps.promote_model import promote_model
 from steps.publish_world import publish_world
 from steps.register_multinode_result import register_multinode_result
 from steps.train_multinode import train_multinode
@@ -20,6 +21,6 @@ from steps.world_report import world_report
 from steps.write_multinode_job import write_multinode_job
 
 __all__ = ["analyze_prompts", "check_world", "evaluate", "export_human_eval", "find_control_words", "generate_rollouts",
-           "import_human_eval", "load_benchmark", "prepare_prompts", "publish_world", "register_multinode_result",
+           "import_human_eval", "load_benchmark", "prepare_prompts", "promote_model", "publish_world", "register_multinode_result",
            "train_multinode", "train_srpo", "train_world_generator", "train_world_reward", "world_report",
            "write_multinode_job"]

@@ -66,72 +66,52 @@ def _rules(*rows) -> tuple[Rule, ...]:
 _QKV = ("to_q", "to_k", "to_v")
 _ADD_QKV = ("add_q_proj", "add_k_proj", "add_v_proj")
 
+def _bfl_rules(mlps: dict[str, str], extra: tuple) -> tuple[Rule, ...]:
+    """BFL's double / single stream names (FLUX.1 and FLUX.2 share them); ``mlps``: diffusers -> BFL MLP suffix."""
+    blocks = [
+        (r"transformer_blocks\.(\d+)\.attn\.(?P<part>to_q|to_k|to_v)", r"double_blocks.\1.img_attn.qkv", _QKV),
+        (r"transformer_blocks\.(\d+)\.attn\.(?P<part>add_q_proj|add_k_proj|add_v_proj)", r"double_blocks.\1.txt_attn.qkv",
+         _ADD_QKV),
+        (r"transformer_blocks\.(\d+)\.attn\.to_out\.0", r"double_blocks.\1.img_attn.proj"),
+        (r"transformer_blocks\.(\d+)\.attn\.to_add_out", r"double_blocks.\1.txt_attn.proj"),
+        *[Rule(rf"transformer_blocks\.(\d+)\.attn\.{d}", rf"double_blocks.\1.{o}", scale=True) for d, o in (
+            ("norm_q", "img_attn.norm.query_norm"), ("norm_k", "img_attn.norm.key_norm"),
+            ("norm_added_q", "txt_attn.norm.query_norm"), ("norm_added_k", "txt_attn.norm.key_norm"))],
+        *[(rf"transformer_blocks\.(\d+)\.{re.escape(d)}", rf"double_blocks.\1.{o}") for d, o in mlps.items()],
+        *[Rule(rf"single_transformer_blocks\.(\d+)\.attn\.norm_{x}", rf"single_blocks.\1.norm.{n}_norm", scale=True)
+          for x, n in (("q", "query"), ("k", "key"))],
+        (r"x_embedder", "img_in"),
+        (r"context_embedder", "txt_in"),
+        (r"proj_out", "final_layer.linear"),
+        Rule(r"norm_out\.linear", "final_layer.adaLN_modulation.1", swap=True),
+    ]
+    return _rules(*extra, *blocks)
+
+
 #: FLUX.1 (inverse of ``convert_flux_transformer_checkpoint_to_diffusers``).
-FLUX_RULES = _rules(
-    (r"transformer_blocks\.(\d+)\.attn\.(?P<part>to_q|to_k|to_v)", r"double_blocks.\1.img_attn.qkv", _QKV),
-    (r"transformer_blocks\.(\d+)\.attn\.(?P<part>add_q_proj|add_k_proj|add_v_proj)", r"double_blocks.\1.txt_attn.qkv",
-     _ADD_QKV),
-    (r"transformer_blocks\.(\d+)\.attn\.to_out\.0", r"double_blocks.\1.img_attn.proj"),
-    (r"transformer_blocks\.(\d+)\.attn\.to_add_out", r"double_blocks.\1.txt_attn.proj"),
-    Rule(r"transformer_blocks\.(\d+)\.attn\.norm_q", r"double_blocks.\1.img_attn.norm.query_norm", scale=True),
-    Rule(r"transformer_blocks\.(\d+)\.attn\.norm_k", r"double_blocks.\1.img_attn.norm.key_norm", scale=True),
-    Rule(r"transformer_blocks\.(\d+)\.attn\.norm_added_q", r"double_blocks.\1.txt_attn.norm.query_norm", scale=True),
-    Rule(r"transformer_blocks\.(\d+)\.attn\.norm_added_k", r"double_blocks.\1.txt_attn.norm.key_norm", scale=True),
-    (r"transformer_blocks\.(\d+)\.norm1\.linear", r"double_blocks.\1.img_mod.lin"),
-    (r"transformer_blocks\.(\d+)\.norm1_context\.linear", r"double_blocks.\1.txt_mod.lin"),
-    (r"transformer_blocks\.(\d+)\.ff\.net\.0\.proj", r"double_blocks.\1.img_mlp.0"),
-    (r"transformer_blocks\.(\d+)\.ff\.net\.2", r"double_blocks.\1.img_mlp.2"),
-    (r"transformer_blocks\.(\d+)\.ff_context\.net\.0\.proj", r"double_blocks.\1.txt_mlp.0"),
-    (r"transformer_blocks\.(\d+)\.ff_context\.net\.2", r"double_blocks.\1.txt_mlp.2"),
-    (r"single_transformer_blocks\.(\d+)\.(?P<part>attn\.to_q|attn\.to_k|attn\.to_v|proj_mlp)",
-     r"single_blocks.\1.linear1", ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")),
-    (r"single_transformer_blocks\.(\d+)\.proj_out", r"single_blocks.\1.linear2"),
-    (r"single_transformer_blocks\.(\d+)\.norm\.linear", r"single_blocks.\1.modulation.lin"),
-    Rule(r"single_transformer_blocks\.(\d+)\.attn\.norm_q", r"single_blocks.\1.norm.query_norm", scale=True),
-    Rule(r"single_transformer_blocks\.(\d+)\.attn\.norm_k", r"single_blocks.\1.norm.key_norm", scale=True),
-    (r"time_text_embed\.timestep_embedder\.linear_1", "time_in.in_layer"),
-    (r"time_text_embed\.timestep_embedder\.linear_2", "time_in.out_layer"),
-    (r"time_text_embed\.guidance_embedder\.linear_1", "guidance_in.in_layer"),
-    (r"time_text_embed\.guidance_embedder\.linear_2", "guidance_in.out_layer"),
-    (r"time_text_embed\.text_embedder\.linear_1", "vector_in.in_layer"),
-    (r"time_text_embed\.text_embedder\.linear_2", "vector_in.out_layer"),
-    (r"context_embedder", "txt_in"),
-    (r"x_embedder", "img_in"),
-    (r"proj_out", "final_layer.linear"),
-    Rule(r"norm_out\.linear", "final_layer.adaLN_modulation.1", swap=True),
-)
+FLUX_RULES = _bfl_rules(
+    {"ff.net.0.proj": "img_mlp.0", "ff.net.2": "img_mlp.2", "ff_context.net.0.proj": "txt_mlp.0",
+     "ff_context.net.2": "txt_mlp.2"},
+    ((r"transformer_blocks\.(\d+)\.norm1\.linear", r"double_blocks.\1.img_mod.lin"),
+     (r"transformer_blocks\.(\d+)\.norm1_context\.linear", r"double_blocks.\1.txt_mod.lin"),
+     (r"single_transformer_blocks\.(\d+)\.(?P<part>attn\.to_q|attn\.to_k|attn\.to_v|proj_mlp)",
+      r"single_blocks.\1.linear1", ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp")),
+     (r"single_transformer_blocks\.(\d+)\.proj_out", r"single_blocks.\1.linear2"),
+     (r"single_transformer_blocks\.(\d+)\.norm\.linear", r"single_blocks.\1.modulation.lin"),
+     *[(rf"time_text_embed\.{d}_embedder\.linear_{i}", f"{o}_in.{layer}_layer")
+       for d, o in (("timestep", "time"), ("guidance", "guidance"), ("text", "vector"))
+       for i, layer in ((1, "in"), (2, "out"))]))
 
 #: FLUX.2 [dev] and [klein] (inverse of ``convert_flux2_transformer_checkpoint_to_diffusers``).
-FLUX2_RULES = _rules(
-    (r"transformer_blocks\.(\d+)\.attn\.(?P<part>to_q|to_k|to_v)", r"double_blocks.\1.img_attn.qkv", _QKV),
-    (r"transformer_blocks\.(\d+)\.attn\.(?P<part>add_q_proj|add_k_proj|add_v_proj)", r"double_blocks.\1.txt_attn.qkv",
-     _ADD_QKV),
-    (r"transformer_blocks\.(\d+)\.attn\.to_out\.0", r"double_blocks.\1.img_attn.proj"),
-    (r"transformer_blocks\.(\d+)\.attn\.to_add_out", r"double_blocks.\1.txt_attn.proj"),
-    Rule(r"transformer_blocks\.(\d+)\.attn\.norm_q", r"double_blocks.\1.img_attn.norm.query_norm", scale=True),
-    Rule(r"transformer_blocks\.(\d+)\.attn\.norm_k", r"double_blocks.\1.img_attn.norm.key_norm", scale=True),
-    Rule(r"transformer_blocks\.(\d+)\.attn\.norm_added_q", r"double_blocks.\1.txt_attn.norm.query_norm", scale=True),
-    Rule(r"transformer_blocks\.(\d+)\.attn\.norm_added_k", r"double_blocks.\1.txt_attn.norm.key_norm", scale=True),
-    (r"transformer_blocks\.(\d+)\.ff\.linear_in", r"double_blocks.\1.img_mlp.0"),
-    (r"transformer_blocks\.(\d+)\.ff\.linear_out", r"double_blocks.\1.img_mlp.2"),
-    (r"transformer_blocks\.(\d+)\.ff_context\.linear_in", r"double_blocks.\1.txt_mlp.0"),
-    (r"transformer_blocks\.(\d+)\.ff_context\.linear_out", r"double_blocks.\1.txt_mlp.2"),
-    (r"single_transformer_blocks\.(\d+)\.attn\.to_qkv_mlp_proj", r"single_blocks.\1.linear1"),
-    (r"single_transformer_blocks\.(\d+)\.attn\.to_out", r"single_blocks.\1.linear2"),
-    Rule(r"single_transformer_blocks\.(\d+)\.attn\.norm_q", r"single_blocks.\1.norm.query_norm", scale=True),
-    Rule(r"single_transformer_blocks\.(\d+)\.attn\.norm_k", r"single_blocks.\1.norm.key_norm", scale=True),
-    (r"x_embedder", "img_in"),
-    (r"context_embedder", "txt_in"),
-    (r"time_guidance_embed\.timestep_embedder\.linear_1", "time_in.in_layer"),
-    (r"time_guidance_embed\.timestep_embedder\.linear_2", "time_in.out_layer"),
-    (r"time_guidance_embed\.guidance_embedder\.linear_1", "guidance_in.in_layer"),
-    (r"time_guidance_embed\.guidance_embedder\.linear_2", "guidance_in.out_layer"),
-    (r"double_stream_modulation_img\.linear", "double_stream_modulation_img.lin"),
-    (r"double_stream_modulation_txt\.linear", "double_stream_modulation_txt.lin"),
-    (r"single_stream_modulation\.linear", "single_stream_modulation.lin"),
-    (r"proj_out", "final_layer.linear"),
-    Rule(r"norm_out\.linear", "final_layer.adaLN_modulation.1", swap=True),
-)
+FLUX2_RULES = _bfl_rules(
+    {"ff.linear_in": "img_mlp.0", "ff.linear_out": "img_mlp.2", "ff_context.linear_in": "txt_mlp.0",
+     "ff_context.linear_out": "txt_mlp.2"},
+    ((r"single_transformer_blocks\.(\d+)\.attn\.to_qkv_mlp_proj", r"single_blocks.\1.linear1"),
+     (r"single_transformer_blocks\.(\d+)\.attn\.to_out", r"single_blocks.\1.linear2"),
+     *[(rf"time_guidance_embed\.{d}_embedder\.linear_{i}", f"{o}_in.{layer}_layer")
+       for d, o in (("timestep", "time"), ("guidance", "guidance")) for i, layer in ((1, "in"), (2, "out"))],
+     *[(rf"{m}\.linear", f"{m}.lin") for m in ("double_stream_modulation_img", "double_stream_modulation_txt",
+                                               "single_stream_modulation")]))
 
 #: SD3 / SD3.5 MMDiT (inverse of ``convert_sd3_transformer_checkpoint_to_diffusers``).
 SD3_RULES = _rules(
