@@ -20,6 +20,7 @@ from srpo.evaluation.config import (EvalConfig, EvalReportConfig, HumanEvalConfi
                                     check_metric_config)
 from srpo.evaluation.guard_metrics import check_guard_metrics
 from srpo.evaluation.promotion import PromotionConfig
+from srpo.export.writer import ExportConfig
 from srpo.models.checks import check_policy
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
@@ -28,8 +29,8 @@ from srpo.rewards.scores import check_reward_for_method
 from srpo.rewards.text_context import check_training_words
 from srpo.world.guard_metrics import world_metric_names
 from srpo.world.report import WorldReportConfig, steering_from_words
-from steps import (evaluate, export_human_eval, generate_rollouts, prepare_prompts, promote_model, train_srpo,
-                   world_report)
+from steps import (evaluate, export_human_eval, export_model, generate_rollouts, prepare_prompts, promote_model,
+                   train_srpo, world_report)
 
 
 @pipeline(model=Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"]))
@@ -47,6 +48,7 @@ def srpo_training(
     world: Optional[WorldReportConfig] = None,
     rewards: Optional[MultiRewardConfig] = None,
     promotion: Optional[PromotionConfig] = None,
+    export: Optional[ExportConfig] = None,
 ) -> None:
     check_artifact_store()
     check_checkpointing(train)
@@ -75,6 +77,10 @@ def srpo_training(
         export_human_eval(results=results, config=human_eval)
     if world is not None:  # shapes world: before/after table, grids and curves (configs/shapes_demo.yaml)
         world_report(tuned=tuned, policy=policy, reward=reward, train=train, world=world)
+    stage = None
     if promotion is not None:  # production / staging / nothing for this run's Model version (steps/promote_model.py)
-        promote_model(evaluation=results_summary, tuned=tuned, promotion=promotion, policy=policy,
-                      eval_config=evaluation, metrics=metrics)
+        stage = promote_model(evaluation=results_summary, tuned=tuned, promotion=promotion, policy=policy,
+                              eval_config=evaluation, metrics=metrics)
+    if export is not None:  # diffusers / single-file / ComfyUI / kohya files and a model card (steps/export_model.py)
+        export_model(tuned=tuned, policy=policy, train=train, export=export, evaluation=results_summary,
+                     promotion_stage=stage)

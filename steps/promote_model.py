@@ -105,6 +105,6 @@ def promote_model(evaluation: dict, tuned: ModelFolder, promotion: PromotionConf
     log = tuned.path / "training_log.json"
     published = json.loads(log.read_text()).get("published_update") if log.is_file() else None
     settings = evaluation_settings(evaluation, eval_config, policy, metrics, promotion)
-    decision = run_promotion(Client(), model_version.name, model_version.id, evaluation, promotion, settings, published)
+    decision = run_promotion(Client(), model_version.model.name, model_version.id, evaluation, promotion, settings, published)
     print(f"promotion: {decision.stage}: {decision.reason}")
     return decision.stage

@@ -73,3 +73,22 @@ def model_card(info: CardInfo) -> str:
 
 def _num(value) -> str:
     return "" if value is None else f"{float(value):.4f}"
+
+
+def card_info(model: str, version: str, tuned_folder, policy: dict, train: dict, evaluation: Optional[dict] = None,
+              promotion: Optional[dict] = None, licence: Optional[str] = None) -> CardInfo:
+    """A :class:`CardInfo` from what a run left: the tuned folder's ``training_log.json`` and the run's configs."""
+    from pathlib import Path
+
+    log_path = Path(tuned_folder) / "training_log.json"
+    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    guard = log.get("guard")
+    guard_info = None if guard is None else {"stopped": guard.get("stopped") or "no",
+                                             "selected_update": guard.get("selected_update"),
+                                             "published_update": log.get("published_update")}
+    return CardInfo(model=f"{model} version {version}", base_model=str(policy.get("pretrained")),
+                    family=str(policy.get("family") or "from the base model's model_index.json"), licence=licence,
+                    method=str(train.get("method", "srpo")), steps=len(log.get("history", [])) or int(train.get("steps", 0)),
+                    finetune=str(train.get("finetune", "lora")), config={"policy": policy, "train": train},
+                    evaluation=evaluation or {}, guard=guard_info, promotion=promotion,
+                    lineage_command=f"python -m ops.lineage {model} {version}")
