@@ -36,7 +36,7 @@ def export(model: str, fmt: str, out: str, version: str | None = None, stage: st
                   "deltas": {k: v for k, v in meta.items() if k.startswith("delta_")}}
     promotion = {k.removeprefix("promotion_"): meta[k] for k in ("promotion_stage", "promotion_reason") if k in meta}
     card = card_info(model, lineage.version, folder.path, params["policy"], params.get("train", {}), evaluation,
-                     promotion or None)
+                     promotion or None, licence=model_version.model.license)
     return export_model(folder.path, folder.kind, params["policy"]["pretrained"], fmt, out, card)
 
 

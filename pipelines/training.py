@@ -19,7 +19,7 @@ from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_qua
 from srpo.evaluation.config import (EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan,
                                     check_metric_config)
 from srpo.evaluation.guard_metrics import check_guard_metrics
-from srpo.evaluation.promotion import PromotionConfig
+from srpo.evaluation.promotion import PromotionConfig, check_promotion
 from srpo.export.writer import ExportConfig
 from srpo.models.checks import check_policy
 from srpo.prompts import PromptConfig
@@ -63,6 +63,8 @@ def srpo_training(
     if train.guard is not None:
         check_guard_metrics(train.guard, metrics or {}, extra_rewards or {}, world_metric_names(train.guard))
     check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)
+    if promotion is not None:  # before anything runs: a rule on a metric nobody scores would fail after training
+        check_promotion(promotion, {"reward", *(metrics or {}), *(extra_rewards or {})})
     if world is not None:
         steering_from_words(train.positive_words)  # the world report needs a world attribute word
     train_prompts, heldout_prompts = prepare_prompts(config=prompts)

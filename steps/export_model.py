@@ -19,7 +19,8 @@ def export_model(tuned: ModelFolder, policy: PolicyConfig, train: TrainConfig, e
     name, version = (model.model.name, str(model.name)) if model is not None else ("srpo", "unversioned")
     card = card_info(name, version, tuned.path, policy.model_dump(mode="json"), train.model_dump(mode="json"),
                      {k: evaluation[k] for k in ("means", "deltas") if k in evaluation} if evaluation else None,
-                     {"stage": promotion_stage} if promotion_stage else None)
+                     {"stage": promotion_stage} if promotion_stage else None,
+                     licence=get_step_context().model.license if model is not None else None)
     root = export.out.rstrip("/")
     out = [write_export(tuned.path, tuned.kind, policy.pretrained, fmt, f"{root}/{version}/{fmt}", card)
            for fmt in export.formats]

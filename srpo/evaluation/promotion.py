@@ -128,3 +128,12 @@ def comparable(new_settings: Mapping, reference_settings: Optional[Mapping]) -> 
     differ = sorted(k for k in set(new_settings) | set(reference_settings)
                     if new_settings.get(k) != reference_settings.get(k))
     return None if not differ else f"the evaluations differ in {differ}"
+
+
+def check_promotion(cfg: PromotionConfig, scored: set[str]) -> None:
+    """Refuse, when the config compiles, a rule naming a metric the evaluation will not score."""
+    missing = [m for m in [cfg.primary_metric, *cfg.judges] if m not in scored]
+    if missing:
+        raise ValueError(f"promotion metric(s) {missing} are not scored by the evaluation: name one of "
+                         f"{sorted(scored)} ('reward' is the training reward; add others under metrics: or "
+                         "extra_rewards:)")

@@ -56,7 +56,7 @@ def export_model(tuned: str | Path, kind: str, base_model: str, fmt: str, out: s
     if kind != "lora" and fmt == "kohya":
         raise ValueError("export format 'kohya' is a LoRA layout, but this version is a full fine-tune: export it "
                          "as 'single-file' (or 'diffusers')")
-    base_dir = Path(resolve_location(base_model))
+    base_dir = _base_folder(resolve_location(base_model))
     family = detect_family(str(base_dir))
     tuned = Path(tuned)
     lora, config = read_lora(tuned) if kind == "lora" else (None, None)
@@ -94,6 +94,17 @@ def export_model(tuned: str | Path, kind: str, base_model: str, fmt: str, out: s
     if local is None:
         shutil.rmtree(target.parent, ignore_errors=True)  # the local staging copy of a remote export
     return out
+
+
+def _base_folder(location) -> Path:
+    """A local folder with the base model's ``model_index.json`` and ``transformer/`` (a hub id is fetched)."""
+    from srpo.io import is_hub_id
+
+    if isinstance(location, str) and is_hub_id(location) and not Path(location).exists():
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(location, allow_patterns=["model_index.json", "transformer/*"]))
+    return Path(location)
 
 
 def _shapes(folder: Path) -> dict[str, tuple[int, ...]]:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from srpo.evaluation.promotion import NONE, PRODUCTION, STAGING, PromotionConfig, comparable, decide
+from srpo.evaluation.promotion import NONE, PRODUCTION, STAGING, PromotionConfig, check_promotion, comparable, decide
 
 RULE = PromotionConfig(primary_metric="hps", margin=0.01, judges={"pick": 0.05}, bootstrap_samples=500)
 CATS = ["a"] * 20 + ["b"] * 20
@@ -50,6 +50,9 @@ def test_missing_metric_and_unequal_lengths_are_refused():
     with pytest.raises(ValueError, match="same prompts"):
         decide({"hps": new["hps"][:10], "pick": new["pick"][:10]}, ref, CATS, RULE, published_update=1)
     assert comparable({"a": 1}, {"a": 1}) is None and "['a']" in comparable({"a": 1}, {"a": 2})
+    check_promotion(RULE, {"reward", "hps", "pick"})
+    with pytest.raises(ValueError, match=r"^promotion metric\(s\) \['pick'\] are not scored"):
+        check_promotion(RULE, {"reward", "hps"})
 
 
 # ----------------------------------------------------------------------- the gate, on a ZenML store
