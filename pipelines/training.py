@@ -4,7 +4,9 @@
 
 Every run carries a version of a ZenML Model (Model Control Plane): ``srpo`` unless the config's
 ``model:`` section names another; the tuned transformer is its MODEL artifact and the evaluation
-numbers are its metadata. Before anything runs, the active stack's artifact store is checked
+numbers are its metadata. With ``promotion:`` the version then becomes ``production``, ``staging`` or
+nothing by the declared rule (``steps/promote_model.py``); with ``export:`` its files are written in the
+layouts other tools load (``steps/export_model.py``; docs/export.md). Before anything runs, the active stack's artifact store is checked
 (``ops/preflight.py``), so a down S3 endpoint or wrong keys fail at once with the fix.
 """
 
