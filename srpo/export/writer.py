@@ -58,6 +58,7 @@ def export_model(tuned: str | Path, kind: str, base_model: str, fmt: str, out: s
                          "as 'single-file' (or 'diffusers')")
     base_dir = _base_folder(resolve_location(base_model))
     family = detect_family(str(base_dir))
+    card.family = family
     tuned = Path(tuned)
     lora, config = read_lora(tuned) if kind == "lora" else (None, None)
     files: dict[str, str] = {}
