@@ -4,7 +4,7 @@
 
 The LoRA sits on FLUX.1-dev's default targets (``srpo.models.flux.LORA_TARGETS``: 19 double and
 38 single blocks at FLUX.1-dev's widths, shapes read from the transformer built on the meta
-device), rank and alpha as in ``TrainConfig`` (the configs' defaults), random weights in bfloat16
+device), rank and alpha as in ``TrainConfig`` (16 and 16, as ``configs/*_hps_1gpu.yaml``), random weights in bfloat16
 on the CPU. Each layout runs in a fresh process (so each peak is its own): convert with
 :func:`srpo.export.layouts.lora_to_layout` (``diffusers``: as it is) and write the safetensors
 file with its metadata. ``peak_rss_mib`` is the process's peak; ``extra_peak_mib`` the peak
