@@ -324,10 +324,12 @@ def shape(t: torch.Tensor) -> list[int]:
     return list(t.shape)
 
 
-def grads_and_state(params: list[torch.nn.Parameter], optimizer) -> dict:
-    """Whether every trainable parameter got a gradient of its shape, and the optimizer state's shapes."""
+def grads_and_state(params: list[torch.nn.Parameter], optimizer, names: dict[int, str]) -> dict:
+    """Whether every trainable parameter got a gradient of its shape (the names of those without one), and the
+    optimizer state's shapes."""
     state = [optimizer.state.get(p, {}) for p in params]
     return {"trainable": len(params), "trainable_numel": sum(p.numel() for p in params),
+            "without_grad": [names.get(id(p), "?") for p in params if p.grad is None],
             "grads_of_param_shape": sum(p.grad is not None and p.grad.shape == p.shape for p in params),
             "grad_dtypes": sorted({str(p.grad.dtype).removeprefix("torch.") for p in params if p.grad is not None}),
             "moments_of_param_shape": sum(s.get("exp_avg") is not None and s["exp_avg"].shape == p.shape
@@ -368,8 +370,12 @@ def setup_lora(policy, cfg: RealConfig):
     return params, optimizer
 
 
-def srpo_update(policy, reward, cfg: RealConfig, params, optimizer, saved: Saved | None, batch: int = 1) -> dict:
-    """One SRPO update (see the module docstring): shapes of what it made, its gradients and optimizer state."""
+def srpo_update(policy, reward, cfg: RealConfig, params, optimizer, saved: Saved | None, batch: int = 1,
+                rollout_step: bool = True) -> dict:
+    """One SRPO update (see the module docstring): shapes of what it made, its gradients and optimizer state.
+
+    ``rollout_step``: x0 from one Euler step of the online rollout; else a stored rollout's (the trainer's first
+    update, or offline mode), which saves the no-grad forwards."""
     from srpo.config import training_levels
     from srpo.direct_align import both_branches_recover, denoise_recover, euler_sample, inversion_recover
     from srpo.losses import reward_loss
@@ -387,11 +393,14 @@ def srpo_update(policy, reward, cfg: RealConfig, params, optimizer, saved: Saved
            "pos": reward.text_features(with_control(train.positive_words[0], prompts)) if train.positive_words else None,
            "neg": reward.text_features(with_control(train.negative_words[0], prompts)) if train.negative_words else None}
     c, h, w = policy.latent_shape(pol.height, pol.width)
-    eps = torch.randn(batch, c, h, w, device=policy.device)  # [B, C, h, w] the rollout's noise
-    with real_values():  # Policy.rollout builds its schedule inside: read it here, where values exist
-        sigmas = policy.rollout_sigmas(roll.num_steps, roll.shift, h, w)  # [N+1]
-    policy.transformer.eval()  # the rollout's first Euler step, no grad, with the rollout's guidance (true CFG: 2 calls)
-    x0 = euler_sample(lambda x, s: policy.guided_velocity(x, s, cond, roll.guidance), eps, sigmas[:2])  # [B, C, h, w]
+    latent = dict(device=policy.device, dtype=torch.float32)  # latents in fp32, as the trainer's seeded noise
+    eps = torch.randn(batch, c, h, w, **latent)  # [B, C, h, w] the rollout's noise
+    x0 = torch.randn(batch, c, h, w, **latent)  # [B, C, h, w] a stored rollout (the first update's)
+    if rollout_step:
+        with real_values():  # Policy.rollout builds its schedule inside: read it here, where values exist
+            sigmas = policy.rollout_sigmas(roll.num_steps, roll.shift, h, w)  # [N+1]
+        policy.transformer.eval()  # the rollout's first Euler step, no grad, the rollout's guidance (true CFG: 2 calls)
+        x0 = euler_sample(lambda x, s: policy.guided_velocity(x, s, cond, roll.guidance), eps, sigmas[:2])
     out = {"x0": shape(x0), "x0_dtype": str(x0.dtype).removeprefix("torch."), "t": t, "d_sigma": d_sigma}
     counting = saved.counting if saved is not None else (lambda part: contextlib.nullcontext())
 
@@ -434,7 +443,7 @@ def srpo_update(policy, reward, cfg: RealConfig, params, optimizer, saved: Saved
         out["images_dtype"] = str(images.dtype).removeprefix("torch.")
     torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
     optimizer.step()
-    out.update(grads_and_state(params, optimizer))
+    out.update(grads_and_state(params, optimizer, {id(p): n for n, p in policy.transformer.named_parameters()}))
     return out
 
 
@@ -451,7 +460,7 @@ def grpo_update(policy, reward, cfg: RealConfig, params, optimizer, saved: Saved
         k = grpo.stochastic_steps(sigmas, stds)[0]  # the first stochastic step (the highest noise)
         t, t_next, sigma = float(sigmas[k]), float(sigmas[k + 1]), float(stds[k])
     cond = policy.encode_prompts(group)
-    eps = torch.randn(len(group), c, h, w, device=policy.device)  # [N, C, h, w] at level t
+    eps = torch.randn(len(group), c, h, w, device=policy.device, dtype=torch.float32)  # [N, C, h, w] at level t
     policy.transformer.eval()
     with torch.no_grad():  # grpo.sde_sample's step (it indexes its levels as tensors: not traceable on fakes)
         v = policy.velocity(eps, torch.full((len(group),), t, device=policy.device), cond, cfg.train.guidance)
@@ -475,15 +484,15 @@ def grpo_update(policy, reward, cfg: RealConfig, params, optimizer, saved: Saved
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
     optimizer.step()
-    out = {"chain": shape(latents), "old_log_prob": shape(old_log_prob), "rewards": shape(rewards),
+    out = {"chain": shape(latents), "chain_dtype": str(latents.dtype).removeprefix("torch."), "old_log_prob": shape(old_log_prob), "rewards": shape(rewards),
            "advantages": shape(advantages), "log_prob": shape(log_prob), "ratio": shape(ratio),
            "mean": shape(mean), "sde_step": k, "micro_batch": rows.stop}
-    out.update(grads_and_state(params, optimizer))
+    out.update(grads_and_state(params, optimizer, {id(p): n for n, p in policy.transformer.named_parameters()}))
     return out
 
 
 # ---- one family -----------------------------------------------------------------------------
-def planned(cfg: RealConfig, batch: int, fuse_branches: bool = False) -> dict:
+def planned(cfg: RealConfig, batch: int, fuse_branches: bool = False, quantization: str = "none") -> dict:
     """The memory plan's figures for this update: the meta trace's activations and the plan's total."""
     from srpo.models.published_configs import PUBLISHED
     from srpo.training.memory import GB, VIT_H_14, describe_model, plan_memory, reward_memory, trace_model
@@ -491,28 +500,41 @@ def planned(cfg: RealConfig, batch: int, fuse_branches: bool = False) -> dict:
     model = describe_model(PUBLISHED[cfg.family]["model"], cfg.family)
     train = cfg.train.model_copy(update={"batch_size": batch, "fuse_branches": fuse_branches})
     trace = trace_model(model, cfg.policy, train, batch * (2 if train.fuse_branches else 1))
-    plan = plan_memory(cfg.policy, train, cfg.reward, model=model, quantization="none", world=1)
+    plan = plan_memory(cfg.policy, train, cfg.reward, model=model, quantization=quantization, world=1)
     reward_total, _ = reward_memory(cfg.reward, plan.batch, cfg.policy.height, cfg.policy.width, 2,
                                     train.reward_form)
     return {"transformer": trace.activations, "transformer_checkpointed": trace.activations_checkpointed,
             "vae": trace.vae_activations, "reward": reward_total - VIT_H_14["params"] * 2,
-            "total_gb": plan.total() / GB, "checkpointing": plan.checkpointing}
+            "total_gb": plan.total() / GB, "checkpointing": plan.checkpointing, "quantization": quantization}
+
+
+def choose_quantization(cfg: RealConfig, card_gb: float) -> tuple[str, dict]:
+    """The first frozen-base storage (none, int8, nf4) whose plan fits ``card_gb``, and that plan (else nf4's)."""
+    with built_in(torch.float32):  # the plan's meta trace builds in its own dtypes
+        for kind in ("none", "int8", "nf4"):
+            plan = planned(cfg, 1, cfg.train.fuse_branches, kind)
+            if plan["total_gb"] <= card_gb:
+                break
+    return kind, plan
 
 
 def run_family(family: str, reward, methods=METHODS, device: str = "fake", tiny: bool = False, repeats: int = 0,
-               fuse_branches: bool | None = None) -> dict:
+               fuse_branches: bool | None = None, rollout_step: bool = True, quantization: str = "none") -> dict:
     """Build ``family`` and run one update of each method; on a real device also time ``repeats`` SRPO updates.
 
     ``device``: ``"fake"`` (inside :func:`fake_tensors`: no memory), ``"cpu"`` or ``"cuda"`` (random bf16
     weights, inside :func:`built_in`); ``reward`` from :func:`build_reward` on the same device (one for all
-    families). ``fuse_branches`` overrides the config's ``train.fuse_branches`` (both branches in one micro-step).
+    families). ``fuse_branches`` overrides the config's ``train.fuse_branches`` (both branches in one micro-step);
+    the inversion branch is always on (Qwen-Image's config leaves it off, as the authors' script).
+    ``quantization`` (GPU only): the frozen base's storage (``policy.base_quantization``), or ``auto``: the first
+    of none / int8 / nf4 whose memory plan fits the card (FLUX.2 [dev]'s 32 B bf16 base does not fit 80 GB).
     """
     with real_values():  # the configs' validators compute the training grid
         cfg = real_config(family)
     if tiny:
         cfg.policy = cfg.policy.model_copy(update={"height": TINY_SIDE, "width": TINY_SIDE})
-    if fuse_branches is not None:
-        cfg.train = cfg.train.model_copy(update={"fuse_branches": fuse_branches and cfg.train.inversion})
+    cfg.train = cfg.train.model_copy(update={"inversion": True, "fuse_branches": (
+        cfg.train.fuse_branches if fuse_branches is None else fuse_branches)})
     fake = device == "fake"
     where = "cpu" if fake else device
     cuda = torch.device(where).type == "cuda"
@@ -520,9 +542,18 @@ def run_family(family: str, reward, methods=METHODS, device: str = "fake", tiny:
     result = {"family": family, "config": cfg.path.name, "resolution": [cfg.policy.height, cfg.policy.width],
               "device": device, "tiny": tiny, "fuse_branches": cfg.train.fuse_branches,
               "checkpointing": cfg.policy.gradient_checkpointing and not fake}
+    if quantization == "auto":
+        card_gb = torch.cuda.get_device_properties(0).total_memory / 1e9 if cuda else float("inf")
+        quantization, result["planned"] = choose_quantization(cfg, card_gb)
     with no_init() if fake else contextlib.nullcontext():
         policy, transformer_cfg = build_policy(family, where, tiny)
     result["transformer_params"] = sum(p.numel() for p in policy.transformer.parameters())
+    if quantization != "none":  # as the trainer: the frozen base quantised before the adapter is added
+        from srpo.models.quantize import quantize_frozen_base
+
+        policy.base_quantization = quantization
+        quantize_frozen_base(policy, "lora")
+    result["quantization"] = quantization
     params, optimizer = setup_lora(policy, cfg)
     if result["checkpointing"]:  # the config's per-block checkpointing (on fake tensors: the full trace)
         policy.transformer.enable_gradient_checkpointing()
@@ -535,8 +566,9 @@ def run_family(family: str, reward, methods=METHODS, device: str = "fake", tiny:
         saved = Saved(policy, reward) if fake else None
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        entry = srpo_update(policy, reward, cfg, params, optimizer, saved)
+        entry = srpo_update(policy, reward, cfg, params, optimizer, saved, rollout_step=rollout_step)
         hook.remove()
+        entry["rollout_step"] = rollout_step
         entry.update(transformer_inputs=inputs, seconds=clock.lap())
         if saved is not None:
             entry["saved_bytes"] = saved.summary()
@@ -562,7 +594,8 @@ def run_family(family: str, reward, methods=METHODS, device: str = "fake", tiny:
 
 
 def run_families(families=FAMILIES, methods=METHODS, device: str = "fake", tiny: bool = False, repeats: int = 0,
-                 fuse_branches: bool | None = None, with_plan: bool = True, on_family=None) -> dict:
+                 fuse_branches: bool | None = None, with_plan: bool = True, on_family=None,
+                 rollout_step: bool = True, quantization: str = "none") -> dict:
     """:func:`run_family` for each family, one reward tower for all; a family that fails is reported, not raised
     (``on_family(name, entry)`` is called after each). With ``with_plan``, the memory plan's figures next to each."""
     results = {}
@@ -575,7 +608,8 @@ def run_families(families=FAMILIES, methods=METHODS, device: str = "fake", tiny:
         reward_seconds = time.perf_counter() - start
         for family in families:
             try:
-                results[family] = run_family(family, reward, methods, device, tiny, repeats, fuse_branches)
+                results[family] = run_family(family, reward, methods, device, tiny, repeats, fuse_branches,
+                                             rollout_step, quantization)
             except Exception as err:  # noqa: BLE001 - one family's failure (e.g. out of memory) must not hide the rest
                 results[family] = {"family": family, "error": f"{type(err).__name__}: {str(err)[:400]}"}
                 if torch.device("cpu" if fake else device).type == "cuda":
@@ -584,10 +618,13 @@ def run_families(families=FAMILIES, methods=METHODS, device: str = "fake", tiny:
                 on_family(family, results[family])
     for family, entry in results.items():  # the plan traces on the meta device: outside the fake mode
         cfg = entry.pop("_cfg", None)
-        if with_plan and cfg is not None and not tiny:
+        if with_plan and cfg is not None and not tiny and "planned" not in entry:
             t0 = time.perf_counter()
-            entry["planned"] = planned(cfg, 1, fuse_branches=entry["fuse_branches"])
+            entry["planned"] = planned(cfg, 1, entry["fuse_branches"], entry.get("quantization", "none"))
             entry["plan_seconds"] = time.perf_counter() - t0
+        srpo = entry.get("srpo", {})
+        if "peak_memory_gb" in srpo and "planned" in entry:  # measured on the card against the plan's total
+            srpo["peak_over_planned"] = srpo["peak_memory_gb"] / entry["planned"]["total_gb"]
         if on_family is not None and with_plan:
             on_family(family, entry)
     return {"reward_build_seconds": reward_seconds, "families": results}
@@ -630,6 +667,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=0, help="timed SRPO updates after the first (real devices)")
     parser.add_argument("--no-plan", action="store_true", help="skip the memory plan's figures")
     parser.add_argument("--fuse-branches", action="store_true", help="both SRPO branches in one micro-step")
+    parser.add_argument("--quantization", default="none", choices=("none", "int8", "fp8", "nf4", "auto"),
+                        help="GPU: the frozen base's storage; auto: the first that the memory plan fits on the card")
     parser.add_argument("--json-out", default=None, help="also write the JSON result here, after each family")
     args = parser.parse_args()
     families, methods = args.family or list(FAMILIES), tuple(args.method or METHODS)
@@ -644,7 +683,8 @@ def main() -> None:
             write_json({**results, "partial": True, "total_seconds": time.perf_counter() - start}, args.json_out)
 
     out = run_families(families, methods, args.device, args.tiny, args.repeats,
-                       True if args.fuse_branches else None, not args.no_plan, report)
+                       True if args.fuse_branches else None, not args.no_plan, report,
+                       quantization=args.quantization)
     results.update(out, total_seconds=time.perf_counter() - start)
     if not args.tiny and not args.no_plan:
         results["planned_vs_traced"] = planned_vs_traced(results["families"])
