@@ -51,11 +51,7 @@ UPWARD_NAME_EXCEPTIONS: dict[str, str] = {
                                "srpo.evaluation; the training-room change (issue 25, trainer part) removes them",
 }
 #: Import cycles allowed for now: the set of modules in the cycle -> why. Remove an entry when its cycle goes.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"srpo.training.methods", "srpo.training.trainer"}):
-        "methods and the trainer import each other (TYPE_CHECKING and lazy imports); the training-room change "
-        "(issue 25, trainer part: methods receive a context and never import the trainer) removes it",
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 #: ``"srpo.a.b:function"`` (the form srpo.io.import_by_name and importlib-based registries resolve).
 _NAMED_FUNCTION = re.compile(r"\b(srpo(?:\.\w+)+):\w+")
 FORBIDDEN_TOP = {"zenml", "steps", "pipelines", "materializers"}
