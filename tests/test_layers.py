@@ -46,10 +46,7 @@ LAYERS: list[tuple[str, set[str]]] = [  # (layer name, module or package prefixe
 #: Allowed upward imports: (importer, imported) -> why. Keep it empty; a new entry needs its reason.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
 #: Files allowed to hold ``"module:function"`` strings of a higher layer -> why. Remove an entry when its strings go.
-UPWARD_NAME_EXCEPTIONS: dict[str, str] = {
-    "srpo/training/launch.py": "GUARD_METRIC_BUILDERS names the guard's metric builders in srpo.world and "
-                               "srpo.evaluation; the training-room change (issue 25, trainer part) removes them",
-}
+UPWARD_NAME_EXCEPTIONS: dict[str, str] = {}
 #: Import cycles allowed for now: the set of modules in the cycle -> why. Remove an entry when its cycle goes.
 KNOWN_CYCLES: dict[frozenset[str], str] = {}
 #: ``"srpo.a.b:function"`` (the form srpo.io.import_by_name and importlib-based registries resolve).

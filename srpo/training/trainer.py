@@ -27,7 +27,7 @@ import torch
 
 from srpo.artifacts import RolloutSet
 from srpo.cache import separate_cache
-from srpo.config import RolloutConfig, TrainConfig, check_checkpointing, training_levels
+from srpo.config import RolloutConfig, TrainConfig, training_levels
 from srpo.io import atomic_write_text
 from srpo.models.base import Policy, cast_parameters
 from srpo.models.quantize import quantize_frozen_base
@@ -42,7 +42,6 @@ from srpo.training.lora import add_lora, save_lora
 from srpo.training.methods import MethodContext, StepLog, check_method, method_for
 from srpo.training.objective import RewardObjective
 from srpo.training.optim import NonFiniteError, OptimizerStep
-from srpo.training.sizes import check_batch_size
 
 __all__ = ["NonFiniteError", "SRPOTrainer", "StepLog", "save_diffusers_model"]
 log = logging.getLogger(__name__)
@@ -53,8 +52,9 @@ class SRPOTrainer:
 
     A recipe in three calls: ``__init__`` sets up, ``train()`` runs the updates (resuming from
     ``train.checkpoint_dir`` when it holds a valid checkpoint), ``save(out_dir)`` writes the result.
-    The run's settings are validated before (:meth:`srpo.training.job.TrainingJob.validate`); the
-    trainer re-checks only what it needs to run at all (the method row and its reward).
+    The run's settings are validated before, once (:meth:`srpo.training.job.TrainingJob.validate_run`);
+    the trainer checks only the objects it is given: the method row against the loaded reward (a
+    score-only one cannot feed a gradient method) and the rollout set (not empty).
     """
 
     def __init__(self, policy: Policy, reward: RewardModel | MultiReward, rollouts: RolloutSet, cfg: TrainConfig,
@@ -68,8 +68,6 @@ class SRPOTrainer:
         self.accelerator = accelerator or make_accelerator(cfg, cpu=policy.device.type == "cpu")
         self.processes = Processes(self.accelerator, cfg.distributed)
         self.batches = Batches(rollouts, policy, cfg, rollout_cfg, self.processes.rank, self.processes.world)
-        check_batch_size(cfg, len(rollouts))  # moved to the job's validation in the next change
-        check_checkpointing(cfg)
         self.checkpoints = Checkpointer(cfg, self.processes) if cfg.checkpoint_dir else None
         self.history: list[StepLog] = []
         # The global generator drives LoRA dropout only (every other draw has its own seed): seeded

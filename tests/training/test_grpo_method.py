@@ -158,9 +158,9 @@ def test_an_evaluation_metric_trains_as_a_score_only_reward(base, rollouts):
     (log,) = trainer.train()
     assert not log.skipped and log.grad_norm > 0
     with pytest.raises(ValueError, match=r"^train.method 'direct_align' backpropagates .* 'metric:aesthetic_v2.5'"):
-        from srpo.rewards.scores import check_reward_for_method
+        from srpo.training.methods import check_method
 
-        check_reward_for_method("direct_align", config.name, config.score_label)
+        check_method(TrainConfig(method="direct_align", inversion=False), ROLLOUT, True, repr(config.score_label))
     with pytest.raises(ValueError, match=r"both reward.function and reward.metric are set"):
         RewardConfig(name="score", function="shapes-bright", metric={"name": "imagereward"})
     with pytest.raises(ValueError, match=r"reward.metric is set but reward.name is 'clip'"):

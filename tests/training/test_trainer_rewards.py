@@ -11,7 +11,7 @@ from srpo.models.families import load_policy
 from srpo.rewards import RewardConfig, load_reward
 from srpo.rewards.combine import MultiReward, RewardTerm, single_term_reward
 from srpo.rewards.config import MultiRewardConfig, RewardUse, WeightedRewardConfig, check_trainable
-from srpo.training.launch import run_job, write_job
+from srpo.training.job import run_job, write_job
 from srpo.training.trainer import SRPOTrainer
 
 ROLLOUT = RolloutConfig(num_steps=4)
