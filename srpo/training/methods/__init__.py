@@ -47,7 +47,4 @@ def check_method(cfg, rollout_cfg, score_only: bool = False, reward_label: str =
         raise ValueError(f"train.method {cfg.method!r} backpropagates through the reward, but the reward "
                          f"{reward_label} is score-only: use train.method {takers}, or a differentiable "
                          "(CLIP-style) reward such as hpsv2.1, pickscore, clip or hf_clip")
-    if cfg.inversion and not method.has_inversion:
-        raise ValueError(f"train.inversion is true but the inversion branch does not belong to method "
-                         f"{cfg.method!r}: set inversion: false")
     method.check(cfg, rollout_cfg)
