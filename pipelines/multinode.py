@@ -5,7 +5,7 @@
 ``prepare_prompts`` -> ``generate_rollouts`` -> ``write_multinode_job`` (the job onto the shared
 volume ``work_dir``) -> ``train_multinode`` (:data:`train_multinode`, a ``zenml.CommandStep``: the
 Kubernetes step operator runs it on ``pod_count`` pods as an Indexed Job; each pod runs
-``python -m srpo.training.multinode``, which starts ``torchrun`` with the pod's place) ->
+``python -m ops.multinode``, which starts ``torchrun`` with the pod's place) ->
 ``register_multinode_result`` (copies ``work_dir/out`` into the artifact store and registers it as
 ``tuned_transformer``). A command step has no inputs or outputs, so the pipeline hands it
 ``work_dir`` and the processes per pod through the step's environment.
