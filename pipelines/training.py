@@ -44,7 +44,8 @@ def srpo_training(
     rewards: Optional[MultiRewardConfig] = None,
 ) -> None:
     check_artifact_store()
-    TrainingJob(policy=policy, reward=reward, rollout=rollouts, train=train, rewards=rewards,  # the run's one validation
+    # the run's one validation (srpo.training.job): the step repeats it with the rollout count and the device
+    TrainingJob(policy=policy, reward=reward, rollout=rollouts, train=train, rewards=rewards,
                 metric_configs={k: v.model_dump(mode="json") for k, v in (metrics or {}).items()},
                 extra_rewards=extra_rewards or {}).validate_run()
     if reward.metric is not None:  # an evaluation metric as a score-only reward: its config, checked here

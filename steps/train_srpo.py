@@ -34,14 +34,15 @@ def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig,
 ]:
     """Apply exactly ``train.steps`` updates (resuming from ``train.checkpoint_dir`` if it holds a checkpoint).
 
-    ``train.num_processes > 1`` launches that many processes on this node (accelerate on GPUs,
-    torchrun on the CPU), which read the job folder written here; one process trains in this one
-    from the objects. The run is validated (:meth:`srpo.training.job.TrainingJob.validate_run`,
-    with the rollout count and the memory plan) before any model is loaded. Returns the tuned transformer (full) or the LoRA adapter, both as
-    diffusers-loadable safetensors: with ``train.guard``, the weights its selection rule picked
-    (checked on ``heldout_prompts`` with the guard's metrics, among them ``metrics`` and
-    ``extra_rewards``). ``training_curves``: the guard's curves, or the reward curve without a guard.
-    ``rewards``: train against this weighted sum instead of ``reward`` (each term's curve is logged).
+    The run is validated first (:meth:`srpo.training.job.TrainingJob.validate_run`, with the rollout
+    count and the memory plan), before any model is loaded. One process trains here, from the
+    objects; ``train.num_processes > 1`` writes the job folder and launches that many processes of
+    ``python -m ops.train`` on this node (accelerate on GPUs, torchrun on the CPU). Returns the tuned
+    transformer (full) or the LoRA adapter, both as diffusers-loadable safetensors: with
+    ``train.guard``, the weights its selection rule picked (checked on ``heldout_prompts`` with the
+    guard's metrics, among them ``metrics`` and ``extra_rewards``). ``training_curves``: the guard's
+    curves, or the reward curve without a guard. ``rewards``: train against this weighted sum
+    instead of ``reward`` (each term's curve is logged).
     """
     library_logging()
     work = scratch_dir("srpo-train-")

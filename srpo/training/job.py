@@ -135,7 +135,8 @@ def build_guard(job: TrainingJob, reward, accelerator, guard_metrics: GuardMetri
     gcfg = job.train.guard
     if guard_metrics is None:
         raise ValueError("train.guard is set but no guard metric builder was given: run the job through "
-                         "`python -m ops.train` (or pass guard_metrics=srpo.world.guard_metrics.build_job_guard_metrics)")
+                         "`python -m ops.train`, or pass guard_metrics (srpo.world.guard_metrics."
+                         "build_job_guard_metrics)")
     prompts, seeds = gcfg.prompts_and_seeds(job.guard_prompts)
     gather = None
     if accelerator.num_processes > 1:

@@ -64,7 +64,7 @@ class SRPOTrainer:
         self.grid, self.d_sigma = training_levels(cfg)
         self.objective = RewardObjective(reward, cfg, (float(self.grid.min()), float(self.grid.max())),
                                          self.d_sigma, policy.autocast)
-        check_method(cfg, rollout_cfg, self.objective.score_only, "given")
+        check_method(cfg, rollout_cfg, self.objective.score_only, repr(getattr(self.objective.reward, "name", "")))
         self.accelerator = accelerator or make_accelerator(cfg, cpu=policy.device.type == "cpu")
         self.processes = Processes(self.accelerator, cfg.distributed)
         self.batches = Batches(rollouts, policy, cfg, rollout_cfg, self.processes.rank, self.processes.world)
@@ -76,9 +76,9 @@ class SRPOTrainer:
         self.params, self.optimizer, self.scheduler = self._setup_model()
         self.step_fn = OptimizerStep(self.optimizer, self.scheduler, self.params, self.accelerator,
                                      cfg.max_grad_norm, cfg.max_bad_steps)
+        sampler_sigmas = policy.rollout_sigmas(rollout_cfg.num_steps, rollout_cfg.shift, *rollouts.x0.shape[-2:])
         self.ctx = MethodContext(policy, self.objective, self.batches, self.processes, self.step_fn, cfg, rollout_cfg,
-                                 self.grid, self.d_sigma, policy.rollout_sigmas(rollout_cfg.num_steps,
-                                                                                rollout_cfg.shift, *rollouts.x0.shape[-2:]))
+                                 self.grid, self.d_sigma, sampler_sigmas)
         self.guard = self._setup_guard(guard) if guard is not None else None
 
     # ---- setup --------------------------------------------------------------------------
@@ -189,7 +189,7 @@ class SRPOTrainer:
                         self.guard_check(step + 1)
                     every = self.cfg.checkpoint_every
                     due = every and ((step + 1) % every == 0 or step + 1 == self.cfg.steps or self.stopped)
-                    if self.checkpoints and due and self.step_fn.bad_in_a_row == 0:  # never replace a good one by a bad streak
+                    if self.checkpoints and due and self.step_fn.bad_in_a_row == 0:  # never after a bad update
                         self.save_checkpoint(step + 1)
                 if self.stopped:
                     log.warning("guard stopped the run after %d of %d updates: %s", len(self.history),

@@ -63,3 +63,21 @@ def test_one_process_trains_from_the_objects_without_writing_a_job(policy_cfg, r
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert not list(tmp_path.rglob(JOB_FILE)) and (tmp_path / "out" / "training_log.json").exists()
     assert len(trainer.history) == 1 and torch.isfinite(torch.tensor(trainer.history[0].loss))
+
+
+def test_the_entry_point_trains_a_metric_reward_job_in_a_fresh_process(policy_cfg, rollouts, tmp_path):
+    """``python -m ops.train`` registers the suite's scorer itself: a ``reward: {name: score, metric: ...}`` job
+    (grpo) loads and trains in a process that imported nothing before (as each launched process)."""
+    import os
+    import subprocess
+    import sys
+
+    metric = RewardConfig(name="score", metric={"name": "aesthetic_v2.5", "checkpoint": "builtin:tiny"})
+    grpo = dict(method="grpo", inversion=False, reward_form="plain", steps=1, batch_size=1,
+                grpo={"group_size": 2, "steps": "first", "num_train_steps": 1})
+    folder = job(policy_cfg, metric, **grpo).write(tmp_path / "job", rollouts)
+    done = subprocess.run([sys.executable, "-m", "ops.train", str(folder), str(tmp_path / "out")],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert log["config"]["method"] == "grpo" and len(log["history"]) == 1
