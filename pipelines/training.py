@@ -17,18 +17,16 @@ from zenml import Model
 from ops.pipeline import pipeline
 from ops.preflight import check_artifact_store
 
-from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_quantization, check_checkpointing
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.evaluation.config import (EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan,
                                     check_metric_config)
 from srpo.evaluation.guard_metrics import check_guard_metrics
 from srpo.evaluation.promotion import PromotionConfig, check_promotion
 from srpo.export.writer import ExportConfig
-from srpo.models.checks import check_policy
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
-from srpo.rewards.config import MultiRewardConfig, check_trainable
-from srpo.rewards.scores import check_reward_for_method
-from srpo.rewards.text_context import check_training_words
+from srpo.rewards.config import MultiRewardConfig
+from srpo.training.job import TrainingJob
 from srpo.world.guard_metrics import world_metric_names
 from srpo.world.report import WorldReportConfig, steering_from_words
 from steps import (evaluate, export_human_eval, export_model, generate_rollouts, prepare_prompts, promote_model,
@@ -53,15 +51,12 @@ def srpo_training(
     export: Optional[ExportConfig] = None,
 ) -> None:
     check_artifact_store()
-    check_checkpointing(train)
-    check_base_quantization(policy, train)
-    check_reward_for_method(train.method, reward.name, reward.score_label)  # score-only rewards: grpo only
+    # the run's one validation (srpo.training.job): the step repeats it with the rollout count and the device
+    TrainingJob(policy=policy, reward=reward, rollout=rollouts, train=train, rewards=rewards,
+                metric_configs={k: v.model_dump(mode="json") for k, v in (metrics or {}).items()},
+                extra_rewards=extra_rewards or {}).validate_run()
     if reward.metric is not None:  # an evaluation metric as a score-only reward: its config, checked here
         check_metric_config(reward.metric, "reward.metric")
-    if rewards is None:  # with `rewards:`, each entry's form was checked against its reward
-        check_trainable(reward, train.reward_form)
-    check_policy(policy, train)  # policy.family vs the folder, train.lora_rank vs the layers (no weights read)
-    check_training_words(reward, train, rewards)  # control words fit the reward's text context
     if train.guard is not None:
         check_guard_metrics(train.guard, metrics or {}, extra_rewards or {}, world_metric_names(train.guard))
     check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)

@@ -400,10 +400,10 @@ class DRTuneConfig(StrictModel):
 class TrainConfig(StrictModel):
     """The SRPO / Direct-Align update, its timesteps, rewards and optimiser."""
 
-    method: Literal["srpo", "direct_align", "refl", "draft_lv", "draft", "grpo"] = Field(
-        "srpo", description="srpo / direct_align: Direct-Align recovery on the grid; refl: one-step prediction "
-        "on the grid; draft_lv: one-step from the last rollout level with fresh noise per draw; draft: backprop "
-        "through the last draft_steps sampler steps; grpo: policy gradient over SDE samples (train.grpo)")
+    method: str = Field(
+        "srpo", description="a row of the method registry (srpo.training.methods.METHODS: srpo, direct_align, refl, "
+        "draft_lv, draft, grpo, ...); this layer cannot import it, so the run's validation "
+        "(srpo.training.job.TrainingJob.validate_run) refuses a name that is not a row")
     grpo: Optional[GRPOConfig] = Field(None, description="grpo: group size, noise level, clip, KL and step subset "
                                        "(default GRPOConfig() when method is grpo)")
     draft_steps: int = Field(1, ge=1, description="draft: sampler steps to backpropagate through (all = full chain)")

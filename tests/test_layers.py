@@ -46,16 +46,9 @@ LAYERS: list[tuple[str, set[str]]] = [  # (layer name, module or package prefixe
 #: Allowed upward imports: (importer, imported) -> why. Keep it empty; a new entry needs its reason.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
 #: Files allowed to hold ``"module:function"`` strings of a higher layer -> why. Remove an entry when its strings go.
-UPWARD_NAME_EXCEPTIONS: dict[str, str] = {
-    "srpo/training/launch.py": "GUARD_METRIC_BUILDERS names the guard's metric builders in srpo.world and "
-                               "srpo.evaluation; the training-room change (issue 25, trainer part) removes them",
-}
+UPWARD_NAME_EXCEPTIONS: dict[str, str] = {}
 #: Import cycles allowed for now: the set of modules in the cycle -> why. Remove an entry when its cycle goes.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"srpo.training.methods", "srpo.training.trainer"}):
-        "methods and the trainer import each other (TYPE_CHECKING and lazy imports); the training-room change "
-        "(issue 25, trainer part: methods receive a context and never import the trainer) removes it",
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 #: ``"srpo.a.b:function"`` (the form srpo.io.import_by_name and importlib-based registries resolve).
 _NAMED_FUNCTION = re.compile(r"\b(srpo(?:\.\w+)+):\w+")
 FORBIDDEN_TOP = {"zenml", "steps", "pipelines", "materializers"}

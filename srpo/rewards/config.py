@@ -168,8 +168,9 @@ def check_trainable(reward: RewardConfig, form: str = "weighted", setting: str =
     Feature rewards (HPS v2.1, PickScore, CLIP) and joint ones (HPSv3: the form is combined on the
     scores of the prompt variants) take every text form and ``plain``; image-only rewards (Aesthetic
     v2.5) take ``image_relative`` (supplement S1) and ``plain`` only; ``image_relative`` needs an
-    image-only reward. Score-only rewards are :func:`~srpo.rewards.scores.check_reward_for_method`'s.
-    Pipelines call it before any step runs; :func:`srpo.training.launch.write_job` calls it too.
+    image-only reward. Score-only rewards are the method registry's
+    (:func:`srpo.training.methods.check_method`). The run's validation calls it
+    (:meth:`srpo.training.job.TrainingJob.validate_run`).
     """
     if reward.name == SCORE_REWARD:
         return

@@ -1,8 +1,9 @@
 """Score-only rewards: a function of images and prompts that returns scores, with no gradient.
 
 Detectors, OCR, a VLM judge or the shapes world's pixel grader score images but give nothing to
-backpropagate through, so only the policy-gradient method (``train.method: grpo``) trains on
-them; the gradient methods refuse them (:func:`check_reward_for_method`).
+backpropagate through, so only the methods whose registry row takes score-only rewards (the
+policy gradient, ``train.method: grpo``) train on them; the run's validation refuses them for the
+gradient methods (:func:`srpo.training.methods.check_method`).
 
 A score function is ``fn(images [B,3,H,W] in [0,1], prompts: list[str]) -> scores [B]``, named
 either by a registered name (:data:`SCORE_FUNCTIONS`: the shapes world's pixel grader, plain tensor
@@ -35,8 +36,6 @@ SCORE_FUNCTIONS: dict[str, str] = {
 
 #: The ``reward.name`` of a score-only reward.
 SCORE_REWARD = "score"
-#: The methods that train on scores alone (the others backpropagate through the reward).
-SCORE_METHODS = ("grpo",)
 
 
 def register_score(name: str, target: str) -> None:
@@ -136,11 +135,3 @@ class ScoreReward(torch.nn.Module):
 def is_score_only(reward) -> bool:
     """True for rewards that only score (no differentiable image features)."""
     return bool(getattr(reward, "score_only", False))
-
-
-def check_reward_for_method(method: str, reward_name: str, function: str | None = None) -> None:
-    """Refuse a score-only reward for a gradient method (at config time and in the trainer)."""
-    if reward_name == SCORE_REWARD and method not in SCORE_METHODS:
-        raise ValueError(f"train.method {method!r} backpropagates through the reward, but reward {function!r} is "
-                         f"score-only (reward.name: score): use train.method: grpo, or a CLIP-style reward "
-                         "(hpsv2.1, pickscore, clip, hf_clip) for the gradient methods")

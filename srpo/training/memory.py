@@ -33,7 +33,7 @@ import contextlib
 import functools
 import inspect
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,31 +43,17 @@ from srpo.models.base import TextCond
 from srpo.models.families import adapter_class, family_named, read_model_index, resolve_location
 from srpo.models.published_configs import PUBLISHED
 from srpo.models.quantize import BYTES_PER_WEIGHT
+from srpo.rewards.registry import REWARDS, VIT_H_14
 
 GB = 1e9
 MARGIN = 1.10  # transient backward buffers and fragmentation, on top of what autograd saves
 CUDA_CONTEXT_GB = 0.5
 
-#: The published reward towers (open_clip ViT-H-14 for HPSv2.1 and PickScore): parameters of both
-#: towers, and the image tower's saved activations per image at 224 px in fp32 (32 blocks x 257
-#: tokens x 1280 wide x ~16 saved tensors of that size x 4 bytes).
-VIT_H_14 = dict(params=986e6, activation_bytes_per_image=32 * 257 * 1280 * 16 * 4)
-#: Aesthetic v2.5: SigLIP so400m-patch14-384's vision tower (27 blocks x 729 tokens x 1152 wide) and its head.
-SIGLIP_SO400M = dict(params=428e6, activation_bytes_per_image=27 * 729 * 1152 * 16 * 4)
-#: HPSv3: Qwen2-VL-7B without its LM head (7.75 B, docs/benchmarks/reward_cost.json); saved activations
-#: of one forward: the vision tower (32 blocks x 1,024 patches at 448 px x 1280 wide x ~16) and the
-#: decoder (28 layers x ~800 tokens: 256 image tokens, the instruction and the prompt, x (8 x 3584
-#: hidden + 3 x 18944 MLP) wide), fp32. A joint reward runs one forward per prompt variant its form reads.
-QWEN2_VL_7B = dict(params=7.75e9, activation_bytes_per_image=(32 * 1024 * 1280 * 16 + 28 * 800 * (8 * 3584 + 3 * 18944)) * 4)
 #: Parameters of the evaluation metrics a guard may hold in the training process (frozen, no grad):
 #: the ViT-H-14 pair (HPS, PickScore), CLIP ViT-L/14 (clip_score), ImageReward (BLIP ViT-L + BERT-base
 #: with cross-attention), Aesthetic v2.5 (SigLIP so400m) and HPSv3.
-GUARD_METRIC_PARAMS = {"hpsv2.1": VIT_H_14["params"], "pickscore": VIT_H_14["params"], "sgp_hps": VIT_H_14["params"],
-                       "clip_score": 428e6, "imagereward": 447e6, "aesthetic_v2.5": SIGLIP_SO400M["params"],
-                       "hpsv3": QWEN2_VL_7B["params"]}
-#: Which published tower a reward name uses.
-PUBLISHED_REWARDS = {"hpsv2.1": VIT_H_14, "pickscore": VIT_H_14, "clip": VIT_H_14, "hf_clip": VIT_H_14,
-                     "aesthetic_v2.5": SIGLIP_SO400M, "hpsv3": QWEN2_VL_7B}
+GUARD_METRIC_PARAMS = {**{name: REWARDS[name].tower.params for name in ("hpsv2.1", "pickscore", "aesthetic_v2.5", "hpsv3")},
+                       "sgp_hps": REWARDS["hpsv2.1"].tower.params, "clip_score": 428e6, "imagereward": 447e6}
 
 
 @dataclass
@@ -343,30 +329,14 @@ def _bytes(dtype_name: str) -> int:
     return torch.empty(0, dtype=getattr(torch, dtype_name)).element_size()
 
 
-def base_weight_bytes(transformer: torch.nn.Module, trainable_ids: set[int], frozen_bytes: int,
-                      quantization: str) -> float:
-    """Bytes of the frozen transformer weights: quantised ``nn.Linear`` weights at the kind's bytes, the rest as stored."""
-    from srpo.models.quantize import quantizable_linears
-
-    quantised = ({id(m.weight) for _, m in quantizable_linears(transformer, quantization)}
-                 if quantization != "none" else set())
-    total = 0.0
-    for p in transformer.parameters():
-        if id(p) in trainable_ids:
-            continue
-        total += p.numel() * (BYTES_PER_WEIGHT[quantization] if id(p) in quantised else frozen_bytes)
-    return total
-
-
 def forwards_per_branch(reward_name: str, form: str) -> int:
     """Reward forwards one branch keeps in the graph: 1 (feature and image-only rewards; image_relative
     scores its clean and noised copies as one batch of 2, counted as 2), or a joint reward's prompt variants."""
-    from srpo.rewards.config import JOINT_REWARDS
     from srpo.srp import FORM_INPUTS
 
     if form == "image_relative":
         return 2
-    return len(FORM_INPUTS[form]) if reward_name in JOINT_REWARDS else 1
+    return len(FORM_INPUTS[form]) if getattr(REWARDS.get(reward_name), "kind", None) == "joint" else 1
 
 
 def reward_memory(reward_cfg, batch: int, height: int, width: int, compute_bytes: int,
@@ -375,8 +345,8 @@ def reward_memory(reward_cfg, batch: int, height: int, width: int, compute_bytes
 
     ``reward_cfg``: a :class:`~srpo.rewards.config.RewardConfig` (used with reward form ``form``) or a
     multi-reward (``MultiRewardConfig``: each distinct model's weights once, every term's activations,
-    all held until the micro-step's backward). Published rewards by formula (:data:`PUBLISHED_REWARDS`),
-    built-in ones traced.
+    all held until the micro-step's backward). Published rewards by formula (their tower in the rewards
+    registry, :data:`srpo.rewards.registry.REWARDS`), built-in ones traced.
     """
     entries = getattr(reward_cfg, "rewards", None)
     if entries is not None:
@@ -399,10 +369,10 @@ def _one_reward(reward_cfg, batch: int, height: int, width: int, compute_bytes: 
     name = getattr(reward_cfg, "name", "hpsv2.1")
     forwards = forwards_per_branch(name, form)
     if reward_cfg is None or not checkpoint.startswith("builtin:"):
-        tower = PUBLISHED_REWARDS.get(name, VIT_H_14)
-        label = {id(VIT_H_14): "ViT-H-14", id(SIGLIP_SO400M): "SigLIP so400m", id(QWEN2_VL_7B): "Qwen2-VL-7B"}[id(tower)]
-        activations = tower["activation_bytes_per_image"] * compute_bytes / 4 * batch * forwards
-        return tower["params"] * compute_bytes, activations, f"{label} formula"
+        spec = REWARDS.get(name)
+        tower = (spec.tower if spec is not None else None) or VIT_H_14
+        activations = tower.activation_bytes_per_image * compute_bytes / 4 * batch * forwards
+        return tower.params * compute_bytes, activations, f"{tower.label} formula"
     from srpo.rewards import load_reward
     from srpo.rewards.combine import reward_kind
 
@@ -522,7 +492,7 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
     h, w = policy_cfg.height, policy_cfg.width
     reward, how = reward_memory(reward_cfg, batch, h, w, _bytes(compute), train_cfg.reward_form)
     if how != "traced":
-        notes.append(f"reward: {how} (published towers: srpo.training.memory.PUBLISHED_REWARDS)")
+        notes.append(f"reward: {how} (published towers: srpo.rewards.registry.REWARDS)")
     guard, held = guard_memory(train_cfg.guard, metrics, _bytes(compute))
     if held:
         notes.append(f"guard: {', '.join(held)} held in the training process (frozen weights)")
@@ -570,13 +540,6 @@ def check_plan_fits(plan: MemoryPlan, policy_cfg, train_cfg, reward_cfg=None, me
     fix = ("; ".join(fits) if fits else "none found up to FSDP x8: lower the resolution or the batch size")
     raise ValueError(f"policy.gpu_memory_gb = {gpu}: the run plans {plan.total() / GB:.1f} GB per GPU; settings "
                      f"that fit: {fix}")
-
-
-def plan_summary(plan: MemoryPlan) -> dict:
-    """The plan as a JSON-ready dict (GB), with its total."""
-    out = {k: v for k, v in asdict(plan).items()}
-    out["total_gb"] = plan.total() / GB
-    return out
 
 
 # ---- the inference plan (rollouts, evaluation) ----------------------------------------------

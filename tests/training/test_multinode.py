@@ -1,4 +1,4 @@
-"""Two "pods" on 127.0.0.1: ``python -m srpo.training.multinode`` as a multi-pod command step runs it.
+"""Two "pods" on 127.0.0.1: ``python -m ops.multinode`` as a multi-pod command step runs it.
 
 Each pod is a process group of its own, started in a folder of its own (its local disk) with the
 variables ZenML's Kubernetes step operator and Kubernetes set on the pods of an Indexed Job. The
@@ -22,7 +22,7 @@ import pytest
 from tests._servers import free_port, stop_process
 from srpo.config import TrainConfig
 from srpo.training import multinode
-from srpo.training.launch import run_job, write_job
+from srpo.training.job import run_job, write_job
 from test_resume_and_scale import REWARD, ROLLOUT, max_abs_diff, transformer_weights
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def start_pod(index: int, cwd: Path, work: Path, port: int) -> subprocess.Popen:
            multinode.POD_COUNT: "2", multinode.POD_INDEX: str(index),
            multinode.MAIN_ADDRESS: "127.0.0.1", multinode.MAIN_PORT: str(port)}
     log = open(cwd / "pod.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "srpo.training.multinode", str(work)], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "ops.multinode", str(work)], cwd=cwd, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -104,11 +104,11 @@ def test_place_comes_from_the_multi_pod_variables_and_a_missing_one_is_named():
     env = {multinode.POD_COUNT: "4", multinode.POD_INDEX: "3", multinode.MAIN_ADDRESS: "job-0.job.srpo.svc",
            multinode.MAIN_PORT: "29500"}
     place = multinode.pod_place(env)
-    cmd = multinode.torchrun_command(place, "/shared/run", nproc_per_node=8)
+    cmd = multinode.torchrun_command(place, "/shared/run", nproc_per_node=8, entry="ops.train")
     flags = dict(zip(cmd[3:13:2], cmd[4:14:2]))
     assert flags == {"--nnodes": "4", "--node-rank": "3", "--nproc-per-node": "8",
                      "--master-addr": "job-0.job.srpo.svc", "--master-port": "29500"}
-    assert cmd[-3:] == ["srpo.training.launch", "/shared/run/job", "/shared/run/out"]
+    assert cmd[-3:] == ["ops.train", "/shared/run/job", "/shared/run/out"]
     assert multinode.pod_place({}) == multinode.PodPlace(1, 0, "127.0.0.1", 29500)
     with pytest.raises(ValueError, match=f"^{multinode.POD_INDEX} is not set"):
         multinode.pod_place({k: v for k, v in env.items() if k != multinode.POD_INDEX})

@@ -9,7 +9,7 @@ import torch
 from srpo.config import RolloutConfig, TrainConfig
 from srpo.rewards import RewardConfig
 from srpo.training import sizes
-from srpo.training.launch import run_job, write_job
+from srpo.training.job import run_job, write_job
 
 REWARD = RewardConfig(name="clip", checkpoint="builtin:tiny")
 
