@@ -504,7 +504,7 @@ def planned(cfg: RealConfig, batch: int, fuse_branches: bool = False, quantizati
     reward_total, _ = reward_memory(cfg.reward, plan.batch, cfg.policy.height, cfg.policy.width, 2,
                                     train.reward_form)
     return {"transformer": trace.activations, "transformer_checkpointed": trace.activations_checkpointed,
-            "vae": trace.vae_activations, "reward": reward_total - VIT_H_14["params"] * 2,
+            "vae": trace.vae_activations, "reward": reward_total - VIT_H_14.params * 2,
             "total_gb": plan.total() / GB, "checkpointing": plan.checkpointing, "quantization": quantization}
 
 
