@@ -3,6 +3,7 @@
     python -m benchmarks.memory_plan                 # mid-size FLUX at 128 px: plan vs measured, LoRA and full
     python -m benchmarks.memory_plan --table         # docs/performance.md's per-family table (from the plan)
     python -m benchmarks.memory_plan --text-encoders # training process peak RSS with / without text encoders
+    python -m benchmarks.memory_plan --configs       # every real config in configs/: its hardware and planned GB per GPU
 
 The measurement counts every live CPU tensor storage (parameters, gradients, AdamW moments,
 activations and temporaries) through a ``TorchDispatchMode`` that adds each new storage's bytes
@@ -201,6 +202,58 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def config_rows(paths: list[str]) -> list[dict]:
+    """Each real config's declared hardware and its three plans (rollout step, training update, evaluation), in GB per GPU.
+
+    The plans are those ``python -m ops.validate`` checks (:func:`ops.validate.check_memory_plan`)."""
+    import yaml
+
+    from ops.validate import load_pipeline, pipeline_source, validate_parameters
+    from srpo.training.fit import ROLLOUT_BATCH
+    from srpo.training.memory import GB, plan_inference, plan_memory
+
+    rows = []
+    for path in paths:
+        path = Path(path)
+        raw = yaml.safe_load(path.read_text()) or {}
+        params = validate_parameters(load_pipeline(pipeline_source(path)), raw.get("parameters") or {})
+        policy, train, rollouts = params.get("policy"), params.get("train"), params.get("rollouts")
+        if policy is None or policy.gpu_memory_gb is None:
+            continue
+        hardware = next((line.split("Hardware:", 1)[1].split(" (")[0].split(";")[0].strip()  # "8 x 80 GB GPUs, one node"
+                         for line in path.read_text().splitlines() if line.startswith("# Hardware:")), "")
+        row = {"config": path.name, "hardware": hardware, "gpu_memory_gb": policy.gpu_memory_gb,
+               "model": policy.pretrained, "resolution": policy.height}
+        if rollouts is not None and params.get("prompts") is not None:
+            n = rollouts.num_prompts or 32
+            row["rollout_gb"] = plan_inference(policy, ROLLOUT_BATCH, n).total() / GB
+        if train is not None:
+            reward = params.get("rewards") or params.get("reward")
+            plan = plan_memory(policy, train, reward, metrics=params.get("metrics"))
+            row.update(train_gb=plan.total() / GB, finetune=train.finetune, world=plan.world,
+                       quantization=plan.quantization)
+        if params.get("evaluation") is not None:
+            batch = getattr(params.get("report"), "batch_size", 4)
+            row["evaluation_gb"] = plan_inference(policy, batch, batch, decode_batch=batch).total() / GB
+        row["largest_gb"] = max(row.get(k, 0.0) for k in ("rollout_gb", "train_gb", "evaluation_gb"))
+        row["fits"] = row["largest_gb"] <= policy.gpu_memory_gb
+        rows.append(row)
+    return rows
+
+
+def config_markdown(rows: list[dict]) -> str:
+    """README's and docs/performance.md's table of the shipped configs."""
+    out = ["| config | hardware | trains | rollout step GB | training GB per GPU | evaluation GB |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        trains = (f"{r['finetune']}" + (f", FSDP x{r['world']}" if r.get("world", 1) > 1 else "")
+                  + (f", {r['quantization']} base" if r.get("quantization", "none") != "none" else "")) if "train_gb" in r else "-"
+        cell = lambda key: f"{r[key]:.1f}" if key in r else "-"  # noqa: E731
+        out.append(f"| `{r['config']}` | {r['hardware']} | {trains} | {cell('rollout_gb')} | {cell('train_gb')} | "
+                   f"{cell('evaluation_gb')} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=128)
@@ -209,7 +262,14 @@ def main() -> None:
     parser.add_argument("--families", default="flux,qwen-image,sd3,flux2,flux2-klein,z-image")
     parser.add_argument("--text-encoders", action="store_true",
                         help="peak RSS of the training process with and without its text encoders")
+    parser.add_argument("--configs", nargs="*", metavar="CONFIG",
+                        help="the hardware and plans of these run configs (default: every real config in configs/)")
     args = parser.parse_args()
+    if args.configs is not None:
+        rows = config_rows(args.configs or sorted(str(p) for p in Path("configs").glob("*.yaml")))
+        print(config_markdown(rows))
+        emit({"benchmark": "memory_plan_configs", "rows": rows, "all_fit": all(r["fits"] for r in rows)})
+        return
     if args.text_encoders:
         rows = text_encoder_rows(args.size, args.quick)
         for r in rows:

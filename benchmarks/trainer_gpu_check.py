@@ -39,7 +39,7 @@ def main() -> None:
     from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
     from srpo.models.families import load_policy
     from srpo.rewards import RewardConfig
-    from srpo.training.launch import run_job, write_job
+    from srpo.training.job import run_job, write_job
     from srpo.training.rollouts import generate_rollouts
 
     if not torch.cuda.is_available():

@@ -38,7 +38,8 @@ FLUX_SPEC = dict(num_layers=19, num_single_layers=38, num_heads=24, head_dim=128
 
 def build_policy(tiny: bool, device: torch.device, cfg, overrides: dict):
     """A FluxPolicy of FLUX.1's architecture (or a tiny one), built on ``device`` and prepared by ``cfg``."""
-    from srpo.models.flux import FluxPolicy, prepare_policy
+    from srpo.models.families import prepare_policy
+    from srpo.models.flux import FluxPolicy
     from srpo.models.tiny import TinyFluxSpec, build_tiny_flux_pipeline
 
     spec = TinyFluxSpec() if tiny else TinyFluxSpec(**{**FLUX_SPEC, **overrides})

@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from ops.preflight import artifact_store_check_skipped
+from srpo.published import is_builtin
 
 _HEADER = re.compile(r"zenml pipeline run (pipelines\.[\w.]+)")
 
@@ -278,24 +279,58 @@ def check_run_config(raw: dict[str, Any], config_path: Path) -> None:
     pipeline = load_pipeline(pipeline_source(config_path))
     params = validate_parameters(pipeline, raw.get("parameters") or {})
     validate_steps(pipeline, params, raw.get("steps") or {})  # compiles the pipeline even without steps:
-    check_memory_plan(params)
+    check_memory_plan(params, raw)
 
 
-def check_memory_plan(params: dict[str, Any]) -> None:
-    """With ``policy.gpu_memory_gb`` set: print the run's memory plan per GPU and refuse one that cannot fit."""
-    policy, train = params.get("policy"), params.get("train")
-    if policy is None or train is None or getattr(policy, "gpu_memory_gb", None) is None:
+def check_memory_plan(params: dict[str, Any], raw: dict[str, Any] | None = None) -> None:
+    """Check the config's plans against the hardware it names (``policy.gpu_memory_gb`` per GPU, ``train.num_processes``
+    per node, ``train.num_nodes``): the training update, the rollout step and the evaluation each must fit.
+
+    A real-model config (a policy that is not built in, on a device other than the CPU) must name its hardware."""
+    policy = params.get("policy")
+    if policy is None:
         return
-    from srpo.training.memory import check_plan_fits, plan_memory
+    if policy.gpu_memory_gb is None:
+        if is_builtin(policy.pretrained) or policy.device == "cpu":
+            return
+        raise RunConfigError(f"policy.gpu_memory_gb is not set: a real-model config ({policy.pretrained}) names the "
+                             "hardware it runs on: set policy.gpu_memory_gb to one GPU's memory (e.g. 80) and, for "
+                             "several GPUs, train.num_processes and train.distributed: fsdp (see docs/performance.md)")
+    import torch
 
-    reward = params.get("rewards") or params.get("reward")  # a multi-reward is what the update holds
-    metrics = params.get("metrics")  # the guard's judges
-    plan = plan_memory(policy, train, reward, metrics=metrics)
-    print(plan.describe())
+    from srpo.training.fit import check_inference_fits, check_rollouts_fit, check_training_fits
+
+    gpu = torch.device("cuda")  # the override is the budget: nothing reads a device here
+    train, rollouts = params.get("train"), params.get("rollouts")
+    check_multinode_scale(params, raw or {})
     try:
-        check_plan_fits(plan, policy, train, reward, metrics=metrics)
+        if rollouts is not None and params.get("prompts") is not None:
+            print(check_rollouts_fit(policy, rollouts, rollouts.num_prompts or 32).describe())
+        if train is not None:
+            reward = params.get("rewards") or params.get("reward")  # a multi-reward is what the update holds
+            print(check_training_fits(policy, train, reward, gpu, metrics=params.get("metrics")).describe())
+        if params.get("evaluation") is not None:
+            batch = getattr(params.get("report"), "batch_size", 4)
+            print(check_inference_fits(policy, gpu, batch, batch, decode_batch=batch, step="evaluation").describe())
     except ValueError as err:
         raise RunConfigError(str(err)) from err
+
+
+def check_multinode_scale(params: dict[str, Any], raw: dict[str, Any]) -> None:
+    """A multi-node config's ``nproc_per_node`` and pod count must be the ``train.num_processes`` and
+    ``train.num_nodes`` its plan shards over."""
+    train = params.get("train")
+    if train is None or "nproc_per_node" not in params:
+        return
+    if params["nproc_per_node"] != train.num_processes:
+        raise RunConfigError(f"train.num_processes = {train.num_processes} but nproc_per_node = "
+                             f"{params['nproc_per_node']}: set train.num_processes to the processes each node runs")
+    for name, section in (raw.get("steps") or {}).items():
+        for key, value in ((section or {}).get("settings") or {}).items():
+            pods = (value or {}).get("pod_count") if key.startswith("step_operator") else None
+            if pods is not None and pods != train.num_nodes:
+                raise RunConfigError(f"train.num_nodes = {train.num_nodes} but steps.{name}.settings.{key}.pod_count "
+                                     f"= {pods}: set train.num_nodes to the pods the job runs")
 
 
 def validate_run_config(config_path: str | Path) -> dict[str, Any]:

@@ -4,7 +4,9 @@
 
 Every run carries a version of a ZenML Model (Model Control Plane): ``srpo`` unless the config's
 ``model:`` section names another; the tuned transformer is its MODEL artifact and the evaluation
-numbers are its metadata. Before anything runs, the active stack's artifact store is checked
+numbers are its metadata. With ``promotion:`` the version then becomes ``production``, ``staging`` or
+nothing by the declared rule (``steps/promote_model.py``); with ``export:`` its files are written in the
+layouts other tools load (``steps/export_model.py``; docs/export.md). Before anything runs, the active stack's artifact store is checked
 (``ops/preflight.py``), so a down S3 endpoint or wrong keys fail at once with the fix.
 """
 
@@ -15,17 +17,20 @@ from zenml import Model
 from ops.pipeline import pipeline
 from ops.preflight import check_artifact_store
 
-from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_quantization, check_checkpointing
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.evaluation.config import (EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan,
                                     check_metric_config)
 from srpo.evaluation.guard_metrics import check_guard_metrics
+from srpo.evaluation.promotion import PromotionConfig, check_promotion
+from srpo.export.writer import ExportConfig
 from srpo.prompts import PromptConfig
 from srpo.rewards import RewardConfig
-from srpo.rewards.config import MultiRewardConfig, check_trainable
-from srpo.rewards.scores import check_reward_for_method
+from srpo.rewards.config import MultiRewardConfig
+from srpo.training.job import TrainingJob
 from srpo.world.guard_metrics import world_metric_names
 from srpo.world.report import WorldReportConfig, steering_from_words
-from steps import evaluate, export_human_eval, generate_rollouts, prepare_prompts, train_srpo, world_report
+from steps import (evaluate, export_human_eval, export_model, generate_rollouts, prepare_prompts, promote_model,
+                   train_srpo, world_report)
 
 
 @pipeline(model=Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"]))
@@ -42,18 +47,21 @@ def srpo_training(
     human_eval: HumanEvalConfig = HumanEvalConfig(),
     world: Optional[WorldReportConfig] = None,
     rewards: Optional[MultiRewardConfig] = None,
+    promotion: Optional[PromotionConfig] = None,
+    export: Optional[ExportConfig] = None,
 ) -> None:
     check_artifact_store()
-    check_checkpointing(train)
-    check_base_quantization(policy, train)
-    check_reward_for_method(train.method, reward.name, reward.score_label)  # score-only rewards: grpo only
+    # the run's one validation (srpo.training.job): the step repeats it with the rollout count and the device
+    TrainingJob(policy=policy, reward=reward, rollout=rollouts, train=train, rewards=rewards,
+                metric_configs={k: v.model_dump(mode="json") for k, v in (metrics or {}).items()},
+                extra_rewards=extra_rewards or {}).validate_run()
     if reward.metric is not None:  # an evaluation metric as a score-only reward: its config, checked here
         check_metric_config(reward.metric, "reward.metric")
-    if rewards is None:  # with `rewards:`, each entry's form was checked against its reward
-        check_trainable(reward, train.reward_form)
     if train.guard is not None:
         check_guard_metrics(train.guard, metrics or {}, extra_rewards or {}, world_metric_names(train.guard))
     check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)
+    if promotion is not None:  # before anything runs: a rule on a metric nobody scores would fail after training
+        check_promotion(promotion, {"reward", *(metrics or {}), *(extra_rewards or {})})
     if world is not None:
         steering_from_words(train.positive_words)  # the world report needs a world attribute word
     train_prompts, heldout_prompts = prepare_prompts(config=prompts)
@@ -61,9 +69,17 @@ def srpo_training(
     tuned, _ = train_srpo(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,
                           heldout_prompts=heldout_prompts, metrics=metrics, extra_rewards=extra_rewards,
                           rewards=rewards)
-    _, results = evaluate(heldout_prompts=heldout_prompts, tuned=tuned, policy=policy, reward=reward,
-                          evaluation=evaluation, extra_rewards=extra_rewards, metrics=metrics, report=report)
+    results_summary, results = evaluate(heldout_prompts=heldout_prompts, tuned=tuned, policy=policy, reward=reward,
+                                        evaluation=evaluation, extra_rewards=extra_rewards, metrics=metrics,
+                                        report=report)
     if human_eval.enabled:
         export_human_eval(results=results, config=human_eval)
     if world is not None:  # shapes world: before/after table, grids and curves (configs/shapes_demo.yaml)
         world_report(tuned=tuned, policy=policy, reward=reward, train=train, world=world)
+    stage = None
+    if promotion is not None:  # production / staging / nothing for this run's Model version (steps/promote_model.py)
+        stage = promote_model(evaluation=results_summary, tuned=tuned, promotion=promotion, policy=policy,
+                              eval_config=evaluation, metrics=metrics)
+    if export is not None:  # diffusers / single-file / ComfyUI / kohya files and a model card (steps/export_model.py)
+        export_model(tuned=tuned, policy=policy, train=train, export=export, evaluation=results_summary,
+                     promotion_stage=stage)

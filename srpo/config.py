@@ -63,8 +63,9 @@ class PolicyConfig(StrictModel):
     base_quantization: Literal["none", "int8", "fp8", "nf4"] = Field(
         "none", description="LoRA only: store the transformer's frozen base weights quantised (torchao; "
         "int8/fp8 1 byte, nf4 half a byte per weight); the adapter trains in full precision. See docs/performance.md")
-    gpu_memory_gb: Optional[float] = Field(None, gt=0, description="memory of one GPU: python -m ops.validate "
-                                           "prints the run's memory plan and refuses one that does not fit")
+    gpu_memory_gb: Optional[float] = Field(None, gt=0, description="memory of the GPU the config is written for: "
+                                           "python -m ops.validate and every step check the memory plan against it "
+                                           "(a smaller GPU present at run time is the budget instead)")
     gradient_checkpointing: bool = False
     compile: bool = Field(False, description="torch.compile the transformer's repeated blocks (regional "
                           "compilation): faster rollouts and updates after a one-time compile; see docs/performance.md")
@@ -380,13 +381,131 @@ class GRPOConfig(StrictModel):
         return self
 
 
+class NFTConfig(StrictModel):
+    """DiffusionNFT settings (arXiv 2509.16117; maths in :mod:`srpo.nft`), the authors' defaults.
+
+    Implements the paper's implicit policies ``v+- = v_old +- beta (v - v_old)``, its negative-aware loss
+    ``E[r ||v+ - u||^2 + (1 - r) ||v- - u||^2]`` with rewards as optimality probabilities
+    ``r = clip(A)/(2c) + 1/2`` (optimum ``v_old + (2 / beta) alpha (v_pos - v_old)``), the adaptive loss
+    weighting and the soft update of the old policy ``old <- d old + (1 - d) theta``, as NVlabs/DiffusionNFT's
+    scripts/train_nft_sd3.py and config/nft.py do (paper equation numbers: see docs/training.md).
+    """
+
+    group_size: int = Field(24, ge=2, description="images per prompt (num_image_per_prompt)")
+    beta: float = Field(1.0, gt=0, description="the mixing coefficient of v+- = v_old +- beta (v - v_old); "
+                        "the authors' default 1.0 (0.1 for OCR)")
+    advantage_clip: float = Field(5.0, gt=0, description="c: advantages clipped to [-c, c], then mapped to r in "
+                                  "[0, 1]; the loss is also scaled by c / beta (the authors' constant)")
+    advantage_eps: float = Field(1e-4, gt=0, description="added to the std before dividing")
+    global_std: bool = Field(True, description="divide by the std of the whole batch (the authors') instead of "
+                             "each group's")
+    adaptive_weighting: bool = Field(True, description="divide each sample's squared error by its own detached "
+                                     "mean absolute error (on the x0 prediction)")
+    kl: float = Field(1e-4, ge=0, description="weight of mean((v - v_base)^2) to the frozen base")
+    train_fraction: float = Field(0.99, gt=0, le=1, description="each sample trains int(N * fraction) of the "
+                                  "sampler's N levels, in random order, fresh noise per level")
+    decay_flat: int = Field(0, ge=0, description="old-policy decay: 0 for the first decay_flat updates ...")
+    decay_rate: float = Field(0.001, ge=0, description="... then (update - decay_flat) * decay_rate ...")
+    decay_cap: float = Field(0.5, ge=0, lt=1, description="... capped here (authors' type 1: 0, 0.001, 0.5; "
+                             "type 2: 75, 0.0075, 0.999)")
+
+    @property
+    def loss_scale(self) -> float:
+        """The authors' constant on the policy loss: ``advantage_clip / beta``."""
+        return self.advantage_clip / self.beta
+
+
+class AWMConfig(StrictModel):
+    """Advantage-weighted matching settings (arXiv 2509.25050; maths in :mod:`srpo.awm`), the authors'
+    defaults (scxue/advantage_weighted_matching, config/dgx_awm.py: SD3.5, 14 sampler steps).
+
+    Implements ``L = E[A w(t, ||v - (eps - x0)||^2)]`` (the AWM objective: the pretraining flow-matching
+    loss weighted by advantages), the generalised-Huber time weighting, the KL to the base and the KL to a
+    soft-updated EMA policy (their TRPO-like trust region), as scripts/train_sd3_awm.py does.
+    """
+
+    group_size: int = Field(24, ge=2, description="images per prompt (num_image_per_prompt)")
+    advantage_clip: float = Field(5.0, gt=0, description="advantages clipped to [-c, c] ...")
+    advantage_max: float = Field(1.0, gt=0, description="... then rescaled to [-advantage_max, advantage_max]")
+    advantage_eps: float = Field(1e-4, gt=0, description="added to the std before dividing")
+    global_std: bool = Field(True, description="divide by the std of the whole batch (the authors')")
+    weighting: Literal["uniform", "t", "t2", "ghuber"] = Field(
+        "ghuber", description="time weighting of the error: e, t e, t^2 e or t ((e + 1e-10)^p - 1e-10^p) / p")
+    ghuber_power: float = Field(0.25, gt=0, le=1, description="p of the generalised Huber weighting")
+    num_train_steps: int = Field(6, ge=1, description="sampler steps trained per sample, one from each stratum "
+                                 "of steps 1..int(N * train_fraction)")
+    train_fraction: float = Field(0.9, gt=0, le=1, description="the strata cover this fraction of the steps")
+    kl: float = Field(0.001, ge=0, description="beta: weight of mean((v - v_base)^2) (0.003 for OCR)")
+    ema_kl: float = Field(1.0, ge=0, description="weight of mean((v - v_ema)^2) to the soft-updated EMA policy")
+    ema_decay_rate: float = Field(0.001, ge=0, description="EMA policy decay: min(ema_decay_cap, rate * update)")
+    ema_decay_cap: float = Field(0.3, ge=0, lt=1, description="cap of the EMA policy's decay")
+
+
+class MixGRPOConfig(StrictModel):
+    """The SDE window of MixGRPO (arXiv 2507.21802) and Flow-GRPO-Fast (maths in :mod:`srpo.mixgrpo`).
+
+    The policy-gradient settings (group size, noise level, clip, KL) stay in :class:`GRPOConfig`; this
+    says which steps are SDE and trained. ``sliding``: MixGRPO's progressive window (the authors'
+    defaults: 4 steps of 25, moved by 1 every 25 updates, rolled back; Tencent-Hunyuan/MixGRPO's
+    GRPOTrainingStates); ``branch``: Flow-GRPO-Fast's random window of 2 steps within the first half.
+    """
+
+    mode: Literal["sliding", "branch"] = Field("sliding", description="sliding (MixGRPO) or branch "
+                                               "(Flow-GRPO-Fast)")
+    window_size: int = Field(4, ge=1, description="consecutive SDE (and trained) steps; branch: 1-2 "
+                             "(Flow-GRPO-Fast uses 2)")
+    shift_every: int = Field(25, ge=1, description="sliding: updates between moves of the window")
+    stride: int = Field(1, ge=1, description="sliding: steps the window moves each time")
+    roll_back: bool = Field(True, description="sliding: restart at step 0 once the window reaches the end")
+    branch_range: Optional[tuple[int, int]] = Field(
+        None, description="branch: [lo, hi) of steps the window lies in (default: the first half, [0, N // 2))")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MixGRPOConfig":
+        if self.branch_range is not None:
+            lo, hi = self.branch_range
+            if lo < 0 or hi - lo < self.window_size:
+                raise ValueError(f"train.mixgrpo.branch_range {list(self.branch_range)} does not hold a window of "
+                                 f"{self.window_size} steps: give 0 <= lo and hi - lo >= window_size")
+            if self.mode != "branch":
+                raise ValueError("train.mixgrpo.branch_range is set but mode is sliding: drop it or use mode: branch")
+        return self
+
+
+class DRTuneConfig(StrictModel):
+    """DRTune settings (arXiv 2405.00760; maths in :func:`srpo.direct_align.drtune_sample`), FlowBP's defaults
+    (RuoyuWang-2077/FlowBP, trainers/flux1/drtune.py).
+
+    The whole Euler chain runs with the gradient stopped at every model input (the paper's stop-gradient),
+    ``num_train_steps`` equally spaced steps keep their graph (its training-step subset), and the reward
+    reads the one-step clean prediction at a step drawn from the last ``early_stop`` ones (its early stop).
+    Needs a differentiable reward.
+    """
+
+    num_train_steps: int = Field(3, ge=1, description="K: equally spaced sampler steps with grad, random start")
+    early_stop: Optional[int] = Field(None, ge=0, description="the reward reads the prediction at one of the last "
+                                      "early_stop steps (0: the final image; default round(0.4 N))")
+    early_stop_ratio: float = Field(0.4, ge=0, le=1, description="the default early_stop as a fraction of N")
+
+    @model_validator(mode="after")
+    def _one_early_stop(self) -> "DRTuneConfig":
+        if {"early_stop", "early_stop_ratio"} <= self.model_fields_set and self.early_stop is not None:
+            raise ValueError(f"train.drtune sets both early_stop ({self.early_stop}) and early_stop_ratio "
+                             f"({self.early_stop_ratio}): give one (early_stop counts steps, the ratio a fraction of N)")
+        return self
+
+    def stop_window(self, num_steps: int) -> int:
+        """``early_stop`` for a chain of ``num_steps`` steps (FlowBP: ``round(ratio * N)`` when not given)."""
+        return self.early_stop if self.early_stop is not None else int(round(self.early_stop_ratio * num_steps))
+
+
 class TrainConfig(StrictModel):
     """The SRPO / Direct-Align update, its timesteps, rewards and optimiser."""
 
-    method: Literal["srpo", "direct_align", "refl", "draft_lv", "draft", "grpo"] = Field(
-        "srpo", description="srpo / direct_align: Direct-Align recovery on the grid; refl: one-step prediction "
-        "on the grid; draft_lv: one-step from the last rollout level with fresh noise per draw; draft: backprop "
-        "through the last draft_steps sampler steps; grpo: policy gradient over SDE samples (train.grpo)")
+    method: str = Field(
+        "srpo", description="a row of the method registry (srpo.training.methods.METHODS: srpo, direct_align, refl, "
+        "draft_lv, draft, grpo, ...); this layer cannot import it, so the run's validation "
+        "(srpo.training.job.TrainingJob.validate_run) refuses a name that is not a row")
     grpo: Optional[GRPOConfig] = Field(None, description="grpo: group size, noise level, clip, KL and step subset "
                                        "(default GRPOConfig() when method is grpo)")
     draft_steps: int = Field(1, ge=1, description="draft: sampler steps to backpropagate through (all = full chain)")
@@ -422,7 +541,7 @@ class TrainConfig(StrictModel):
         "matrix products small or its kernel launches exposed")
     loss: Literal["hinge", "linear"] = "hinge"
     tau: float = 0.7
-    # optimiser (DESIGN: AdamW lr 5e-6, betas 0.9/0.999, wd 1e-4, clip 0.1, constant LR)
+    # optimiser (the SRPO authors' FLUX run: AdamW lr 5e-6, betas 0.9/0.999, wd 1e-4, clip 0.1, constant LR)
     learning_rate: float = Field(5e-6, gt=0)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(1e-4, ge=0)
@@ -441,7 +560,9 @@ class TrainConfig(StrictModel):
     fsdp_param_dtype: Optional[Literal["bfloat16"]] = Field(
         None, description="fsdp: gather and compute with the parameters in this dtype (FSDP2 mixed precision: "
         "half the all-gather traffic, no per-forward casts); shards and gradient reduction stay fp32")
-    num_processes: int = Field(1, ge=1, description="processes the pipeline step launches on its node")
+    num_processes: int = Field(1, ge=1, description="processes the pipeline step launches on its node (one per GPU)")
+    num_nodes: int = Field(1, ge=1, description="nodes the run spans (the multi-node pipeline's pods): FSDP shards "
+                           "over num_nodes x num_processes, and the memory plan counts that world")
     vae_gradient_checkpointing: bool = False
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N updates (0: never)")
     checkpoint_dir: Optional[str] = Field(None, description="folder for checkpoints; a rerun resumes from it")

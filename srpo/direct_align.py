@@ -15,7 +15,7 @@ standard one-step prediction ``x0hat = x_s - s * v`` (ReFL) multiplies the model
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -116,3 +116,58 @@ def euler_sample_with_grad_tail(velocity: Velocity, eps: torch.Tensor, sigmas: t
     for s, s_next in zip(sigmas[num_steps - k : -1], sigmas[num_steps - k + 1 :]):
         x = x + (s_next - s) * velocity(x, s.expand(x.shape[0]).to(x))
     return x
+
+
+# ---- DRTune: the whole chain, the gradient stopped at each step's input --------------------------
+def drtune_sample(velocity: Velocity, eps: torch.Tensor, sigmas: torch.Tensor, train_steps: Sequence[int],
+                  stop_step: int | None = None) -> torch.Tensor:
+    """DRTune's rollout (Wu et al., arXiv 2405.00760): the clean-image prediction the reward reads, [B,...].
+
+    Euler steps ``x_{k+1} = x_k + (s_{k+1} - s_k) v(sg(x_k), s_k)`` from ``eps`` down ``sigmas`` [N+1]: every
+    model call sees a *detached* input, and only the ``train_steps`` calls keep their graph, so the
+    gradient reaches each trained step's velocity through the update's additive path alone (no
+    Jacobian of the model w.r.t. its input, no chain of them). At ``stop_step`` (default the last step,
+    N - 1) the prediction ``x0hat = x_k - s_k v(sg(x_k), s_k)`` is returned (early stop: the reward reads a
+    one-step prediction from step k); at the last step that is the Euler step into t = 0, the image.
+    FlowBP draws ``stop_step = drtune_stop_step(N, m)``, then ``train_steps = drtune_train_steps(stop + 1, K)``.
+    """
+    num_steps = len(sigmas) - 1
+    stop = num_steps - 1 if stop_step is None else stop_step
+    if not 0 <= stop < num_steps:
+        raise ValueError(f"train.drtune stop step {stop} must be in [0, {num_steps - 1}] (the sampler's steps)")
+    train = set(train_steps)
+    if not train <= set(range(stop + 1)):
+        raise ValueError(f"train.drtune trained steps {sorted(train)} must lie in [0, {stop}] (the steps run "
+                         "before the reward reads the image)")
+
+    def step_velocity(x: torch.Tensor, k: int) -> torch.Tensor:  # v(sg(x_k), s_k) [B,...], a graph only if trained
+        with torch.set_grad_enabled(k in train and torch.is_grad_enabled()):
+            return velocity(x.detach(), sigmas[k].expand(x.shape[0]).to(x))
+
+    x = eps
+    for k in range(stop):
+        x = x + (sigmas[k + 1] - sigmas[k]).to(x) * step_velocity(x, k)
+    return x - sigmas[stop].to(x) * step_velocity(x, stop)
+
+
+def drtune_train_steps(num_steps: int, count: int, generator: torch.Generator | None = None) -> list[int]:
+    """``count`` equally spaced steps of ``0 .. num_steps - 1`` with a random start: stride
+    ``num_steps // count``, start uniform in ``[0, num_steps - 1 - (count - 1) stride]`` (FlowBP's DRTune)."""
+    if count < 1:
+        raise ValueError(f"train.drtune.num_train_steps {count} must be >= 1")
+    count = min(count, num_steps)
+    if count == num_steps:
+        return list(range(num_steps))
+    stride = max(1, num_steps // count)
+    last_start = num_steps - 1 - (count - 1) * stride
+    start = int(torch.randint(0, last_start + 1, (1,), generator=generator))
+    return [start + i * stride for i in range(count)]
+
+
+def drtune_stop_step(num_steps: int, early_stop: int, generator: torch.Generator | None = None) -> int:
+    """The step whose prediction the reward reads: one of the last ``early_stop`` steps, uniformly
+    (``early_stop = 0``: always the last step, the full chain)."""
+    if early_stop <= 0:
+        return num_steps - 1
+    back = int(torch.randint(1, min(early_stop, num_steps) + 1, (1,), generator=generator))
+    return num_steps - back

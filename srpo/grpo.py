@@ -128,17 +128,19 @@ def stochastic_steps(sigmas: torch.Tensor, stds: torch.Tensor) -> list[int]:
 
 # ---- groups and the objective -------------------------------------------------------------
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6,
-                     clip: float | None = None) -> torch.Tensor:
+                     clip: float | None = None, global_std: bool = False) -> torch.Tensor:
     """Advantages [P*G]: rewards [P*G] (groups of ``group_size`` consecutive) normalised within each group.
 
     ``(r - mean_g) / (std_g + eps)`` with the population std, so each group has mean 0 and
     variance 1 (a group of equal rewards gets zeros: ``eps`` guards the division). ``clip``
-    bounds |A| (DanceGRPO's ``adv_clip_max``).
+    bounds |A| (DanceGRPO's ``adv_clip_max``). ``global_std``: divide by the std of all P*G rewards
+    instead (DiffusionNFT's and AWM's ``global_std``), so groups keep their relative spread.
     """
     if rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
     r = rewards.reshape(-1, group_size).double()  # [P, G]
-    a = (r - r.mean(1, keepdim=True)) / (r.std(1, unbiased=False, keepdim=True) + eps)
+    std = r.std(unbiased=False) if global_std else r.std(1, unbiased=False, keepdim=True)
+    a = (r - r.mean(1, keepdim=True)) / (std + eps)
     if clip is not None:
         a = a.clamp(-clip, clip)
     return a.reshape(-1).to(rewards.dtype)
@@ -158,7 +160,13 @@ def clipped_objective(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advant
 
 
 def gaussian_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std: float) -> torch.Tensor:
-    """KL(N(mean, s^2) || N(ref_mean, s^2)) per element averaged: [B,...] -> [B] (Flow-GRPO's KL term)."""
+    """The exact KL(N(mean, std^2) || N(ref_mean, std^2)) of one SDE step, per element averaged: [B,...] -> [B].
+
+    ``std`` is the step's standard deviation ``sigma_t * sqrt(|dt|)`` (:func:`sde_mean_std`), so this is
+    ``|mean - ref_mean|^2 / (2 sigma_t^2 |dt|)``. Flow-GRPO's KL term divides by ``2 sigma_t^2`` only: this
+    one is ``1 / |dt|`` times theirs (about N times at N even steps), so a Flow-GRPO ``beta`` does not
+    transfer: multiply it by the trained steps' ``|dt|`` for the same penalty.
+    """
     return (((mean - ref_mean) ** 2) / (2.0 * std ** 2)).mean(tuple(range(1, mean.ndim)))
 
 

@@ -12,14 +12,17 @@ one *kind* (``policy``, ``reward``, ``metric``) and resolves to a local folder, 
     $SRPO_CACHE/world/shapes-clip/   a transformers CLIPModel folder (the hf_clip reward layout)
     $SRPO_CACHE/world/PUBLISHED.json which artifact versions they came from, and their hashes
 
-Adding one is one call, :func:`register_builtin`, here (``"module:function"`` names the builder,
-imported only when the name is first resolved, so this module imports nothing above
-``srpo.io`` and the family modules stay above it)::
+Names are declared here, so that configs (validated below the families) know them; the builder is
+provided by the family module that owns it, when that module is imported (:func:`provide_builder`),
+so this module names no code above it. Adding one is a declaration here and one call in the family::
 
-    register_builtin("policy", "tiny-sd3", "srpo.models.tiny:tiny_sd3_folder", "a tiny random SD3 pipeline")
+    register_builtin("policy", "tiny-sd3", None, "a tiny random SD3 pipeline")   # here
+    provide_builder("policy", "tiny-sd3", tiny_sd3_folder)                        # in srpo/models/tiny_families.py
 
-A builder is called as ``builder(family=..., seed=...)`` and returns the folder (``family`` is
-the reward or metric name for ``builtin:tiny``, ``None`` for policies).
+The modules that resolve a kind import its providers first (same layer or below): policies
+:mod:`srpo.models.families`, rewards the reward loaders (:mod:`srpo.rewards`), metrics
+:mod:`srpo.evaluation.metrics`. A builder is called as ``builder(family=..., seed=...)`` and returns
+the folder (``family`` is the reward or metric name for ``builtin:tiny``, ``None`` for policies).
 
 :func:`published_fingerprint` hashes the published files; pipelines that use the world put it in
 their cache key (run-config ``cache_policy.cache_func``), so a re-bootstrapped world never
@@ -35,42 +38,56 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from srpo.io import atomic_directory, atomic_write_text, cache_dir, import_by_name
+from srpo.io import atomic_directory, atomic_write_text, cache_dir
 
 BUILTIN_PREFIX = "builtin:"
+#: The tiny random pipelines of the other families (built by srpo/models/tiny_families.py): name -> model.
+TINY_FAMILIES = {"tiny-qwen-image": "Qwen-Image", "tiny-sd3": "Stable Diffusion 3.5", "tiny-flux2": "FLUX.2 [dev]",
+                 "tiny-flux2-klein": "FLUX.2 [klein]", "tiny-z-image": "Z-Image"}
 KINDS = ("policy", "reward", "metric")
 
-#: A builder: ``builder(family=..., seed=...) -> folder``, or ``"module:function"`` naming one.
-Builder = Callable[..., Path] | str
+#: A builder: ``builder(family=..., seed=...) -> folder``.
+Builder = Callable[..., Path]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Builtin:
-    """One registered built-in name: its kind, what its folder holds, and how to get the folder."""
+    """One registered built-in name: its kind, what its folder holds, and how to get the folder
+    (``builder``: None until its family module provides it)."""
 
     kind: str
     name: str
     description: str
-    builder: Builder
+    builder: Builder | None = None
 
     def folder(self, *, family: str | None = None, seed: int = 0) -> Path:
-        builder = self.builder
-        if isinstance(builder, str):
-            builder = import_by_name(builder)
-        return Path(builder(family=family, seed=seed))
+        if self.builder is None:
+            raise RuntimeError(f"built-in {self.kind} {BUILTIN_PREFIX}{self.name} has no builder in this process: "
+                               f"the module of its family provides it when imported; import the {self.kind} "
+                               "package (srpo.models.families, srpo.rewards or srpo.evaluation.metrics) first")
+        return Path(self.builder(family=family, seed=seed))
 
 
 _REGISTRY: dict[tuple[str, str], Builtin] = {}
 
 
-def register_builtin(kind: str, name: str, builder: Builder, description: str) -> Builtin:
-    """Make ``builtin:<name>`` resolvable for configs of ``kind`` (``policy``, ``reward`` or ``metric``)."""
+def register_builtin(kind: str, name: str, builder: Builder | None, description: str) -> Builtin:
+    """Make ``builtin:<name>`` known to configs of ``kind`` (``policy``, ``reward`` or ``metric``);
+    ``builder`` None: its family provides it (:func:`provide_builder`)."""
     if kind not in KINDS:
         raise ValueError(f"unknown built-in kind {kind!r}: choose one of {', '.join(KINDS)}")
     if (kind, name) in _REGISTRY:
         raise ValueError(f"built-in {kind} {name!r} is registered twice")
     entry = _REGISTRY[(kind, name)] = Builtin(kind, name, description, builder)
     return entry
+
+
+def provide_builder(kind: str, name: str, builder: Builder) -> None:
+    """Attach the builder of a declared ``builtin:<name>`` (called by the family module that owns it)."""
+    entry = lookup_builtin(kind, name)
+    if entry.builder is not None and entry.builder is not builder:
+        raise ValueError(f"built-in {kind} {name!r} already has a builder")
+    entry.builder = builder
 
 
 def is_builtin(location: str | None) -> bool:
@@ -171,16 +188,12 @@ def published_fingerprint() -> str:
 
 # -- the registry ---------------------------------------------------------------------------
 
-register_builtin("policy", "tiny-flux", "srpo.models.tiny:tiny_flux_folder",
-                 "a tiny random FLUX pipeline (diffusers folder), for tests and the CPU demo")
-for _name, _what in (("tiny-qwen-image", "Qwen-Image"), ("tiny-sd3", "Stable Diffusion 3.5"), ("tiny-flux2", "FLUX.2 [dev]"),
-                     ("tiny-flux2-klein", "FLUX.2 [klein]"), ("tiny-z-image", "Z-Image")):
-    register_builtin("policy", _name, f"srpo.models.tiny_families:{_name.replace('-', '_')}_folder",
-                     f"a tiny random {_what} pipeline (diffusers folder), for tests")
-register_builtin("reward", "tiny", "srpo.rewards:tiny_reward_folder",
-                 "a tiny random model of the reward's family (open_clip or transformers CLIP)")
-register_builtin("metric", "tiny", "srpo.evaluation.metrics:tiny_metric_folder",
-                 "a tiny random model of the metric's architecture (imagereward, aesthetic_v2.5)")
+# builders: srpo/models/tiny.py and tiny_families.py, srpo/rewards/__init__.py, srpo/evaluation/metrics/__init__.py
+register_builtin("policy", "tiny-flux", None, "a tiny random FLUX pipeline (diffusers folder), for tests and the CPU demo")
+for _name, _what in TINY_FAMILIES.items():
+    register_builtin("policy", _name, None, f"a tiny random {_what} pipeline (diffusers folder), for tests")
+register_builtin("reward", "tiny", None, "a tiny random model of the reward's family (open_clip or transformers CLIP)")
+register_builtin("metric", "tiny", None, "a tiny random model of the metric's architecture (imagereward, aesthetic_v2.5)")
 _register_world_model("policy", "shapes-flux", "diffusers FLUX pipeline")
 _register_world_model("reward", "shapes-clip", "transformers CLIPModel (hf_clip)")
 _register_world_model("reward", "shapes-clip-biased", "transformers CLIPModel (hf_clip) with a planted saturation bias")

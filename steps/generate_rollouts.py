@@ -6,7 +6,8 @@ from zenml import log_metadata, step
 
 from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig
-from srpo.models.families import load_policy
+from srpo.models.families import inference_config, load_policy
+from srpo.training.fit import check_rollouts_fit
 from srpo.training.rollouts import encode_image_folder, generate_rollouts as _generate
 from steps._log import library_logging
 
@@ -17,7 +18,8 @@ def generate_rollouts(train_prompts: list[str], policy: PolicyConfig, rollouts: 
 ]:
     """x0 and its noise prior for each training prompt (online) or each real image (offline)."""
     library_logging()
-    model = load_policy(policy)
+    check_rollouts_fit(policy, rollouts, len(train_prompts))  # before any weight loads
+    model = load_policy(inference_config(policy))
     if rollouts.mode == "online":
         result = _generate(model, train_prompts, rollouts, policy)
     else:

@@ -1,4 +1,4 @@
-"""The multi-node training command step: ``python -m srpo.training.multinode`` on every pod of a multi-pod step.
+"""The multi-node training command step: ``python -m ops.multinode`` on every pod of a multi-pod step.
 
 A ``zenml.CommandStep`` has no inputs or outputs: the pipeline hands it the shared work folder and
 the processes per pod through the step's environment (:mod:`srpo.training.multinode`).
@@ -6,4 +6,4 @@ the processes per pod through the step's environment (:mod:`srpo.training.multin
 
 from zenml import CommandStep
 
-train_multinode = CommandStep(command=["python", "-m", "srpo.training.multinode"], name="train_multinode")
+train_multinode = CommandStep(command=["python", "-m", "ops.multinode"], name="train_multinode")

@@ -9,12 +9,16 @@ from zenml import log_metadata, step
 from zenml.integrations.pillow.materializers.pillow_image_materializer import PillowImageMaterializer  # noqa: F401
 
 from srpo.artifacts import ModelFolder, RolloutSet
+import srpo.evaluation.metrics  # noqa: F401  (registers the suite's scorer: reward {name: score, metric: ...})
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.models.families import resolve_device
 from srpo.evaluation.config import MetricConfig
 from srpo.rewards import RewardConfig
 from srpo.rewards.config import MultiRewardConfig
-from srpo.training.launch import launch_processes, run_job, write_job
+from ops.train import ENTRY
+from srpo.training.job import TrainingJob, train_job
+from srpo.training.launch import launch_processes
+from srpo.world.guard_metrics import build_job_guard_metrics
 from srpo.world.plots import guard_curves, line_chart
 from steps._log import library_logging
 from steps._scratch import scratch_dir
@@ -30,26 +34,29 @@ def train_srpo(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig,
 ]:
     """Apply exactly ``train.steps`` updates (resuming from ``train.checkpoint_dir`` if it holds a checkpoint).
 
-    ``train.num_processes > 1`` launches that many processes on this node (accelerate on GPUs,
-    torchrun on the CPU). A batch the run cannot meet (larger than the rollout set, or than the
-    memory estimate of :mod:`srpo.training.sizes` allows) is refused here by ``write_job``, before
-    any model is loaded. Returns the tuned transformer (full) or the LoRA adapter, both as
-    diffusers-loadable safetensors: with ``train.guard``, the weights its selection rule picked
-    (checked on ``heldout_prompts`` with the guard's metrics, among them ``metrics`` and
-    ``extra_rewards``). ``training_curves``: the guard's curves, or the reward curve without a guard.
-    ``rewards``: train against this weighted sum instead of ``reward`` (each term's curve is logged).
+    The run is validated first (:meth:`srpo.training.job.TrainingJob.validate_run`, with the rollout
+    count and the memory plan), before any model is loaded. One process trains here, from the
+    objects; ``train.num_processes > 1`` writes the job folder and launches that many processes of
+    ``python -m ops.train`` on this node (accelerate on GPUs, torchrun on the CPU). Returns the tuned
+    transformer (full) or the LoRA adapter, both as diffusers-loadable safetensors: with
+    ``train.guard``, the weights its selection rule picked (checked on ``heldout_prompts`` with the
+    guard's metrics, among them ``metrics`` and ``extra_rewards``). ``training_curves``: the guard's
+    curves, or the reward curve without a guard. ``rewards``: train against this weighted sum
+    instead of ``reward`` (each term's curve is logged).
     """
     library_logging()
     work = scratch_dir("srpo-train-")
-    suite = {"metric_configs": {k: v.model_dump(mode="json") for k, v in (metrics or {}).items()},
-             "extra_rewards": {k: v.model_dump(mode="json") for k, v in (extra_rewards or {}).items()}}
-    job = write_job(work / "job", policy, reward, rollout, train, rollouts, guard_prompts=heldout_prompts,
-                    guard_suite=suite, rewards=rewards)
+    job = TrainingJob(policy=policy, reward=reward, rollout=rollout, train=train, rewards=rewards,
+                      guard_prompts=list(heldout_prompts or []),
+                      metric_configs={k: v.model_dump(mode="json") for k, v in (metrics or {}).items()},
+                      extra_rewards=dict(extra_rewards or {}))
     out = work / "out"
     if train.num_processes > 1:
-        launch_processes(job, out, train.num_processes, cpu=resolve_device(policy.device).type == "cpu")
+        folder = job.write(work / "job", rollouts)
+        launch_processes(folder, out, train.num_processes, cpu=resolve_device(policy.device).type == "cpu", entry=ENTRY)
     else:
-        run_job(job, out, on_step=lambda e: log_metadata(metadata={f"train_step_{e.step:05d}": asdict(e)}))
+        train_job(job, rollouts, out, guard_metrics=build_job_guard_metrics,
+                  on_step=lambda e: log_metadata(metadata={f"train_step_{e.step:05d}": asdict(e)}))
     training_log = json.loads((out / "training_log.json").read_text())
     history, guard = training_log["history"], training_log.get("guard")
     if train.num_processes > 1:

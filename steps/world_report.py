@@ -10,8 +10,9 @@ from zenml.types import HTMLString
 
 from srpo.artifacts import ModelFolder
 from srpo.config import PolicyConfig, TrainConfig
-from srpo.models.families import load_policy
+from srpo.models.families import load_policy, resolve_device
 from srpo.rewards import RewardConfig, load_reward
+from srpo.training.fit import ROLLOUT_BATCH, check_inference_fits
 from srpo.world.report import WorldReportConfig, run_world_report
 from steps._log import library_logging
 
@@ -24,6 +25,8 @@ def world_report(tuned: ModelFolder, policy: PolicyConfig, reward: RewardConfig,
 ]:
     """Steered attribute share, fidelity and reward, before vs after; curves from the training's guard checks."""
     library_logging()
+    check_inference_fits(policy, resolve_device(policy.device), batch=ROLLOUT_BATCH, num_samples=ROLLOUT_BATCH,
+                         decode_batch=ROLLOUT_BATCH, step="world report")  # before any weight loads
     training_log = json.loads((tuned.path / "training_log.json").read_text())
     result = run_world_report(
         load_base=lambda: load_policy(policy),

@@ -8,15 +8,15 @@ from zenml import step
 from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.rewards import RewardConfig
-from srpo.training.launch import write_job
+from srpo.training.job import write_job
 
 
 @step
 def write_multinode_job(rollouts: RolloutSet, policy: PolicyConfig, reward: RewardConfig, rollout: RolloutConfig,
                         train: TrainConfig, work_dir: str) -> Annotated[str, "multinode_job"]:
-    """``work_dir/job`` in :mod:`srpo.training.launch`'s job format; returns its path.
+    """``work_dir/job`` in :mod:`srpo.training.job`'s format (validated there); returns its path.
 
-    ``work_dir`` is the shared folder that ``python -m srpo.training.multinode`` reads on every pod;
+    ``work_dir`` is the shared folder that ``python -m ops.multinode`` reads on every pod;
     ``train.checkpoint_dir`` must lie on the same volume (the pods resume from it).
     """
     return str(write_job(Path(work_dir) / "job", policy, reward, rollout, train, rollouts))

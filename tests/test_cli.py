@@ -26,7 +26,7 @@ MODULES = command_line_modules()
 
 
 def test_the_tools_are_found():
-    assert {"ops.validate", "ops.summary", "ops.lineage", "ops.preflight", "srpo.training.launch",
+    assert {"ops.validate", "ops.summary", "ops.lineage", "ops.preflight", "ops.train", "ops.multinode",
             "benchmarks.world"} <= set(MODULES)
 
 

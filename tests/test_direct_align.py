@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from srpo.direct_align import (add_noise, both_branches_recover, denoise_recover, euler_sample, inversion_recover,
-                               one_step_predict, remove_known_noise)
+from srpo.direct_align import (add_noise, both_branches_recover, denoise_recover, drtune_sample, drtune_stop_step,
+                               drtune_train_steps, euler_sample, inversion_recover, one_step_predict,
+                               remove_known_noise)
 from srpo.schedules import sigma_schedule, training_grid
 
 
@@ -132,3 +133,81 @@ def test_grad_tail_sampler_equals_the_plain_sampler_and_keeps_grad_only_in_the_t
     assert scale.grad == pytest.approx(float(expected))
     with pytest.raises(ValueError, match="k must be"):
         euler_sample_with_grad_tail(v, eps, sigmas, 7)
+
+
+# ---- DRTune -------------------------------------------------------------------------------------
+class StepwiseVelocity(torch.nn.Module):
+    """``v_k(x, s) = a_k x + b_k (1 + s)`` with its own parameters per sampler step k (found from the level)."""
+
+    def __init__(self, sigmas):
+        super().__init__()
+        self.sigmas = sigmas
+        n = len(sigmas) - 1
+        self.a = torch.nn.Parameter(torch.linspace(-0.5, 0.3, n, dtype=torch.float64))
+        self.b = torch.nn.Parameter(torch.linspace(0.2, -0.4, n, dtype=torch.float64))
+        self.inputs = {}  # step -> the input it saw
+
+    def forward(self, x, s):
+        k = int(torch.argmin((self.sigmas[:-1] - s[0]).abs()))
+        self.inputs[k] = x
+        return self.a[k] * x + self.b[k] * (1 + s.view(-1, *[1] * (x.ndim - 1)))
+
+
+@pytest.mark.parametrize("train, stop", [([1, 4], None), ([0, 2, 5], 5), ([2], 3), ([], None)])
+def test_drtune_gradients_reach_only_the_trained_steps_and_stop_at_each_input(sample, train, stop):
+    """With detached inputs, out = x_{stop} - s_stop v_stop and x_{k+1} = x_k + dt_k v_k(sg(x_k)), so
+    d<w, out>/d a_k = dt_k <w, x_k> and d/d b_k = dt_k (1 + s_k) sum(w) for a trained k < stop, with
+    -s_stop in place of dt at the stop step, and exactly 0 for every other step."""
+    x0, eps = sample
+    sigmas = sigma_schedule(6, 3.0).double()
+    v = StepwiseVelocity(sigmas)
+    w = torch.randn_like(x0)
+    out = drtune_sample(v, eps, sigmas, train, stop)
+    stop = 5 if stop is None else stop
+    assert sorted(v.inputs) == list(range(stop + 1))
+    assert not any(x.requires_grad for x in v.inputs.values())  # every model input is detached
+    if not train:
+        assert not out.requires_grad  # nothing trained: no graph
+        return
+    (w * out).sum().backward()
+    for k in range(6):
+        if k in train:
+            step = -sigmas[k] if k == stop else sigmas[k + 1] - sigmas[k]
+            assert float(v.a.grad[k]) == pytest.approx(float(step * (w * v.inputs[k]).sum()), rel=1e-9)
+            assert float(v.b.grad[k]) == pytest.approx(float(step * (1 + sigmas[k]) * w.sum()), rel=1e-9)
+        else:
+            assert float(v.a.grad[k]) == 0.0 and float(v.b.grad[k]) == 0.0
+
+
+def test_drtune_values_are_the_plain_sampler_and_full_backprop_gives_other_gradients(sample):
+    x0, eps = sample
+    sigmas = sigma_schedule(6, 3.0).double()
+    v = StepwiseVelocity(sigmas)
+    out = drtune_sample(v, eps, sigmas, [0, 3, 5])
+    assert torch.allclose(out, euler_sample(v, eps, sigmas))  # the last step's prediction is the image
+    x3 = v.inputs[3]
+    early = drtune_sample(v, eps, sigmas, [1], stop_step=3)
+    assert torch.allclose(early, x3 - sigmas[3] * v(x3, sigmas[3].expand(3)))  # the one-step prediction at step 3
+    # without the stop-gradient the gradient also flows through later steps' a_j x_j: it differs
+    w = torch.randn_like(x0)
+    (g_drtune,) = torch.autograd.grad((w * drtune_sample(v, eps, sigmas, [0])).sum(), v.a)
+    x = eps
+    for k in range(6):
+        x = x + (sigmas[k + 1] - sigmas[k]) * v(x, sigmas[k].expand(3))
+    (g_full,) = torch.autograd.grad((w * x).sum(), v.a)
+    assert not torch.allclose(g_drtune[0], g_full[0])
+    with pytest.raises(ValueError, match="must lie in"):
+        drtune_sample(v, eps, sigmas, [4], stop_step=3)
+
+
+def test_drtune_step_choices():
+    starts, stops = set(), set()
+    for seed in range(100):
+        steps = drtune_train_steps(25, 3, torch.Generator().manual_seed(seed))
+        assert len(steps) == 3 and steps[1] - steps[0] == steps[2] - steps[1] == 8 and steps[2] <= 24
+        starts.add(steps[0])
+        stops.add(drtune_stop_step(25, 10, torch.Generator().manual_seed(seed)))
+    assert starts == set(range(9))  # start uniform in [0, 24 - 2 * 8]
+    assert stops == set(range(15, 25))  # one of the last 10 steps
+    assert drtune_train_steps(4, 9) == [0, 1, 2, 3]
+    assert drtune_stop_step(25, 0) == 24  # no early stop: the final image

@@ -132,3 +132,11 @@ def test_step_subsets():
     assert pick == grpo.train_steps(steps, "random", 3, torch.Generator().manual_seed(1))
     assert grpo.group_seeds([[1, 2], [3, 4]], shared=True) == [1, 1, 3, 3]
     assert grpo.group_seeds([[1, 2], [3, 4]], shared=False) == [1, 2, 3, 4]
+
+
+def test_global_std_divides_every_group_by_the_std_of_all_rewards():
+    rewards = torch.tensor([1.0, 3.0, 10.0, 30.0])
+    adv = grpo.group_advantages(rewards, 2, eps=0.0, clip=None, global_std=True)
+    torch.testing.assert_close(adv, torch.tensor([-1.0, 1.0, -10.0, 10.0]) / rewards.std(unbiased=False))
+    # groups keep their relative spread (per-group std would give both +-1)
+    torch.testing.assert_close(grpo.group_advantages(rewards, 2, eps=0.0), torch.tensor([-1.0, 1.0, -1.0, 1.0]))

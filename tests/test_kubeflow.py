@@ -140,7 +140,8 @@ def test_weekly_schedule_compiles_the_same_spec_for_a_recurring_run(kubeflow_cli
 def test_kubeflow_configs_keep_the_k8s_parameters_and_one_placement():
     load = lambda p: yaml.safe_load(Path(p).read_text())  # noqa: E731
     k8s, kubeflow, weekly = load("configs/k8s_flux_hps.yaml"), load(KUBEFLOW_CONFIGS[0]), load(KUBEFLOW_CONFIGS[1])
-    assert kubeflow["parameters"] == weekly["parameters"] == k8s["parameters"]
+    promoting = {k: v for k, v in weekly["parameters"].items() if k != "promotion"}  # the weekly run promotes
+    assert "promotion" in weekly["parameters"] and kubeflow["parameters"] == promoting == k8s["parameters"]
     assert kubeflow["steps"] == weekly["steps"] and kubeflow["settings"] == weekly["settings"]
     assert kubeflow["settings"]["docker"] == k8s["settings"]["docker"]
     assert kubeflow["model"] == k8s["model"] == weekly["model"]

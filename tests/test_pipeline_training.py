@@ -8,11 +8,12 @@ import yaml
 TINY = Path("configs/tiny_cpu.yaml")
 
 
-def run_tiny(tmp_path, **overrides):
+def run_tiny(tmp_path, parameters=None, **overrides):
     from pipelines.training import srpo_training
 
     raw = yaml.safe_load(TINY.read_text())
     raw.update(overrides)
+    raw["parameters"].update(parameters or {})
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
     return srpo_training.with_options(config_path=str(path))()
@@ -55,11 +56,29 @@ def test_tiny_pipeline_runs_and_is_reproducible(zenml_client, tmp_path):
     key = run.steps["export_human_eval"].outputs["human_eval_key"][0].load()
     assert set(key["studies"]) == {"quality"} and key["studies"]["quality"]["models"] == ["base", "tuned"]
 
-    second = zenml_client.get_pipeline_run(run_tiny(tmp_path, enable_cache=False).id)
+    # the second run also promotes and exports (the weekly configs' steps): the same weights, a stage, files
+    extra = {"promotion": {"primary_metric": "reward", "bootstrap_samples": 200},
+             "export": {"formats": ["diffusers", "comfyui"], "out": str(tmp_path / "exports")}}
+    second = zenml_client.get_pipeline_run(run_tiny(tmp_path, parameters=extra, enable_cache=False).id)
     _, weights_again = tuned_weights(second)
     assert weights.keys() == weights_again.keys()
     assert all((weights[k] == weights_again[k]).all() for k in weights)
     assert second.steps["evaluate"].outputs["evaluation"][0].load()["means"] == evaluation["means"]
+    stage = second.steps["promote_model"].outputs["promotion_stage"][0].load()
+    version = zenml_client.get_model_version("srpo-tiny-cpu", second.model_version.id)
+    assert version.run_metadata["promotion_stage"] == stage and version.run_metadata["promotion_against"] == "base"
+    assert any(t.name.startswith("promotion:") for t in version.tags)
+    exported = tmp_path / "exports" / str(version.name)
+    assert (exported / "diffusers" / "transformer" / "config.json").exists()
+    assert "python -m ops.lineage srpo-tiny-cpu" in (exported / "comfyui" / "README.md").read_text()
+
+    import ops.export  # the command line on the same version (a full fine-tune: the single file ComfyUI loads)
+    ops.export.main(["srpo-tiny-cpu", "--version", str(version.name), "--format", "single-file", "--out",
+                     str(tmp_path / "cli")])
+    assert (tmp_path / "cli" / "model.safetensors").exists()
+    with pytest.raises(SystemExit):  # kohya is a LoRA layout: refused with the fix, nothing written
+        ops.export.main(["srpo-tiny-cpu", "--stage", "latest", "--format", "kohya", "--out", str(tmp_path / "k")])
+    assert not (tmp_path / "k").exists()
 
 
 def test_a_missing_prompt_file_fails_the_first_step_and_registers_nothing(zenml_client, tmp_path):

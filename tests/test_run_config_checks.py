@@ -51,3 +51,36 @@ def test_a_bad_parameter_names_the_field_the_value_and_the_fix_first(zenml_clien
     with pytest.raises(RunConfigError, match=r"parameters\.train\.learning_rat = 0\.001 is not a setting there: "
                                              "remove it or correct its spelling"):
         srpo_training.with_options(config_path=str(path))()
+
+
+@pytest.mark.parametrize("change, first_line", [
+    (lambda raw: raw["parameters"]["train"].update(finetune="lora", lora_rank=100000),
+     r"train.lora_rank = 100000 is above the width of the smallest layer LoRA adapts in builtin:tiny-flux's "
+     r"transformer \(.*width (\d+)\): set train.lora_rank to at most \1"),
+    (lambda raw: raw["parameters"]["train"].update(positive_words=["x" * 10_000]),
+     r"train.positive_words\[0\] = 'x+'... \(10000 characters\) is 2501 tokens, .* reward.name 'clip' reads 77 "
+     r"text tokens"),
+    (lambda raw: raw["parameters"]["policy"].update(family="sd3"),
+     r"policy.family = 'sd3', but builtin:tiny-flux is a FluxPipeline .* which is family 'flux': set policy.family: flux"),
+], ids=["lora_rank", "control_word", "family"])
+def test_settings_that_do_not_fit_the_models_are_refused_before_any_step(zenml_client, tmp_path, monkeypatch,
+                                                                        change, first_line):
+    """Each is refused when the pipeline compiles (``zenml pipeline run`` and ``python -m ops.validate``),
+    naming the setting, the value and the fix on the first line; no weights load and no run exists."""
+    import re
+
+    from ops.validate import RunConfigError, validate_run_config
+    from pipelines.training import srpo_training
+
+    for loader in ("diffusers.FluxPipeline.from_pretrained", "diffusers.StableDiffusion3Pipeline.from_pretrained",
+                   "transformers.CLIPModel.from_pretrained"):
+        monkeypatch.setattr(loader, lambda *a, **k: pytest.fail("weights were loaded"))
+    path = tiny_config(tmp_path, change)
+    with pytest.raises(RunConfigError) as err:
+        validate_run_config(path)
+    first = str(err.value).splitlines()[0]
+    assert re.match(rf"{re.escape(str(path))}: {first_line}", first), first
+    with pytest.raises(ValueError) as err:
+        srpo_training.with_options(config_path=str(path))()
+    assert re.match(first_line, str(err.value).splitlines()[0]), str(err.value)
+    assert not zenml_client.list_pipeline_runs().items  # refused before a run (or any step) exists

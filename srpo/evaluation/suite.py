@@ -25,7 +25,7 @@ from srpo.rewards import RewardConfig
 def build_models(policy: PolicyConfig, tuned: Optional[str] = None,
                  models: Optional[Mapping[str, ModelSpec]] = None) -> dict[str, Callable]:
     """``{name: loader}``: ``models`` if given (else ``base`` = the policy), plus ``tuned`` when given."""
-    from srpo.models.families import load_policy
+    from srpo.models.families import inference_config, load_policy
 
     specs = {k: ModelSpec.model_validate(v) for k, v in models.items()} if models else {"base": ModelSpec()}
     if tuned is not None:
@@ -36,7 +36,7 @@ def build_models(policy: PolicyConfig, tuned: Optional[str] = None,
     for name, spec in specs.items():
         cfg = policy.model_copy(update={"pretrained": spec.pretrained or policy.pretrained,
                                         "transformer": spec.transformer or policy.transformer})
-        loaders[name] = (lambda c=cfg: load_policy(c))
+        loaders[name] = (lambda c=cfg: load_policy(inference_config(c)))
     return loaders
 
 
@@ -93,12 +93,15 @@ def evaluate_suite(prompts: Sequence[str], out_dir: Path, *, policy: PolicyConfi
     """
     from srpo.evaluation.runner import run_evaluation
     from srpo.models.families import resolve_device
+    from srpo.training.fit import check_inference_fits
 
     prompts = list(prompts)
     categories = list(categories) if categories is not None else ["all"] * len(prompts)
     if len(categories) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(categories)} categories: give one category per prompt")
     bench = Benchmark(prompts, categories, name=benchmark_name, indices=indices, records=records)
+    check_inference_fits(policy, resolve_device(policy.device), batch=report.batch_size, num_samples=report.batch_size,
+                         decode_batch=report.batch_size, step="evaluation")  # before any weight loads
     loaders = build_models(policy, tuned, models)
     scorers = build_metrics(reward, extra_rewards, metrics, device=str(resolve_device(policy.device)))
     results = run_evaluation(loaders, bench, scorers, evaluation, report, policy.height, policy.width, Path(out_dir))

@@ -186,13 +186,10 @@ class Policy:
         self.base_quantization = "none"  # policy.base_quantization; the trainer quantises under LoRA
 
     @classmethod
-    def from_pretrained(cls, location: str, *, transformer: str | None = None, device="cpu",
-                        torch_dtype=torch.float32, autocast_dtype=None, **policy_kwargs) -> "Policy":
-        """This family's policy from a folder, fsspec URL, hub id or built-in name (see ``families.load_pipeline``)."""
-        from srpo.models.families import load_pipeline
-
-        _, pipe = load_pipeline(location, cls.family, transformer, torch_dtype)
-        return cls(pipe, device, autocast_dtype, **policy_kwargs)
+    def lora_targets_for(cls, transformer: torch.nn.Module) -> tuple[str, ...]:
+        """The family's default LoRA targets for ``transformer`` (read before any policy exists: the
+        checks on the meta device); a family whose targets depend on the architecture overrides it."""
+        return tuple(cls.lora_targets)
 
     # ---- parts and precision --------------------------------------------------------------
     @property

@@ -85,6 +85,20 @@ def detect_family(source: str) -> str:
     return family_of_pipeline(read_model_index(source).get("_class_name", ""), f" in {source}")
 
 
+def check_folder_family(location: str, source: str, family: str) -> None:
+    """Refuse an explicit ``family`` when the folder ``source``'s ``model_index.json`` names another
+    supported family's pipeline. A pipeline class no family supports is left to the explicit family
+    (``policy.family`` forces one)."""
+    spec = family_named(family)  # an unknown name: the error listing the known ones
+    pipeline = read_model_index(source).get("_class_name", "")
+    implied = next((name for name, f in FAMILIES.items() if f.pipeline_class == pipeline), None)
+    if implied is not None and implied != family:
+        raise ValueError(f"policy.family = {family!r}, but {location} is a {pipeline} (its model_index.json "
+                         f"_class_name), which is family {implied!r}: set policy.family: {implied} or leave it out "
+                         f"(the family is read from the folder), or point policy.pretrained at a "
+                         f"{spec.pipeline_class} folder")
+
+
 def adapter_class(family: str):
     """The :class:`~srpo.models.base.Policy` subclass of ``family`` (imported on first use)."""
     module, _, cls = family_named(family).adapter.partition(":")
@@ -94,6 +108,9 @@ def adapter_class(family: str):
 def resolve_location(location: str) -> str:
     """A local folder or hub id for ``location``; built-in names resolve through :mod:`srpo.published`."""
     if is_builtin(location):
+        import srpo.models.tiny  # noqa: F401  (provide the tiny pipelines' builders)
+        import srpo.models.tiny_families  # noqa: F401
+
         return str(resolve_builtin("policy", location))
     return resolve_model_location(location)
 
@@ -109,6 +126,8 @@ def load_pipeline(location: str, family: str | None = None, transformer: str | N
     import diffusers
 
     source = resolve_location(location)
+    if family is not None and Path(source).is_dir():
+        check_folder_family(location, str(source), family)  # before diffusers fails on missing components
     family = family or detect_family(source)
     spec = family_named(family)
     kwargs, lora = {}, None
@@ -146,6 +165,14 @@ def frozen_dtype(cfg) -> torch.dtype:
     """The dtype a ``PolicyConfig`` keeps untrained weights in: ``frozen_dtype``, else autocast's, else ``dtype``."""
     name = cfg.frozen_dtype or (cfg.autocast if cfg.autocast != "none" else cfg.dtype)
     return getattr(torch, name)
+
+
+def inference_config(cfg):
+    """The ``PolicyConfig`` a no-grad step (rollouts, evaluation) loads: under bf16 autocast the transformer is
+    held in bf16 too (autocast computes its matrix products in bf16 anyway; half the weight memory)."""
+    if getattr(cfg, "autocast", "none") == "bfloat16" and cfg.dtype != "bfloat16":
+        return cfg.model_copy(update={"dtype": "bfloat16", "frozen_dtype": cfg.frozen_dtype or "bfloat16"})
+    return cfg
 
 
 def resolve_device(device: str) -> torch.device:

@@ -12,14 +12,9 @@ from typing import Sequence
 
 import torch
 
-from srpo.models.base import (  # noqa: F401  (re-exported: the dtype helpers lived here)
-    JOINT_ATTENTION_TARGETS, LORA_WEIGHTS, InputDtypeRMSNorm, Policy, cast_parameters, norms_in_input_dtype)
-from srpo.models.families import frozen_dtype, load_policy, prepare_policy, resolve_device  # noqa: F401
+from srpo.models.base import JOINT_ATTENTION_TARGETS, Policy
 
-__all__ = [  # the loaders and dtype helpers now live in base / families; their old import path still works
-    "FluxPolicy", "PromptEmbeds", "LORA_TARGETS", "LORA_WEIGHTS", "InputDtypeRMSNorm", "cast_parameters",
-    "norms_in_input_dtype", "frozen_dtype", "load_policy", "prepare_policy", "resolve_device", "load_flux_pipeline",
-    "pack_latents", "unpack_latents", "latent_image_ids"]
+__all__ = ["FluxPolicy", "PromptEmbeds", "LORA_TARGETS", "pack_latents", "unpack_latents", "latent_image_ids"]
 
 #: Attention and MLP projections of FLUX's double- and single-stream blocks.
 LORA_TARGETS = (
@@ -62,13 +57,6 @@ def latent_image_ids(h: int, w: int, device=None, dtype=torch.float32) -> torch.
     ids[..., 1] = torch.arange(h // 2, device=device, dtype=dtype)[:, None]
     ids[..., 2] = torch.arange(w // 2, device=device, dtype=dtype)[None, :]
     return ids.reshape(-1, 3)
-
-
-def load_flux_pipeline(location: str, transformer: str | None = None, torch_dtype=torch.float32):
-    """``FluxPipeline.from_pretrained`` (see :func:`srpo.models.families.load_pipeline`)."""
-    from srpo.models.families import load_pipeline
-
-    return load_pipeline(location, "flux", transformer, torch_dtype)[1]
 
 
 class FluxPolicy(Policy):

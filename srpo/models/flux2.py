@@ -37,9 +37,13 @@ class Flux2Policy(Policy):
 
     @property
     def lora_targets(self) -> tuple[str, ...]:
+        return self.lora_targets_for(self.transformer)
+
+    @classmethod
+    def lora_targets_for(cls, transformer: torch.nn.Module) -> tuple[str, ...]:
         """Double blocks' attention and MLPs; single blocks' fused QKV+MLP input and their (plain Linear) output."""
         singles = tuple(f"single_transformer_blocks.{i}.attn.to_out"
-                        for i in range(len(self.transformer.single_transformer_blocks)))
+                        for i in range(len(transformer.single_transformer_blocks)))
         return (*JOINT_ATTENTION_TARGETS, "ff.linear_in", "ff.linear_out", "ff_context.linear_in", "ff_context.linear_out",
                 "to_qkv_mlp_proj", *singles)
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from srpo.io import atomic_directory, cache_dir
 from srpo.models.tokenizers import clip_tokenizer, t5_tokenizer
+from srpo.published import provide_builder
 
 
 class TinyFluxSpec(BaseModel):
@@ -100,3 +101,6 @@ def tiny_flux_folder(*, family: str | None = None, seed: int = 0) -> Path:
     if not (path / "model_index.json").exists():
         save_tiny_flux(path, TinyFluxSpec(), seed)
     return path
+
+
+provide_builder("policy", "tiny-flux", tiny_flux_folder)

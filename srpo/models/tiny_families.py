@@ -19,6 +19,7 @@ import torch
 
 from srpo.io import atomic_directory, cache_dir
 from srpo.models.tokenizers import clip_tokenizer, qwen2_tokenizer, t5_tokenizer
+from srpo.published import provide_builder
 
 TEXT_MAX_LENGTH = 64  # tokens; the tiny tokenizers' model_max_length (what the adapters pad to)
 
@@ -216,12 +217,9 @@ def builtin_family_path(name: str, seed: int = 0) -> Path:
 
 
 def _builtin_folder(name: str):
-    """The ``builtin:<name>`` resolver :mod:`srpo.published` registers (called with family/seed keywords)."""
+    """The ``builtin:<name>`` builder this module provides to :mod:`srpo.published` (family/seed keywords)."""
     return lambda *, family=None, seed=0: builtin_family_path(name, seed)
 
 
-tiny_qwen_image_folder = _builtin_folder("tiny-qwen-image")
-tiny_sd3_folder = _builtin_folder("tiny-sd3")
-tiny_flux2_folder = _builtin_folder("tiny-flux2")
-tiny_flux2_klein_folder = _builtin_folder("tiny-flux2-klein")
-tiny_z_image_folder = _builtin_folder("tiny-z-image")
+for _name in TINY_FAMILY_BUILDERS:
+    provide_builder("policy", _name, _builtin_folder(_name))

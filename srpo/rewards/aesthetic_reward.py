@@ -186,8 +186,9 @@ def save_aesthetic_checkpoint(folder: Path, vision, head: AestheticHead) -> None
     torch.save({k: v.contiguous() for k, v in head.state_dict().items()}, folder / HEAD_FILE)
 
 
-def build_tiny_aesthetic(seed: int = 0) -> Path:
-    """``cache_dir()/builtin/aesthetic-v2.5-tiny-<seed>/``: a seeded random tiny predictor (made once)."""
+def build_tiny_aesthetic(seed: int = 0, name: str = "aesthetic_v2.5") -> Path:
+    """``cache_dir()/builtin/aesthetic-v2.5-tiny-<seed>/``: a seeded random tiny predictor (made once).
+    ``name``: the registry's one builder signature (unused)."""
     from transformers import SiglipVisionModel
 
     def build(folder: Path) -> None:

@@ -16,19 +16,22 @@ from pydantic import Field, field_validator, model_serializer, model_validator
 
 from srpo.config import TEXT_FORMS, ControlWords, StrictModel, one_of
 from srpo.published import BUILTIN_PREFIX, WORLD_MODELS, is_builtin, lookup_builtin
+from srpo.rewards.registry import names
 from srpo.rewards.scores import SCORE_REWARD, check_score_name
 
+# The name lists below are views of the one table, srpo.rewards.registry.REWARDS.
 #: Rewards built on open_clip (``architecture`` + a state-dict file).
-OPEN_CLIP_REWARDS = ("hpsv2.1", "clip")
+OPEN_CLIP_REWARDS = names(reads="architecture")
 #: Rewards built on transformers ``CLIPModel`` (a ``save_pretrained`` folder or a hub id).
-HF_CLIP_REWARDS = ("pickscore", "hf_clip")
+HF_CLIP_REWARDS = names("feature", reads="processor_path")
 #: Rewards that score image and prompt jointly (no separate image/text features): HPSv3.
-JOINT_REWARDS = ("hpsv3",)
+JOINT_REWARDS = names("joint")
 #: Rewards with no text input (``score(images)``); trained through the image-only relative form.
-IMAGE_ONLY_REWARDS = ("aesthetic_v2.5",)
+IMAGE_ONLY_REWARDS = names("image_only")
 #: Rewards with separate image and text features (the :class:`~srpo.rewards.base.RewardModel` protocol).
-FEATURE_REWARDS = OPEN_CLIP_REWARDS + HF_CLIP_REWARDS
-KNOWN_REWARDS = FEATURE_REWARDS + JOINT_REWARDS + IMAGE_ONLY_REWARDS
+FEATURE_REWARDS = names("feature")
+#: Rewards with a model (every kind but score-only).
+KNOWN_REWARDS = names("feature", "joint", "image_only")
 
 #: Checkpoint used when ``checkpoint`` is left out (a hub id; needs network access).
 DEFAULT_CHECKPOINTS = {"pickscore": "yuvalkirstain/PickScore_v1"}
@@ -75,7 +78,7 @@ class RewardConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _known_name(cls, name: str) -> str:
-        return one_of("reward", name, KNOWN_REWARDS + (SCORE_REWARD,))
+        return one_of("reward", name, names())
 
     @field_validator("function")
     @classmethod
@@ -114,7 +117,7 @@ class RewardConfig(StrictModel):
                              "name: score (a score-only reward); remove it or set name: score")
         if self.name in OPEN_CLIP_REWARDS and self.processor_path is not None:
             raise ValueError(f"processor_path is only used by transformers rewards "
-                             f"({', '.join(HF_CLIP_REWARDS + JOINT_REWARDS + IMAGE_ONLY_REWARDS)}); reward {self.name!r} uses open_clip's "
+                             f"({', '.join(names(reads='processor_path'))}); reward {self.name!r} uses open_clip's "
                              "tokenizer for its architecture: remove processor_path")
         if self.name not in OPEN_CLIP_REWARDS and "architecture" in self.model_fields_set:
             raise ValueError(f"architecture is only used by open_clip rewards "
@@ -165,8 +168,9 @@ def check_trainable(reward: RewardConfig, form: str = "weighted", setting: str =
     Feature rewards (HPS v2.1, PickScore, CLIP) and joint ones (HPSv3: the form is combined on the
     scores of the prompt variants) take every text form and ``plain``; image-only rewards (Aesthetic
     v2.5) take ``image_relative`` (supplement S1) and ``plain`` only; ``image_relative`` needs an
-    image-only reward. Score-only rewards are :func:`~srpo.rewards.scores.check_reward_for_method`'s.
-    Pipelines call it before any step runs; :func:`srpo.training.launch.write_job` calls it too.
+    image-only reward. Score-only rewards are the method registry's
+    (:func:`srpo.training.methods.check_method`). The run's validation calls it
+    (:meth:`srpo.training.job.TrainingJob.validate_run`).
     """
     if reward.name == SCORE_REWARD:
         return

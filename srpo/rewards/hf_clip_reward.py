@@ -23,6 +23,8 @@ from srpo.rewards.base import CLIP_MEAN, CLIP_STD, RewardModel
 from srpo.rewards.config import DEFAULT_CHECKPOINTS, RewardConfig
 
 #: Files whose presence marks a folder as holding a tokenizer.
+#: CLIP's text positions (transformers' ``CLIPTextConfig`` default), when no config.json can be read.
+CLIP_TEXT_POSITIONS = 77
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 PREPROCESSOR_FILE = "preprocessor_config.json"
 #: The SRPO authors' divisor for PickScore.
@@ -86,6 +88,32 @@ def load_hf_clip_reward(config: RewardConfig) -> HFClipReward:
         tokenizer = load_tokenizer(source, model_max_length=max_length, required=False)
     mean, std = pixel_statistics(processor)
     return HFClipReward(model, tokenizer, scale=default_scale(config, model), mean=mean, std=std)
+
+
+def text_context(config: RewardConfig):
+    """The reward's tokenizer and text length, read without its weights: ``config.json`` and the
+    tokenizer files of a local (or built-in) folder; else the offline CLIP tokenizer and CLIP's 77
+    positions (``CLIPTextConfig``'s default: hub ids are not fetched to validate a config)."""
+    from srpo.rewards.text_context import TextContext
+
+    source = None
+    if config.is_builtin:
+        try:
+            source = resolve_builtin("reward", config.checkpoint, family=config.name, seed=config.seed)
+        except FileNotFoundError:  # a world model not published yet: CLIP's tokenizer and length
+            source = None
+    elif config.checkpoint is not None and Path(config.checkpoint).is_dir():
+        source = Path(config.checkpoint)
+    max_length = CLIP_TEXT_POSITIONS
+    if source is not None and (source / "config.json").is_file():
+        text_config = json.loads((source / "config.json").read_text()).get("text_config") or {}
+        max_length = int(text_config.get("max_position_embeddings", CLIP_TEXT_POSITIONS))
+    processor = config.processor_path if config.processor_path is not None else source
+    local = processor is not None and Path(processor).is_dir()
+    tokenizer = (load_tokenizer(Path(processor), model_max_length=max_length, required=config.processor_path is not None)
+                 if local else clip_tokenizer(model_max_length=max_length))
+    where = f"the tokenizer in {processor}" if local else "the offline CLIP tokenizer"
+    return TextContext(lambda text: len(tokenizer(text, truncation=False)["input_ids"]), max_length, where)
 
 
 def default_scale(config: RewardConfig, model) -> float:

@@ -403,8 +403,9 @@ def tiny_qwen2vl_tokenizer():
                                    additional_special_tokens=specials[1:], padding_side="right")
 
 
-def build_tiny_hpsv3(seed: int) -> Path:
-    """Folder ``cache_dir()/builtin/hpsv3-tiny-<seed>/``: a seeded random tiny HPSv3 (made once)."""
+def build_tiny_hpsv3(seed: int, name: str = "hpsv3") -> Path:
+    """Folder ``cache_dir()/builtin/hpsv3-tiny-<seed>/``: a seeded random tiny HPSv3 (made once). ``name``:
+    the registry's one builder signature (unused)."""
 
     def build(folder: Path) -> None:
         tokenizer = tiny_qwen2vl_tokenizer()

@@ -109,6 +109,20 @@ def load_open_clip_reward(config: RewardConfig) -> OpenClipReward:
     return OpenClipReward.from_checkpoint(config.architecture, resolve_checkpoint(config.checkpoint), scale=scale)
 
 
+def text_context(config: RewardConfig):
+    """The reward's tokenizer and text length, read without its weights (open_clip ships CLIP's BPE)."""
+    import open_clip
+
+    from srpo.rewards.text_context import TextContext
+
+    architecture = TINY_ARCHITECTURE if config.is_builtin else config.architecture
+    if config.is_builtin:
+        register_tiny_config()
+    tokenizer = open_clip.get_tokenizer(architecture)
+    return TextContext(lambda text: len(tokenizer.encode(text)) + 2,  # + start and end tokens
+                       int(tokenizer.context_length), f"open_clip {architecture}'s tokenizer")
+
+
 # -- architecture ----------------------------------------------------------------------------
 
 def register_tiny_config() -> None:

@@ -1,15 +1,17 @@
 """Score-only rewards: a function of images and prompts that returns scores, with no gradient.
 
 Detectors, OCR, a VLM judge or the shapes world's pixel grader score images but give nothing to
-backpropagate through, so only the policy-gradient method (``train.method: grpo``) trains on
-them; the gradient methods refuse them (:func:`check_reward_for_method`).
+backpropagate through, so only the methods whose registry row takes score-only rewards (the
+policy gradient, ``train.method: grpo``) train on them; the run's validation refuses them for the
+gradient methods (:func:`srpo.training.methods.check_method`).
 
 A score function is ``fn(images [B,3,H,W] in [0,1], prompts: list[str]) -> scores [B]``, named
-either by a registered name (:data:`SCORE_FUNCTIONS`, for functions that live above this layer,
-like the shapes world's grader) or directly as ``"module:function"``; or it is an evaluation
-metric (``reward.metric``: ImageReward, PickScore, Aesthetic v2.5, ... without gradient,
-:func:`metric_score`). Names resolve lazily: the module is imported only when the reward is
-loaded, so this layer imports nothing above it.
+either by a registered name (:data:`SCORE_FUNCTIONS`: the shapes world's pixel grader, plain tensor
+code below this layer, imported when first used) or directly as ``"module:function"`` (a user's
+own function); or it is an evaluation metric (``reward.metric``: ImageReward, PickScore, Aesthetic
+v2.5, ... without gradient, :func:`metric_score`). The evaluation suite sits above this layer, so
+it registers its scorer here when it is imported (:func:`register_metric_scorer`): this layer names
+nothing above it.
 
 :class:`ScoreReward` wraps one as a frozen ``torch.nn.Module`` with the protocol's ``score`` and
 ``scale`` (and no ``image_features``: it has no features to differentiate).
@@ -34,8 +36,6 @@ SCORE_FUNCTIONS: dict[str, str] = {
 
 #: The ``reward.name`` of a score-only reward.
 SCORE_REWARD = "score"
-#: The methods that train on scores alone (the others backpropagate through the reward).
-SCORE_METHODS = ("grpo",)
 
 
 def register_score(name: str, target: str) -> None:
@@ -55,15 +55,29 @@ def check_score_name(function: str) -> str:
     return function
 
 
-#: What turns an evaluation metric's config into a score function (the evaluation layer sits above this one).
-METRIC_SCORE = "srpo.evaluation.metrics:metric_score_fn"
+#: What turns an evaluation metric's config into a score function: ``fn(metric: dict, device) -> ScoreFn``,
+#: registered by :mod:`srpo.evaluation.metrics` when it is imported (the evaluation layer sits above this one).
+_METRIC_SCORER: list[Callable[..., ScoreFn]] = []
+
+
+def register_metric_scorer(scorer: Callable[..., ScoreFn]) -> None:
+    """Make ``reward.metric`` loadable: ``scorer(metric_config_dict, device)`` returns its score function."""
+    _METRIC_SCORER[:] = [scorer]
 
 
 def metric_score(metric: dict, device="cpu") -> ScoreFn:
     """The score function of an evaluation-suite metric (its config as a dict, validated there)."""
-    from srpo.io import import_by_name
+    if not _METRIC_SCORER:
+        raise RuntimeError(f"reward.metric {metric.get('name')!r} is an evaluation-suite metric, but this process has "
+                           "not imported the suite (srpo.evaluation.metrics registers its scorer on import): import "
+                           "it before loading the reward")
+    return _METRIC_SCORER[0](metric, device)
 
-    return import_by_name(METRIC_SCORE)(metric, device)
+
+def load_score_reward(config, device="cpu") -> "ScoreReward":
+    """The score-only reward of a ``name: score`` :class:`~srpo.rewards.config.RewardConfig` on ``device``."""
+    fn = metric_score(config.metric, device) if config.metric else resolve_score(config.function)
+    return ScoreReward(fn, config.score_label, 1.0 if config.scale is None else config.scale).to(device=device)
 
 
 def resolve_score(function: str) -> ScoreFn:
@@ -121,11 +135,3 @@ class ScoreReward(torch.nn.Module):
 def is_score_only(reward) -> bool:
     """True for rewards that only score (no differentiable image features)."""
     return bool(getattr(reward, "score_only", False))
-
-
-def check_reward_for_method(method: str, reward_name: str, function: str | None = None) -> None:
-    """Refuse a score-only reward for a gradient method (at config time and in the trainer)."""
-    if reward_name == SCORE_REWARD and method not in SCORE_METHODS:
-        raise ValueError(f"train.method {method!r} backpropagates through the reward, but reward {function!r} is "
-                         f"score-only (reward.name: score): use train.method: grpo, or a CLIP-style reward "
-                         "(hpsv2.1, pickscore, clip, hf_clip) for the gradient methods")

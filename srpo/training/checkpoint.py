@@ -138,7 +138,7 @@ OBJECTIVE_VERSION = 2
 
 #: Settings a resumed run may change: its length and bookkeeping, not what or how it trains.
 RESUMABLE_CHANGES = {"steps", "checkpoint_every", "checkpoint_dir", "keep_checkpoints", "max_bad_steps", "log_every",
-                     "trackers", "num_processes"}
+                     "trackers", "num_processes", "num_nodes"}
 
 
 def rng_state() -> dict[str, torch.Tensor]:

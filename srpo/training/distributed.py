@@ -143,8 +143,11 @@ class Processes:
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        return get_optimizer_state_dict(self.module, optimizer.optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = get_optimizer_state_dict(self.module, optimizer.optimizer,
+                                         options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.accelerator.device.type == "cpu":  # as full_state: own the memory, not the gather's buffers
+            state = _owned(state)
+        return state
 
     def load_optimizer_state(self, optimizer, read) -> None:
         """Load the state ``read()`` returns (FSDP: the main process reads it and sends each rank its shards)."""
@@ -156,3 +159,14 @@ class Processes:
         state = read() if self.is_main else {}
         set_optimizer_state_dict(self.module, optimizer.optimizer, state,
                                  options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+
+
+def _owned(obj):
+    """``obj`` (nested dicts / lists of tensors) with every tensor cloned."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: _owned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_owned(v) for v in obj)
+    return obj

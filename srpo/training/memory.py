@@ -16,6 +16,12 @@ backward's transient buffers (about one block's activations), allocator fragment
 and the CUDA context (~0.5 GB); ``MARGIN`` covers the first two. The text encoders are listed but not
 in the total: the training process reads the rollout set's stored conditioning and never loads them.
 
+The inference plan (:func:`plan_inference`, the rollout step and evaluation: no grad) counts the weights
+in the dtype those steps load (:func:`srpo.models.families.inference_config`), the text encoders, the
+peak bytes alive during one transformer forward and one VAE decode on meta
+(:class:`LiveBytesPeak`), the decoded images and every sample's noise and latent.
+:mod:`srpo.training.fit` checks both plans against the device a step finds.
+
 Model configs: a local or built-in model folder's own ``config.json`` files; for a hub id (no
 download here) the published configs of the family's flagship model
 (:data:`srpo.models.published_configs.PUBLISHED`).
@@ -24,42 +30,30 @@ download here) the published configs of the family's flagship model
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.utils._python_dispatch
 
 from srpo.models.base import TextCond
 from srpo.models.families import adapter_class, family_named, read_model_index, resolve_location
 from srpo.models.published_configs import PUBLISHED
 from srpo.models.quantize import BYTES_PER_WEIGHT
+from srpo.rewards.registry import REWARDS, VIT_H_14
 
 GB = 1e9
 MARGIN = 1.10  # transient backward buffers and fragmentation, on top of what autograd saves
 CUDA_CONTEXT_GB = 0.5
 
-#: The published reward towers (open_clip ViT-H-14 for HPSv2.1 and PickScore): parameters of both
-#: towers, and the image tower's saved activations per image at 224 px in fp32 (32 blocks x 257
-#: tokens x 1280 wide x ~16 saved tensors of that size x 4 bytes).
-VIT_H_14 = dict(params=986e6, activation_bytes_per_image=32 * 257 * 1280 * 16 * 4)
-#: Aesthetic v2.5: SigLIP so400m-patch14-384's vision tower (27 blocks x 729 tokens x 1152 wide) and its head.
-SIGLIP_SO400M = dict(params=428e6, activation_bytes_per_image=27 * 729 * 1152 * 16 * 4)
-#: HPSv3: Qwen2-VL-7B without its LM head (7.75 B, docs/benchmarks/reward_cost.json); saved activations
-#: of one forward: the vision tower (32 blocks x 1,024 patches at 448 px x 1280 wide x ~16) and the
-#: decoder (28 layers x ~800 tokens: 256 image tokens, the instruction and the prompt, x (8 x 3584
-#: hidden + 3 x 18944 MLP) wide), fp32. A joint reward runs one forward per prompt variant its form reads.
-QWEN2_VL_7B = dict(params=7.75e9, activation_bytes_per_image=(32 * 1024 * 1280 * 16 + 28 * 800 * (8 * 3584 + 3 * 18944)) * 4)
 #: Parameters of the evaluation metrics a guard may hold in the training process (frozen, no grad):
 #: the ViT-H-14 pair (HPS, PickScore), CLIP ViT-L/14 (clip_score), ImageReward (BLIP ViT-L + BERT-base
 #: with cross-attention), Aesthetic v2.5 (SigLIP so400m) and HPSv3.
-GUARD_METRIC_PARAMS = {"hpsv2.1": VIT_H_14["params"], "pickscore": VIT_H_14["params"], "sgp_hps": VIT_H_14["params"],
-                       "clip_score": 428e6, "imagereward": 447e6, "aesthetic_v2.5": SIGLIP_SO400M["params"],
-                       "hpsv3": QWEN2_VL_7B["params"]}
-#: Which published tower a reward name uses.
-PUBLISHED_REWARDS = {"hpsv2.1": VIT_H_14, "pickscore": VIT_H_14, "clip": VIT_H_14, "hf_clip": VIT_H_14,
-                     "aesthetic_v2.5": SIGLIP_SO400M, "hpsv3": QWEN2_VL_7B}
+GUARD_METRIC_PARAMS = {**{name: REWARDS[name].tower.params for name in ("hpsv2.1", "pickscore", "aesthetic_v2.5", "hpsv3")},
+                       "sgp_hps": REWARDS["hpsv2.1"].tower.params, "clip_score": 428e6, "imagereward": 447e6}
 
 
 @dataclass
@@ -146,10 +140,35 @@ def _text_tokens(folder: Path) -> int:
     return min(512, max(lengths)) if lengths else 512
 
 
+@functools.cache
+def remote_configs(url: str) -> Path:
+    """A local folder with only the configuration files of the model folder at ``url`` (``s3://...``): its
+    ``model_index.json`` and each component's ``config.json`` / ``tokenizer_config.json``, never a weight file."""
+    import tempfile
+
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    out = Path(tempfile.mkdtemp(prefix="srpo-plan-configs-"))
+    fs.get(f"{root}/model_index.json", str(out / "model_index.json"))
+    for entry in fs.ls(root, detail=True):
+        if entry["type"] != "directory":
+            continue
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        for file in ("config.json", "tokenizer_config.json"):
+            if fs.exists(f"{root}/{name}/{file}"):
+                (out / name).mkdir(exist_ok=True)
+                fs.get(f"{root}/{name}/{file}", str(out / name / file))
+    return out
+
+
 def describe_model(pretrained: str, family: str | None = None) -> ModelDescription:
-    """The :class:`ModelDescription` of a config's ``policy.pretrained`` (folder or built-in; a hub id: :data:`PUBLISHED`)."""
+    """The :class:`ModelDescription` of a config's ``policy.pretrained`` (folder, ``s3://`` prefix or built-in,
+    reading configuration files only; a hub id: :data:`PUBLISHED`)."""
+    from srpo.io import is_url
+
     try:
-        source = Path(resolve_location(pretrained))
+        source = remote_configs(pretrained) if is_url(pretrained) else Path(resolve_location(pretrained))
         local = source.is_dir()
     except Exception:  # noqa: BLE001 - an unreachable hub id falls back to the published configs
         local = False
@@ -310,30 +329,14 @@ def _bytes(dtype_name: str) -> int:
     return torch.empty(0, dtype=getattr(torch, dtype_name)).element_size()
 
 
-def base_weight_bytes(transformer: torch.nn.Module, trainable_ids: set[int], frozen_bytes: int,
-                      quantization: str) -> float:
-    """Bytes of the frozen transformer weights: quantised ``nn.Linear`` weights at the kind's bytes, the rest as stored."""
-    from srpo.models.quantize import quantizable_linears
-
-    quantised = ({id(m.weight) for _, m in quantizable_linears(transformer, quantization)}
-                 if quantization != "none" else set())
-    total = 0.0
-    for p in transformer.parameters():
-        if id(p) in trainable_ids:
-            continue
-        total += p.numel() * (BYTES_PER_WEIGHT[quantization] if id(p) in quantised else frozen_bytes)
-    return total
-
-
 def forwards_per_branch(reward_name: str, form: str) -> int:
     """Reward forwards one branch keeps in the graph: 1 (feature and image-only rewards; image_relative
     scores its clean and noised copies as one batch of 2, counted as 2), or a joint reward's prompt variants."""
-    from srpo.rewards.config import JOINT_REWARDS
     from srpo.srp import FORM_INPUTS
 
     if form == "image_relative":
         return 2
-    return len(FORM_INPUTS[form]) if reward_name in JOINT_REWARDS else 1
+    return len(FORM_INPUTS[form]) if getattr(REWARDS.get(reward_name), "kind", None) == "joint" else 1
 
 
 def reward_memory(reward_cfg, batch: int, height: int, width: int, compute_bytes: int,
@@ -342,8 +345,8 @@ def reward_memory(reward_cfg, batch: int, height: int, width: int, compute_bytes
 
     ``reward_cfg``: a :class:`~srpo.rewards.config.RewardConfig` (used with reward form ``form``) or a
     multi-reward (``MultiRewardConfig``: each distinct model's weights once, every term's activations,
-    all held until the micro-step's backward). Published rewards by formula (:data:`PUBLISHED_REWARDS`),
-    built-in ones traced.
+    all held until the micro-step's backward). Published rewards by formula (their tower in the rewards
+    registry, :data:`srpo.rewards.registry.REWARDS`), built-in ones traced.
     """
     entries = getattr(reward_cfg, "rewards", None)
     if entries is not None:
@@ -366,10 +369,10 @@ def _one_reward(reward_cfg, batch: int, height: int, width: int, compute_bytes: 
     name = getattr(reward_cfg, "name", "hpsv2.1")
     forwards = forwards_per_branch(name, form)
     if reward_cfg is None or not checkpoint.startswith("builtin:"):
-        tower = PUBLISHED_REWARDS.get(name, VIT_H_14)
-        label = {id(VIT_H_14): "ViT-H-14", id(SIGLIP_SO400M): "SigLIP so400m", id(QWEN2_VL_7B): "Qwen2-VL-7B"}[id(tower)]
-        activations = tower["activation_bytes_per_image"] * compute_bytes / 4 * batch * forwards
-        return tower["params"] * compute_bytes, activations, f"{label} formula"
+        spec = REWARDS.get(name)
+        tower = (spec.tower if spec is not None else None) or VIT_H_14
+        activations = tower.activation_bytes_per_image * compute_bytes / 4 * batch * forwards
+        return tower.params * compute_bytes, activations, f"{tower.label} formula"
     from srpo.rewards import load_reward
     from srpo.rewards.combine import reward_kind
 
@@ -468,7 +471,8 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
     ``metrics``: the pipeline's metric configs by name, which a ``train.guard`` may score with."""
     quantization = quantization if quantization is not None else policy_cfg.base_quantization
     checkpointing = policy_cfg.gradient_checkpointing if checkpointing is None else checkpointing
-    world = world if world is not None else (train_cfg.num_processes if train_cfg.distributed == "fsdp" else 1)
+    world = world if world is not None else (train_cfg.num_processes * train_cfg.num_nodes
+                                              if train_cfg.distributed == "fsdp" else 1)
     batch = (batch or train_cfg.batch_size) * (2 if train_cfg.fuse_branches else 1)
     model = model or describe_model(policy_cfg.pretrained, policy_cfg.family)
     compute = "bfloat16" if policy_cfg.autocast == "bfloat16" else policy_cfg.dtype
@@ -488,7 +492,7 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
     h, w = policy_cfg.height, policy_cfg.width
     reward, how = reward_memory(reward_cfg, batch, h, w, _bytes(compute), train_cfg.reward_form)
     if how != "traced":
-        notes.append(f"reward: {how} (published towers: srpo.training.memory.PUBLISHED_REWARDS)")
+        notes.append(f"reward: {how} (published towers: srpo.rewards.registry.REWARDS)")
     guard, held = guard_memory(train_cfg.guard, metrics, _bytes(compute))
     if held:
         notes.append(f"guard: {', '.join(held)} held in the training process (frozen weights)")
@@ -538,8 +542,139 @@ def check_plan_fits(plan: MemoryPlan, policy_cfg, train_cfg, reward_cfg=None, me
                      f"that fit: {fix}")
 
 
-def plan_summary(plan: MemoryPlan) -> dict:
-    """The plan as a JSON-ready dict (GB), with its total."""
-    out = {k: v for k, v in asdict(plan).items()}
-    out["total_gb"] = plan.total() / GB
-    return out
+# ---- the inference plan (rollouts, evaluation) ----------------------------------------------
+class LiveBytesPeak(torch.utils._python_dispatch.TorchDispatchMode):
+    """Peak bytes of the tensors an op sequence creates and keeps alive (no-grad forwards on meta)."""
+
+    def __init__(self):
+        super().__init__()
+        self.current = self.peak = 0
+        self.tracked: set[int] = set()
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self.tracked.discard(key)
+        self.current -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        import weakref
+
+        out = func(*args, **(kwargs or {}))
+        outputs = out if isinstance(out, (tuple, list)) else (out,)
+        for t in outputs:
+            if isinstance(t, torch.Tensor) and t._base is None and id(t) not in self.tracked:
+                nbytes = t.numel() * t.element_size()
+                self.tracked.add(id(t))
+                self.current += nbytes
+                self.peak = max(self.peak, self.current)
+                weakref.finalize(t, self._release, id(t), nbytes)
+        return out
+
+
+def text_encoder_params(model: ModelDescription) -> float:
+    """Parameters of a model folder's text encoders, built from their ``config.json`` on the meta device."""
+    if model.text_encoder_params or not model.source or not Path(model.source).is_dir():
+        return model.text_encoder_params
+    return _folder_text_encoder_params(model.source)
+
+
+@functools.cache
+def _folder_text_encoder_params(source: str) -> float:
+    import transformers
+
+    folder, total = Path(source), 0
+    for name, entry in read_model_index(str(folder)).items():
+        if not (name.startswith("text_encoder") and isinstance(entry, list) and entry[0] == "transformers"):
+            continue
+        config = transformers.AutoConfig.from_pretrained(folder / name)
+        with torch.device("meta"):
+            encoder = getattr(transformers, entry[1])._from_config(config)
+        total += sum(p.numel() for p in encoder.parameters())
+    return float(total)
+
+
+@dataclass
+class InferencePlan:
+    """Bytes on the device of a no-grad generation step (rollouts, evaluation): weights and the peak forward."""
+
+    family: str
+    resolution: tuple[int, int]
+    batch: int  # samples per forward (x2 with true CFG)
+    dtype: str  # what the transformer is held in
+    transformer_weights: float
+    text_encoders: float
+    vae: float  # VAE weights
+    activations: float  # the larger of the transformer's and the VAE decode's no-grad peaks
+    images: float  # the batch's decoded images, fp32 (0 when the step keeps latents only)
+    latents: float  # every sample's noise and clean latent, held to the end of the step
+    cuda: bool = True
+
+    def total(self) -> float:
+        body = (self.transformer_weights + self.text_encoders + self.vae + self.activations + self.images
+                + self.latents)
+        return body * MARGIN + (CUDA_CONTEXT_GB * GB if self.cuda else 0.0)
+
+    def rows(self) -> list[tuple[str, float]]:
+        return [(f"transformer weights ({self.dtype})", self.transformer_weights),
+                ("text encoders", self.text_encoders), ("VAE weights", self.vae),
+                ("activations (no-grad peak)", self.activations), ("decoded images (fp32)", self.images),
+                ("noise and latents of every sample", self.latents)]
+
+    def describe(self) -> str:
+        h, w = self.resolution
+        lines = [f"inference plan per device: {self.family} {h}x{w}, batch {self.batch}, no grad"]
+        lines += [f"  {name:<40} {value / GB:8.3f} GB" for name, value in self.rows()]
+        margin = f"x{MARGIN:.2f} margin" + (" + CUDA context" if self.cuda else "")
+        lines.append(f"  {'total (' + margin + ')':<40} {self.total() / GB:8.2f} GB")
+        return "\n".join(lines)
+
+
+_INFERENCE_TRACES: dict[tuple, tuple[int, int, int, int]] = {}
+
+
+def _inference_trace(model: ModelDescription, batch: int, height: int, width: int,
+                     dtype: torch.dtype) -> tuple[int, int, int, int]:
+    """(transformer params, VAE params, transformer peak bytes, decode peak bytes) of no-grad forwards on meta."""
+    key = (model.source, model.family, json.dumps(model.transformer, sort_keys=True), batch, height, width, str(dtype))
+    if key not in _INFERENCE_TRACES:
+        policy = meta_policy(model)
+        policy.transformer.to(dtype)
+        policy.pipe.vae.to(dtype)
+        c, h, w = policy.latent_shape(height, width)
+        x = torch.empty(batch, c, h, w, device="meta", dtype=dtype)  # [B, C, h, w]
+        sigma = torch.full((batch,), 0.5, device="meta")
+        cond = meta_cond(policy, model, batch, dtype)
+        with torch.no_grad(), fused_attention_on_meta(), LiveBytesPeak() as forward:
+            policy.velocity(x, sigma, cond, 1.0)
+        with torch.no_grad(), LiveBytesPeak() as decode:
+            policy._vae_decode(policy.to_vae_latents(x[:1]))  # the step decodes one image at a time at the most
+        _INFERENCE_TRACES[key] = (sum(p.numel() for p in policy.transformer.parameters()),
+                                  sum(p.numel() for p in policy.pipe.vae.parameters()), forward.peak, decode.peak)
+    return _INFERENCE_TRACES[key]
+
+
+def plan_inference(policy_cfg, batch: int, num_samples: int, decode_batch: int = 0,
+                   model: ModelDescription | None = None, cuda: bool = True) -> InferencePlan:
+    """The :class:`InferencePlan` of generating ``num_samples`` latents ``batch`` at a time (``decode_batch``
+    images decoded together, 0: none), with the weights in :func:`srpo.models.families.frozen_dtype`
+    (what :func:`srpo.models.families.inference_config` loads)."""
+    from srpo.models.families import frozen_dtype
+
+    model = model or describe_model(policy_cfg.pretrained, policy_cfg.family)
+    dtype = frozen_dtype(policy_cfg)
+    per = batch * (2 if _true_cfg(model.family) else 1)  # true CFG runs the negative prompt in the same batch
+    t_params, vae_params, forward_peak, decode_peak = _inference_trace(model, per, policy_cfg.height,
+                                                                       policy_cfg.width, dtype)
+    nbytes = torch.empty(0, dtype=dtype).element_size()
+    h, w = policy_cfg.height, policy_cfg.width
+    c = model.vae.get("latent_channels", 16)
+    scale = 2 ** (len(model.vae.get("block_out_channels", [0] * 4)) - 1)
+    latent_bytes = num_samples * 2 * c * (h // scale) * (w // scale) * 4  # eps and x0 per sample, fp32
+    return InferencePlan(
+        family=model.family, resolution=(h, w), batch=per, dtype=str(dtype).removeprefix("torch."),
+        transformer_weights=t_params * nbytes, text_encoders=text_encoder_params(model) * nbytes,
+        vae=vae_params * nbytes, activations=float(max(forward_peak, decode_peak * decode_batch if decode_batch else 0)),
+        images=decode_batch * 3 * h * w * 4.0, latents=float(latent_bytes), cuda=cuda)
+
+
+def _true_cfg(family: str) -> bool:
+    return adapter_class(family).guidance_kind == "cfg"

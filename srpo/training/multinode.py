@@ -1,8 +1,8 @@
-"""Run a training job on several nodes: the entry point of each pod of a multi-pod command step.
+"""Run a training job on several nodes: where each pod of a multi-pod command step stands, and its torchrun.
 
 ZenML's Kubernetes step operator runs a command step with ``pod_count > 1`` as an Indexed Job
 behind a headless service. Every pod runs the same command; this module turns the variables it
-finds there into one ``torchrun`` per pod:
+finds there into one ``torchrun`` per pod, of ``python -m ops.train`` processes:
 
 =================================  ==================================  ===================
 variable                           set by                              torchrun flag
@@ -13,27 +13,22 @@ variable                           set by                              torchrun 
 ``ZENML_KUBERNETES_MAIN_PORT``     ZenML: 29500                        ``--master-port``
 =================================  ==================================  ===================
 
-    python -m srpo.training.multinode WORK_DIR [--nproc-per-node N]
+    python -m ops.multinode WORK_DIR [--nproc-per-node N]    # the entry point (ops/multinode.py)
 
 ``WORK_DIR`` (default ``$SRPO_MULTINODE_DIR``) is a folder every pod mounts at the same path
-(a ReadWriteMany volume): ``WORK_DIR/job`` is the job (:func:`srpo.training.launch.write_job`),
+(a ReadWriteMany volume): ``WORK_DIR/job`` is the job (:func:`srpo.training.job.write_job`),
 ``WORK_DIR/out`` receives the result (written by global rank 0). The job's ``checkpoint_dir``
 must lie on that volume too: running the same command again on every pod resumes from the
 newest checkpoint, and a pod that cannot read the checkpoint the main process chose stops with
-an error saying so (:meth:`SRPOTrainer.find_checkpoint`).
+an error saying so (:meth:`srpo.training.checkpoint.Checkpointer.find`).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from srpo.training.launch import JOB_FILE
 
 POD_COUNT = "ZENML_KUBERNETES_POD_COUNT"
 POD_INDEX = "JOB_COMPLETION_INDEX"
@@ -41,7 +36,6 @@ MAIN_ADDRESS = "ZENML_KUBERNETES_MAIN_ADDRESS"
 MAIN_PORT = "ZENML_KUBERNETES_MAIN_PORT"
 WORK_DIR = "SRPO_MULTINODE_DIR"
 NPROC_PER_NODE = "SRPO_NPROC_PER_NODE"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,38 +76,21 @@ def pod_place(env: dict[str, str] | None = None) -> PodPlace:
     return PodPlace(count=count, index=index, address=address, port=port)
 
 
-def torchrun_command(place: PodPlace, work_dir: str | Path, nproc_per_node: int = 1) -> list[str]:
-    """The ``torchrun`` command for this pod: ``nproc_per_node`` processes of ``srpo.training.launch``."""
+def check_world(train, nodes: int | None, nproc_per_node: int) -> None:
+    """Refuse a launch whose nodes or processes per node differ from the ``train.num_nodes`` and
+    ``train.num_processes`` the memory plan shards over (FSDP world = their product); ``nodes`` None: not known yet."""
+    if nproc_per_node != train.num_processes:
+        raise ValueError(f"train.num_processes = {train.num_processes} but {nproc_per_node} processes run per node "
+                         f"(nproc_per_node): set train.num_processes: {nproc_per_node}, the world the plan shards over")
+    if nodes is not None and nodes != train.num_nodes:
+        raise ValueError(f"train.num_nodes = {train.num_nodes} but the job runs on {nodes} pods ({POD_COUNT}): set "
+                         f"train.num_nodes: {nodes} (the step's pod_count)")
+
+
+def torchrun_command(place: PodPlace, work_dir: str | Path, nproc_per_node: int, entry: str) -> list[str]:
+    """The ``torchrun`` command for this pod: ``nproc_per_node`` processes of module ``entry`` (``ops.train``)."""
     work_dir = Path(work_dir)
     return [sys.executable, "-m", "torch.distributed.run",
             "--nnodes", str(place.count), "--node-rank", str(place.index), "--nproc-per-node", str(nproc_per_node),
             "--master-addr", place.address, "--master-port", str(place.port),
-            "-m", "srpo.training.launch", str(work_dir / "job"), str(work_dir / "out")]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m srpo.training.multinode", description=__doc__.split("\n")[0])
-    parser.add_argument("work_dir", nargs="?", default=os.environ.get(WORK_DIR),
-                        help=f"shared folder with job/ (default ${WORK_DIR})")
-    parser.add_argument("--nproc-per-node", type=int, default=int(os.environ.get(NPROC_PER_NODE, "1")),
-                        help="training processes per pod, one per GPU (default $SRPO_NPROC_PER_NODE or 1)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not args.work_dir:
-        parser.error(f"WORK_DIR is not given and ${WORK_DIR} is not set: pass the shared folder that holds job/")
-    job = Path(args.work_dir) / "job" / JOB_FILE
-    if not job.is_file():
-        parser.error(f"WORK_DIR {args.work_dir}: no {job.relative_to(args.work_dir)} there; write the job first "
-                     "(srpo.training.launch.write_job) on a volume every pod mounts at the same path")
-    try:
-        place = pod_place()
-    except ValueError as err:
-        parser.error(str(err))
-    cmd = torchrun_command(place, args.work_dir, args.nproc_per_node)
-    log.info("pod %d of %d (main %s:%d): %s", place.index, place.count, place.address, place.port, " ".join(cmd))
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.run(cmd, env=env).returncode
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            "-m", entry, str(work_dir / "job"), str(work_dir / "out")]

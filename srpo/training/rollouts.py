@@ -40,7 +40,7 @@ def generate_rollouts(policy: Policy, prompts: Sequence[str], cfg: RolloutConfig
     seeds = [cfg.seed * 1_000_003 + i for i in range(len(prompts))]
     eps = prompt_noise(policy, policy_cfg.height, policy_cfg.width, seeds)
     x0 = sample_latents(policy, prompts, eps, cfg)
-    return RolloutSet(prompts, x0.cpu(), eps.cpu(), "online", policy_cfg.height, policy_cfg.width,
+    return RolloutSet(prompts, x0.float().cpu(), eps.float().cpu(), "online", policy_cfg.height, policy_cfg.width,
                       meta={"pretrained": policy_cfg.pretrained, "num_steps": cfg.num_steps, "shift": cfg.shift,
                             "guidance": cfg.guidance, "seeds": seeds},
                       conditioning=policy.stored_conditioning(prompts))  # the trainer loads no text encoder

@@ -62,9 +62,3 @@ def check_batch_memory(train, height: int, width: int, device: torch.device) -> 
                          f"its {height}x{width} images (and their gradients) alone, more than this {device.type}'s "
                          f"{total / 2**30:.1f} GiB: set train.batch_size to at most {fits} (less with fuse_branches or "
                          "more processes), or train at a smaller policy height/width")
-
-
-def check_job(train, policy, num_rollouts: int, device: torch.device) -> None:
-    """Both checks for a training job (``policy``: its PolicyConfig, for the image size)."""
-    check_batch_size(train, num_rollouts)
-    check_batch_memory(train, policy.height, policy.width, device)

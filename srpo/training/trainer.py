@@ -1,24 +1,17 @@
-"""The SRPO / Direct-Align trainer: one process or many (accelerate with DDP, or FSDP 2).
+"""The trainer: it sets a run up, runs its loop and saves the result; the method owns the update.
 
-One update, for each process's batch of clean samples ``x0`` with their noise ``eps``:
+- setup: the model (full or LoRA, a quantised frozen base), the processes (one, DDP or FSDP 2),
+  AdamW behind an :class:`~srpo.training.optim.OptimizerStep` (clip, non-finite skip, counters),
+  the :class:`~srpo.training.batches.Batches`, the :class:`~srpo.training.objective.RewardObjective`,
+  the guard's runner, and the method (:mod:`srpo.training.methods`) with its
+  :class:`~srpo.training.methods.MethodContext`;
+- the loop: resume from the newest valid checkpoint, then per step ``method.update(ctx, step)``,
+  progress and logs, the guard's check, a checkpoint when due;
+- save: the tuned transformer (or adapter) with ``training_log.json``.
 
-    for each of n injected noise levels t (from the training grid, discount lambda(t)):
-        denoise branch:   x0hat = Direct-Align(x0, eps, t)      reward towards positive words
-        inversion branch: x0hat = inversion(x0, eps, t)         reward towards negative words
-        each branch: image = VAE.decode(x0hat); loss = lambda * loss(r(image)); backward
-        (fuse_branches: both branches as one batch of 2B, one forward, decode and backward)
-    clip grad norm; AdamW step (skipped, and counted, if anything was non-finite)
-
-Gradients flow through the reward's image tower and the VAE decoder into the transformer (or
-its LoRA adapter) only. The reward is one feature reward (image and text features, the text side
-cached per prompt variant), or a weighted sum of terms of any kind (:class:`MultiReward`:
-``rewards:``, or a single joint / image-only reward), each term logged per update. That is method
-``srpo``; the others (:mod:`srpo.training.methods`) draw their levels and recover x0hat their own
-way, through the same update.
-
-Randomness is counter-based: every draw is seeded from ``(train.seed, step, global sample
-index)``, so the result does not depend on how the global batch is split over processes, and a
-resumed run continues exactly where the interrupted one stopped.
+Every draw is seeded from ``(train.seed, step, global sample index)``, so the result does not
+depend on how the global batch is split over processes, and a resumed run continues exactly
+where the interrupted one stopped.
 """
 
 from __future__ import annotations
@@ -26,173 +19,123 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from srpo.artifacts import RolloutSet
-from srpo.config import RolloutConfig, TrainConfig, check_checkpointing, training_levels
-from srpo.io import atomic_write_text
-from srpo.losses import reward_loss
 from srpo.cache import separate_cache
+from srpo.config import RolloutConfig, TrainConfig, training_levels
+from srpo.io import atomic_write_text
 from srpo.models.base import Policy, cast_parameters
 from srpo.models.quantize import quantize_frozen_base
-from srpo.noise import derived_seed, seeded_noise
+from srpo.noise import derived_seed
 from srpo.rewards.base import RewardModel
-from srpo.rewards.combine import MultiReward, reward_kind, single_term_reward
-from srpo.rewards.config import RewardUse
-from srpo.rewards.scores import is_score_only
-from srpo.schedules import linear_k
-from srpo.srp import semantic_reward, with_control
+from srpo.rewards.combine import MultiReward
+from srpo.training.batches import Batches
 from srpo.training.checkpoint import Checkpointer, trainable_state
-from srpo.training.guard import CandidateKeeper, Guard, GuardRunner, policy_image_generator
 from srpo.training.distributed import Processes, make_accelerator
+from srpo.training.guard import CandidateKeeper, Guard, GuardRunner, policy_image_generator
 from srpo.training.lora import add_lora, save_lora
-from srpo.training.methods import apply_gradients, method_for
-from srpo.training.sizes import check_batch_size
+from srpo.training.methods import MethodContext, StepLog, check_method, method_for
+from srpo.training.objective import RewardObjective
+from srpo.training.optim import NonFiniteError, OptimizerStep
 
+__all__ = ["NonFiniteError", "SRPOTrainer", "StepLog", "save_diffusers_model"]
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StepLog:
-    """What one update did (averaged over processes); the trainer keeps one per step."""
-
-    step: int
-    reward: float  # mean denoise-branch reward (scaled like the reward model's score)
-    inversion_reward: float | None
-    loss: float
-    grad_norm: float
-    sigmas: list[float]
-    skipped: bool
-    seconds: float
-    images_per_second: float  # decoded-and-scored images per second, all processes
-    terms: dict[str, float] | None = None  # a multi-reward's unweighted denoise-branch value of each term
-
-
-class NonFiniteError(RuntimeError):
-    """Too many consecutive updates had a non-finite loss or gradient."""
-
-
 
 
 class SRPOTrainer:
     """Trains ``policy.transformer`` (full or LoRA) against ``reward`` on samples from ``rollouts``.
 
-    A recipe in three calls: ``__init__`` sets up (model, optimizer, processes, checkpoints),
-    ``train()`` runs the updates (resuming from ``train.checkpoint_dir`` when it holds a valid
-    checkpoint), ``save(out_dir)`` writes the result. The method (``train.method``) is chosen once
-    (:mod:`srpo.training.methods`); processes and sharding are :mod:`srpo.training.distributed`'s,
-    checkpoints :mod:`srpo.training.checkpoint`'s.
+    A recipe in three calls: ``__init__`` sets up, ``train()`` runs the updates (resuming from
+    ``train.checkpoint_dir`` when it holds a valid checkpoint), ``save(out_dir)`` writes the result.
+    The run's settings are validated before, once (:meth:`srpo.training.job.TrainingJob.validate_run`);
+    the trainer checks only the objects it is given: the method row against the loaded reward (a
+    score-only one cannot feed a gradient method) and the rollout set (not empty).
     """
 
     def __init__(self, policy: Policy, reward: RewardModel | MultiReward, rollouts: RolloutSet, cfg: TrainConfig,
                  rollout_cfg: RolloutConfig, accelerator=None, guard: Guard | None = None):
-        if len(rollouts) == 0:
-            raise ValueError("the rollout set is empty: nothing to train on")
-        check_batch_size(cfg, len(rollouts))
-        check_checkpointing(cfg)
         self.method = method_for(cfg)
-        self.method.check(cfg, rollout_cfg)
-        self.policy, self.rollouts = policy, rollouts
-        self.reward = self._reward_terms(reward, cfg)
-        self.cfg, self.rollout_cfg = cfg, rollout_cfg
+        self.policy, self.rollouts, self.cfg, self.rollout_cfg = policy, rollouts, cfg, rollout_cfg
         self.grid, self.d_sigma = training_levels(cfg)
-        self.grid_bounds = float(self.grid.min()), float(self.grid.max())  # (sigma_lo, sigma_hi)
-        self.sampler_sigmas = policy.rollout_sigmas(rollout_cfg.num_steps, rollout_cfg.shift,  # DRaFT baselines
-                                                     *rollouts.x0.shape[-2:])
+        self.objective = RewardObjective(reward, cfg, (float(self.grid.min()), float(self.grid.max())),
+                                         self.d_sigma, policy.autocast)
+        check_method(cfg, rollout_cfg, self.objective.score_only, repr(getattr(self.objective.reward, "name", "")))
         self.accelerator = accelerator or make_accelerator(cfg, cpu=policy.device.type == "cpu")
         self.processes = Processes(self.accelerator, cfg.distributed)
+        self.batches = Batches(rollouts, policy, cfg, rollout_cfg, self.processes.rank, self.processes.world)
         self.checkpoints = Checkpointer(cfg, self.processes) if cfg.checkpoint_dir else None
         self.history: list[StepLog] = []
-        self.bad_in_a_row = 0
-        self.skipped = 0
         # The global generator drives LoRA dropout only (every other draw has its own seed): seeded
         # per process, so masks differ across processes and repeat across runs (CPU and CUDA).
         torch.manual_seed(derived_seed(cfg.seed, "global", self.processes.rank))
-        self._setup_model()
+        self.params, self.optimizer, self.scheduler = self._setup_model()
+        self.step_fn = OptimizerStep(self.optimizer, self.scheduler, self.params, self.accelerator,
+                                     cfg.max_grad_norm, cfg.max_bad_steps)
+        sampler_sigmas = policy.rollout_sigmas(rollout_cfg.num_steps, rollout_cfg.shift, *rollouts.x0.shape[-2:])
+        self.ctx = MethodContext(policy, self.objective, self.batches, self.processes, self.step_fn, cfg, rollout_cfg,
+                                 self.grid, self.d_sigma, sampler_sigmas)
         self.guard = self._setup_guard(guard) if guard is not None else None
 
     # ---- setup --------------------------------------------------------------------------
-    @staticmethod
-    def _reward_terms(reward, cfg: TrainConfig):
-        """A joint or image-only reward as a one-term multi-reward with the run's form, words and k;
-        a feature or score-only reward, or a multi-reward, as it is."""
-        if isinstance(reward, MultiReward) or is_score_only(reward):
-            return reward
-        if reward_kind(reward) == "feature":
-            if cfg.reward_form == "image_relative":
-                raise ValueError("train.reward_form 'image_relative' is for image-only rewards, but the reward reads "
-                                 "text: use reward_form 'weighted', 'srp', 'sgp', 'cfg' or 'plain'")
-            return reward
-        use = RewardUse(form=cfg.reward_form, **cfg.model_dump(include=set(RewardUse.model_fields) - {"weight", "form"}))
-        return single_term_reward(reward, use)
-
-    def lora_targets(self) -> list[str]:
-        """``train.lora_targets``, else the policy family's own (``policy.lora_targets``)."""
-        return list(self.cfg.lora_targets or self.policy.lora_targets)
-
-    def _setup_model(self) -> None:
-        cfg, transformer = self.cfg, self.policy.transformer
+    def _setup_model(self):
+        """Trainable parameters (LoRA adapter or the whole transformer), sharded/wrapped; optimizer, scheduler."""
+        cfg, transformer, policy = self.cfg, self.policy.transformer, self.policy
         if cfg.finetune == "lora":
             master = transformer.dtype
-            if self.policy.frozen_dtype != master:  # frozen base weights in the compute dtype: half of fp32's memory
-                cast_parameters(transformer, self.policy.frozen_dtype)
-            quantize_frozen_base(self.policy, cfg.finetune)  # policy.base_quantization: int8/fp8/nf4 base weights
-            self.params = add_lora(transformer, cfg.lora_rank, cfg.lora_alpha, self.lora_targets(),
-                                   cfg.lora_dropout, seed=cfg.seed)
-            for p in self.params:  # the adapter trains in the master dtype (fp32)
+            if policy.frozen_dtype != master:  # frozen base weights in the compute dtype: half of fp32's memory
+                cast_parameters(transformer, policy.frozen_dtype)
+            quantize_frozen_base(policy, cfg.finetune)  # policy.base_quantization: int8/fp8/nf4 base weights
+            params = add_lora(transformer, cfg.lora_rank, cfg.lora_alpha, list(cfg.lora_targets or policy.lora_targets),
+                              cfg.lora_dropout, seed=cfg.seed)
+            for p in params:  # the adapter trains in the master dtype (fp32)
                 p.data = p.data.to(master)
         else:
             transformer.requires_grad_(True)
-            self.params = list(transformer.parameters())
+            params = list(transformer.parameters())
         if cfg.vae_gradient_checkpointing:
-            self.policy.pipe.vae.enable_gradient_checkpointing()
-        for model in self.reward_models:
+            policy.pipe.vae.enable_gradient_checkpointing()
+        for model in self.objective.reward_models:
             model.requires_grad_(False).eval()
         if self.processes.sharded:  # FSDP 2 replaces the parameters by sharded ones: the optimizer takes those
-            self.processes.shard(transformer, self.policy.block_classes, cfg.fsdp_param_dtype)
-            self.params = [p for p in transformer.parameters() if p.requires_grad]
-        # fused AdamW: one kernel over all parameters (CPU and CUDA); FSDP's sharded
-        # parameters take the multi-tensor path instead
-        optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, betas=cfg.betas,
-                                      weight_decay=cfg.weight_decay, fused=not self.processes.sharded,
+            self.processes.shard(transformer, policy.block_classes, cfg.fsdp_param_dtype)
+            params = [p for p in transformer.parameters() if p.requires_grad]
+        # fused AdamW: one kernel over all parameters (CPU and CUDA); FSDP's sharded parameters take
+        # the multi-tensor path instead
+        optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                                      fused=not self.processes.sharded,
                                       foreach=None if self.processes.sharded else False)
         scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
-        self.optimizer, self.scheduler = self.processes.prepare(transformer, optimizer, scheduler)
-        self.policy.set_forward_module(self.processes.module)  # forwards go through the DDP wrapper or FSDP shards
+        optimizer, scheduler = self.processes.prepare(transformer, optimizer, scheduler)
+        policy.set_forward_module(self.processes.module)  # forwards go through the DDP wrapper or FSDP shards
         if self.accelerator.is_main_process and cfg.trackers:
             self.accelerator.init_trackers("srpo", config=cfg.model_dump(mode="json"))
+        return params, optimizer, scheduler
 
     def _setup_guard(self, guard: Guard) -> GuardRunner:
         """The guard's runner: it renders the held-out prompts with the current policy, as the rollouts do.
 
         Under FSDP only the main process holds a kept candidate (the gathered state lives there);
-        otherwise every process keeps its own copy, so each can put it back (with
-        ``train.guard.snapshot_dir``, in a folder of its own under it).
+        otherwise every process keeps its own copy (with ``train.guard.snapshot_dir``, in a folder
+        of its own under it).
         """
-        gcfg, roll = guard.cfg, self.rollout_cfg
+        gcfg, roll, procs = guard.cfg, self.rollout_cfg, self.processes
         render = policy_image_generator(self.policy, self.rollouts.height, self.rollouts.width,
                                         gcfg.num_steps or roll.num_steps, roll.shift,
                                         roll.guidance if gcfg.guidance is None else gcfg.guidance, gcfg.batch_size)
-        procs = self.processes
         folder = gcfg.snapshot_dir
         if folder and procs.world > 1 and not procs.sharded:
             folder = str(Path(folder) / f"rank-{procs.rank}")
         return GuardRunner(guard, render, CandidateKeeper(folder), is_main=procs.is_main or not procs.sharded)
 
     @property
-    def terms(self) -> MultiReward | None:
-        """The reward as a multi-reward's terms, or None for one feature (or score-only) reward."""
-        return self.reward if isinstance(self.reward, MultiReward) else None
-
-    @property
-    def reward_models(self) -> list[torch.nn.Module]:
-        """The distinct reward models the update reads (one, or each a multi-reward's terms share)."""
-        return self.terms.models if self.terms is not None else [self.reward]
+    def skipped(self) -> int:
+        """Updates skipped for a non-finite loss or gradient (:class:`OptimizerStep`)."""
+        return self.step_fn.skipped
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The trained parameters by name (LoRA: the adapter only), gathered (every rank must call this)."""
@@ -206,197 +149,17 @@ class SRPOTrainer:
         """
         with contextlib.ExitStack() as caches:
             caches.enter_context(separate_cache(self.policy, "prompt_cache"))
-            for model in self.reward_models:
+            for model in self.objective.reward_models:
                 caches.enter_context(separate_cache(model, "_text_cache"))
             check = self.guard.maybe_check(step, self.cfg.steps, self.trainable_state)
         if check is not None and self.cfg.trackers:
             self.accelerator.log(self.guard.guard.scalars(check), step=step)
         return check
 
-    # ---- data ---------------------------------------------------------------------------
-    def batch_indices(self, step: int) -> torch.Tensor:
-        """This process's rollout indices for ``step``.
-
-        The global batch (``batch_size`` x processes) takes the next positions of a stream of
-        seeded permutations (one per epoch); process r takes its r-th slice.
-        """
-        n, b = len(self.rollouts), self.cfg.batch_size
-        first = step * b * self.processes.world + self.processes.rank * b
-        picks = []
-        for pos in range(first, first + b):
-            epoch, offset = divmod(pos, n)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(self.cfg.seed, "epoch", epoch)))
-            picks.append(int(perm[offset]))
-        return torch.tensor(picks)
-
-    def global_positions(self, step: int) -> list[int]:
-        first = step * self.cfg.batch_size * self.processes.world + self.processes.rank * self.cfg.batch_size
-        return list(range(first, first + self.cfg.batch_size))
-
-    def fresh_noise(self, step: int, tag: str, shape) -> torch.Tensor:
-        """Noise [B,*shape] for this process's samples, seeded by (seed, step, tag, global position)."""
-        seeds = [derived_seed(self.cfg.seed, step, tag, pos) for pos in self.global_positions(step)]
-        return seeded_noise(shape, seeds).to(self.policy.device)
-
-    def rollout_batch(self, step: int):
-        """This process's rows of the rollout set for ``step``; their stored conditioning goes into the
-        policy's prompt cache (the training process loads no text encoder)."""
-        batch = self.rollouts.batch(self.batch_indices(step))
-        self.policy.use_stored_conditioning(batch.prompts, batch.conditioning)
-        return batch
-
-    def clean_batch(self, step: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-        """Prompts, x0 [B,C,h,w] and eps [B,C,h,w] for ``step``.
-
-        Online: the stored rollouts are on-policy only before the first update; afterwards each
-        batch is rolled out afresh by the current policy from fresh noise. Offline: stored x0
-        (encoded real images) with fresh noise.
-        """
-        batch = self.rollout_batch(step)
-        device = self.policy.device
-        if self.rollouts.mode == "online" and step == 0:
-            return batch.prompts, batch.x0.to(device), batch.eps.to(device)
-        eps = self.fresh_noise(step, "eps", batch.eps.shape[1:])
-        if self.rollouts.mode == "offline":
-            return batch.prompts, batch.x0.to(device), eps
-        cond = self.policy.encode_prompts(batch.prompts)
-        x0 = self.policy.rollout(cond, eps, self.rollout_cfg.num_steps, self.rollout_cfg.shift,
-                                 self.rollout_cfg.guidance)
-        return batch.prompts, x0, eps
-
-    def noise_levels(self, step: int = 0) -> list[tuple[int, float, float]]:
-        """The method's ``num_injections`` levels (grid index, sigma, discount weight), earliest first.
-
-        The same for every process at a given step (:meth:`srpo.training.methods.Method.noise_levels`).
-        """
-        return self.method.noise_levels(self, step)
-
-    # ---- rewards ------------------------------------------------------------------------
-    def text_sides(self, prompts: list[str], step: int) -> dict[str, torch.Tensor]:
-        """Reward text features [B,D] for the raw prompts and with this step's control words."""
-        cfg = self.cfg
-        feats = {"plain": self.reward.text_features(prompts)}
-        if cfg.positive_words:
-            feats["pos"] = self.reward.text_features(with_control(cfg.positive_words[step % len(cfg.positive_words)], prompts))
-        if cfg.negative_words:
-            feats["neg"] = self.reward.text_features(with_control(cfg.negative_words[step % len(cfg.negative_words)], prompts))
-        return feats
-
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """The reward's image features [B, D] of decoded ``images`` [B,3,H,W] (differentiable)."""
-        with self.policy.autocast():  # the reward tower in bf16 on GPUs, like the transformer and the VAE
-            return self.reward.image_features(images).float()
-
-    def branch_reward(self, branch: str, img: torch.Tensor, txt: dict[str, torch.Tensor], t: float) -> torch.Tensor:
-        """Reward [B] on ``branch`` ("denoise" or "inversion") at level ``t`` of images with features ``img`` [B, D].
-
-        k is read at the low-noise end of the branch's model step, where the authors index it: at
-        ``t`` on the denoise branch (its step ends there), at ``t - d_sigma`` on the inversion branch
-        (its step starts there).
-        """
-        cfg = self.cfg
-        target, other = ("pos", "neg") if branch == "denoise" else ("neg", "pos")
-        k = linear_k(self.k_level(branch, t), *self.grid_bounds, *(cfg.k_denoise if branch == "denoise" else cfg.k_inversion))
-        r = semantic_reward(cfg.reward_form, img, txt["plain"], txt.get(target), txt.get(other), k, cfg.cfg_k)
-        return self.reward.scale * r
-
-    def k_level(self, branch: str, t: float) -> float:
-        """Where a branch's k is read: ``t`` on the denoise branch, ``t - d_sigma`` on the inversion branch."""
-        return t if branch == "denoise" else t - self.d_sigma
-
-    def term_rewards(self, branch: str, images: torch.Tensor, prompts: list[str], step: int, t: float,
-                     tag: str, rows: list | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """A multi-reward on ``branch`` at level ``t``: (weighted sum [B], each term's value [B]).
-
-        Each term reads its own words and k-schedule (k at :meth:`k_level`); an image-relative
-        term's pixel noise is seeded by (seed, step, ``tag``, branch, row), the rows being the
-        global sample positions unless ``rows`` names them (one per image).
-        """
-        rows = self.global_positions(step) if rows is None else rows
-
-        def noise() -> torch.Tensor:  # [B, 3, H, W]
-            seeds = [derived_seed(self.cfg.seed, step, "relative", tag, branch, row) for row in rows]
-            return seeded_noise(images.shape[1:], seeds).to(images)
-
-        with self.policy.autocast():
-            total, parts = self.terms(images, prompts, branch=branch, step=step, sigma=self.k_level(branch, t),
-                                      sigma_lo=self.grid_bounds[0], sigma_hi=self.grid_bounds[1], noise=noise)
-        return total.float(), {name: part.float() for name, part in parts.items()}
-
-    def group_velocity(self, group: tuple[str, ...], cond):
-        """The velocity a micro-step of ``group`` calls: conditioned on the batch once per branch it stacks."""
-        return self.policy.velocity_fn(cond.repeat(len(group)) if len(group) > 1 else cond, self.cfg.guidance)
-
-    def recover_group(self, group: tuple[str, ...], x0: torch.Tensor, eps: torch.Tensor, t: float, velocity,
-                      draw_noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
-        """x0hat [G*B,C,h,w] of a micro-step's branches ``group`` (G of them) at level ``t``, stacked.
-
-        One branch: one model call at batch B. Both (``fuse_branches``): one call at batch 2B, with
-        ``velocity`` from :meth:`group_velocity`.
-        """
-        return self.method.recover_group(self, group, x0, eps, t, velocity, draw_noise)
-
-    def recover(self, branch: str, x0: torch.Tensor, eps: torch.Tensor, t: float, velocity,
-                draw_noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
-        """x0hat [B,C,h,w] from the method's model step(s) at level ``t`` (with grad through v)."""
-        return self.method.recover(self, branch, x0, eps, t, velocity, draw_noise)
-
-    # ---- the update ---------------------------------------------------------------------
+    # ---- the loop -----------------------------------------------------------------------
     def train_step(self, step: int) -> StepLog:
-        """One update of the method (:meth:`srpo.training.methods.Method.update`)."""
-        return self.method.update(self, step)
-
-    def reward_update(self, step: int) -> StepLog:
-        """Recover images at the method's levels and branches, decode, reward, backward; one optimizer step."""
-        cfg, acc, start = self.cfg, self.accelerator, time.perf_counter()
-        prompts, x0, eps = self.clean_batch(step)
-        txt = self.text_sides(prompts, step) if self.terms is None else None
-        cond = self.policy.encode_prompts(prompts)
-        branches = self.method.branches(cfg)
-        groups = [branches] if cfg.fuse_branches else [(b,) for b in branches]  # branches sharing a micro-step
-        levels = self.noise_levels(step)
-        velocities = {group: self.group_velocity(group, cond) for group in groups}  # once per update, not per level
-        micro = [(j, level, group) for j, level in enumerate(levels) for group in groups]
-        loss_terms = len(levels) * len(branches)  # the loss averages over levels and branches
-
-        self.processes.module.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        rewards = {b: torch.zeros((), device=acc.device) for b in branches}
-        term_names = [term.name for term in self.terms.terms] if self.terms is not None else []
-        term_values = {name: torch.zeros((), device=acc.device) for name in term_names}  # denoise branch
-        total_loss = torch.zeros((), device=acc.device)
-        for n, (j, (_, t, weight), group) in enumerate(micro):
-            draw = lambda: self.fresh_noise(step, f"draw{j}", x0.shape[1:])  # noqa: E731 (DRaFT-LV only)
-            sync = n == len(micro) - 1  # all-reduce gradients once, after the last micro-step
-            with self.processes.gradient_sync(sync):
-                x0_hat = self.recover_group(group, x0, eps, t, velocities[group], draw)  # [G*B,C,h,w]
-                images = self.policy.decode(x0_hat)  # [G*B, 3, H, W]
-                if self.terms is None:  # one image-tower pass for the group, text features cached
-                    per_branch = [self.branch_reward(branch, img, txt, t)
-                                  for branch, img in zip(group, self.image_features(images).chunk(len(group)))]
-                else:
-                    per_branch = []
-                    for branch, img in zip(group, images.chunk(len(group))):
-                        r, parts = self.term_rewards(branch, img, prompts, step, t, f"level{j}")
-                        per_branch.append(r)
-                        if branch == "denoise":
-                            for name, part in parts.items():
-                                term_values[name] += part.detach().mean() / len(levels)
-                loss = torch.zeros((), device=acc.device)
-                for branch, r in zip(group, per_branch):  # r [B]
-                    loss = loss + weight * reward_loss(r, cfg.loss, cfg.tau) / loss_terms
-                    rewards[branch] += r.detach().mean() / len(levels)
-                acc.backward(loss)  # one gradient-accumulation micro-step per level and branch (or pair)
-            total_loss += loss.detach()
-        stats = acc.reduce(torch.stack([total_loss, *rewards.values(), *term_values.values()]),
-                           reduction="mean").tolist()
-        loss_value, reward_values = stats[0], dict(zip(branches, stats[1:1 + len(branches)]))
-        grad_norm, skipped = apply_gradients(self, step, stats)  # clip, the non-finite guard, the optimizer step
-        seconds = time.perf_counter() - start
-        return StepLog(step=step, reward=reward_values["denoise"], inversion_reward=reward_values.get("inversion"),
-                       loss=loss_value, grad_norm=grad_norm, sigmas=[t for _, t, _ in levels], skipped=skipped,
-                       seconds=seconds, images_per_second=len(prompts) * self.processes.world * loss_terms / seconds,
-                       terms=dict(zip(term_names, stats[1 + len(branches):])) or None)
+        """One update: the method's (:meth:`srpo.training.methods.Method.update`)."""
+        return self.method.update(self.ctx, step)
 
     def train(self, on_step: Callable[[StepLog], None] | None = None) -> list[StepLog]:
         """Run until ``cfg.steps`` updates are done, resuming from a checkpoint when there is one.
@@ -426,7 +189,7 @@ class SRPOTrainer:
                         self.guard_check(step + 1)
                     every = self.cfg.checkpoint_every
                     due = every and ((step + 1) % every == 0 or step + 1 == self.cfg.steps or self.stopped)
-                    if self.checkpoints and due and self.bad_in_a_row == 0:  # never replace a good one by a bad streak
+                    if self.checkpoints and due and self.step_fn.bad_in_a_row == 0:  # never after a bad update
                         self.save_checkpoint(step + 1)
                 if self.stopped:
                     log.warning("guard stopped the run after %d of %d updates: %s", len(self.history),
@@ -455,7 +218,7 @@ class SRPOTrainer:
     # ---- checkpoints --------------------------------------------------------------------
     def save_checkpoint(self, step: int) -> Path | None:
         """Checkpoint after ``step`` updates (every rank calls; the main process writes)."""
-        state = {"skipped": self.skipped, "bad_in_a_row": self.bad_in_a_row, "history": [asdict(h) for h in self.history]}
+        state = {**self.step_fn.state_dict(), "history": [asdict(h) for h in self.history]}
         files = {}
         if self.guard is not None:
             state["guard"] = self.guard.state_dict()
@@ -469,7 +232,7 @@ class SRPOTrainer:
         if state is None:
             return 0
         self.history = [StepLog(**h) for h in state["history"]]
-        self.skipped, self.bad_in_a_row = state["skipped"], state["bad_in_a_row"]
+        self.step_fn.load_state_dict(state)
         if self.guard is not None and "guard" in state:
             self.guard.load_state_dict(state["guard"], Path(state["folder"]) / GuardRunner.CANDIDATE_FILE)
         return int(state["step"])

@@ -15,7 +15,7 @@ stages:
    The text encoders stay random and frozen (they only have to tell captions apart).
 
 The result is saved with ``save_pretrained`` and loads through the same
-``FluxPolicy.from_pretrained`` as FLUX.1-dev.
+``srpo.models.families.load_policy`` as FLUX.1-dev.
 """
 
 from __future__ import annotations

@@ -91,3 +91,10 @@ def build_world_guard_metrics(guard: GuardConfig, *, reward=None, device: str = 
 
     extra, names = world_guard_metrics(guard)
     return build_guard_metrics(guard, reward=reward, extra=extra, extra_names=names, device=device, **suite)
+
+
+def build_job_guard_metrics(job, reward, device: str) -> dict:
+    """A training job's guard metric functions (:data:`srpo.training.job.GuardMetrics`): the world's and the
+    suite's, with the job's metric configs and extra rewards."""
+    return build_world_guard_metrics(job.train.guard, reward=reward, device=device,
+                                     metric_configs=job.metric_configs, extra_rewards=job.extra_rewards)

@@ -263,7 +263,7 @@ def test_builtin_tiny_families_are_built_once_and_reproducibly(tmp_path, monkeyp
     monkeypatch.setenv("SRPO_CACHE", str(tmp_path))
     a = load_policy_for("builtin:tiny-z-image")
     assert a.family == "z-image" and builtin_family_path("tiny-z-image").parent == tmp_path / "builtin"
-    b = adapter_class("z-image").from_pretrained("builtin:tiny-z-image")
+    b = load_policy_for("builtin:tiny-z-image", "z-image")
     assert all(torch.equal(x, y) for x, y in zip(a.transformer.parameters(), b.transformer.parameters()))
     with pytest.raises(ValueError, match="unknown built-in"):
         load_policy_for("builtin:tiny-sdxl")

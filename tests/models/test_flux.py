@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from srpo.config import PolicyConfig
-from srpo.models.flux import FluxPolicy, latent_image_ids, load_policy, pack_latents, unpack_latents
+from srpo.models.families import load_policy, load_policy_for
+from srpo.models.flux import FluxPolicy, latent_image_ids, pack_latents, unpack_latents
 
 
 @pytest.fixture(scope="module")
 def policy(tiny_flux_dir):
-    return FluxPolicy.from_pretrained(str(tiny_flux_dir))
+    return load_policy_for(str(tiny_flux_dir), "flux")
 
 
 def test_pack_unpack_round_trip_matches_diffusers():
@@ -114,8 +115,8 @@ def test_load_from_an_fsspec_url(tiny_flux_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("SRPO_CACHE", str(tmp_path / "cache"))
     fs = fsspec.filesystem("memory")
     fs.put(str(tiny_flux_dir), "/models/tiny-flux", recursive=True)
-    remote = FluxPolicy.from_pretrained("memory://models/tiny-flux")
-    local = FluxPolicy.from_pretrained(str(tiny_flux_dir))
+    remote = load_policy_for("memory://models/tiny-flux", "flux")
+    local = load_policy_for(str(tiny_flux_dir), "flux")
     for (n, a), (_, b) in zip(remote.transformer.state_dict().items(), local.transformer.state_dict().items()):
         assert torch.equal(a, b), n
 
@@ -137,15 +138,15 @@ def test_saved_transformer_replaces_the_base_one(policy, tiny_flux_dir, tmp_path
 
 def test_missing_weights_path_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        FluxPolicy.from_pretrained("/no/such/flux-model")
+        load_policy_for("/no/such/flux-model", "flux")
     with pytest.raises(ValueError, match="unknown built-in"):
-        FluxPolicy.from_pretrained("builtin:huge-flux")
+        load_policy_for("builtin:huge-flux", "flux")
 
 
 def test_builtin_tiny_flux_is_reproducible(tmp_path, monkeypatch):
     monkeypatch.setenv("SRPO_CACHE", str(tmp_path))
-    a = FluxPolicy.from_pretrained("builtin:tiny-flux")
-    b = FluxPolicy.from_pretrained("builtin:tiny-flux")
+    a = load_policy_for("builtin:tiny-flux", "flux")
+    b = load_policy_for("builtin:tiny-flux", "flux")
     assert all(torch.equal(x, y) for x, y in zip(a.transformer.parameters(), b.transformer.parameters()))
 
 
@@ -164,7 +165,7 @@ def test_frozen_modules_are_stored_in_the_compute_dtype(tiny_flux_dir, autocast,
 def test_query_key_norms_keep_the_fused_kernel_with_fp32_weights_under_bf16_autocast(tiny_flux_dir):
     import warnings
 
-    from srpo.models.flux import InputDtypeRMSNorm
+    from srpo.models.base import InputDtypeRMSNorm
 
     policy = load_policy(PolicyConfig(pretrained=str(tiny_flux_dir), device="cpu", autocast="bfloat16"))
     norms = [m for m in policy.transformer.modules() if isinstance(m, torch.nn.RMSNorm)]

@@ -191,7 +191,7 @@ def test_relative_and_drift_bounds():
 
 
 def test_a_check_leaves_the_training_random_streams_alone(policy_cfg):
-    from srpo.models.flux import load_policy
+    from srpo.models.families import load_policy
     from srpo.training.lora import add_lora
 
     policy = load_policy(policy_cfg)

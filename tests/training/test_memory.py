@@ -51,33 +51,37 @@ def test_ops_validate_prints_the_plan_and_refuses_a_run_that_cannot_fit(capsys):
     params = {"policy": PolicyConfig(pretrained="black-forest-labs/FLUX.1-dev", family="flux", height=512, width=512,
                                      autocast="bfloat16", gpu_memory_gb=40),
               "train": TrainConfig(finetune="lora"), "reward": RewardConfig(name="hpsv2.1")}
-    with pytest.raises(RunConfigError, match=r"^policy.gpu_memory_gb = 40.0: the run plans"):
+    with pytest.raises(RunConfigError, match=r"^policy.gpu_memory_gb = 40: the training plan needs"):
         check_memory_plan(params)
+    no_hardware = {**params, "policy": params["policy"].model_copy(update={"gpu_memory_gb": None})}
+    with pytest.raises(RunConfigError, match=r"^policy.gpu_memory_gb is not set: a real-model config"):
+        check_memory_plan(no_hardware)  # a real model names its hardware
+    capsys.readouterr()
+    check_memory_plan({**params, "policy": params["policy"].model_copy(update={"gpu_memory_gb": 80})})
     assert "memory plan per GPU: flux 512x512, batch 1, lora" in capsys.readouterr().out
-    check_memory_plan({**params, "policy": params["policy"].model_copy(update={"gpu_memory_gb": None})})
-    assert capsys.readouterr().out == ""  # no gpu_memory_gb: no plan, no refusal
 
 
 def test_every_reward_kind_is_planned_with_its_own_tower_and_forwards():
     from srpo.rewards.config import MultiRewardConfig
-    from srpo.training.memory import QWEN2_VL_7B, SIGLIP_SO400M, VIT_H_14, reward_memory
+    from srpo.rewards.registry import QWEN2_VL_7B, SIGLIP_SO400M, VIT_H_14
+    from srpo.training.memory import reward_memory
 
-    per_image = {t["params"]: t["activation_bytes_per_image"] / 2 for t in (VIT_H_14, SIGLIP_SO400M, QWEN2_VL_7B)}
+    per_image = {t.params: t.activation_bytes_per_image / 2 for t in (VIT_H_14, SIGLIP_SO400M, QWEN2_VL_7B)}
     hps, how = reward_memory(RewardConfig(name="hpsv2.1"), 1, 512, 512, 2)
-    assert hps == VIT_H_14["params"] * 2 + per_image[VIT_H_14["params"]] and how == "ViT-H-14 formula"
+    assert hps == VIT_H_14.params * 2 + per_image[VIT_H_14.params] and how == "ViT-H-14 formula"
     # HPSv3 scores "target. p" and "other. p" for the weighted form: two forwards in the graph
     hps3, how = reward_memory(RewardConfig(name="hpsv3"), 1, 512, 512, 2, "weighted")
-    assert hps3 == QWEN2_VL_7B["params"] * 2 + 2 * per_image[QWEN2_VL_7B["params"]] and how == "Qwen2-VL-7B formula"
+    assert hps3 == QWEN2_VL_7B.params * 2 + 2 * per_image[QWEN2_VL_7B.params] and how == "Qwen2-VL-7B formula"
     assert reward_memory(RewardConfig(name="hpsv3"), 1, 512, 512, 2, "sgp")[0] < hps3
     aesthetic, _ = reward_memory(RewardConfig(name="aesthetic_v2.5"), 1, 512, 512, 2, "image_relative")
-    assert aesthetic == SIGLIP_SO400M["params"] * 2 + 2 * per_image[SIGLIP_SO400M["params"]]  # clean + noised copy
+    assert aesthetic == SIGLIP_SO400M.params * 2 + 2 * per_image[SIGLIP_SO400M.params]  # clean + noised copy
     hps_cfg = {"name": "hpsv2.1", "checkpoint": "s3://m/hps.pt"}
     words = {"positive_words": ["Real"], "negative_words": ["Painting"]}
     multi = MultiRewardConfig(rewards=[{"reward": hps_cfg, **words}, {"reward": hps_cfg, "name": "again", **words},
                                        {"reward": {"name": "pickscore"}, **words}])
     planned, _ = reward_memory(multi, 1, 512, 512, 2)
     # HPS loaded once, PickScore once; three terms' activations held until the backward
-    assert planned == 2 * VIT_H_14["params"] * 2 + 3 * per_image[VIT_H_14["params"]]
+    assert planned == 2 * VIT_H_14.params * 2 + 3 * per_image[VIT_H_14.params]
 
 
 def test_the_guards_metric_models_are_in_the_plan():

@@ -1,4 +1,4 @@
-"""Two "pods" on 127.0.0.1: ``python -m srpo.training.multinode`` as a multi-pod command step runs it.
+"""Two "pods" on 127.0.0.1: ``python -m ops.multinode`` as a multi-pod command step runs it.
 
 Each pod is a process group of its own, started in a folder of its own (its local disk) with the
 variables ZenML's Kubernetes step operator and Kubernetes set on the pods of an Indexed Job. The
@@ -22,7 +22,7 @@ import pytest
 from tests._servers import free_port, stop_process
 from srpo.config import TrainConfig
 from srpo.training import multinode
-from srpo.training.launch import run_job, write_job
+from srpo.training.job import run_job, write_job
 from test_resume_and_scale import REWARD, ROLLOUT, max_abs_diff, transformer_weights
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,9 +30,9 @@ STEPS = 4
 CHECKPOINTS = "checkpoints"  # relative: each pod resolves it in its own working folder
 
 
-def train_cfg(batch_size: int, checkpoint_dir: str) -> TrainConfig:
+def train_cfg(batch_size: int, checkpoint_dir: str, num_nodes: int = 1) -> TrainConfig:
     return TrainConfig(steps=STEPS, batch_size=batch_size, learning_rate=1e-3, max_grad_norm=1.0, num_injections=2,
-                       checkpoint_every=1, keep_checkpoints=2, checkpoint_dir=checkpoint_dir)
+                       checkpoint_every=1, keep_checkpoints=2, checkpoint_dir=checkpoint_dir, num_nodes=num_nodes)
 
 
 def pods_layout(root: Path, policy_cfg, rollouts, shared: bool = True) -> tuple[Path, list[Path]]:
@@ -41,7 +41,7 @@ def pods_layout(root: Path, policy_cfg, rollouts, shared: bool = True) -> tuple[
     ``shared``: pod 1's ``checkpoints`` is pod 0's (a shared volume); else pod 1 has a disk of its own.
     """
     work = root / "work"
-    write_job(work / "job", policy_cfg, REWARD, ROLLOUT, train_cfg(1, CHECKPOINTS), rollouts)
+    write_job(work / "job", policy_cfg, REWARD, ROLLOUT, train_cfg(1, CHECKPOINTS, num_nodes=2), rollouts)
     pods = [root / "pod0", root / "pod1"]
     for pod in pods:
         pod.mkdir()
@@ -57,7 +57,7 @@ def start_pod(index: int, cwd: Path, work: Path, port: int) -> subprocess.Popen:
            multinode.POD_COUNT: "2", multinode.POD_INDEX: str(index),
            multinode.MAIN_ADDRESS: "127.0.0.1", multinode.MAIN_PORT: str(port)}
     log = open(cwd / "pod.log", "ab")
-    return subprocess.Popen([sys.executable, "-m", "srpo.training.multinode", str(work)], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "ops.multinode", str(work)], cwd=cwd, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -104,11 +104,11 @@ def test_place_comes_from_the_multi_pod_variables_and_a_missing_one_is_named():
     env = {multinode.POD_COUNT: "4", multinode.POD_INDEX: "3", multinode.MAIN_ADDRESS: "job-0.job.srpo.svc",
            multinode.MAIN_PORT: "29500"}
     place = multinode.pod_place(env)
-    cmd = multinode.torchrun_command(place, "/shared/run", nproc_per_node=8)
+    cmd = multinode.torchrun_command(place, "/shared/run", nproc_per_node=8, entry="ops.train")
     flags = dict(zip(cmd[3:13:2], cmd[4:14:2]))
     assert flags == {"--nnodes": "4", "--node-rank": "3", "--nproc-per-node": "8",
                      "--master-addr": "job-0.job.srpo.svc", "--master-port": "29500"}
-    assert cmd[-3:] == ["srpo.training.launch", "/shared/run/job", "/shared/run/out"]
+    assert cmd[-3:] == ["ops.train", "/shared/run/job", "/shared/run/out"]
     assert multinode.pod_place({}) == multinode.PodPlace(1, 0, "127.0.0.1", 29500)
     with pytest.raises(ValueError, match=f"^{multinode.POD_INDEX} is not set"):
         multinode.pod_place({k: v for k, v in env.items() if k != multinode.POD_INDEX})

@@ -64,17 +64,17 @@ def make_trainer(policy_cfg, reward, rollouts, kind, **overrides):
 def test_an_update_over_a_quantised_base_raises_the_reward_and_trains_only_the_adapter(policy_cfg, reward,
                                                                                       rollouts, kind):
     trainer = make_trainer(policy_cfg, reward, rollouts, kind, learning_rate=1e-2 if kind == "nf4" else 1e-4)
-    level = trainer.noise_levels()[:1]
-    trainer.noise_levels = lambda step: level
-    prompts, x0, eps = trainer.clean_batch(0)
+    level = trainer.method.noise_levels(trainer.ctx, 0)[:1]
+    trainer.method.noise_levels = lambda ctx, step: level
+    prompts, x0, eps = trainer.batches.clean_batch(0)
     base = {n: dense(p.detach()).clone() for n, p in trainer.policy.transformer.named_parameters() if "lora_" not in n}
 
     def current_reward():
         with torch.no_grad():
             velocity = trainer.policy.velocity_fn(trainer.policy.encode_prompts(prompts), trainer.cfg.guidance)
-            x0_hat = trainer.recover("denoise", x0, eps, level[0][1], velocity)
-            img = trainer.image_features(trainer.policy.decode(x0_hat))
-            return trainer.branch_reward("denoise", img, trainer.text_sides(prompts, 0), level[0][1]).mean().item()
+            x0_hat = trainer.method.recover(trainer.ctx, "denoise", x0, eps, level[0][1], velocity)
+            img = trainer.objective.image_features(trainer.policy.decode(x0_hat))
+            return trainer.objective.branch_reward("denoise", img, trainer.objective.text_sides(prompts, 0), level[0][1]).mean().item()
 
     before = current_reward()
     trainer.train_step(0)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from srpo.config import RolloutConfig
-from srpo.models.flux import load_policy
+from srpo.models.families import load_policy
 from srpo.training.rollouts import encode_image_folder, load_image
 
 

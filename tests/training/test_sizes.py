@@ -9,7 +9,7 @@ import torch
 from srpo.config import RolloutConfig, TrainConfig
 from srpo.rewards import RewardConfig
 from srpo.training import sizes
-from srpo.training.launch import run_job, write_job
+from srpo.training.job import run_job, write_job
 
 REWARD = RewardConfig(name="clip", checkpoint="builtin:tiny")
 
@@ -31,7 +31,7 @@ def test_every_process_refuses_it_before_loading_a_model(tmp_path, policy_cfg, r
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the batch size was checked")
 
-    monkeypatch.setattr("srpo.models.flux.load_policy", no_loading)
+    monkeypatch.setattr("srpo.models.families.load_policy", no_loading)
     monkeypatch.setattr("srpo.rewards.load_reward", no_loading)
     with pytest.raises(ValueError, match=r"^train.batch_size is 100000"):
         run_job(job, tmp_path / "out")

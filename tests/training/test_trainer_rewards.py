@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from srpo.config import RolloutConfig, TrainConfig
-from srpo.models.flux import load_policy
+from srpo.models.families import load_policy
 from srpo.rewards import RewardConfig, load_reward
 from srpo.rewards.combine import MultiReward, RewardTerm, single_term_reward
 from srpo.rewards.config import MultiRewardConfig, RewardUse, WeightedRewardConfig, check_trainable
-from srpo.training.launch import run_job, write_job
+from srpo.training.job import run_job, write_job
 from srpo.training.trainer import SRPOTrainer
 
 ROLLOUT = RolloutConfig(num_steps=4)
@@ -36,7 +36,7 @@ def test_a_feature_reward_as_one_term_trains_bit_for_bit_like_the_feature_path(p
     use = RewardUse(form=cfg.reward_form, **cfg.model_dump(include=set(RewardUse.model_fields) - {"weight", "form"}))
     _, plain_log, plain = train(policy_cfg, clip, rollouts)
     trainer, term_log, termed = train(policy_cfg, single_term_reward(clip, use), rollouts)
-    assert trainer.terms is not None and term_log[0].terms is not None
+    assert trainer.objective.terms is not None and term_log[0].terms is not None
     assert [h.reward for h in term_log] == [h.reward for h in plain_log]
     assert [h.inversion_reward for h in term_log] == [h.inversion_reward for h in plain_log]
     assert all(torch.equal(plain[k], termed[k]) for k in plain)
@@ -56,7 +56,7 @@ def test_multi_reward_loss_is_the_weighted_sum_and_each_term_is_logged(policy_cf
         assert set(h.terms) == set(weights)
         assert h.reward == pytest.approx(sum(weights[n] * v for n, v in h.terms.items()), rel=1e-5, abs=1e-6)
     assert history[0].terms["clip-real"] != history[0].terms["clip-detail"]  # each term reads its own words
-    assert len(trainer.reward_models) == 2  # the CLIP both terms use is one model
+    assert len(trainer.objective.reward_models) == 2  # the CLIP both terms use is one model
 
 
 def test_a_joint_reward_trains_through_its_scores(policy_cfg, rollouts):
@@ -66,7 +66,7 @@ def test_a_joint_reward_trains_through_its_scores(policy_cfg, rollouts):
     before = {k: v.detach().clone() for k, v in policy.transformer.state_dict().items()}
     trainer = SRPOTrainer(policy, hps, rollouts, TrainConfig(**{**BASE, "steps": 1, "num_injections": 1}), ROLLOUT)
     (log,) = trainer.train()
-    assert trainer.terms is not None and list(log.terms) == ["reward"]
+    assert trainer.objective.terms is not None and list(log.terms) == ["reward"]
     assert log.grad_norm > 0 and not log.skipped and log.inversion_reward is not None
     changed = [k for k, v in policy.transformer.state_dict().items() if not torch.equal(v, before[k])]
     assert changed
@@ -92,11 +92,11 @@ def test_grpo_scores_its_groups_with_the_weighted_sum(policy_cfg, clip, rollouts
     cfg = TrainConfig(method="grpo", inversion=False, steps=1, batch_size=2, learning_rate=1e-3, max_grad_norm=1.0,
                       grpo={"group_size": 2, "clip_range": 0.2})
     trainer = SRPOTrainer(load_policy(policy_cfg), terms, rollouts, cfg, ROLLOUT)
-    groups = trainer.method.sample(trainer, 0)
+    groups = trainer.method.sample(trainer.ctx, 0)
     images = trainer.policy.decode(groups.latents[-1])
     with torch.no_grad():
-        by_hand, _ = terms(images, groups.prompts, branch="denoise", step=0, sigma=trainer.grid_bounds[0],
-                           sigma_lo=trainer.grid_bounds[0], sigma_hi=trainer.grid_bounds[1],
+        by_hand, _ = terms(images, groups.prompts, branch="denoise", step=0, sigma=trainer.objective.grid_bounds[0],
+                           sigma_lo=trainer.objective.grid_bounds[0], sigma_hi=trainer.objective.grid_bounds[1],
                            noise=lambda: torch.zeros_like(images))
     assert groups.rewards.shape == (4,) and torch.isfinite(groups.rewards).all()
     assert not torch.allclose(groups.rewards, by_hand)  # the relative term's noise was drawn, not zero
@@ -123,7 +123,9 @@ def test_a_job_with_rewards_loads_a_shared_model_once_and_logs_each_term(policy_
 
     calls = []
     real = rewards_module.load_reward
-    monkeypatch.setattr(rewards_module, "load_reward", lambda cfg, **kw: calls.append(cfg.name) or real(cfg, **kw))
+    # the loads of the run (on its device); the memory plan's measuring loads of a builtin reward are not counted
+    monkeypatch.setattr(rewards_module, "load_reward",
+                        lambda cfg, **kw: ("device" in kw and calls.append(cfg.name)) or real(cfg, **kw))
     clip_cfg = RewardConfig(name="clip", checkpoint="builtin:tiny")
     multi = MultiRewardConfig(rewards=[
         WeightedRewardConfig(name="a", reward=clip_cfg, positive_words=["Real"], negative_words=["Painting"]),

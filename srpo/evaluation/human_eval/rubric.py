@@ -18,7 +18,7 @@ OVERALL = "overall"
 
 
 def overall_rating(ratings: Mapping[str, str]) -> str:
-    """The overall level from the four dimensions (DESIGN.md / the paper's rubric), in this order:
+    """The overall level from the four dimensions (the paper's human-evaluation rubric), in this order:
 
     Excellent when all four are Excellent; else Good when at least half (two or more) are
     Excellent; else Pass when none is Failed; else Failed. (So two Excellent and one Failed is

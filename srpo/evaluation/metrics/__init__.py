@@ -22,6 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from srpo.evaluation.metrics.base import Metric, ModuleMetric
+from srpo.published import provide_builder
+from srpo.rewards.scores import register_metric_scorer
 
 
 def load_metric(cfg, device: str = "cpu") -> Metric:
@@ -84,5 +86,8 @@ def metric_score_fn(config: dict, device: str = "cpu"):
         return metric.score(images, prompts)
     return score
 
+
+provide_builder("metric", "tiny", tiny_metric_folder)
+register_metric_scorer(metric_score_fn)  # reward: {name: score, metric: {...}} loads through the rewards layer
 
 __all__ = ["Metric", "ModuleMetric", "load_metric", "metric_score_fn", "tiny_metric_folder"]

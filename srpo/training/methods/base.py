@@ -1,0 +1,82 @@
+"""What a training method is and what it receives.
+
+A method owns its whole update: given a :class:`MethodContext` (the policy, the reward objective,
+the batches, the processes, the optimizer step, the configs and the noise schedules) and a step
+number, :meth:`Method.update` draws its samples, computes its loss, backpropagates and ends with
+``ctx.optimizer.step``; it returns a :class:`StepLog`. It never sees the trainer.
+
+Each method class is a row of the registry (:data:`srpo.training.methods.METHODS`) and declares
+what it needs, which the run's validation reads before any model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from srpo.training.batches import Batches
+from srpo.training.distributed import Processes
+from srpo.training.objective import RewardObjective
+from srpo.training.optim import OptimizerStep
+
+#: (grid index, sigma, discount weight) of one injected noise level.
+Level = tuple[int, float, float]
+
+
+@dataclass
+class StepLog:
+    """What one update did (averaged over processes); the trainer keeps one per step."""
+
+    step: int
+    reward: float  # mean denoise-branch reward (scaled like the reward model's score)
+    inversion_reward: float | None
+    loss: float
+    grad_norm: float
+    sigmas: list[float]
+    skipped: bool
+    seconds: float
+    images_per_second: float  # decoded-and-scored images per second, all processes
+    terms: dict[str, float] | None = None  # a multi-reward's unweighted denoise-branch value of each term
+
+
+@dataclass
+class MethodContext:
+    """Everything an update reads; built once by the trainer."""
+
+    policy: object  # srpo.models.base.Policy
+    objective: RewardObjective
+    batches: Batches
+    processes: Processes
+    optimizer: OptimizerStep
+    cfg: object  # TrainConfig
+    rollout_cfg: object  # RolloutConfig
+    grid: torch.Tensor  # [n] the training levels, decreasing
+    d_sigma: float  # Direct-Align's model step
+    sampler_sigmas: torch.Tensor  # [T+1] the rollout sampler's levels
+
+    @property
+    def accelerator(self):
+        return self.processes.accelerator
+
+    @property
+    def grid_bounds(self) -> tuple[float, float]:
+        return self.objective.grid_bounds
+
+
+class Method:
+    """A row of the method registry: a name, what it needs, and its update."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""  # one line for the config's description and the errors
+    takes_score_only: ClassVar[bool] = False  # False: it backpropagates through the reward
+    has_inversion: ClassVar[bool] = False  # whether the inversion branch (train.inversion) belongs to it
+
+    @classmethod
+    def check(cls, cfg, rollout_cfg) -> None:
+        """Refuse settings this method cannot run with these rollouts (before any model work)."""
+
+    def update(self, ctx: MethodContext, step: int) -> StepLog:
+        """One whole update: its samples, loss, backward and ``ctx.optimizer.step``."""
+        raise NotImplementedError
