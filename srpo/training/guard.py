@@ -175,17 +175,14 @@ class Guard:
             log.info("guard: the control words %s move %s: those rules are off", words, ", ".join(self.steered))
         return self.steered
 
-    def follow_trainer(self, trainer) -> None:
-        """:meth:`follow` a trainer's ``cfg.positive_words``/``negative_words``, with its reward as the objective
-        (the plain prompt's score for reward_form plain or a score-only reward, which reads no words)."""
+    def follow_run(self, cfg, reward) -> None:
+        """:meth:`follow` a run's ``cfg.positive_words`` / ``negative_words`` with ``reward`` (the training reward:
+        one model, or a multi-reward whose first model scores) as the objective; the plain prompt's score for
+        reward_form plain or a score-only reward, which read no words."""
         from srpo.rewards.scores import is_score_only
 
-        cfg = getattr(trainer, "cfg", None)
-        if cfg is None or not hasattr(cfg, "positive_words"):
-            return
-        reward = getattr(trainer, "reward", None)
         if reward is not None and not hasattr(reward, "score"):  # a multi-reward: its first model
-            reward = next(iter(getattr(trainer, "reward_models", [])), None)
+            reward = next(iter(getattr(reward, "models", [])), None)
         words = ([], []) if cfg.reward_form == "plain" else (list(cfg.positive_words), list(cfg.negative_words))
         scored = ([], []) if reward is None or is_score_only(reward) else words
         self.follow(*words, None if reward is None else steering_objective(reward, *scored))
@@ -500,8 +497,6 @@ class GuardRunner:
         """The check after ``step`` updates of ``total`` when one is due (else ``None``); keeps a new selection."""
         if not self.guard.due(step, total):
             return None
-        if self.guard.words is None:  # follow the trainer's control words (trainable_state is its bound method)
-            self.guard.follow_trainer(getattr(trainable_state, "__self__", None))
         check = self.guard.check(step, self.generate)
         if self.guard.needs_snapshot(check):
             state = trainable_state()
