@@ -7,6 +7,7 @@ and say what to do instead.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal, Optional, Sequence
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -122,13 +123,33 @@ class RolloutConfig(StrictModel):
 #: (both checked by the builders that make them: srpo.world.guard_metrics, srpo.evaluation.guard_metrics).
 GUARD_REWARD = "reward"
 GUARD_WORLD_PREFIX = "world."
+#: The training objective on the guard's images (the reward towards the positive words, minus the negative
+#: words' when there are any): recorded at every check of a run with a reward, read by ``select: most_progress``.
+GUARD_OBJECTIVE = "objective"
+#: Guard metrics whose per-image values lie in [0, 1]: every ``world.<key>`` (shares, fidelities, mean HSV)
+#: and these image statistics. Their per-image standard deviation is at most ``sqrt(m (1 - m))`` at mean m
+#: (Bhatia-Davis; the binomial one for a share), so at most 0.5: what the resolution check assumes for them.
+UNIT_RANGE_STATS = ("saturation", "brightness", "contrast", "hf_energy")
+#: A tolerance must span this many standard errors of its metric at the base value (the resolution check).
+RESOLUTION_SES = 2.0
+
+
+def unit_range(metric: str) -> bool:
+    """Whether ``metric``'s per-image values lie in [0, 1] (see :data:`UNIT_RANGE_STATS`)."""
+    return metric.startswith(GUARD_WORLD_PREFIX) or metric in UNIT_RANGE_STATS
+
+
+def resolving_images(tolerance: float, sd: float, ses: float = RESOLUTION_SES) -> int:
+    """The fewest images whose standard error ``sd / sqrt(n)`` fits ``ses`` times into ``tolerance``."""
+    return max(1, math.ceil((ses * sd / tolerance) ** 2 - 1e-9))
 
 
 class GuardRule(StrictModel):
     """A tolerance around a guard metric's value at the first check (the base model), with a patience.
 
     Exactly one of ``drop`` (value >= start - drop), ``relative_drop`` (value >= start - r |start|),
-    ``drift`` (|value - start| <= drift) or ``relative_drift`` (|value - start| <= r |start|).
+    ``drift`` (|value - start| <= drift) or ``relative_drift`` (|value - start| <= r |start|). The rule
+    is broken when the value lies outside by more than ``GuardConfig.margin`` standard errors.
     """
 
     drop: Optional[float] = Field(None, ge=0)
@@ -136,7 +157,15 @@ class GuardRule(StrictModel):
     drift: Optional[float] = Field(None, ge=0)
     relative_drift: Optional[float] = Field(None, ge=0)
     patience: int = Field(1, ge=1, description="consecutive checks outside the tolerance before the action")
-    action: Literal["warn", "stop"] = "stop"
+    action: Literal["warn", "stop"] = Field("stop", description="stop: ends the run and bounds what may be "
+                                            "published; warn: logged and recorded only")
+    expect: Optional[float] = Field(None, ge=0, le=1, description="the metric's expected value on the base model "
+                                    "(a [0, 1] metric): the resolution check's standard deviation is then "
+                                    "sqrt(e (1 - e)) instead of the worst case 0.5")
+    sd: Optional[float] = Field(None, gt=0, description="the metric's expected per-image standard deviation on "
+                                "the base model: lets the resolution check size the set for any metric")
+    unless_steered: list[str] = Field(default_factory=list, description="control words that move this metric: "
+                                      "the rule is off when train.positive_words or negative_words name one")
 
     @model_validator(mode="after")
     def _one_tolerance(self) -> "GuardRule":
@@ -144,6 +173,10 @@ class GuardRule(StrictModel):
         if len(given) != 1:
             raise ValueError(f"a guard rule has tolerances {given or 'none'}: give exactly one of drop, "
                              "relative_drop, drift or relative_drift")
+        if self.expect is not None and self.sd is not None:
+            raise ValueError(f"a guard rule has expect {self.expect} and sd {self.sd}: give one (expect for a "
+                             "[0, 1] metric, sd for any other)")
+        self.unless_steered = [w.strip().lower() for w in self.unless_steered]
         return self
 
     def bounds(self, start: float) -> tuple[float, float]:
@@ -155,6 +188,27 @@ class GuardRule(StrictModel):
             return start - self.relative_drop * abs(start), inf
         width = self.drift if self.drift is not None else self.relative_drift * abs(start)
         return start - width, start + width
+
+    def tolerance(self, start: Optional[float]) -> Optional[float]:
+        """The tolerance's width at base value ``start`` (``None`` when relative and ``start`` unknown)."""
+        if self.drop is not None or self.drift is not None:
+            return self.drop if self.drop is not None else self.drift
+        if start is None:
+            return None
+        return (self.relative_drop if self.relative_drop is not None else self.relative_drift) * abs(start)
+
+    def compile_sd(self, metric: str) -> Optional[float]:
+        """The per-image standard deviation the resolution check assumes before any image exists (``None``:
+        unknown, checked on the base model's images instead)."""
+        if self.sd is not None:
+            return self.sd
+        if not unit_range(metric):
+            return None
+        return 0.5 if self.expect is None else math.sqrt(self.expect * (1 - self.expect))
+
+    def steered_off(self, words: Sequence[str]) -> bool:
+        """Whether one of the control ``words`` is declared to move this rule's metric."""
+        return any(w.strip().lower() in self.unless_steered for w in words)
 
 
 class GuardConfig(StrictModel):
@@ -169,18 +223,21 @@ class GuardConfig(StrictModel):
                                   "make a share-like metric (a fidelity, a grader's share) less noisy")
     seed: int = 777
     num_steps: Optional[int] = Field(None, ge=1, description="sampler steps of the guard's images "
-                                     "(default: rollouts.num_steps)")
+                                     "(default: rollouts.num_steps); fewer make a large guard set cheap")
     guidance: Optional[float] = Field(None, ge=0, description="FLUX guidance of the guard's images "
                                       "(default: rollouts.guidance)")
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, description="guard images rendered together")
     metrics: list[str] = Field(default_factory=lambda: [GUARD_REWARD, *IMAGE_STATS],
                                description="reward (training reward, plain prompt), image statistics "
                                f"({', '.join(IMAGE_STATS)}), world.<key> (shapes-world grader) or an evaluation "
                                "suite metric name (pickscore, imagereward, aesthetic_v2.5, ...)")
     rules: dict[str, GuardRule] = Field(default_factory=dict, description="metric name -> tolerance, patience, action")
-    select: Literal["last_ok", "best_reward_ok", "last"] = Field(
-        "last_ok", description="published weights: last_ok (the last check with every ruled metric within "
-        "tolerance), best_reward_ok (the best reward among those), last (the final weights)")
+    margin: float = Field(1.0, ge=0, description="standard errors by which a value must lie outside its "
+                          "tolerance to break the rule")
+    select: Literal["most_progress", "last_ok", "best_reward_ok", "last"] = Field(
+        "most_progress", description="published weights, among the checks within every stop rule: most_progress "
+        "(the highest training objective on the guard's images), last_ok (the last), best_reward_ok (the best "
+        "plain-prompt reward); last: the final weights")
     snapshot_dir: Optional[str] = Field(None, description="full fine-tuning: keep the selected candidate as a "
                                         "file in this folder instead of a CPU copy")
 
@@ -197,7 +254,15 @@ class GuardConfig(StrictModel):
             if not name.strip() or name == GUARD_WORLD_PREFIX:
                 raise ValueError(f"train.guard.metrics has the name {name!r}: give a metric name, e.g. "
                                  f"reward, {', '.join(IMAGE_STATS)}, world.colours or pickscore")
+            if name == GUARD_OBJECTIVE:
+                raise ValueError(f"train.guard.metrics names {name!r}, which the guard records by itself (the "
+                                 "training objective on its images): remove it from the metrics")
         return names
+
+    @property
+    def num_images(self) -> int:
+        """Guard images per check as configured (a shorter held-out split gives fewer: checked again at run time)."""
+        return (len(self.prompts) if self.prompts is not None else self.num_prompts) * self.seeds_per_prompt
 
     @model_validator(mode="after")
     def _consistent(self) -> "GuardConfig":
@@ -220,7 +285,44 @@ class GuardConfig(StrictModel):
         if self.seeds is not None and self.prompts is None and len(self.seeds) != self.num_prompts:
             raise ValueError(f"train.guard.seeds has {len(self.seeds)} seeds for num_prompts {self.num_prompts}: "
                              "give one seed per prompt or leave seeds out")
+        for name, rule in self.rules.items():
+            if rule.expect is not None and not unit_range(name):
+                raise ValueError(f"train.guard.rules.{name}.expect is {rule.expect}, but {name} is not a [0, 1] "
+                                 "metric (world.<key>, " + ", ".join(UNIT_RANGE_STATS) + "): declare its per-image "
+                                 "standard deviation (sd) instead")
+            problem = self.resolution_problem(name, rule, self.num_images)
+            if problem:
+                raise ValueError(problem)
         return self
+
+    def resolution_problem(self, name: str, rule: GuardRule, n: int, sd: Optional[float] = None,
+                           start: Optional[float] = None) -> Optional[str]:
+        """Why ``n`` images cannot resolve ``rule`` on ``name`` (``None`` when they can, or when it cannot be
+        told yet): its tolerance is below :data:`RESOLUTION_SES` standard errors at the base value.
+
+        ``sd``/``start``: measured on the base model's images (at run time); else what the rule declares or
+        the worst case of a [0, 1] metric (at compile time).
+        """
+        sd = rule.compile_sd(name) if sd is None else sd
+        tolerance = rule.tolerance(start if start is not None else rule.expect)
+        if sd is None or tolerance is None or sd == 0:
+            return None
+        if tolerance == 0:
+            return (f"train.guard.rules.{name}: a tolerance of 0 cannot be resolved by any number of guard images "
+                    "(every image differs by chance): give a positive tolerance")
+        need = resolving_images(tolerance, sd)
+        if n >= need:
+            return None
+        per_prompt = -(-need // max(1, n // self.seeds_per_prompt))
+        where = ("measured on the base model's images" if start is not None else
+                 "declared" if rule.sd is not None else f"at base value {rule.expect}" if rule.expect is not None
+                 else "worst case of a [0, 1] metric")
+        return (f"train.guard.rules.{name}: a tolerance of {tolerance:.4g} is below {RESOLUTION_SES:g} standard "
+                f"errors on {n} guard images (per-image sd {sd:.3g}, {where}: {RESOLUTION_SES:g} se = "
+                f"{RESOLUTION_SES * sd / math.sqrt(n):.3g}); use at least {need} images (prompts x seeds_per_prompt, "
+                f"e.g. {max(1, n // self.seeds_per_prompt)} x {per_prompt}), a wider tolerance"
+                + ("" if rule.expect is not None or rule.sd is not None or not unit_range(name) else
+                   ", or declare the expected base value (expect)"))
 
     def prompts_and_seeds(self, held_out: Optional[list[str]] = None) -> tuple[list[str], list[int]]:
         """The guard's images as (prompt, seed) lists: ``prompts`` (else the first ``num_prompts`` of

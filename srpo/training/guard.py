@@ -6,10 +6,15 @@ prompts and seeds with the current policy (:func:`policy_image_generator`: no gr
 noise from explicit generators, so the training's random streams are untouched). The guard scores
 them with injected metric functions (``images [N,3,H,W] in [0,1], prompts -> [N]`` or
 ``{name: [N]}``; built from config by :mod:`srpo.evaluation.guard_metrics` and
-:mod:`srpo.world.guard_metrics`), compares each ruled metric with its value at the first check,
-counts consecutive checks outside the tolerance (patience) and returns a decision: ``ok``,
-``warn`` or ``stop``. The selection rule names the check whose weights the run publishes;
-:class:`CandidateKeeper` keeps those weights off the GPU (LoRA: the adapter only).
+:mod:`srpo.world.guard_metrics`), and records each metric with its standard error over the images
+(:mod:`srpo.training.guard_stats`). A rule is broken when its metric lies outside the tolerance
+around its value at the first check by more than ``margin`` standard errors; consecutive broken
+checks (patience) give a decision: ``ok``, ``warn`` or ``stop``. Only stop rules bound what may be
+published: a warn rule is logged and recorded, never changes the selection. Rules follow the
+steering: a rule on a metric the control words move is off (the world's map of what its words
+move, or the rule's ``unless_steered`` words). With a reward and the control words the guard also
+records the training objective (:data:`~srpo.config.GUARD_OBJECTIVE`) that ``select: most_progress``
+maximises. :class:`CandidateKeeper` keeps the selected weights off the GPU (LoRA: the adapter only).
 
 Distributed: each rank renders and scores its :func:`shard` of the prompts; ``gather`` (every
 rank's object in rank order, e.g. ``lambda o: accelerate.utils.gather_object([o])``) merges them
@@ -27,7 +32,8 @@ from typing import Callable, Mapping, Optional, Sequence, TypeVar, Union
 
 import torch
 
-from srpo.config import GuardConfig
+from srpo.config import GUARD_OBJECTIVE, GuardConfig
+from srpo.training.guard_stats import Estimate, estimate, sample_sd
 
 log = logging.getLogger(__name__)
 
@@ -67,33 +73,39 @@ def merge_shards(parts: Sequence[Mapping[str, list[float]]]) -> dict[str, list[f
 
 @dataclass
 class GuardCheck:
-    """One check: metric means, tolerances, the decision and whether it became the selection."""
+    """One check: metric means and standard errors, tolerances, the decision and whether it became the selection."""
 
     step: int  # updates done when the images were rendered (0: the base model)
     values: dict[str, float]  # metric -> mean over the guard's images (NaN-free means)
-    bounds: dict[str, tuple[float, float]]  # ruled metric -> (low, high) around its first value
-    within: dict[str, bool]  # ruled metric -> inside its bounds at this check
-    streaks: dict[str, int]  # ruled metric -> consecutive checks outside (patience counter)
+    bounds: dict[str, tuple[float, float]]  # applied rule's metric -> (low, high) around its first value
+    within: dict[str, bool]  # applied rule's metric -> not broken (inside its bounds, or by under margin x se)
+    streaks: dict[str, int]  # applied rule's metric -> consecutive broken checks (patience counter)
     decision: str = "ok"  # ok | warn | stop
     reasons: list[str] = field(default_factory=list)
     selected: bool = False  # this check became the current selection: snapshot the weights now
     seconds: float = 0.0
+    errors: dict[str, float] = field(default_factory=dict)  # metric -> standard error of its value
+    images: dict[str, int] = field(default_factory=dict)  # metric -> images it applied to
+    stop_rules: list[str] = field(default_factory=list)  # the applied rules whose action is stop
+    steered: list[str] = field(default_factory=list)  # ruled metrics the control words move: rules off
 
     @property
     def ok(self) -> bool:
-        """Every ruled metric is within tolerance (a candidate for last_ok / best_reward_ok)."""
-        return all(self.within.values())
+        """Every stop rule holds: the check may be published (warn rules never decide it)."""
+        return all(self.within[name] for name in self.stop_rules if name in self.within)
 
     def to_json(self) -> dict:
         out = asdict(self)
         out["bounds"] = {k: [_finite_or_none(lo), _finite_or_none(hi)] for k, (lo, hi) in self.bounds.items()}
+        out["ok"] = self.ok
         return out
 
     @classmethod
     def from_json(cls, data: dict) -> "GuardCheck":
-        data = dict(data)
+        data = {k: v for k, v in data.items() if k != "ok"}
         data["bounds"] = {k: (-math.inf if lo is None else lo, math.inf if hi is None else hi)
                           for k, (lo, hi) in data["bounds"].items()}
+        data.setdefault("stop_rules", list(data["within"]))  # older records: every rule decided
         return cls(**data)
 
 
@@ -109,12 +121,17 @@ class Guard:
     """Runs checks, applies ``cfg.rules`` with patience and tracks ``cfg.select``'s choice.
 
     ``metrics``: ``{key: MetricFn}``; together they must produce every name in ``cfg.metrics``
-    (a function may return a dict of several). ``prompts``/``seeds``: the whole guard set (every
-    rank passes the same); ``rank``/``world``/``gather`` split and merge it.
+    (a function may return a dict of several; one with a ``steered_metrics(words) -> names``
+    attribute says which metrics the control words move). ``prompts``/``seeds``: the whole guard
+    set (every rank passes the same); ``rank``/``world``/``gather`` split and merge it.
+    ``positive_words``/``negative_words``/``objective``: the steering (:meth:`follow`; a trainer's
+    guard runner binds its own when not given).
     """
 
     def __init__(self, cfg: GuardConfig, metrics: Mapping[str, MetricFn], prompts: Sequence[str],
-                 seeds: Sequence[int], *, rank: int = 0, world: int = 1, gather: Optional[GatherFn] = None):
+                 seeds: Sequence[int], *, rank: int = 0, world: int = 1, gather: Optional[GatherFn] = None,
+                 positive_words: Optional[Sequence[str]] = None, negative_words: Sequence[str] = (),
+                 objective: Optional[MetricFn] = None):
         if len(prompts) != len(seeds):
             raise ValueError(f"the guard has {len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
         if not prompts:
@@ -128,6 +145,47 @@ class Guard:
         self.history: list[GuardCheck] = []
         self.selected_step: Optional[int] = None
         self.stopped: Optional[str] = None  # the reason of the first stop decision
+        self.base_images: dict[str, list[float]] = {}  # metric -> per-image values at the first check
+        self.unresolved: dict[str, str] = {}  # rule -> why the base model's images cannot resolve it
+        self.words: Optional[tuple[list[str], list[str]]] = None
+        self.steered: list[str] = []
+        self.objective: Optional[MetricFn] = None
+        if positive_words is not None:
+            self.follow(positive_words, negative_words, objective)
+
+    # ---- the steering -----------------------------------------------------------------------
+    def follow(self, positive_words: Sequence[str], negative_words: Sequence[str] = (),
+               objective: Optional[MetricFn] = None) -> list[str]:
+        """Take the run's control words: rules on what they move are off; ``objective`` scores progress.
+
+        A rule is off when its ``unless_steered`` names a control word, or when a metric function's
+        ``steered_metrics(words)`` (the shapes world's map of what each word moves) names its metric.
+        Returns the ruled metrics now off.
+        """
+        words = [*positive_words, *negative_words]
+        moved: set[str] = set()
+        for fn in self.metrics.values():
+            steered_metrics = getattr(fn, "steered_metrics", None)
+            if steered_metrics is not None:
+                moved |= set(steered_metrics(words))
+        self.words = (list(positive_words), list(negative_words))
+        self.steered = [name for name, rule in self.cfg.rules.items() if name in moved or rule.steered_off(words)]
+        self.objective = objective
+        if self.steered:
+            log.info("guard: the control words %s move %s: those rules are off", words, ", ".join(self.steered))
+        return self.steered
+
+    def follow_run(self, cfg, reward) -> None:
+        """:meth:`follow` a run's ``cfg.positive_words`` / ``negative_words`` with ``reward`` (the training reward:
+        one model, or a multi-reward whose first model scores) as the objective; the plain prompt's score for
+        reward_form plain or a score-only reward, which read no words."""
+        from srpo.rewards.scores import is_score_only
+
+        if reward is not None and not hasattr(reward, "score"):  # a multi-reward: its first model
+            reward = next(iter(getattr(reward, "models", [])), None)
+        words = ([], []) if cfg.reward_form == "plain" else (list(cfg.positive_words), list(cfg.negative_words))
+        scored = ([], []) if reward is None or is_score_only(reward) else words
+        self.follow(*words, None if reward is None else steering_objective(reward, *scored))
 
     # ---- one check ------------------------------------------------------------------------
     def due(self, step: int, total: int) -> bool:
@@ -136,8 +194,8 @@ class Guard:
         return step not in done and (step % self.cfg.every == 0 or step == total)
 
     @torch.no_grad()
-    def score(self, generate_images: GenerateFn) -> dict[str, float]:
-        """Render this rank's shard, score it, gather every rank's scores: ``{metric: mean}``.
+    def score_images(self, generate_images: GenerateFn) -> dict[str, list[float]]:
+        """Render this rank's shard, score it, gather every rank's scores: ``{metric: per-image values}``.
 
         Every rank renders the same number of images (a shorter shard is padded with a repeat whose
         scores are dropped), so sharded models (FSDP) run the same collectives on every rank.
@@ -149,45 +207,84 @@ class Guard:
         seeds += (seeds[-1:] or self.seeds[:1]) * pad
         images = generate_images(prompts, seeds)  # [n, 3, H, W]
         per_image: dict[str, list[float]] = {}
-        for key, fn in self.metrics.items():
+        functions = dict(self.metrics)
+        if self.objective is not None:
+            functions[GUARD_OBJECTIVE] = self.objective
+        names = [*self.cfg.metrics, *([GUARD_OBJECTIVE] if self.objective is not None else [])]
+        for key, fn in functions.items():
             for name, values in _as_named(key, fn(images, prompts)).items():
-                if name in self.cfg.metrics:
+                if name in names:
                     per_image[name] = values.detach().float().cpu().reshape(-1)[:kept].tolist()
         missing = [n for n in self.cfg.metrics if n not in per_image]
         if missing:
             raise ValueError(f"train.guard.metrics names {missing[0]!r}, which none of the guard's metric functions "
                              f"({', '.join(self.metrics)}) produces: build it (srpo.evaluation.guard_metrics) or "
                              "remove it from the metrics")
-        merged = merge_shards(self.gather({n: per_image[n] for n in self.cfg.metrics}))
-        return {name: _nanmean(values) for name, values in merged.items()}
+        return merge_shards(self.gather({n: per_image[n] for n in names}))
+
+    def score(self, generate_images: GenerateFn) -> dict[str, float]:
+        """``{metric: mean over the guard's images}`` of the current policy (no check recorded)."""
+        return {name: _nanmean(values) for name, values in self.score_images(generate_images).items()}
 
     def check(self, step: int, generate_images: GenerateFn) -> GuardCheck:
         """Score the current policy after ``step`` updates and apply the rules; records and returns the check."""
         start = time.perf_counter()
-        values = self.score(generate_images)
-        result = self.judge(step, values)
+        per_image = self.score_images(generate_images)
+        if not self.history:
+            self.base_images = per_image
+            self._check_resolution(per_image)
+        estimates = {name: estimate(values, self.base_images.get(name)) for name, values in per_image.items()}
+        result = self.judge(step, {k: e.value for k, e in estimates.items()}, estimates)
         result.seconds = time.perf_counter() - start
-        log.info("guard check at update %d: %s -> %s%s", step, ", ".join(f"{k} {v:.4g}" for k, v in values.items()),
+        log.info("guard check at update %d: %s -> %s%s", step,
+                 ", ".join(f"{k} {e.value:.4g}±{e.se:.2g}" for k, e in estimates.items()),
                  result.decision, f" ({'; '.join(result.reasons)})" if result.reasons else "")
         if result.decision == "warn":
             log.warning("guard: %s", "; ".join(result.reasons))
         return result
 
-    def judge(self, step: int, values: Mapping[str, float]) -> GuardCheck:
-        """Apply the rules to ``values`` (metric means after ``step`` updates); records the check."""
+    def _check_resolution(self, per_image: Mapping[str, list[float]]) -> None:
+        """On the base model's images: warn about every applied rule the set cannot resolve (the config
+        check could not tell: a relative tolerance, a metric of unknown range, a shorter held-out split)."""
+        for name, rule in self.cfg.rules.items():
+            if name in self.steered or name not in per_image:
+                continue
+            values = [v for v in per_image[name] if not math.isnan(v)]
+            problem = self.cfg.resolution_problem(name, rule, len(values), sd=sample_sd(values),
+                                                  start=_nanmean(values)) if values else None
+            if problem:
+                self.unresolved[name] = problem
+                log.warning("guard: %s", problem)
+
+    def judge(self, step: int, values: Mapping[str, float],
+              estimates: Optional[Mapping[str, Estimate]] = None) -> GuardCheck:
+        """Apply the rules to ``values`` (metric means after ``step`` updates; ``estimates``: with their
+        standard errors, else exact); records the check."""
         base = self.history[0].values if self.history else dict(values)
         previous = self.history[-1].streaks if self.history else {}
+        estimates = estimates or {}
         bounds, within, streaks, reasons, decision = {}, {}, {}, [], "ok"
+        stop_rules = []
         for name, rule in self.cfg.rules.items():
+            if name in self.steered:
+                continue
             lo, hi = rule.bounds(base[name])
+            est = estimates.get(name)
+            se = 0.0 if est is None or math.isnan(est.change_se) else est.change_se
             bounds[name] = (lo, hi)
-            within[name] = bool(lo <= values[name] <= hi)
+            within[name] = bool(lo - self.cfg.margin * se <= values[name] <= hi + self.cfg.margin * se)
             streaks[name] = 0 if within[name] else previous.get(name, 0) + 1
+            if rule.action == "stop":
+                stop_rules.append(name)
             if streaks[name] >= rule.patience:
-                reasons.append(f"{name} {values[name]:.4g} outside [{lo:.4g}, {hi:.4g}] (start {base[name]:.4g}) "
-                               f"for {streaks[name]} check(s): {rule.action}")
+                reasons.append(f"{name} {values[name]:.4g}±{se:.2g} outside [{lo:.4g}, {hi:.4g}] (start "
+                               f"{base[name]:.4g}) by more than {self.cfg.margin:g} se for {streaks[name]} "
+                               f"check(s): {rule.action}")
                 decision = max(decision, rule.action, key=DECISIONS.index)
-        result = GuardCheck(step, dict(values), bounds, within, streaks, decision, reasons)
+        result = GuardCheck(step, dict(values), bounds, within, streaks, decision, reasons,
+                            errors={k: e.se for k, e in estimates.items()},
+                            images={k: e.n for k, e in estimates.items()},
+                            stop_rules=stop_rules, steered=list(self.steered))
         result.selected = self._becomes_selection(result)
         if result.selected:
             self.selected_step = step
@@ -197,14 +294,21 @@ class Guard:
         return result
 
     def _becomes_selection(self, check: GuardCheck) -> bool:
-        if self.cfg.select == "last":
+        select = self.cfg.select
+        if select == "last":
             return True
         if not check.ok:
             return False
-        if self.cfg.select == "last_ok":
+        key = {"best_reward_ok": "reward", "most_progress": GUARD_OBJECTIVE}.get(select)
+        if key is not None and key not in check.values:
+            if select == "most_progress" and not self.history:
+                log.warning("guard: select most_progress without a training objective (no reward or control "
+                            "words were given to the guard): publishing the last check within every stop rule")
+            key = None
+        if key is None:  # last_ok
             return True
-        best = self.selected()  # best_reward_ok
-        return best is None or check.values["reward"] > best.values["reward"]
+        best = self.selected()
+        return best is None or check.values[key] > best.values.get(key, -math.inf)
 
     # ---- results --------------------------------------------------------------------------
     @property
@@ -223,6 +327,7 @@ class Guard:
         """Flat numbers of a check (default: the last) for trackers and metadata: ``guard/<metric>`` etc."""
         check = check or self.history[-1]
         out = {f"guard/{k}": v for k, v in check.values.items()}
+        out.update({f"guard/{k}_se": v for k, v in check.errors.items()})
         out.update({f"guard/{k}_within": float(v) for k, v in check.within.items()})
         out.update({"guard/ok": float(check.ok), "guard/decision": float(DECISIONS.index(check.decision)),
                     "guard/selected_update": float(-1 if self.selected_step is None else self.selected_step),
@@ -230,16 +335,19 @@ class Guard:
         return out
 
     def summary(self) -> dict:
-        """The run's metadata: every check, why it stopped, which update was selected."""
+        """The run's metadata: every check, why it stopped, which update was selected, which rules were off."""
         return {"checks": [c.to_json() for c in self.history], "stopped": self.stopped,
-                "selected_update": self.selected_step, "select": self.cfg.select,
+                "selected_update": self.selected_step, "select": self.cfg.select, "margin": self.cfg.margin,
+                "steered": list(self.steered), "unresolved": dict(self.unresolved),
                 "seconds": sum(c.seconds for c in self.history)}
 
     # ---- resume ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """JSON-serialisable state: history (patience counters live in its last check), selection, stop."""
+        """JSON-serialisable state: history (patience counters live in its last check), selection, stop,
+        the base model's per-image values (the drifts' paired errors)."""
         return {"history": [c.to_json() for c in self.history], "selected_step": self.selected_step,
-                "stopped": self.stopped, "prompts": self.prompts, "seeds": self.seeds}
+                "stopped": self.stopped, "prompts": self.prompts, "seeds": self.seeds,
+                "base_images": self.base_images, "unresolved": self.unresolved}
 
     def load_state_dict(self, state: Mapping) -> None:
         """Continue from :meth:`state_dict` (refuses another prompt set: the curves would not compare)."""
@@ -248,6 +356,28 @@ class Guard:
                              "the same train.guard settings, or start a fresh checkpoint_dir")
         self.history = [GuardCheck.from_json(c) for c in state["history"]]
         self.selected_step, self.stopped = state["selected_step"], state["stopped"]
+        self.base_images = {k: list(v) for k, v in state.get("base_images", {}).items()}
+        self.unresolved = dict(state.get("unresolved", {}))
+
+
+def steering_objective(reward, positive_words: Sequence[str], negative_words: Sequence[str] = ()) -> MetricFn:
+    """The training objective on guard images: ``reward`` towards the positive words, minus towards the negative.
+
+    ``mean_w r(x, "w. p") - mean_v r(x, "v. p")`` (the SRP reward, averaged over the words); the plain
+    ``r(x, p)`` without words. Higher is more of what training asks for.
+    """
+    from srpo.srp import with_control
+
+    def scores(images: torch.Tensor, prompts: Sequence[str], words: Sequence[str]) -> torch.Tensor:
+        images = images.to(getattr(reward, "device", images.device))
+        return torch.stack([reward.score(images, with_control(w, prompts)).float().cpu() for w in words]).mean(0)
+
+    @torch.no_grad()
+    def objective(images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        out = scores(images, prompts, list(positive_words) or [""])  # [N]
+        return out - scores(images, prompts, negative_words) if negative_words else out
+
+    return objective
 
 
 def _nanmean(values: Sequence[float]) -> float:
@@ -387,7 +517,7 @@ class GuardRunner:
         """
         chosen = self.guard.selected_step
         if chosen is None:
-            log.warning("guard: no check had every ruled metric within tolerance; publishing the final weights")
+            log.warning("guard: no check was within every stop rule; publishing the final weights")
             return None
         if chosen != step:
             if self.is_main and self.keeper.step != chosen:

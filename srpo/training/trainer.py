@@ -124,6 +124,8 @@ class SRPOTrainer:
         of its own under it).
         """
         gcfg, roll, procs = guard.cfg, self.rollout_cfg, self.processes
+        if guard.words is None:  # the run's words: rules on what they steer are off; the held-out objective
+            guard.follow_run(self.cfg, self.objective.reward)
         render = policy_image_generator(self.policy, self.rollouts.height, self.rollouts.width,
                                         gcfg.num_steps or roll.num_steps, roll.shift,
                                         roll.guidance if gcfg.guidance is None else gcfg.guidance, gcfg.batch_size)

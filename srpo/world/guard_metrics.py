@@ -7,6 +7,10 @@ prompt that does not name it), and the mean HSV value / saturation as numbers:
 - fidelity: ``world.fg``, ``world.bg``, ``world.colours`` (both right), ``world.shape``,
   ``world.brightness``, ``world.saturation`` (only over prompts naming that attribute);
 - shares: ``world.bright_share``, ``world.vivid_share``; ``world.mean_value``, ``world.mean_saturation``.
+
+The world knows what each control word moves (:data:`STEERED`): a guard built here turns off the
+rules on those metrics when the run's words name the attribute (``bright``/``dark`` move
+brightness, ``vivid``/``muted`` saturation), so one guard block serves every direction.
 """
 
 from __future__ import annotations
@@ -23,6 +27,19 @@ from srpo.world.shapes import BINARY_ATTRIBUTES, parse_prompt
 WORLD_KEY = "world"
 WORLD_KEYS = ("fg", "bg", "colours", "shape", *BINARY_ATTRIBUTES, "bright_share", "vivid_share",
               "mean_value", "mean_saturation")
+
+
+#: The guard metrics each world attribute moves: the world's own readings and the image statistics that follow it.
+STEERED: dict[str, tuple[str, ...]] = {
+    "brightness": ("world.bright_share", "world.mean_value", "world.brightness", "brightness"),
+    "saturation": ("world.vivid_share", "world.mean_saturation", "world.saturation", "saturation", "colourfulness"),
+}
+
+
+def steered_metrics(words: Sequence[str]) -> set[str]:
+    """The guard metrics the control ``words`` move (words of no world attribute move none)."""
+    words = {w.strip().lower() for w in words}
+    return {m for attribute, pair in BINARY_ATTRIBUTES.items() if words & set(pair) for m in STEERED[attribute]}
 
 
 def per_image_world_scores(grades: Grades, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -64,6 +81,7 @@ def world_guard_metrics(guard: GuardConfig) -> tuple[dict, list[str]]:
         scores = per_image_world_scores(grade(images), prompts)
         return {name: scores[name[len(GUARD_WORLD_PREFIX):]] for name in names}
 
+    score.steered_metrics = steered_metrics  # what the guard's rules must not penalise (Guard.follow)
     return {WORLD_KEY: score}, names
 
 

@@ -265,7 +265,7 @@ def test_world_and_suite_guard_metrics_from_config():
 
     images, caps, _ = draw(40, seed=3, attribute_prob=0.5)
     names = ["colourfulness", "hf_energy", "world.colours", "world.brightness", "world.vivid_share"]
-    cfg = GuardConfig(metrics=names, rules={"world.colours": {"drop": 0.1}})
+    cfg = GuardConfig(metrics=names, rules={"world.colours": {"drop": 0.4}})
     guard = Guard(cfg, build_world_guard_metrics(cfg), caps, list(range(len(caps))))
     check = guard.check(0, lambda prompts, seeds: images[: len(prompts)])
     graded = grade(images)
@@ -327,3 +327,125 @@ def test_runner_keeps_the_selection_resumes_and_publishes_it(tmp_path):
     assert stopped_at == 5 and resumed.guard.selected_step == 3  # out of tolerance from update 4
     assert resumed.finish(lambda state: module.load_state_dict(state, strict=False), stopped_at) == 3
     assert torch.equal(module.weight, torch.full((1, 3), LEVELS[3]))  # the published weights are update 3's
+
+
+# ---- issue 24: warn rules warn, statistical resolution, progress-keeping selection, steering ----------------
+def recorded(select="most_progress", warn=True, margin=1.0):
+    """A guard judging a recorded history: 'fid' (stop rule), 'sat' (warn rule) and the objective."""
+    rules = {"fid": {"drop": 0.5, "patience": 2, "action": "stop"}}
+    if warn:
+        rules["sat"] = {"drift": 0.05, "patience": 1, "action": "warn"}
+    cfg = GuardConfig(every=1, metrics=["reward", "fid", "sat"], rules=rules, select=select, margin=margin)
+    return Guard(cfg, {}, PROMPTS, SEEDS)
+
+
+#: step -> (objective, reward, fid, sat): the warn rule (sat) breaks from step 2 on, the stop rule (fid) at 5 and 6
+HISTORY = [(0.0, 1.0, 0.9, 0.5), (0.2, 0.9, 0.9, 0.52), (0.5, 0.8, 0.85, 0.6), (0.9, 0.7, 0.8, 0.7),
+           (0.7, 0.75, 0.6, 0.7), (1.2, 0.6, 0.3, 0.8), (1.5, 0.5, 0.2, 0.9)]
+
+
+def judge_history(guard, history=HISTORY):
+    for step, (objective, reward, fid, sat) in enumerate(history):
+        guard.judge(step, {"objective": objective, "reward": reward, "fid": fid, "sat": sat})
+    return guard
+
+
+@pytest.mark.parametrize("select", ["most_progress", "last_ok", "best_reward_ok", "last"])
+def test_a_warn_rule_never_changes_the_published_update(select):
+    warned, plain = judge_history(recorded(select)), judge_history(recorded(select, warn=False))
+    assert any(c.decision == "warn" for c in warned.history)  # the warn rule fired ...
+    assert warned.selected_step == plain.selected_step  # ... and the selection is the one without it
+    assert [c.selected for c in warned.history] == [c.selected for c in plain.history]
+    assert [c.ok for c in warned.history] == [c.ok for c in plain.history]
+    assert warned.stopped == plain.stopped and warned.stopped.startswith("update 6")
+
+
+def test_most_progress_publishes_the_highest_objective_within_every_stop_rule():
+    guard = judge_history(recorded("most_progress"))
+    # within the stop rule (fid >= 0.4 at patience 2: steps 0-4; 5 and 6 break it): the objective peaks at 3
+    assert [c.ok for c in guard.history] == [True] * 5 + [False] * 2
+    assert guard.selected_step == 3
+    assert [c.step for c in guard.history if c.selected] == [0, 1, 2, 3]  # each a new best: snapshot then
+    assert judge_history(recorded("last_ok")).selected_step == 4
+    assert judge_history(recorded("best_reward_ok")).selected_step == 0
+
+
+def test_most_progress_without_an_objective_publishes_the_last_ok():
+    guard = recorded("most_progress")
+    for step, (_, reward, fid, sat) in enumerate(HISTORY):
+        guard.judge(step, {"reward": reward, "fid": fid, "sat": sat})
+    assert guard.selected_step == 4
+
+
+def test_a_rule_breaks_only_beyond_its_margin_of_standard_errors():
+    from srpo.training.guard_stats import Estimate
+
+    def judged(margin, se):
+        guard = recorded("last_ok", warn=False, margin=margin)
+        est = {"fid": Estimate(0.9, se, 100, True, se)}
+        guard.judge(0, {"reward": 1.0, "fid": 0.9, "sat": 0.5}, est)
+        low = {"fid": Estimate(0.35, se, 100, True, se)}  # 0.05 below the bound 0.4
+        return guard.judge(1, {"reward": 1.0, "fid": 0.35, "sat": 0.5}, low).within["fid"]
+
+    assert judged(margin=1.0, se=0.06)  # 0.05 outside, under one standard error: not broken
+    assert not judged(margin=1.0, se=0.04)  # more than one standard error outside: broken
+    assert not judged(margin=0.0, se=0.06)  # no margin: any value outside breaks it
+
+
+def test_standard_errors_binomial_for_shares_paired_for_drifts():
+    from srpo.training.guard_stats import estimate
+
+    share = estimate([1.0, 0.0, 1.0, 1.0, float("nan")])
+    assert share.share and share.n == 4 and share.value == 0.75
+    assert share.se == pytest.approx(math.sqrt(0.75 * 0.25 / 4))
+    base = [0.1, 0.5, 0.9, 0.3]
+    moved = estimate([b + 0.2 for b in base], base)  # every image moved by the same amount
+    assert not moved.share and moved.se > 0.1 and moved.change_se == pytest.approx(0.0, abs=1e-12)
+    guard = Guard(GuardConfig(every=1, metrics=["reward"]), fake_metrics(), PROMPTS, SEEDS)
+    check = guard.check(0, fake_generator({"x": 0.3}))
+    assert check.images["reward"] == len(PROMPTS) and check.errors["reward"] > 0
+    assert json.loads(json.dumps(guard.summary()))["checks"][0]["errors"]["reward"] == check.errors["reward"]
+
+
+def test_a_tolerance_the_set_cannot_resolve_is_refused_with_the_resolving_size():
+    rule = {"world.colours": {"drop": 0.1, "patience": 2}}
+    with pytest.raises(ValidationError, match=r"rules.world.colours: a tolerance of 0.1 .* 16 guard images"
+                                              r".*use at least 100 images"):
+        GuardConfig(metrics=["world.colours"], num_prompts=16, rules=rule)
+    GuardConfig(metrics=["world.colours"], num_prompts=25, seeds_per_prompt=4, rules=rule)  # 100: resolves
+    expected = {"world.colours": {"drop": 0.1, "expect": 0.9}}  # sd 0.3 at the declared base value: 36 images
+    with pytest.raises(ValidationError, match="use at least 36 images"):
+        GuardConfig(metrics=["world.colours"], num_prompts=7, seeds_per_prompt=5, rules=expected)
+    GuardConfig(metrics=["world.colours"], num_prompts=9, seeds_per_prompt=4, rules=expected)
+    with pytest.raises(ValidationError, match="use at least 64 images"):  # a declared sd, any metric
+        GuardConfig(metrics=["pickscore"], num_prompts=8, rules={"pickscore": {"drop": 0.5, "sd": 2.0}})
+    GuardConfig(metrics=["pickscore"], num_prompts=8, rules={"pickscore": {"drop": 0.5}})  # unknown: at run time
+    with pytest.raises(ValidationError, match="expect is 0.9, but pickscore is not a \\[0, 1\\] metric"):
+        GuardConfig(metrics=["pickscore"], rules={"pickscore": {"drop": 0.5, "expect": 0.9}})
+
+
+def test_the_base_check_warns_about_a_rule_its_images_cannot_resolve(caplog):
+    cfg = GuardConfig(every=1, metrics=["reward", "quality"], rules={"quality": {"relative_drop": 0.001}})
+    guard = Guard(cfg, fake_metrics(), PROMPTS, SEEDS)
+    guard.check(0, fake_generator({"x": 0.6}))  # past 0.55 the quality varies from image to image
+    assert "quality" in guard.unresolved and "use at least" in guard.unresolved["quality"]
+    assert "quality" in guard.summary()["unresolved"]
+
+
+def test_rules_follow_the_steering():
+    from srpo.world.guard_metrics import world_guard_metrics
+
+    cfg = GuardConfig(metrics=["world.colours", "world.vivid_share", "saturation", "brightness", "contrast"],
+                      num_prompts=15, seeds_per_prompt=4,
+                      rules={"world.colours": {"drop": 0.08, "expect": 0.9}, "saturation": {"drift": 0.15},
+                             "brightness": {"drift": 0.15},
+                             "contrast": {"drift": 0.15, "unless_steered": ["Crisp"]}})
+    world, _ = world_guard_metrics(cfg)
+    for words, off in [((["bright"], ["dark"]), ["brightness"]), ((["dark"], ["bright"]), ["brightness"]),
+                       ((["vivid"], ["muted"]), ["saturation"]), ((["muted"], []), ["saturation"]),
+                       ((["crisp"], []), ["contrast"]), ((["Natural-lighting"], ["dull"]), [])]:
+        guard = Guard(cfg, world, PROMPTS, SEEDS, positive_words=words[0], negative_words=words[1])
+        assert guard.steered == off, words
+        check = guard.judge(0, {"world.colours": 1.0, "world.vivid_share": 0.5, "saturation": 0.5,
+                                "brightness": 0.5, "contrast": 0.2})
+        assert set(check.within) == set(cfg.rules) - set(off) and check.steered == off

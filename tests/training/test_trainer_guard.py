@@ -73,8 +73,8 @@ def stats(images, prompts):
 
 
 def test_a_stop_rule_ends_the_run_and_the_selected_weights_are_published(policy_cfg, reward, rollouts, tmp_path):
-    # a drift of 0 can only hold at the base check: the first trained check breaks it and stops the run
-    cfg = train_cfg(steps=5, guard=GuardConfig(every=2, num_prompts=2, batch_size=2, num_steps=2,
+    # a drift of 0 with no margin can only hold at the base check: the first trained check breaks it and stops
+    cfg = train_cfg(steps=5, guard=GuardConfig(every=2, num_prompts=2, batch_size=2, num_steps=2, margin=0,
                                                metrics=["brightness_metric"],
                                                rules={"brightness_metric": GuardRule(drift=0.0, action="stop")}))
     base = {k: v.clone() for k, v in load_policy(policy_cfg).transformer.state_dict().items()}
@@ -107,3 +107,30 @@ def test_a_resumed_guarded_run_equals_an_uninterrupted_one(policy_cfg, reward, r
 
     wa, wb = (load_file(tmp_path / d / "pytorch_lora_weights.safetensors") for d in ("whole", "resumed"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("positive, negative, off", [("dark", "bright", ["brightness"]),
+                                                     ("vivid", "muted", ["saturation"])])
+def test_the_demo_guard_block_follows_swapped_words(policy_cfg, reward, rollouts, positive, negative, off):
+    """configs/shapes_demo.yaml with only the words changed compiles and runs with its guard block as written."""
+    from pathlib import Path
+
+    import yaml
+
+    from srpo.world.guard_metrics import build_world_guard_metrics
+
+    demo = yaml.safe_load((Path(__file__).parents[2] / "configs" / "shapes_demo.yaml").read_text())["parameters"]
+    cfg = TrainConfig(**{**demo["train"], "positive_words": [positive], "negative_words": [negative]})
+    assert cfg.guard == TrainConfig(**demo["train"]).guard  # the same block for every direction
+    cfg = cfg.model_copy(update={"steps": 2, "batch_size": 2, "num_injections": 1})
+    from srpo.world.shapes import all_base_prompts
+
+    prompts, seeds = cfg.guard.prompts_and_seeds(all_base_prompts()[45:])
+    guard = Guard(cfg.guard, build_world_guard_metrics(cfg.guard, reward=reward), prompts, seeds)
+    trainer = SRPOTrainer(load_policy(policy_cfg), reward, rollouts, cfg, ROLLOUT, guard=guard)
+    trainer.train()
+    assert guard.words == ([positive], [negative])  # taken from the trainer: the guard block names no words
+    assert guard.steered == off and all(set(c.within) == set(cfg.guard.rules) - set(off) for c in guard.history)
+    assert [c.step for c in guard.history] == [0, 2]
+    assert all("objective" in c.values and c.errors["world.colours"] >= 0 for c in guard.history)
+    assert guard.selected_step in (0, 2)

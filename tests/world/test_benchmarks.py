@@ -26,16 +26,16 @@ def test_ablation_rows_are_the_paper_components_and_the_baselines():
         training_levels(cfg)
 
 
-def test_the_guard_benchmark_guards_with_sets_that_can_see_their_tolerances():
-    """A share moves in steps of one image: the guard set must resolve the tolerance it enforces."""
-    from benchmarks.guard import settings
+def test_the_guard_benchmark_changes_only_the_words_and_guards_with_the_demo_block():
+    """Every direction is the demo config with other words; the planted-bias run uses the demo's guard block."""
+    from benchmarks.guard import DIRECTIONS, demo_parameters, direction_config, hacking_config
 
-    table = settings(steps_steering=3, steps_hacking=2)
-    steering = table["steering"]["guard"]
-    prompts, seeds = steering.prompts_and_seeds([f"prompt {i}" for i in range(20)])
-    assert len(prompts) == 45 and len(set(zip(prompts, seeds))) == 45 and len(set(seeds)) == 45
-    assert 1 / len(prompts) < steering.rules["world.colours"].drop / 2  # one image is under half the tolerance
-    assert table["steering"]["train"].positive_words == ["vivid"] and table["steering"]["train"].inversion
-    hacking = table["hacking"]
-    assert set(hacking["guard"].rules) == {"saturation"}  # an image statistic only: no grader in the rule
-    assert hacking["train"].method == "direct_align" and hacking["train"].reward_form == "sgp"
+    params = demo_parameters()
+    demo = direction_config(params, "bright", "dark")
+    for positive, negative in DIRECTIONS.values():
+        train = direction_config(params, positive, negative)
+        assert train.model_copy(update={"positive_words": ["bright"], "negative_words": ["dark"]}) == demo
+        assert train.guard == demo.guard
+    hacking = hacking_config(params, steps=2, seed=0, guarded=True)
+    assert hacking.guard == demo.guard and hacking_config(params, 2, 0, guarded=False).guard is None
+    assert hacking.method == "direct_align" and hacking.reward_form == "sgp" and not hacking.inversion
