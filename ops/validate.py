@@ -311,7 +311,10 @@ def check_memory_plan(params: dict[str, Any], raw: dict[str, Any] | None = None)
             print(check_training_fits(policy, train, reward, gpu, metrics=params.get("metrics")).describe())
         if params.get("evaluation") is not None:
             batch = getattr(params.get("report"), "batch_size", 4)
-            print(check_inference_fits(policy, gpu, batch, batch, decode_batch=batch, step="evaluation").describe())
+            scorers = [params.get("reward"), *(params.get("extra_rewards") or {}).values(),
+                       *(params.get("metrics") or {}).values()]
+            print(check_inference_fits(policy, gpu, batch, batch, decode_batch=batch, step="evaluation",
+                                       scorers=[c for c in scorers if c is not None]).describe())
     except ValueError as err:
         raise RunConfigError(str(err)) from err
 

@@ -101,7 +101,8 @@ def evaluate_suite(prompts: Sequence[str], out_dir: Path, *, policy: PolicyConfi
         raise ValueError(f"{len(prompts)} prompts but {len(categories)} categories: give one category per prompt")
     bench = Benchmark(prompts, categories, name=benchmark_name, indices=indices, records=records)
     check_inference_fits(policy, resolve_device(policy.device), batch=report.batch_size, num_samples=report.batch_size,
-                         decode_batch=report.batch_size, step="evaluation")  # before any weight loads
+                         decode_batch=report.batch_size, step="evaluation",  # before any weight loads
+                         scorers=[c for c in (reward, *(extra_rewards or {}).values(), *(metrics or {}).values()) if c])
     loaders = build_models(policy, tuned, models)
     scorers = build_metrics(reward, extra_rewards, metrics, device=str(resolve_device(policy.device)))
     results = run_evaluation(loaders, bench, scorers, evaluation, report, policy.height, policy.width, Path(out_dir))

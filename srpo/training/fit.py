@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from srpo.training import sizes
-from srpo.training.memory import GB, fitting_settings, plan_inference, plan_memory
+from srpo.training.memory import GB, MARGIN, fitting_settings, plan_inference, plan_memory, scorer_memory
 
 
 class PlanError(ValueError):
@@ -60,11 +60,12 @@ def check_training_fits(policy_cfg, train_cfg, reward_cfg, device: torch.device,
 
 
 def check_inference_fits(policy_cfg, device: torch.device, batch: int, num_samples: int, decode_batch: int = 0,
-                         step: str = "generation"):
+                         step: str = "generation", scorers=()):
     """The inference plan of ``step`` (rollouts: latents only; evaluation: decoded images), or a :class:`PlanError`."""
     budget, where = device_budget(policy_cfg, device)
     cuda = device.type == "cuda" or getattr(policy_cfg, "gpu_memory_gb", None) is not None
     plan = plan_inference(policy_cfg, batch, num_samples, decode_batch, cuda=cuda)
+    plan.scorers = scorer_memory(scorers, 2 if plan.dtype == "bfloat16" else 4)[0]  # held with the policy
     if budget is None or plan.total() <= budget:
         return plan
     side = max(policy_cfg.height, policy_cfg.width)
@@ -72,7 +73,7 @@ def check_inference_fits(policy_cfg, device: torch.device, batch: int, num_sampl
     while side > 16 and fits is None:  # halve the longer side (kept a multiple of 16) until the plan fits
         side = max(16, (side // 2) // 16 * 16)
         smaller = policy_cfg.model_copy(update={"height": min(side, policy_cfg.height), "width": min(side, policy_cfg.width)})
-        if plan_inference(smaller, batch, num_samples, decode_batch, cuda=cuda).total() <= budget:
+        if plan_inference(smaller, batch, num_samples, decode_batch, cuda=cuda).total() + plan.scorers * MARGIN <= budget:
             fits = f"policy.height and width at most {side}"
     raise PlanError(f"{_setting(policy_cfg)}: the {step} step plans {plan.total() / GB:.1f} GB, more than {where}; settings that fit: {fits or 'none at any size: a larger device'}\n"
                     f"{plan.describe()}")

@@ -463,6 +463,22 @@ def guard_memory(guard_cfg, metrics: dict | None, compute_bytes: int) -> tuple[f
     return total, held
 
 
+def scorer_memory(scorers, compute_bytes: int) -> tuple[float, list[str]]:
+    """Weight bytes of the published scoring models an evaluation holds next to the policy, and their names.
+
+    ``scorers``: reward and metric configs (anything with ``name`` and ``checkpoint``); each published
+    model (:data:`GUARD_METRIC_PARAMS`) counts once by kind and checkpoint, built-in tiny ones nothing."""
+    seen, held, total = set(), [], 0.0
+    for cfg in scorers:
+        kind, checkpoint = getattr(cfg, "name", None), str(getattr(cfg, "checkpoint", None) or "")
+        if kind not in GUARD_METRIC_PARAMS or checkpoint.startswith("builtin:") or (kind, checkpoint) in seen:
+            continue
+        seen.add((kind, checkpoint))
+        total += GUARD_METRIC_PARAMS[kind] * compute_bytes
+        held.append(kind)
+    return total, held
+
+
 def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | None = None,
                 world: int | None = None, checkpointing: bool | None = None, batch: int | None = None,
                 model: ModelDescription | None = None, metrics: dict | None = None) -> MemoryPlan:
@@ -607,17 +623,19 @@ class InferencePlan:
     images: float  # the batch's decoded images, fp32 (0 when the step keeps latents only)
     latents: float  # every sample's noise and clean latent, held to the end of the step
     cuda: bool = True
+    scorers: float = 0.0  # evaluation: the published reward / metric models' weights held next to the policy
 
     def total(self) -> float:
         body = (self.transformer_weights + self.text_encoders + self.vae + self.activations + self.images
-                + self.latents)
+                + self.latents + self.scorers)
         return body * MARGIN + (CUDA_CONTEXT_GB * GB if self.cuda else 0.0)
 
     def rows(self) -> list[tuple[str, float]]:
         return [(f"transformer weights ({self.dtype})", self.transformer_weights),
                 ("text encoders", self.text_encoders), ("VAE weights", self.vae),
                 ("activations (no-grad peak)", self.activations), ("decoded images (fp32)", self.images),
-                ("noise and latents of every sample", self.latents)]
+                ("noise and latents of every sample", self.latents)] + (
+                    [("reward and metric models", self.scorers)] if self.scorers else [])
 
     def describe(self) -> str:
         h, w = self.resolution

@@ -137,3 +137,20 @@ def test_an_object_store_prefix_is_planned_from_its_config_files_alone(monkeypat
     policy = PolicyConfig(pretrained="memory://plan-test", height=64, width=64, device="cpu")
     with pytest.raises(fit.PlanError, match=r"^policy.height x width = 64x64: the rollout step plans"):
         fit.check_rollouts_fit(policy, RolloutConfig(), 4)
+
+
+def test_the_evaluation_plan_holds_the_published_scoring_models_once_and_no_tiny_one(monkeypatch):
+    from srpo.evaluation.config import MetricConfig
+    from srpo.training.memory import GUARD_METRIC_PARAMS
+
+    monkeypatch.setattr(sizes, "device_memory", lambda device: 24 * 2**30)
+    policy = PolicyConfig(device="cpu")  # builtin:tiny-flux in float32
+    bare = fit.check_inference_fits(policy, torch.device("cpu"), 2, 2, decode_batch=2, step="evaluation")
+    pick = MetricConfig(name="pickscore", checkpoint="yuvalkirstain/PickScore_v1")
+    held = fit.check_inference_fits(policy, torch.device("cpu"), 2, 2, decode_batch=2, step="evaluation",
+                                    scorers=[REWARD, pick, pick, MetricConfig(name="imagereward", checkpoint="builtin:tiny")])
+    assert held.scorers == GUARD_METRIC_PARAMS["pickscore"] * 4  # one PickScore in fp32; tiny ones weigh nothing
+    assert held.total() > bare.total() and "reward and metric models" in held.describe()
+    monkeypatch.setattr(sizes, "device_memory", lambda device: 3 * 2**30)  # less than PickScore's 3.9 GB
+    with pytest.raises(fit.PlanError, match=r"^policy.height x width = 64x64: the evaluation step plans"):
+        fit.check_inference_fits(policy, torch.device("cpu"), 2, 2, decode_batch=2, step="evaluation", scorers=[pick])
