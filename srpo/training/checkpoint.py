@@ -14,7 +14,8 @@ warning) anything that does not match.
 
 :class:`Checkpointer` is the trainer's side: it saves a run's state, finds and checks the newest
 checkpoint (same settings but for :data:`RESUMABLE_CHANGES`, same :data:`OBJECTIVE_VERSION`, same
-number of processes) and restores it.
+number of processes) and restores it. :func:`save_diffusers_model` writes a run's result (a full
+fine-tune) as a diffusers model folder.
 """
 
 from __future__ import annotations
@@ -275,3 +276,21 @@ class Checkpointer:
         set_rng_state(load_torch(folder / f"rng-rank{self.processes.rank}.pt"))
         log.info("resumed from %s at step %d", folder, state["step"])
         return {**state, "folder": str(folder)}
+
+
+def save_diffusers_model(model, state: dict[str, torch.Tensor], out_dir: Path, max_shard_size: str = "10GB") -> Path:
+    """``model``'s config and ``state`` as a diffusers model folder (safetensors, sharded like diffusers)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_config(out_dir)
+    split = split_torch_state_dict_into_shards(state, filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
+                                               max_shard_size=max_shard_size)
+    for filename, names in split.filename_to_tensors.items():
+        save_file({n: state[n].contiguous() for n in names}, str(out_dir / filename), metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (out_dir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return out_dir
+

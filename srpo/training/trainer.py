@@ -35,7 +35,7 @@ from srpo.noise import derived_seed
 from srpo.rewards.base import RewardModel
 from srpo.rewards.combine import MultiReward
 from srpo.training.batches import Batches
-from srpo.training.checkpoint import Checkpointer, trainable_state
+from srpo.training.checkpoint import Checkpointer, save_diffusers_model, trainable_state
 from srpo.training.distributed import Processes, make_accelerator
 from srpo.training.guard import CandidateKeeper, Guard, GuardRunner, policy_image_generator
 from srpo.training.lora import add_lora, save_lora
@@ -43,7 +43,7 @@ from srpo.training.methods import MethodContext, StepLog, check_method, method_f
 from srpo.training.objective import RewardObjective
 from srpo.training.optim import NonFiniteError, OptimizerStep
 
-__all__ = ["NonFiniteError", "SRPOTrainer", "StepLog", "save_diffusers_model"]
+__all__ = ["NonFiniteError", "SRPOTrainer", "StepLog"]
 log = logging.getLogger(__name__)
 
 
@@ -272,21 +272,3 @@ class SRPOTrainer:
         if self.cfg.trackers:
             acc.end_training()
         return out_dir
-
-
-def save_diffusers_model(model, state: dict[str, torch.Tensor], out_dir: Path, max_shard_size: str = "10GB") -> Path:
-    """``model``'s config and ``state`` as a diffusers model folder (safetensors, sharded like diffusers)."""
-    from huggingface_hub import split_torch_state_dict_into_shards
-    from safetensors.torch import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_config(out_dir)
-    split = split_torch_state_dict_into_shards(state, filename_pattern="diffusion_pytorch_model{suffix}.safetensors",
-                                               max_shard_size=max_shard_size)
-    for filename, names in split.filename_to_tensors.items():
-        save_file({n: state[n].contiguous() for n in names}, str(out_dir / filename), metadata={"format": "pt"})
-    if split.is_sharded:
-        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
-        (out_dir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    return out_dir
-
