@@ -149,20 +149,18 @@ def fake_tensors() -> Iterator[object]:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    swap, default = torch.utils.swap_tensors, torch.get_default_dtype()
+    swap = torch.utils.swap_tensors
 
     def swap_fakes(t1, t2):
         mode.fake_tensor_converter.meta_converter.tensor_memo.clear()
         return swap(t1, t2)
 
     torch.utils.swap_tensors = swap_fakes
-    torch.set_default_dtype(torch.bfloat16)  # built in bf16: `.to(dtype)` of 12-32 B parameters is not needed
-    try:
-        with mode:
+    try:  # built in bf16: `.to(dtype)` of 12-32 B parameters is not needed
+        with built_in(torch.bfloat16), mode:
             yield mode
     finally:
         torch.utils.swap_tensors = swap
-        torch.set_default_dtype(default)
 
 
 @contextlib.contextmanager

@@ -305,15 +305,3 @@ def resolve_model_location(location: str) -> Path | str:
                             "an fsspec URL (s3://bucket/prefix), a hub id (org/name) or a built-in "
                             "name such as 'builtin:tiny-flux'")
 
-
-def import_by_name(name: str):
-    """The object ``module.path:attribute`` names, imported on first use (builders, metric factories, user scorers)."""
-    import importlib
-
-    module, sep, attribute = name.partition(":")
-    if not sep or not module or not attribute:
-        raise ValueError(f"{name!r} is not a 'module.path:function' name: write it as e.g. 'mypackage.scores:score'")
-    try:
-        return getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import {name!r} ({err}): check the module path and the function name") from err

@@ -49,7 +49,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {}
 UPWARD_NAME_EXCEPTIONS: dict[str, str] = {}
 #: Import cycles allowed for now: the set of modules in the cycle -> why. Remove an entry when its cycle goes.
 KNOWN_CYCLES: dict[frozenset[str], str] = {}
-#: ``"srpo.a.b:function"`` (the form srpo.io.import_by_name and importlib-based registries resolve).
+#: ``"srpo.a.b:function"`` (the form importlib-based registries resolve).
 _NAMED_FUNCTION = re.compile(r"\b(srpo(?:\.\w+)+):\w+")
 FORBIDDEN_TOP = {"zenml", "steps", "pipelines", "materializers"}
 #: Outside the standard library, what a maths module may import.
