@@ -499,6 +499,11 @@ class DRTuneConfig(StrictModel):
         return self.early_stop if self.early_stop is not None else int(round(self.early_stop_ratio * num_steps))
 
 
+#: The ``TrainConfig`` fields that hold one method's settings, and each one's default: set only with
+#: that ``train.method`` (filled with the default when the method is chosen without them).
+METHOD_SETTINGS: dict[str, type[StrictModel]] = {"grpo": GRPOConfig}
+
+
 class TrainConfig(StrictModel):
     """The SRPO / Direct-Align update, its timesteps, rewards and optimiser."""
 
@@ -605,8 +610,6 @@ class TrainConfig(StrictModel):
         if self.reward_form in ("srp", "cfg", "weighted") and not self.negative_words:
             raise ValueError(f"reward_form {self.reward_form!r} needs at least one negative control word "
                              "(train.negative_words), or use reward_form 'sgp' or 'plain'")
-        if self.inversion and self.method != "srpo":
-            raise ValueError(f"the inversion branch belongs to method 'srpo'; set inversion: false for {self.method!r}")
         if self.inversion and self.reward_form == "plain":
             raise ValueError("the inversion branch needs a reward with control words: with reward_form 'plain' it "
                              "maximises the denoise branch's reward, and through its opposite step the two gradients "
@@ -617,12 +620,13 @@ class TrainConfig(StrictModel):
         if self.fuse_branches and not self.inversion:
             raise ValueError("fuse_branches batches the denoise and inversion branches together, but inversion is "
                              "false: set fuse_branches: false (one branch has nothing to fuse) or inversion: true")
-        if self.grpo is not None and self.method != "grpo":
-            raise ValueError(f"train.grpo is set but train.method is {self.method!r}: remove train.grpo or set "
-                             "method: grpo")
-        if self.method == "grpo" and self.grpo is None:
-            self.grpo = GRPOConfig()
-        training_levels(self)  # every level and model step inside (0, MAX_TRAIN_SIGMA]: refused before any work
+        for name, settings in METHOD_SETTINGS.items():  # a method's settings block belongs to that method
+            if getattr(self, name) is not None and self.method != name:
+                raise ValueError(f"train.{name} is set but train.method is {self.method!r}: remove train.{name} "
+                                 f"or set method: {name}")
+            if self.method == name and getattr(self, name) is None:
+                setattr(self, name, settings())
+        training_levels(self)  # every level inside (0, MAX_TRAIN_SIGMA]; the method's row checks its model step
         return self
 
 
@@ -643,10 +647,13 @@ def check_base_quantization(policy: PolicyConfig, train: TrainConfig) -> None:
                          "or policy.base_quantization: none")
 
 
-def training_levels(cfg: TrainConfig):
+def training_levels(cfg: TrainConfig, step_up: bool = False, step_down: bool = False):
     """The training grid (sigmas, decreasing) and the model step ``d_sigma`` a config implies.
 
-    Raises if a level plus the step would leave (0, MAX_TRAIN_SIGMA].
+    Raises if a level would leave (0, MAX_TRAIN_SIGMA], or a level plus the model step where the
+    method steps from its levels: ``step_up`` (Direct-Align's denoise branch starts ``d_sigma``
+    above a level) and ``step_down`` (the inversion branch starts ``d_sigma`` below). The method
+    registry's rows say which they do (``Method.steps_from_level``).
     """
     import torch
 
@@ -659,16 +666,15 @@ def training_levels(cfg: TrainConfig):
         grid = training_grid(cfg.grid_start_index, cfg.grid_end_index, cfg.grid_schedule_steps,
                              cfg.shift, cfg.grid_size)
     d_sigma = cfg.d_sigma if cfg.d_sigma is not None else default_step_size(grid)
-    if cfg.method in ("refl", "draft_lv", "draft", "grpo"):
-        top, bottom = float(grid.max()), float(grid.min())
-    else:
-        top, bottom = float(grid.max()) + d_sigma, float(grid.min()) - (d_sigma if cfg.inversion else 0.0)
+    top, bottom = float(grid.max()) + (d_sigma if step_up else 0.0), float(grid.min()) - (d_sigma if step_down else 0.0)
     if top > MAX_TRAIN_SIGMA + 1e-6:
-        raise ValueError(f"the highest training level plus the model step reaches sigma {top:.4f} (d_sigma "
+        raise ValueError(f"the highest training level{' plus the model step' if step_up else ''} reaches sigma "
+                         f"{top:.4f} (d_sigma "
                          f"{d_sigma:.4f}), above {MAX_TRAIN_SIGMA}: start the grid at lower noise (a larger "
                          "grid_start_index, or a lower sigma_range high end) or use a smaller d_sigma")
     if bottom <= 0.0:
-        raise ValueError(f"the lowest training level minus the model step reaches sigma {bottom:.4f} (d_sigma "
+        raise ValueError(f"the lowest training level{' minus the model step' if step_down else ''} reaches sigma "
+                         f"{bottom:.4f} (d_sigma "
                          f"{d_sigma:.4f}), not above 0: end the grid at higher noise (a smaller grid_end_index, "
                          "or a higher sigma_range low end) or use a smaller d_sigma")
     return grid, d_sigma

@@ -35,13 +35,22 @@ def test_sigma_bounds_outside_zero_to_099_are_refused(bounds):
 
 
 def test_a_step_that_leaves_the_allowed_range_is_refused_with_the_fix_for_that_end():
-    with pytest.raises(ValidationError, match="above 0.99: start the grid at lower noise"):
-        TrainConfig(sigma_range=(0.5, 0.98), d_sigma=0.05)
-    with pytest.raises(ValidationError, match="above 0.99: start the grid at lower noise.*larger grid_start_index"):
-        TrainConfig(grid_start_index=1)
-    with pytest.raises(ValidationError, match="not above 0: end the grid at higher noise"):
-        TrainConfig(sigma_range=(0.01, 0.5), d_sigma=0.05)
-    grid, d = training_levels(TrainConfig())
+    """The config checks its grid; the method's row checks its model step beyond it (before any model)."""
+    from srpo.training.methods import check_method
+
+    def run(**kw):
+        check_method(TrainConfig(**kw), RolloutConfig())
+
+    with pytest.raises(ValueError, match="plus the model step reaches.*above 0.99: start the grid at lower noise"):
+        run(sigma_range=(0.5, 0.98), d_sigma=0.05)
+    with pytest.raises(ValueError, match="above 0.99: start the grid at lower noise.*larger grid_start_index"):
+        run(grid_start_index=1)
+    with pytest.raises(ValueError, match="minus the model step reaches.*not above 0: end the grid at higher noise"):
+        run(sigma_range=(0.01, 0.5), d_sigma=0.05)
+    # methods that predict from the level itself (no model step) train the same grid
+    run(method="refl", inversion=False, sigma_range=(0.5, 0.98), d_sigma=0.05)
+    run(method="direct_align", inversion=False, sigma_range=(0.01, 0.5), d_sigma=0.05)  # no inversion: no step down
+    grid, d = training_levels(TrainConfig(), step_up=True, step_down=True)
     assert grid.max() + d <= 0.99 and d == pytest.approx(0.0214, abs=1e-3)
 
 
@@ -55,8 +64,10 @@ def test_empty_control_word_lists_are_refused(field):
 
 def test_plain_reward_needs_no_words_but_inversion_does():
     TrainConfig(method="direct_align", inversion=False, reward_form="plain", positive_words=[], negative_words=[])
-    with pytest.raises(ValidationError, match="inversion"):
-        TrainConfig(method="direct_align", inversion=True)
+    from srpo.training.methods import check_method
+
+    with pytest.raises(ValueError, match="train.inversion is true but the inversion branch belongs to method srpo"):
+        check_method(TrainConfig(method="direct_align", inversion=True), RolloutConfig())
 
 
 def test_a_plain_reward_on_the_inversion_branch_is_refused():

@@ -492,6 +492,26 @@ class GuardRunner:
         self.keeper = keeper or CandidateKeeper(guard.cfg.snapshot_dir)
         self.is_main = is_main
 
+    @classmethod
+    def for_run(cls, guard: Guard, policy, rollouts, cfg, rollout_cfg, reward, processes) -> "GuardRunner":
+        """The runner a training run holds: it renders the held-out prompts with the current policy as the
+        rollouts do (``guard.num_steps`` / ``guidance`` where set) and follows the run's control words.
+
+        Under FSDP only the main process holds a kept candidate (the gathered state lives there);
+        otherwise every process keeps its own copy (with ``snapshot_dir``, in a folder of its own under it).
+        """
+        gcfg = guard.cfg
+        if guard.words is None:  # the run's words: rules on what they steer are off; the held-out objective
+            guard.follow_run(cfg, reward)
+        render = policy_image_generator(policy, rollouts.height, rollouts.width, gcfg.num_steps or rollout_cfg.num_steps,
+                                        rollout_cfg.shift,
+                                        rollout_cfg.guidance if gcfg.guidance is None else gcfg.guidance,
+                                        gcfg.batch_size)
+        folder = gcfg.snapshot_dir
+        if folder and processes.world > 1 and not processes.sharded:
+            folder = str(Path(folder) / f"rank-{processes.rank}")
+        return cls(guard, render, CandidateKeeper(folder), is_main=processes.is_main or not processes.sharded)
+
     def maybe_check(self, step: int, total: int,
                     trainable_state: Callable[[], Mapping[str, torch.Tensor]]) -> Optional[GuardCheck]:
         """The check after ``step`` updates of ``total`` when one is due (else ``None``); keeps a new selection."""

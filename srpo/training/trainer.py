@@ -37,7 +37,7 @@ from srpo.rewards.combine import MultiReward
 from srpo.training.batches import Batches
 from srpo.training.checkpoint import Checkpointer, save_diffusers_model, trainable_state
 from srpo.training.distributed import Processes, make_accelerator
-from srpo.training.guard import CandidateKeeper, Guard, GuardRunner, policy_image_generator
+from srpo.training.guard import Guard, GuardRunner
 from srpo.training.lora import add_lora, save_lora
 from srpo.training.methods import MethodContext, StepLog, check_method, method_for
 from srpo.training.objective import RewardObjective
@@ -79,7 +79,8 @@ class SRPOTrainer:
         sampler_sigmas = policy.rollout_sigmas(rollout_cfg.num_steps, rollout_cfg.shift, *rollouts.x0.shape[-2:])
         self.ctx = MethodContext(policy, self.objective, self.batches, self.processes, self.step_fn, cfg, rollout_cfg,
                                  self.grid, self.d_sigma, sampler_sigmas)
-        self.guard = self._setup_guard(guard) if guard is not None else None
+        self.guard = GuardRunner.for_run(guard, policy, rollouts, cfg, rollout_cfg, self.objective.reward,
+                                         self.processes) if guard is not None else None
 
     # ---- setup --------------------------------------------------------------------------
     def _setup_model(self):
@@ -115,24 +116,6 @@ class SRPOTrainer:
         if self.accelerator.is_main_process and cfg.trackers:
             self.accelerator.init_trackers("srpo", config=cfg.model_dump(mode="json"))
         return params, optimizer, scheduler
-
-    def _setup_guard(self, guard: Guard) -> GuardRunner:
-        """The guard's runner: it renders the held-out prompts with the current policy, as the rollouts do.
-
-        Under FSDP only the main process holds a kept candidate (the gathered state lives there);
-        otherwise every process keeps its own copy (with ``train.guard.snapshot_dir``, in a folder
-        of its own under it).
-        """
-        gcfg, roll, procs = guard.cfg, self.rollout_cfg, self.processes
-        if guard.words is None:  # the run's words: rules on what they steer are off; the held-out objective
-            guard.follow_run(self.cfg, self.objective.reward)
-        render = policy_image_generator(self.policy, self.rollouts.height, self.rollouts.width,
-                                        gcfg.num_steps or roll.num_steps, roll.shift,
-                                        roll.guidance if gcfg.guidance is None else gcfg.guidance, gcfg.batch_size)
-        folder = gcfg.snapshot_dir
-        if folder and procs.world > 1 and not procs.sharded:
-            folder = str(Path(folder) / f"rank-{procs.rank}")
-        return GuardRunner(guard, render, CandidateKeeper(folder), is_main=procs.is_main or not procs.sharded)
 
     @property
     def skipped(self) -> int:

@@ -2,7 +2,8 @@
 
 from benchmarks.ablation import rows
 from benchmarks.hacking import LATE, methods
-from srpo.config import training_levels
+from srpo.config import RolloutConfig
+from srpo.training.methods import check_method
 
 
 def test_hacking_methods_share_everything_but_the_method_settings():
@@ -12,7 +13,7 @@ def test_hacking_methods_share_everything_but_the_method_settings():
     assert table["direct_align_late"].sigma_range == LATE and table["direct_align"].sigma_range is None
     assert table["srpo"].inversion and not table["direct_align"].inversion
     for cfg in table.values():
-        training_levels(cfg)  # every level stays inside (0, 0.99]
+        check_method(cfg, RolloutConfig())  # every level and model step stays inside (0, 0.99]
 
 
 def test_ablation_rows_are_the_paper_components_and_the_baselines():
@@ -23,7 +24,7 @@ def test_ablation_rows_are_the_paper_components_and_the_baselines():
     assert table["no_inversion"].reward_form == "cfg" and not table["no_inversion"].inversion
     assert table["refl"].method == "refl" and table["draft_lv"].method == "draft_lv"
     for cfg in table.values():
-        training_levels(cfg)
+        check_method(cfg, RolloutConfig())
 
 
 def test_the_guard_benchmark_changes_only_the_words_and_guards_with_the_demo_block():

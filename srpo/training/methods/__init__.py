@@ -47,4 +47,4 @@ def check_method(cfg, rollout_cfg, score_only: bool = False, reward_label: str =
         raise ValueError(f"train.method {cfg.method!r} backpropagates through the reward, but the reward "
                          f"{reward_label} is score-only: use train.method {takers}, or a differentiable "
                          "(CLIP-style) reward such as hpsv2.1, pickscore, clip or hf_clip")
-    method.check(cfg, rollout_cfg)
+    method.validate(cfg, rollout_cfg)

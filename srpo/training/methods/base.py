@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import torch
 
+from srpo.config import training_levels
 from srpo.training.batches import Batches
 from srpo.training.distributed import Processes
 from srpo.training.objective import RewardObjective
@@ -72,6 +73,18 @@ class Method:
     summary: ClassVar[str] = ""  # one line for the config's description and the errors
     takes_score_only: ClassVar[bool] = False  # False: it backpropagates through the reward
     has_inversion: ClassVar[bool] = False  # whether the inversion branch (train.inversion) belongs to it
+    steps_from_level: ClassVar[bool] = False  # True: it starts a model step d_sigma from each training level
+
+    @classmethod
+    def validate(cls, cfg, rollout_cfg) -> None:
+        """What every row refuses (the inversion branch where it does not belong, a model step that leaves
+        (0, 0.99]), then the row's own :meth:`check`."""
+        if cfg.inversion and not cls.has_inversion:
+            owners = " or ".join(sorted({m.name for m in _rows() if m.has_inversion}))
+            raise ValueError(f"train.inversion is true but the inversion branch belongs to method {owners}, not "
+                             f"{cls.name!r}: set inversion: false, or method: {owners}")
+        training_levels(cfg, step_up=cls.steps_from_level, step_down=cls.steps_from_level and cfg.inversion)
+        cls.check(cfg, rollout_cfg)
 
     @classmethod
     def check(cls, cfg, rollout_cfg) -> None:
@@ -80,3 +93,9 @@ class Method:
     def update(self, ctx: MethodContext, step: int) -> StepLog:
         """One whole update: its samples, loss, backward and ``ctx.optimizer.step``."""
         raise NotImplementedError
+
+
+
+def _rows(cls: type[Method] = Method) -> list[type[Method]]:
+    """Every method class defined (the registry's rows among them), depth first."""
+    return [row for sub in cls.__subclasses__() for row in (sub, *_rows(sub))]

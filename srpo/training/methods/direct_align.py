@@ -37,6 +37,7 @@ class DirectAlign(Method):
 
     name = "direct_align"
     summary = "Direct-Align recovery at training-grid levels"
+    steps_from_level = True  # its branch starts d_sigma above the level (inversion: below)
 
     def branches(self, cfg) -> tuple[str, ...]:
         """The branches each level trains: ("denoise",), and "inversion" where the method has it and it is on."""
@@ -133,6 +134,7 @@ class ReFL(DirectAlign):
 
     name = "refl"
     summary = "one-step prediction at training-grid levels"
+    steps_from_level = False
 
     def recover(self, ctx, branch, x0, eps, t, velocity, draw_noise=None):
         return one_step_predict(velocity, add_noise(x0, eps, t), t)
@@ -143,6 +145,7 @@ class DraftLV(DirectAlign):
 
     name = "draft_lv"
     summary = "one-step prediction from the last rollout level with fresh noise per draw"
+    steps_from_level = False
 
     def noise_levels(self, ctx, step):
         return [(0, float(ctx.sampler_sigmas[-2]), 1.0)] * ctx.cfg.num_injections
@@ -156,6 +159,7 @@ class Draft(DirectAlign):
 
     name = "draft"
     summary = "backpropagation through the last draft_steps sampler steps"
+    steps_from_level = False
 
     @classmethod
     def check(cls, cfg, rollout_cfg):
