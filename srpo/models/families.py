@@ -12,6 +12,7 @@ family             diffusers pipeline            adapter
 ``flux2``          ``Flux2Pipeline``             :class:`srpo.models.flux2.Flux2Policy`
 ``flux2-klein``    ``Flux2KleinPipeline``        :class:`srpo.models.flux2.Flux2KleinPolicy`
 ``z-image``        ``ZImagePipeline``            :class:`srpo.models.z_image.ZImagePolicy`
+``flux-kontext``   ``FluxKontextPipeline``       :class:`srpo.models.flux_kontext.FluxKontextPolicy` (edits)
 =================  ============================  ===========================================
 """
 
@@ -43,6 +44,7 @@ FAMILIES: dict[str, Family] = {
     "flux2": Family("Flux2Pipeline", "Flux2Transformer2DModel", "srpo.models.flux2:Flux2Policy"),
     "flux2-klein": Family("Flux2KleinPipeline", "Flux2Transformer2DModel", "srpo.models.flux2:Flux2KleinPolicy"),
     "z-image": Family("ZImagePipeline", "ZImageTransformer2DModel", "srpo.models.z_image:ZImagePolicy"),
+    "flux-kontext": Family("FluxKontextPipeline", "FluxTransformer2DModel", "srpo.models.flux_kontext:FluxKontextPolicy"),
 }
 
 

@@ -24,16 +24,25 @@ FLUX2_DEV = dict(patch_size=1, in_channels=128, out_channels=None, num_layers=8,
                  timestep_guidance_channels=256, mlp_ratio=3.0, axes_dims_rope=[32, 32, 32, 32], guidance_embeds=True)
 FLUX2_VAE = dict(latent_channels=32, block_out_channels=[128, 256, 512, 512])
 
+#: FLUX.1 [dev]'s transformer (also FLUX.1 Kontext [dev]'s).
+FLUX1_DEV = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                 num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
+                 axes_dims_rope=[16, 56, 56])
+
 #: Published transformer / VAE configs (their ``config.json``) of each family's flagship model, with
 #: the text length the adapter pads to and the text encoders' parameter count (held by the
 #: training process). Used when the config names a hub id: nothing is downloaded.
 PUBLISHED: dict[str, dict] = {
     "flux": dict(model="black-forest-labs/FLUX.1-dev", resolution=1024, text_tokens=512, text_encoder_params=4.89e9,
-                 transformer=dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
-                                  attention_head_dim=128, num_attention_heads=24, joint_attention_dim=4096,
-                                  pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=[16, 56, 56]),
+                 transformer=FLUX1_DEV,
                  vae_class="AutoencoderKL",
                  vae=kl_vae(scaling_factor=0.3611, shift_factor=0.1159)),
+    # Kontext [dev]: FLUX.1 [dev]'s transformer and VAE (its config.json equals FLUX.1-dev's); the source
+    # image adds as many image tokens again (source_tokens) at the same resolution
+    "flux-kontext": dict(model="black-forest-labs/FLUX.1-Kontext-dev", resolution=1024, text_tokens=512,
+                         text_encoder_params=4.89e9, source_tokens=4096,
+                         transformer=FLUX1_DEV, vae_class="AutoencoderKL",
+                         vae=kl_vae(scaling_factor=0.3611, shift_factor=0.1159)),
     "qwen-image": dict(model="Qwen/Qwen-Image", resolution=1328, text_tokens=512, text_encoder_params=8.29e9,
                        transformer=dict(patch_size=2, in_channels=64, out_channels=16, num_layers=60,
                                         attention_head_dim=128, num_attention_heads=24, joint_attention_dim=3584,
