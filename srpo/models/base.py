@@ -360,6 +360,10 @@ class Policy:
         """The negative prompt's conditioning, ``batch_size`` times (cached like any prompt)."""
         return self.encode_prompts([self.negative_prompt]).repeat(batch_size)
 
+    def negative_for(self, cond) -> TextCond:
+        """True CFG's negative conditioning for the batch of ``cond`` (an edit family's sees the same sources)."""
+        return self.negative_cond(cond.tokens.shape[0])
+
     # ---- the velocity field ---------------------------------------------------------------
     def _transformer_velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond, guidance: float) -> torch.Tensor:
         """One forward of :attr:`forward_module`: ``x [B,C,h,w]``, ``sigma [B]`` -> ``v [B,C,h,w]`` (``eps - x0``)."""
@@ -389,7 +393,7 @@ class Policy:
         v = self._transformer_velocity(x, sigma, cond, guidance)
         if not self.uses_cfg(guidance):
             return v
-        negative = self.negative_cond(cond.tokens.shape[0])
+        negative = self.negative_for(cond)
         return self.combine_cfg(v, self._transformer_velocity(x, sigma, negative, guidance), guidance)
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond, guidance: float) -> torch.Tensor:

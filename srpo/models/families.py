@@ -13,6 +13,7 @@ family             diffusers pipeline            adapter
 ``flux2-klein``    ``Flux2KleinPipeline``        :class:`srpo.models.flux2.Flux2KleinPolicy`
 ``z-image``        ``ZImagePipeline``            :class:`srpo.models.z_image.ZImagePolicy`
 ``flux-kontext``   ``FluxKontextPipeline``       :class:`srpo.models.flux_kontext.FluxKontextPolicy` (edits)
+``qwen-image-edit`` ``QwenImageEditPipeline``    :class:`srpo.models.qwen_image_edit.QwenImageEditPolicy` (edits)
 =================  ============================  ===========================================
 """
 
@@ -45,6 +46,8 @@ FAMILIES: dict[str, Family] = {
     "flux2-klein": Family("Flux2KleinPipeline", "Flux2Transformer2DModel", "srpo.models.flux2:Flux2KleinPolicy"),
     "z-image": Family("ZImagePipeline", "ZImageTransformer2DModel", "srpo.models.z_image:ZImagePolicy"),
     "flux-kontext": Family("FluxKontextPipeline", "FluxTransformer2DModel", "srpo.models.flux_kontext:FluxKontextPolicy"),
+    "qwen-image-edit": Family("QwenImageEditPipeline", "QwenImageTransformer2DModel",
+                              "srpo.models.qwen_image_edit:QwenImageEditPolicy"),
 }
 
 

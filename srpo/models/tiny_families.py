@@ -204,6 +204,18 @@ def build_tiny_flux_kontext(seed: int = 0):
     return FluxKontextPipeline(**{k: v for k, v in parts.items() if k not in ("image_encoder", "feature_extractor")})
 
 
+def build_tiny_qwen_image_edit(seed: int = 0):
+    """``QwenImageEditPipeline``: the tiny Qwen-Image's parts with a Qwen2-VL processor (the text encoder reads the source)."""
+    from diffusers import QwenImageEditPipeline
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    parts = build_tiny_qwen_image(seed).components
+    tok = parts["tokenizer"]
+    processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
+                                 tokenizer=tok, chat_template=tok.chat_template)
+    return QwenImageEditPipeline(processor=processor, **parts)
+
+
 TINY_FAMILY_BUILDERS: dict[str, Callable] = {
     "tiny-qwen-image": build_tiny_qwen_image,
     "tiny-sd3": build_tiny_sd3,
@@ -211,6 +223,7 @@ TINY_FAMILY_BUILDERS: dict[str, Callable] = {
     "tiny-flux2-klein": build_tiny_flux2_klein,
     "tiny-z-image": build_tiny_z_image,
     "tiny-flux-kontext": build_tiny_flux_kontext,
+    "tiny-qwen-image-edit": build_tiny_qwen_image_edit,
 }
 
 

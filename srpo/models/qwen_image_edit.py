@@ -1,0 +1,133 @@
+"""Qwen-Image-Edit through diffusers' ``QwenImageEditPipeline``: Qwen-Image that edits a source image.
+
+Two paths see the source. The transformer gets its latents as extra image tokens, packed 2x2 like
+the noisy latent and appended after the noisy tokens, with their own entry in ``img_shapes``
+(the rotary position code tells the two images apart); the velocity is read from the noisy
+tokens only. The text encoder (Qwen2.5-VL) reads the source with the instruction, so the text
+rows depend on the image: they are cached per (instruction, source) pair, and true CFG's negative
+prompt is encoded with the same source, as the pipeline does. Everything else is Qwen-Image
+(:mod:`srpo.models.qwen_image`).
+
+Interface (see :mod:`srpo.models.base`)::
+
+    sources = policy.encode_sources(images)          # [B,3,Hs,Ws] in [0, 1] -> EditSources
+    cond = policy.encode_prompts(instructions, sources)
+
+The pipeline resizes every source to an area of 1024^2 pixels at its aspect ratio (sides in
+multiples of 32) before both paths; the policy takes the source at the size it is given
+(:func:`preferred_edit_size` gives the pipeline's choice). The vision-language path sees the
+source as 8-bit RGB (the pipeline hands it PIL images), so sources are rounded to 1/255 steps there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
+
+import torch
+
+from srpo.models.base import TextCond, stack_rows
+from srpo.models.flux import pack_latents
+from srpo.models.qwen_image import QwenImagePolicy
+
+__all__ = ["QwenImageEditPolicy", "EditSources", "QwenEditCond", "preferred_edit_size"]
+
+
+@dataclass
+class EditSources:
+    """What Qwen-Image-Edit conditions on from a batch of source images."""
+
+    latents: torch.Tensor  # [B, C, hs, ws]  source latents (our latent space) for the transformer
+    pixels: torch.Tensor  # [B, 3, Hs, Ws]  uint8 source images for the vision-language text encoder
+    keys: list[str]  # content digests: the prompt cache's key with the instruction
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def repeat(self, n: int) -> "EditSources":
+        return EditSources(self.latents.repeat(n, 1, 1, 1), self.pixels.repeat(n, 1, 1, 1), self.keys * n)
+
+
+@dataclass
+class QwenEditCond(TextCond):
+    """Text rows read with the source, plus the source itself."""
+
+    sources: Optional[EditSources] = None
+
+    def repeat(self, n: int) -> "QwenEditCond":
+        text = TextCond(self.tokens, self.mask, self.pooled).repeat(n)
+        return QwenEditCond(text.tokens, text.mask, text.pooled, None if self.sources is None else self.sources.repeat(n))
+
+
+def preferred_edit_size(height: int, width: int) -> tuple[int, int]:
+    """(height, width) ``QwenImageEditPipeline`` resizes a ``height`` x ``width`` source to (1024^2 pixels)."""
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
+
+    w, h, _ = calculate_dimensions(1024 * 1024, width / height)
+    return h, w
+
+
+class QwenImageEditPolicy(QwenImagePolicy):
+    """Qwen-Image-Edit: the source's tokens in the image stream and the source in the text encoder."""
+
+    family = "qwen-image-edit"
+    pipeline_class = "QwenImageEditPipeline"
+    edits_images = True
+
+    @torch.no_grad()
+    def encode_sources(self, images: torch.Tensor) -> EditSources:
+        """Source images [B,3,Hs,Ws] in [0, 1] -> their latents (as the pipeline encodes them) and 8-bit pixels."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"source images must be [B, 3, H, W] in [0, 1], got shape {tuple(images.shape)}")
+        self.latent_shape(*images.shape[-2:])  # sides in multiples of 16, else a clear error
+        pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # [B, 3, Hs, Ws]
+        keys = [hashlib.sha256(repr(tuple(p.shape)).encode() + p.numpy().tobytes()).hexdigest()[:32] for p in pixels]
+        return EditSources(self.encode_images(pixels.float().div(255).to(self.device)), pixels, keys)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str], sources: EditSources | None = None) -> QwenEditCond:
+        """Text rows of each (instruction, source) pair, read together by Qwen2.5-VL and cached per pair."""
+        if sources is None:
+            raise ValueError(f"policy.family {self.family!r} edits a source image: pass one per prompt, "
+                             "encode_prompts(prompts, policy.encode_sources(images))")
+        if not isinstance(sources, EditSources):
+            raise ValueError(f"sources must be the EditSources of encode_sources, got {type(sources).__name__}")
+        if len(sources) != len(prompts):
+            raise ValueError(f"{len(sources)} source images for {len(prompts)} prompts: give one source per prompt")
+        if not self.text_encoders:
+            raise RuntimeError("Qwen-Image-Edit's text rows depend on the source image: load the policy with "
+                               "text_encoders=True")
+        pairs = {f"{p}\x00{k}": (p, i) for i, (p, k) in enumerate(zip(prompts, sources.keys))}
+
+        def encode(missing: list[str]) -> list[tuple]:
+            from PIL import Image
+
+            texts = [pairs[m][0] for m in missing]
+            images = [Image.fromarray(sources.pixels[pairs[m][1]].permute(1, 2, 0).numpy()) for m in missing]
+            embeds, mask = self.pipe.encode_prompt(texts, image=images, device=self.device)
+            if mask is None:
+                return [(e, None) for e in embeds]
+            return [(e[m.bool()], None) for e, m in zip(embeds, mask)]  # each pair at its own length
+
+        rows = self.prompt_cache.lookup([f"{p}\x00{k}" for p, k in zip(prompts, sources.keys)], encode)
+        text = stack_rows(rows, self.text_with_mask)
+        return QwenEditCond(text.tokens, text.mask, text.pooled, replace(sources, latents=sources.latents.to(self.device)))
+
+    def attach_sources(self, cond, sources):
+        raise ValueError("Qwen-Image-Edit reads the instruction and the source together: call "
+                         "encode_prompts(prompts, sources)")
+
+    def negative_for(self, cond: QwenEditCond) -> QwenEditCond:
+        """The negative prompt read with each row's own source (as the pipeline encodes it)."""
+        return self.encode_prompts([self.negative_prompt] * len(cond.sources), cond.sources)
+
+    def image_tokens(self, x: torch.Tensor, cond: QwenEditCond) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+        """Noisy tokens [B, N, 4C] then the source's [B, Ns, 4C]; one img_shapes entry each."""
+        tokens, shapes = super().image_tokens(x, cond)
+        source = cond.sources.latents
+        if source.shape[0] != x.shape[0]:
+            raise ValueError(f"a batch of {x.shape[0]} latents with {source.shape[0]} source images: repeat the "
+                             "conditioning with cond.repeat(n) when the latents are stacked n times")
+        hs, ws = source.shape[-2:]
+        return torch.cat([tokens, pack_latents(source.to(x.dtype))], dim=1), [*shapes, (1, hs // 2, ws // 2)]

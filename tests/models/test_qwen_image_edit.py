@@ -1,0 +1,131 @@
+"""Qwen-Image-Edit with a source image, on the tiny built-in (``builtin:tiny-qwen-image-edit``).
+
+Its pipeline cannot run without a source, so the family-wide checks of test_families.py are
+repeated here with one: the rollout equals ``QwenImageEditPipeline``'s latents (true CFG with the
+negative prompt read with the same source), Direct-Align recovers x0 exactly with the source
+tokens present, text rows are cached per (instruction, source), a LoRA reloads through the
+pipeline's ``load_lora_weights``.
+"""
+
+import pytest
+import torch
+from PIL import Image
+
+from srpo.direct_align import denoise_recover, inversion_recover
+from srpo.models.families import load_policy_for
+from srpo.models.flux import pack_latents
+from srpo.models.qwen_image_edit import QwenEditCond, QwenImageEditPolicy, preferred_edit_size
+
+SIZE = 32  # output side in pixels
+SOURCE = 64  # source side: the pipeline's resize target is patched to this area (it is 1024^2 otherwise)
+INSTRUCTION = "make the circle red"
+
+
+@pytest.fixture(scope="module")
+def policy(family_dirs):
+    return load_policy_for(str(family_dirs["qwen-image-edit"]))
+
+
+def images(n=1, side=SOURCE, seed=0):
+    """8-bit source images as [n, 3, side, side] in [0, 1] (what a PIL image becomes)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, side, side), generator=g, dtype=torch.uint8).float() / 255
+
+
+def noise(policy, seed=1, batch=1):
+    return torch.randn(batch, *policy.latent_shape(SIZE, SIZE), generator=torch.Generator().manual_seed(seed))
+
+
+def test_rollout_with_a_source_equals_the_edit_pipeline(policy, monkeypatch):
+    import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit as edit
+
+    monkeypatch.setattr(edit, "calculate_dimensions", lambda area, ratio: (SOURCE, SOURCE, None))
+    source = images()
+    cond = policy.encode_prompts([INSTRUCTION], policy.encode_sources(source))
+    assert isinstance(cond, QwenEditCond)
+    eps = noise(policy)
+    ours = policy.rollout(cond, eps, num_steps=3, guidance=4.0)
+    pil = Image.fromarray((source[0] * 255).round().byte().permute(1, 2, 0).numpy())
+    theirs = policy.pipe(image=pil, prompt=INSTRUCTION, negative_prompt=policy.negative_prompt, true_cfg_scale=4.0,
+                         height=SIZE, width=SIZE, num_inference_steps=3, latents=pack_latents(eps),
+                         output_type="latent").images
+    torch.testing.assert_close(ours, policy.unpack(theirs, *eps.shape[-2:]), atol=2e-5, rtol=1e-4)
+    other = policy.rollout(policy.encode_prompts([INSTRUCTION], policy.encode_sources(images(seed=5))), eps,
+                           num_steps=3, guidance=4.0)
+    assert not torch.allclose(ours, other, atol=1e-4)  # the source is seen
+
+
+def test_text_rows_are_read_with_the_source_and_cached_per_pair(policy):
+    a, b = policy.encode_sources(images(seed=1)), policy.encode_sources(images(seed=2))
+    before = len(policy.prompt_cache)
+    ca, cb = policy.encode_prompts([INSTRUCTION], a), policy.encode_prompts([INSTRUCTION], b)
+    assert len(policy.prompt_cache) == before + 2
+    assert ca.tokens.shape != cb.tokens.shape or not torch.allclose(ca.tokens, cb.tokens)
+    again = policy.encode_prompts([INSTRUCTION], a)
+    assert len(policy.prompt_cache) == before + 2 and torch.equal(again.tokens, ca.tokens)
+    both = policy.encode_prompts([INSTRUCTION, INSTRUCTION], policy.encode_sources(torch.cat([images(seed=1),
+                                                                                               images(seed=2)])))
+    assert len(policy.prompt_cache) == before + 2  # the same pairs: nothing encoded again
+    x, sigma = noise(policy, batch=2), torch.tensor([0.8, 0.8])
+    v = policy.velocity(x, sigma, both, 4.0)
+    torch.testing.assert_close(v[1:], policy.velocity(x[1:], sigma[1:], cb, 4.0), atol=1e-5, rtol=1e-4)
+    stacked = policy.velocity(torch.cat([x, x]), sigma.repeat(2), both.repeat(2), 4.0)
+    torch.testing.assert_close(stacked, torch.cat([v, v]), atol=1e-5, rtol=1e-4)
+
+
+def test_direct_align_recovers_x0_exactly_through_the_packing_with_a_source(policy, monkeypatch):
+    x0, eps = noise(policy, seed=2, batch=2), noise(policy, seed=3, batch=2)
+    h, w = x0.shape[-2:]
+    cond = policy.encode_prompts([INSTRUCTION] * 2, policy.encode_sources(images(2)))
+    seen = []
+
+    def perfect(hidden_states, img_shapes, **kwargs):
+        seen.append((hidden_states.shape, img_shapes))
+        n = policy.image_seq_len(h, w)
+        return (torch.cat([pack_latents(eps - x0), 1e3 * torch.ones_like(hidden_states[:, n:])], dim=1),)
+
+    monkeypatch.setattr(policy, "_forward_module", perfect)
+    for recover in (denoise_recover, inversion_recover):
+        torch.testing.assert_close(recover(policy.velocity_fn(cond, 4.0), x0, eps, torch.tensor([0.7, 0.9]), 0.05),
+                                   x0, atol=1e-5, rtol=0)
+    shape, shapes = seen[0]
+    src = SOURCE // policy.pixel_multiple
+    assert shape == (2, policy.image_seq_len(h, w) + src * src, 4 * policy.latent_channels)
+    assert shapes == [[(1, h // 2, w // 2), (1, src, src)]] * 2
+
+
+def test_a_source_is_required_and_checked(policy, family_dirs):
+    with pytest.raises(ValueError, match="edits a source image: pass one per prompt"):
+        policy.encode_prompts([INSTRUCTION])
+    with pytest.raises(ValueError, match="2 source images for 1 prompts"):
+        policy.encode_prompts([INSTRUCTION], policy.encode_sources(images(2)))
+    with pytest.raises(ValueError, match="multiples of 16"):
+        policy.encode_sources(images(side=40))
+    with pytest.raises(ValueError, match="text-to-image model"):
+        load_policy_for(str(family_dirs["qwen-image"])).encode_sources(images())
+
+
+def test_a_lora_trained_with_a_source_reloads_through_the_edit_pipeline(family_dirs, tmp_path):
+    from srpo.training.lora import add_lora, save_lora
+
+    policy = load_policy_for(str(family_dirs["qwen-image-edit"]))
+    sources = policy.encode_sources(images())
+    x, sigma = noise(policy), torch.tensor([0.8])
+    add_lora(policy.transformer, rank=4, alpha=8, targets=list(policy.lora_targets))
+    with torch.no_grad():
+        for name, p in policy.transformer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2, generator=torch.Generator().manual_seed(len(name)))
+    trained = policy.velocity(x, sigma, policy.encode_prompts([INSTRUCTION], sources), 4.0)
+    save_lora(policy, policy.transformer, tmp_path / "policy")
+    pipe = type(policy.pipe).from_pretrained(str(family_dirs["qwen-image-edit"]))
+    pipe.load_lora_weights(str(tmp_path / "policy"))  # the pipeline's own loader
+    reloaded = QwenImageEditPolicy(pipe)
+    v = reloaded.velocity(x, sigma, reloaded.encode_prompts([INSTRUCTION], sources), 4.0)
+    torch.testing.assert_close(v, trained, atol=1e-5, rtol=1e-4)
+
+
+def test_preferred_size_is_the_pipelines_choice():
+    assert preferred_edit_size(512, 512) == (1024, 1024)
+    h, w = preferred_edit_size(480, 640)
+    assert h % 32 == w % 32 == 0 and abs(h * w - 1024 ** 2) < 0.05 * 1024 ** 2
