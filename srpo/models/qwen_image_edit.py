@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from srpo.models.base import TextCond, stack_rows
+from srpo.models.base import TextCond, pack_text_rows, stack_rows, unpack_text_rows
 from srpo.models.flux import pack_latents
 from srpo.models.qwen_image import QwenImagePolicy
 
@@ -39,14 +39,15 @@ class EditSources:
     """What Qwen-Image-Edit conditions on from a batch of source images."""
 
     latents: torch.Tensor  # [B, C, hs, ws]  source latents (our latent space) for the transformer
-    pixels: torch.Tensor  # [B, 3, Hs, Ws]  uint8 source images for the vision-language text encoder
+    pixels: Optional[torch.Tensor]  # [B, 3, Hs, Ws] uint8 sources for the text encoder; None: rows stored
     keys: list[str]  # content digests: the prompt cache's key with the instruction
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def repeat(self, n: int) -> "EditSources":
-        return EditSources(self.latents.repeat(n, 1, 1, 1), self.pixels.repeat(n, 1, 1, 1), self.keys * n)
+        pixels = None if self.pixels is None else self.pixels.repeat(n, 1, 1, 1)
+        return EditSources(self.latents.repeat(n, 1, 1, 1), pixels, self.keys * n)
 
 
 @dataclass
@@ -85,9 +86,7 @@ class QwenImageEditPolicy(QwenImagePolicy):
         keys = [hashlib.sha256(repr(tuple(p.shape)).encode() + p.numpy().tobytes()).hexdigest()[:32] for p in pixels]
         return EditSources(self.encode_images(pixels.float().div(255).to(self.device)), pixels, keys)
 
-    @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str], sources: EditSources | None = None) -> QwenEditCond:
-        """Text rows of each (instruction, source) pair, read together by Qwen2.5-VL and cached per pair."""
+    def _checked(self, prompts: Sequence[str], sources) -> EditSources:
         if sources is None:
             raise ValueError(f"policy.family {self.family!r} edits a source image: pass one per prompt, "
                              "encode_prompts(prompts, policy.encode_sources(images))")
@@ -95,28 +94,69 @@ class QwenImageEditPolicy(QwenImagePolicy):
             raise ValueError(f"sources must be the EditSources of encode_sources, got {type(sources).__name__}")
         if len(sources) != len(prompts):
             raise ValueError(f"{len(sources)} source images for {len(prompts)} prompts: give one source per prompt")
-        if not self.text_encoders:
-            raise RuntimeError("Qwen-Image-Edit's text rows depend on the source image: load the policy with "
-                               "text_encoders=True")
-        pairs = {f"{p}\x00{k}": (p, i) for i, (p, k) in enumerate(zip(prompts, sources.keys))}
+        return sources
+
+    @staticmethod
+    def pair_keys(prompts: Sequence[str], sources: EditSources) -> list[str]:
+        """The prompt cache's keys: the instruction and its source's digest."""
+        return [f"{p}\x00{k}" for p, k in zip(prompts, sources.keys)]
+
+    def _pair_rows(self, prompts: Sequence[str], sources: EditSources) -> list[tuple]:
+        """One ``(tokens [L_i, D], None)`` row per (prompt, source), the missing pairs read together."""
+        where = dict(zip(self.pair_keys(prompts, sources), zip(prompts, range(len(prompts)))))
 
         def encode(missing: list[str]) -> list[tuple]:
             from PIL import Image
 
-            texts = [pairs[m][0] for m in missing]
-            images = [Image.fromarray(sources.pixels[pairs[m][1]].permute(1, 2, 0).numpy()) for m in missing]
+            if not self.text_encoders or sources.pixels is None:
+                raise RuntimeError(f"instruction {where[missing[0]][0]!r} has no stored text rows for its source "
+                                   "and cannot be read here: store them with the rollout set "
+                                   "(stored_conditioning(prompts, sources)) or load the policy with text_encoders=True")
+            texts = [where[m][0] for m in missing]
+            images = [Image.fromarray(sources.pixels[where[m][1]].permute(1, 2, 0).numpy()) for m in missing]
             embeds, mask = self.pipe.encode_prompt(texts, image=images, device=self.device)
             if mask is None:
                 return [(e, None) for e in embeds]
             return [(e[m.bool()], None) for e, m in zip(embeds, mask)]  # each pair at its own length
 
-        rows = self.prompt_cache.lookup([f"{p}\x00{k}" for p, k in zip(prompts, sources.keys)], encode)
-        text = stack_rows(rows, self.text_with_mask)
+        return self.prompt_cache.lookup(self.pair_keys(prompts, sources), encode)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str], sources: EditSources | None = None) -> QwenEditCond:
+        """Text rows of each (instruction, source) pair, read together by Qwen2.5-VL and cached per pair."""
+        sources = self._checked(prompts, sources)
+        text = stack_rows(self._pair_rows(prompts, sources), self.text_with_mask)
         return QwenEditCond(text.tokens, text.mask, text.pooled, replace(sources, latents=sources.latents.to(self.device)))
 
     def attach_sources(self, cond, sources):
         raise ValueError("Qwen-Image-Edit reads the instruction and the source together: call "
                          "encode_prompts(prompts, sources)")
+
+    # ---- stored conditioning: the text rows depend on the source --------------------------
+    @torch.no_grad()
+    def stored_conditioning(self, prompts: Sequence[str], sources: EditSources | None = None) -> dict[str, torch.Tensor]:
+        """The rows of each (prompt, source) pair (and, for true CFG, the negative prompt's with each source)
+        to store with a rollout set; the set keeps ``sources`` (at least their latents and keys) beside them."""
+        sources = self._checked(prompts, sources)
+        out = pack_text_rows(self._pair_rows(prompts, sources))
+        if self.guidance_kind == "cfg":
+            negative = pack_text_rows(self._pair_rows([self.negative_prompt] * len(prompts), sources))
+            out.update({f"negative.{k}": v for k, v in negative.items()})
+        return out
+
+    def use_stored_conditioning(self, prompts: Sequence[str], stored: dict[str, torch.Tensor] | None,
+                                sources: EditSources | None = None) -> None:
+        """Put ``stored`` rows (from :meth:`stored_conditioning` on the same pairs) into the prompt cache, so that
+        :meth:`encode_prompts` finds them without the text encoders (``sources.pixels`` may then be None)."""
+        if not stored:
+            return
+        sources = self._checked(prompts, sources)
+        rows = dict(zip(self.pair_keys(prompts, sources), unpack_text_rows(stored)))
+        if "negative.tokens" in stored:
+            negative = unpack_text_rows({k.removeprefix("negative."): v for k, v in stored.items()
+                                         if k.startswith("negative.")})
+            rows.update(zip(self.pair_keys([self.negative_prompt] * len(prompts), sources), negative))
+        self.prompt_cache.lookup(list(rows), lambda missing: [rows[k] for k in missing])
 
     def negative_for(self, cond: QwenEditCond) -> QwenEditCond:
         """The negative prompt read with each row's own source (as the pipeline encodes it)."""

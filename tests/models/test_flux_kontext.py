@@ -103,6 +103,19 @@ def test_direct_align_recovers_x0_exactly_through_the_packing_with_a_source(poli
     assert (ids[:n, 0] == 0).all() and (ids[n:, 0] == 1).all()
 
 
+def test_stored_text_rows_and_source_latents_are_all_a_policy_without_text_encoders_needs(policy, family_dirs):
+    """Kontext's text rows do not depend on the source: the rollout set stores them as for text-to-image,
+    and the source latents beside x0."""
+    prompts = [INSTRUCTION, "make it brighter"]
+    sources = policy.encode_sources(images(2, seed=4))
+    stored = policy.stored_conditioning(prompts)
+    bare = load_policy_for(str(family_dirs["flux-kontext"]), text_encoders=False)
+    bare.use_stored_conditioning(prompts, stored)
+    x, sigma = noise(policy, batch=2), torch.tensor([0.7, 0.9])
+    torch.testing.assert_close(bare.velocity(x, sigma, bare.encode_prompts(prompts, sources), 2.5),
+                               policy.velocity(x, sigma, policy.encode_prompts(prompts, sources), 2.5))
+
+
 def test_sources_are_refused_by_text_to_image_families_and_checked_by_kontext(policy, family_dirs):
     flux = load_policy_for(str(family_dirs["flux"]))
     with pytest.raises(ValueError, match="policy.family 'flux' is a text-to-image model.*flux-kontext"):

@@ -94,6 +94,23 @@ def test_direct_align_recovers_x0_exactly_through_the_packing_with_a_source(poli
     assert shapes == [[(1, h // 2, w // 2), (1, src, src)]] * 2
 
 
+def test_stored_rows_let_a_policy_without_text_encoders_edit_the_same_pairs(policy, family_dirs):
+    from dataclasses import replace
+
+    sources = policy.encode_sources(torch.cat([images(seed=7), images(seed=8)]))
+    prompts = [INSTRUCTION, "make it brighter"]
+    stored = policy.stored_conditioning(prompts, sources)
+    assert stored["tokens"].shape[0] == 2 and stored["negative.tokens"].shape[0] == 2  # true CFG: per source
+    bare = load_policy_for(str(family_dirs["qwen-image-edit"]), text_encoders=False)
+    without_pixels = replace(sources, pixels=None)  # what a rollout set needs to keep: latents and keys
+    with pytest.raises(RuntimeError, match="no stored text rows for its source"):
+        bare.encode_prompts(prompts, without_pixels)
+    bare.use_stored_conditioning(prompts, stored, without_pixels)
+    x, sigma = noise(policy, batch=2), torch.tensor([0.7, 0.9])
+    cond, bare_cond = policy.encode_prompts(prompts, sources), bare.encode_prompts(prompts, without_pixels)
+    torch.testing.assert_close(bare.guided_velocity(x, sigma, bare_cond, 4.0), policy.guided_velocity(x, sigma, cond, 4.0))
+
+
 def test_a_source_is_required_and_checked(policy, family_dirs):
     with pytest.raises(ValueError, match="edits a source image: pass one per prompt"):
         policy.encode_prompts([INSTRUCTION])
