@@ -45,7 +45,8 @@ BUILTIN_PREFIX = "builtin:"
 TINY_FAMILIES = {"tiny-qwen-image": "Qwen-Image", "tiny-sd3": "Stable Diffusion 3.5", "tiny-flux2": "FLUX.2 [dev]",
                  "tiny-flux2-klein": "FLUX.2 [klein]", "tiny-z-image": "Z-Image",
                  "tiny-flux-kontext": "FLUX.1 Kontext (edits a source image)",
-                 "tiny-qwen-image-edit": "Qwen-Image-Edit (edits a source image)"}
+                 "tiny-qwen-image-edit": "Qwen-Image-Edit (edits a source image)",
+                 "tiny-qwen-image-edit-plus": "Qwen-Image-Edit-2509 (edits up to three source images)"}
 KINDS = ("policy", "reward", "metric")
 
 #: A builder: ``builder(family=..., seed=...) -> folder``.

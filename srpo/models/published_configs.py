@@ -57,6 +57,11 @@ PUBLISHED: dict[str, dict] = {
     "qwen-image-edit": dict(model="Qwen/Qwen-Image-Edit", resolution=1024, text_tokens=1400, text_encoder_params=8.29e9,
                             source_tokens=4096, transformer=QWEN_IMAGE, vae_class="AutoencoderKLQwenImage",
                             vae=QWEN_IMAGE_VAE),
+    # Edit-2509 (Plus): the same transformer; the text rows hold each source at 384^2 pixels (14 x 14 merged
+    # 28-pixel patches: 196 tokens) and the instruction: about 700 text tokens with its three sources
+    "qwen-image-edit-plus": dict(model="Qwen/Qwen-Image-Edit-2509", resolution=1024, text_tokens=700,
+                                 text_encoder_params=8.29e9, source_tokens=4096, transformer=QWEN_IMAGE,
+                                 vae_class="AutoencoderKLQwenImage", vae=QWEN_IMAGE_VAE),
     "sd3": dict(model="stabilityai/stable-diffusion-3.5-large", resolution=1024, text_tokens=333,
                 text_encoder_params=5.58e9,
                 transformer=dict(sample_size=128, patch_size=2, in_channels=16, num_layers=38, attention_head_dim=64,

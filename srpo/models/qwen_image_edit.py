@@ -13,6 +13,10 @@ Interface (see :mod:`srpo.models.base`)::
     sources = policy.encode_sources(images)          # [B,3,Hs,Ws] in [0, 1] -> EditSources
     cond = policy.encode_prompts(instructions, sources)
 
+Qwen-Image-Edit-2509 (``QwenImageEditPlusPipeline``, :class:`QwenImageEditPlusPolicy`) reads up to
+three sources per prompt: each adds its tokens and ``img_shapes`` entry, and the text encoder reads
+each resized to 384^2 pixels after a "Picture i:" tag.
+
 The pipeline resizes every source to an area of 1024^2 pixels at its aspect ratio (sides in
 multiples of 32) before both paths; the policy takes the source at the size it is given
 (:func:`preferred_edit_size` gives the pipeline's choice). The vision-language path sees the
@@ -31,23 +35,26 @@ from srpo.models.base import TextCond, pack_text_rows, stack_rows, unpack_text_r
 from srpo.models.flux import pack_latents
 from srpo.models.qwen_image import QwenImagePolicy
 
-__all__ = ["QwenImageEditPolicy", "EditSources", "QwenEditCond", "preferred_edit_size"]
+__all__ = ["QwenImageEditPolicy", "QwenImageEditPlusPolicy", "EditSources", "QwenEditCond", "preferred_edit_size"]
 
 
 @dataclass
 class EditSources:
-    """What Qwen-Image-Edit conditions on from a batch of source images."""
+    """What Qwen-Image-Edit conditions on from a batch of source images, one or more per prompt (slots)."""
 
-    latents: torch.Tensor  # [B, C, hs, ws]  source latents (our latent space) for the transformer
-    pixels: Optional[torch.Tensor]  # [B, 3, Hs, Ws] uint8 sources for the text encoder; None: rows stored
-    keys: list[str]  # content digests: the prompt cache's key with the instruction
+    latents: list[torch.Tensor]  # per slot [B, C, hs, ws]: source latents (our latent space) for the transformer
+    pixels: Optional[list[torch.Tensor]]  # per slot [B, 3, Hc, Wc] uint8, as the text encoder reads them; None: rows stored
+    keys: list[str]  # per prompt, a digest of its sources: the prompt cache's key with the instruction
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def repeat(self, n: int) -> "EditSources":
-        pixels = None if self.pixels is None else self.pixels.repeat(n, 1, 1, 1)
-        return EditSources(self.latents.repeat(n, 1, 1, 1), pixels, self.keys * n)
+        rows = lambda ts: [t.repeat(n, 1, 1, 1) for t in ts]  # noqa: E731
+        return EditSources(rows(self.latents), None if self.pixels is None else rows(self.pixels), self.keys * n)
+
+    def to(self, device) -> "EditSources":
+        return replace(self, latents=[t.to(device) for t in self.latents])
 
 
 @dataclass
@@ -59,6 +66,11 @@ class QwenEditCond(TextCond):
     def repeat(self, n: int) -> "QwenEditCond":
         text = TextCond(self.tokens, self.mask, self.pooled).repeat(n)
         return QwenEditCond(text.tokens, text.mask, text.pooled, None if self.sources is None else self.sources.repeat(n))
+
+
+def _digest(images: list[torch.Tensor]) -> str:
+    """A content digest of one prompt's uint8 sources (shapes and bytes)."""
+    return hashlib.sha256(b"".join(repr(tuple(p.shape)).encode() + p.numpy().tobytes() for p in images)).hexdigest()[:32]
 
 
 def preferred_edit_size(height: int, width: int) -> tuple[int, int]:
@@ -76,15 +88,36 @@ class QwenImageEditPolicy(QwenImagePolicy):
     pipeline_class = "QwenImageEditPipeline"
     edits_images = True
 
+    max_sources: int = 1  # source images per prompt
+
     @torch.no_grad()
-    def encode_sources(self, images: torch.Tensor) -> EditSources:
-        """Source images [B,3,Hs,Ws] in [0, 1] -> their latents (as the pipeline encodes them) and 8-bit pixels."""
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"source images must be [B, 3, H, W] in [0, 1], got shape {tuple(images.shape)}")
-        self.latent_shape(*images.shape[-2:])  # sides in multiples of 16, else a clear error
-        pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # [B, 3, Hs, Ws]
-        keys = [hashlib.sha256(repr(tuple(p.shape)).encode() + p.numpy().tobytes()).hexdigest()[:32] for p in pixels]
-        return EditSources(self.encode_images(pixels.float().div(255).to(self.device)), pixels, keys)
+    def encode_sources(self, images: torch.Tensor | Sequence[torch.Tensor]) -> EditSources:
+        """Source images [B,3,Hs,Ws] in [0, 1] (Edit-Plus: a list, one tensor per source slot) -> their latents
+        (as the pipeline encodes them), the 8-bit pixels the text encoder reads, and a digest per prompt."""
+        slots = [images] if isinstance(images, torch.Tensor) else list(images)
+        if not 1 <= len(slots) <= self.max_sources:
+            raise ValueError(f"{len(slots)} source slots for {self.family}, which reads 1 to {self.max_sources}")
+        latents, pixels = [], []
+        for slot in slots:
+            if slot.ndim != 4 or slot.shape[1] != 3 or slot.shape[0] != slots[0].shape[0]:
+                raise ValueError(f"source images must be [B, 3, H, W] in [0, 1] (the same B in every slot), got "
+                                 f"shape {tuple(slot.shape)}")
+            self.latent_shape(*slot.shape[-2:])  # sides in multiples of 16, else a clear error
+            eight_bit = (slot.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()  # [B, 3, Hs, Ws]
+            latents.append(self.encode_images(eight_bit.float().div(255).to(self.device)))
+            pixels.append(self.text_encoder_pixels(eight_bit))
+        return EditSources(latents, pixels, [_digest([p[i] for p in pixels]) for i in range(slots[0].shape[0])])
+
+    def text_encoder_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The uint8 sources [B,3,H,W] as the text encoder reads them (Edit: as given; Edit-Plus resizes)."""
+        return pixels
+
+    def _read_rows(self, texts: list[str], images: list[list]) -> list[tuple]:
+        """Qwen2.5-VL's rows of ``texts``, each read with its PIL ``images`` (one per slot)."""
+        embeds, mask = self.pipe.encode_prompt(texts, image=[row[0] for row in images], device=self.device)
+        if mask is None:
+            return [(e, None) for e in embeds]
+        return [(e[m.bool()], None) for e, m in zip(embeds, mask)]  # each pair at its own length
 
     def _checked(self, prompts: Sequence[str], sources) -> EditSources:
         if sources is None:
@@ -113,11 +146,9 @@ class QwenImageEditPolicy(QwenImagePolicy):
                                    "and cannot be read here: store them with the rollout set "
                                    "(stored_conditioning(prompts, sources)) or load the policy with text_encoders=True")
             texts = [where[m][0] for m in missing]
-            images = [Image.fromarray(sources.pixels[where[m][1]].permute(1, 2, 0).numpy()) for m in missing]
-            embeds, mask = self.pipe.encode_prompt(texts, image=images, device=self.device)
-            if mask is None:
-                return [(e, None) for e in embeds]
-            return [(e[m.bool()], None) for e, m in zip(embeds, mask)]  # each pair at its own length
+            images = [[Image.fromarray(slot[where[m][1]].permute(1, 2, 0).numpy()) for slot in sources.pixels]
+                      for m in missing]
+            return self._read_rows(texts, images)
 
         return self.prompt_cache.lookup(self.pair_keys(prompts, sources), encode)
 
@@ -126,7 +157,7 @@ class QwenImageEditPolicy(QwenImagePolicy):
         """Text rows of each (instruction, source) pair, read together by Qwen2.5-VL and cached per pair."""
         sources = self._checked(prompts, sources)
         text = stack_rows(self._pair_rows(prompts, sources), self.text_with_mask)
-        return QwenEditCond(text.tokens, text.mask, text.pooled, replace(sources, latents=sources.latents.to(self.device)))
+        return QwenEditCond(text.tokens, text.mask, text.pooled, sources.to(self.device))
 
     def attach_sources(self, cond, sources):
         raise ValueError("Qwen-Image-Edit reads the instruction and the source together: call "
@@ -163,11 +194,43 @@ class QwenImageEditPolicy(QwenImagePolicy):
         return self.encode_prompts([self.negative_prompt] * len(cond.sources), cond.sources)
 
     def image_tokens(self, x: torch.Tensor, cond: QwenEditCond) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
-        """Noisy tokens [B, N, 4C] then the source's [B, Ns, 4C]; one img_shapes entry each."""
+        """Noisy tokens [B, N, 4C] then each source slot's [B, Ns, 4C]; one img_shapes entry each."""
         tokens, shapes = super().image_tokens(x, cond)
-        source = cond.sources.latents
-        if source.shape[0] != x.shape[0]:
-            raise ValueError(f"a batch of {x.shape[0]} latents with {source.shape[0]} source images: repeat the "
-                             "conditioning with cond.repeat(n) when the latents are stacked n times")
-        hs, ws = source.shape[-2:]
-        return torch.cat([tokens, pack_latents(source.to(x.dtype))], dim=1), [*shapes, (1, hs // 2, ws // 2)]
+        for source in cond.sources.latents:
+            if source.shape[0] != x.shape[0]:
+                raise ValueError(f"a batch of {x.shape[0]} latents with {source.shape[0]} source images: repeat the "
+                                 "conditioning with cond.repeat(n) when the latents are stacked n times")
+            hs, ws = source.shape[-2:]
+            tokens = torch.cat([tokens, pack_latents(source.to(x.dtype))], dim=1)
+            shapes = [*shapes, (1, hs // 2, ws // 2)]
+        return tokens, shapes
+
+
+class QwenImageEditPlusPolicy(QwenImageEditPolicy):
+    """Qwen-Image-Edit-2509 (``QwenImageEditPlusPipeline``): up to three sources per prompt, each read by the
+    text encoder at an area of 384^2 pixels ("Picture i: ..." before the instruction) and by the
+    transformer at the size given (the pipeline's: 1024^2 pixels)."""
+
+    family = "qwen-image-edit-plus"
+    pipeline_class = "QwenImageEditPlusPipeline"
+    max_sources = 3
+
+    def text_encoder_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Each source resized (the pipeline's PIL resize) to the text encoder's area, 384^2 pixels."""
+        import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as plus
+        import numpy as np
+        from PIL import Image
+
+        h, w = pixels.shape[-2:]
+        cw, ch = plus.calculate_dimensions(plus.CONDITION_IMAGE_SIZE, w / h)
+        resized = [self.pipe.image_processor.resize(Image.fromarray(p.permute(1, 2, 0).numpy()), ch, cw)
+                   for p in pixels]
+        return torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in resized])  # [B, 3, Hc, Wc]
+
+    def _read_rows(self, texts: list[str], images: list[list]) -> list[tuple]:
+        """One call per row: the pipeline numbers the pictures of a call, so rows cannot share one."""
+        rows = []
+        for text, row in zip(texts, images):
+            embeds, mask = self.pipe.encode_prompt([text], image=row, device=self.device)
+            rows.append((embeds[0] if mask is None else embeds[0][mask[0].bool()], None))
+        return rows

@@ -204,16 +204,18 @@ def build_tiny_flux_kontext(seed: int = 0):
     return FluxKontextPipeline(**{k: v for k, v in parts.items() if k not in ("image_encoder", "feature_extractor")})
 
 
-def build_tiny_qwen_image_edit(seed: int = 0):
-    """``QwenImageEditPipeline``: the tiny Qwen-Image's parts with a Qwen2-VL processor (the text encoder reads the source)."""
-    from diffusers import QwenImageEditPipeline
+def build_tiny_qwen_image_edit(seed: int = 0, plus: bool = False):
+    """``QwenImageEditPipeline`` (``plus``: ``QwenImageEditPlusPipeline``): the tiny Qwen-Image's parts with a
+    Qwen2-VL processor (the text encoder reads the sources)."""
+    import diffusers
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
     parts = build_tiny_qwen_image(seed).components
     tok = parts["tokenizer"]
     processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
                                  tokenizer=tok, chat_template=tok.chat_template)
-    return QwenImageEditPipeline(processor=processor, **parts)
+    pipeline = diffusers.QwenImageEditPlusPipeline if plus else diffusers.QwenImageEditPipeline
+    return pipeline(processor=processor, **parts)
 
 
 TINY_FAMILY_BUILDERS: dict[str, Callable] = {
@@ -224,6 +226,7 @@ TINY_FAMILY_BUILDERS: dict[str, Callable] = {
     "tiny-z-image": build_tiny_z_image,
     "tiny-flux-kontext": build_tiny_flux_kontext,
     "tiny-qwen-image-edit": build_tiny_qwen_image_edit,
+    "tiny-qwen-image-edit-plus": lambda seed=0: build_tiny_qwen_image_edit(seed, plus=True),
 }
 
 

@@ -20,7 +20,7 @@ PROMPT = "a red circle"
 TINY = {"qwen-image": "tiny-qwen-image", "sd3": "tiny-sd3", "flux2": "tiny-flux2",
         "flux2-klein": "tiny-flux2-klein", "z-image": "tiny-z-image", "flux-kontext": "tiny-flux-kontext"}
 ALL = ["flux", *TINY]
-EDIT_ONLY = {"tiny-qwen-image-edit"}  # its pipeline needs a source image: tests/models/test_qwen_image_edit.py
+EDIT_ONLY = {"tiny-qwen-image-edit", "tiny-qwen-image-edit-plus"}  # need a source: tests/models/test_qwen_image_edit.py
 
 
 @pytest.fixture(scope="module")

@@ -146,3 +146,54 @@ def test_preferred_size_is_the_pipelines_choice():
     assert preferred_edit_size(512, 512) == (1024, 1024)
     h, w = preferred_edit_size(480, 640)
     assert h % 32 == w % 32 == 0 and abs(h * w - 1024 ** 2) < 0.05 * 1024 ** 2
+
+
+@pytest.fixture(scope="module")
+def plus(family_dirs):
+    return load_policy_for(str(family_dirs["qwen-image-edit-plus"]))
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_edit_plus_rollout_with_one_or_two_sources_equals_its_pipeline(plus, slots, monkeypatch):
+    """Edit-Plus reads each source twice: at the VAE's size (patched to SOURCE) and at the text encoder's
+    (patched to SOURCE / 2 here, 384^2 pixels in the pipeline)."""
+    import diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus as edit_plus
+
+    monkeypatch.setattr(edit_plus, "calculate_dimensions",
+                        lambda area, ratio: (SOURCE // 2,) * 2 if area == edit_plus.CONDITION_IMAGE_SIZE else (SOURCE,) * 2)
+    sources = [images(seed=10 + i) for i in range(slots)]
+    cond = plus.encode_prompts([INSTRUCTION], plus.encode_sources(sources))
+    assert [p.shape[-1] for p in cond.sources.pixels] == [SOURCE // 2] * slots
+    eps = noise(plus)
+    ours = plus.rollout(cond, eps, num_steps=3, guidance=4.0)
+    pils = [Image.fromarray((s[0] * 255).round().byte().permute(1, 2, 0).numpy()) for s in sources]
+    theirs = plus.pipe(image=pils, prompt=INSTRUCTION, negative_prompt=plus.negative_prompt, true_cfg_scale=4.0,
+                       height=SIZE, width=SIZE, num_inference_steps=3, latents=pack_latents(eps),
+                       output_type="latent").images
+    torch.testing.assert_close(ours, plus.unpack(theirs, *eps.shape[-2:]), atol=2e-5, rtol=1e-4)
+
+
+def test_edit_plus_batches_rows_with_several_sources_and_recovers_exactly(plus, monkeypatch):
+    sources = plus.encode_sources([images(2, seed=20), images(2, seed=21)])
+    prompts = [INSTRUCTION, "put the square on the circle"]
+    cond = plus.encode_prompts(prompts, sources)
+    x, sigma = noise(plus, batch=2), torch.tensor([0.8, 0.6])
+    v = plus.velocity(x, sigma, cond, 4.0)
+    one = plus.encode_sources([images(2, seed=20)[1:], images(2, seed=21)[1:]])
+    torch.testing.assert_close(v[1:], plus.velocity(x[1:], sigma[1:], plus.encode_prompts(prompts[1:], one), 4.0),
+                               atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="4 source slots for qwen-image-edit-plus, which reads 1 to 3"):
+        plus.encode_sources([images()] * 4)
+    x0, eps = noise(plus, seed=2, batch=2), noise(plus, seed=3, batch=2)
+    n = plus.image_seq_len(*x0.shape[-2:])
+    seen = []
+
+    def perfect(hidden_states, img_shapes, **kwargs):
+        seen.append(img_shapes)
+        return (torch.cat([pack_latents(eps - x0), torch.ones_like(hidden_states[:, n:])], dim=1),)
+
+    monkeypatch.setattr(plus, "_forward_module", perfect)
+    torch.testing.assert_close(denoise_recover(plus.velocity_fn(cond, 4.0), x0, eps, torch.tensor([0.7, 0.9]), 0.05),
+                               x0, atol=1e-5, rtol=0)
+    src = SOURCE // plus.pixel_multiple
+    assert seen[0] == [[(1, 2, 2), (1, src, src), (1, src, src)]] * 2
