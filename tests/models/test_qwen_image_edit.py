@@ -14,7 +14,7 @@ from PIL import Image
 from srpo.direct_align import denoise_recover, inversion_recover
 from srpo.models.families import load_policy_for
 from srpo.models.flux import pack_latents
-from srpo.models.qwen_image_edit import QwenEditCond, QwenImageEditPolicy, preferred_edit_size
+from srpo.models.qwen_image_edit import QwenEditCond, preferred_edit_size
 
 SIZE = 32  # output side in pixels
 SOURCE = 64  # source side: the pipeline's resize target is patched to this area (it is 1024^2 otherwise)
@@ -122,10 +122,12 @@ def test_a_source_is_required_and_checked(policy, family_dirs):
         load_policy_for(str(family_dirs["qwen-image"])).encode_sources(images())
 
 
-def test_a_lora_trained_with_a_source_reloads_through_the_edit_pipeline(family_dirs, tmp_path):
+@pytest.mark.parametrize("family", ["qwen-image-edit", "qwen-image-edit-plus"])
+def test_a_lora_trained_with_a_source_reloads_through_the_edit_pipeline(family, family_dirs, tmp_path):
+    from srpo.models.families import adapter_class
     from srpo.training.lora import add_lora, save_lora
 
-    policy = load_policy_for(str(family_dirs["qwen-image-edit"]))
+    policy = load_policy_for(str(family_dirs[family]))
     sources = policy.encode_sources(images())
     x, sigma = noise(policy), torch.tensor([0.8])
     add_lora(policy.transformer, rank=4, alpha=8, targets=list(policy.lora_targets))
@@ -135,9 +137,9 @@ def test_a_lora_trained_with_a_source_reloads_through_the_edit_pipeline(family_d
                 p.normal_(0, 0.2, generator=torch.Generator().manual_seed(len(name)))
     trained = policy.velocity(x, sigma, policy.encode_prompts([INSTRUCTION], sources), 4.0)
     save_lora(policy, policy.transformer, tmp_path / "policy")
-    pipe = type(policy.pipe).from_pretrained(str(family_dirs["qwen-image-edit"]))
+    pipe = type(policy.pipe).from_pretrained(str(family_dirs[family]))
     pipe.load_lora_weights(str(tmp_path / "policy"))  # the pipeline's own loader
-    reloaded = QwenImageEditPolicy(pipe)
+    reloaded = adapter_class(family)(pipe)
     v = reloaded.velocity(x, sigma, reloaded.encode_prompts([INSTRUCTION], sources), 4.0)
     torch.testing.assert_close(v, trained, atol=1e-5, rtol=1e-4)
 
