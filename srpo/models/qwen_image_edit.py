@@ -19,8 +19,8 @@ each resized to 384^2 pixels after a "Picture i:" tag.
 
 The pipeline resizes every source to an area of 1024^2 pixels at its aspect ratio (sides in
 multiples of 32) before both paths; the policy takes the source at the size it is given
-(:func:`preferred_edit_size` gives the pipeline's choice). The vision-language path sees the
-source as 8-bit RGB (the pipeline hands it PIL images), so sources are rounded to 1/255 steps there.
+(:func:`preferred_edit_size` gives the pipeline's choice). Both paths see the source as 8-bit RGB
+(the pipeline is handed PIL images), so sources are rounded to 1/255 steps first.
 """
 
 from __future__ import annotations

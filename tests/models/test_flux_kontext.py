@@ -79,6 +79,18 @@ def test_the_velocity_depends_on_the_source_and_the_batch_rows_stay_apart(policy
     torch.testing.assert_close(stacked, torch.cat([v, v]), atol=1e-5, rtol=1e-4)
 
 
+def test_the_direct_align_branch_is_differentiable_with_a_source(policy):
+    """The denoise branch's x0hat, decoded, gives the transformer gradients; the source stays a constant."""
+    sources = policy.encode_sources(images(seed=6))
+    cond = policy.encode_prompts([INSTRUCTION], sources)
+    x0, eps = noise(policy, seed=4), noise(policy, seed=5)
+    x0hat = denoise_recover(policy.velocity_fn(cond, 2.5), x0, eps, torch.tensor([0.8]), 0.05)
+    policy.decode(x0hat).mean().backward()
+    grads = [p.grad for p in policy.transformer.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads) and not cond.source.requires_grad
+    policy.transformer.zero_grad(set_to_none=True)
+
+
 def test_direct_align_recovers_x0_exactly_through_the_packing_with_a_source(policy, monkeypatch):
     """A perfect model in the token layout: the transformer returns eps - x0 on the noisy tokens and
     garbage on the source tokens, which the adapter must drop."""
