@@ -37,7 +37,7 @@ SD3.5, Qwen-Image, FLUX.2 [klein] base, Z-Image base; each rollout step costs tw
 The training forward applies CFG only when ``cfg_in_training`` is set (off by default, as in the
 SRPO authors' Qwen-Image script): ``velocity`` is then the conditional prediction alone.
 
-Edit families (``edits_images``: FLUX.1 Kontext) condition each prompt on a source image as well.
+Edit families (``edits_images``: FLUX.1 Kontext, Qwen-Image-Edit) condition each prompt on a source image too.
 The source reaches the policy on the encode path, so velocity, rollout and every maths module are
 unchanged: ``sources = policy.encode_sources(images [B,3,H,W] in [0, 1])`` once per source (no
 grad; the trainer may store them with the rollout set like the text rows), then
@@ -317,7 +317,8 @@ class Policy:
     def attach_sources(self, cond, sources):
         """``cond`` with an edit family's source conditioning ``sources`` (text-to-image families: an error)."""
         raise ValueError(f"policy.family {self.family!r} is a text-to-image model and takes no source image: "
-                         "use an edit family (flux-kontext) to train on (source image, instruction) pairs, or "
+                         "use an edit family (flux-kontext, qwen-image-edit, qwen-image-edit-plus) to train on (source image, "
+                         "instruction) pairs, or "
                          "give prompts without source images")
 
     def _encode_with_encoders(self, prompts: list[str]) -> list[tuple]:
