@@ -317,9 +317,8 @@ class Policy:
     def attach_sources(self, cond, sources):
         """``cond`` with an edit family's source conditioning ``sources`` (text-to-image families: an error)."""
         raise ValueError(f"policy.family {self.family!r} is a text-to-image model and takes no source image: "
-                         "use an edit family (flux-kontext, qwen-image-edit, qwen-image-edit-plus) to train on (source image, "
-                         "instruction) pairs, or "
-                         "give prompts without source images")
+                         "use an edit family (flux-kontext, qwen-image-edit, qwen-image-edit-plus) to train on "
+                         "(source image, instruction) pairs, or give prompts without source images")
 
     def _encode_with_encoders(self, prompts: list[str]) -> list[tuple]:
         if not self.text_encoders:
