@@ -12,6 +12,8 @@ The interface, in one place:
                                                  families also carry ``sources`` (below)
 ``encode_sources(images) -> sources``            edit families: what they condition on from the
                                                  source images (FLUX.1 Kontext: their latents)
+``source_pixels(pil) -> [3,H,W]``               edit families: a PIL source resized as their
+                                                 pipeline does it (no resizing surprises)
 ``velocity(x, sigma, cond, guidance) -> v``      ``x [B,C,h,w]``, ``sigma [B]`` -> ``[B,C,h,w]``,
                                                  targeting ``eps - x0`` (the training forward)
 ``velocity_fn(cond, guidance)``                  ``(x, sigma) -> v`` for the maths modules
@@ -309,6 +311,16 @@ class Policy:
         rows = self.prompt_cache.lookup(list(prompts), self._encode_with_encoders)
         cond = stack_rows(rows, self.text_with_mask)
         return cond if sources is None else self.attach_sources(cond, sources)
+
+    def source_pixels(self, image) -> torch.Tensor:
+        """A PIL source image as the family's pipeline resizes it for its VAE: [3, H, W] in [0, 1] (edit families)."""
+        return self.attach_sources(None, image)  # text-to-image families: the clear refusal
+
+    def _pipeline_pixels(self, image, height: int, width: int) -> torch.Tensor:
+        """``image`` through the pipeline's own image processor at ``height`` x ``width``: [3, H, W] in [0, 1]."""
+        processor = self.pipe.image_processor
+        pixels = processor.preprocess(processor.resize(image, height, width), height, width)  # [1, 3, H, W] in [-1, 1]
+        return (pixels[0].float() / 2 + 0.5).clamp(0, 1)
 
     def encode_sources(self, images: torch.Tensor):
         """Source images [B,3,H,W] in [0, 1] -> what an edit family conditions on (see :meth:`attach_sources`)."""

@@ -71,6 +71,11 @@ class FluxKontextPolicy(FluxPolicy):
     default_guidance = 2.5  # BFL's recommended guidance for Kontext [dev] (the pipeline's default is 3.5)
     edits_images = True
 
+    def source_pixels(self, image) -> torch.Tensor:
+        """A PIL source as ``FluxKontextPipeline`` prepares it: resized to the Kontext resolution of the nearest
+        aspect ratio (:func:`preferred_kontext_size`), [3, H, W] in [0, 1]."""
+        return self._pipeline_pixels(image, *preferred_kontext_size(image.height, image.width))
+
     @torch.no_grad()
     def encode_sources(self, images: torch.Tensor) -> torch.Tensor:
         """Source images [B,3,Hs,Ws] in [0, 1] -> their latents [B,C,hs,ws] (as the pipeline encodes them)."""

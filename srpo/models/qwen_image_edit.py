@@ -90,6 +90,11 @@ class QwenImageEditPolicy(QwenImagePolicy):
 
     max_sources: int = 1  # source images per prompt
 
+    def source_pixels(self, image) -> torch.Tensor:
+        """A PIL source as the pipeline prepares it for its VAE: resized to 1024^2 pixels at its aspect ratio
+        (:func:`preferred_edit_size`), [3, H, W] in [0, 1]."""
+        return self._pipeline_pixels(image, *preferred_edit_size(image.height, image.width))
+
     @torch.no_grad()
     def encode_sources(self, images: torch.Tensor | Sequence[torch.Tensor]) -> EditSources:
         """Source images [B,3,Hs,Ws] in [0, 1] (Edit-Plus: a list, one tensor per source slot) -> their latents

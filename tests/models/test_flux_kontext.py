@@ -66,6 +66,23 @@ def test_rollout_with_a_source_equals_the_kontext_pipeline(policy, source_size):
     assert not torch.allclose(ours, plain, atol=1e-4)  # the source is seen
 
 
+def test_a_pil_source_prepared_by_source_pixels_equals_the_pipelines_auto_resize(policy):
+    """The pipeline's default path: a PIL image resized to the nearest Kontext resolution (_auto_resize)."""
+    from PIL import Image
+
+    pil = Image.fromarray((images(height=48, width=64)[0] * 255).round().byte().permute(1, 2, 0).numpy())
+    pixels = policy.source_pixels(pil)
+    assert tuple(pixels.shape[-2:]) == preferred_kontext_size(48, 64) != (48, 64)
+    eps = noise(policy)
+    ours = policy.rollout(policy.encode_prompts([INSTRUCTION], policy.encode_sources(pixels[None])), eps,
+                          num_steps=2, guidance=2.5)
+    pipe = policy.pipe
+    theirs = pipe(prompt=INSTRUCTION, image=pil, height=SIZE, width=SIZE, max_area=SIZE * SIZE, num_inference_steps=2,
+                  guidance_scale=2.5, latents=pack_latents(eps), output_type="latent",
+                  max_sequence_length=pipe.tokenizer_2.model_max_length).images
+    torch.testing.assert_close(ours, policy.unpack(theirs, *eps.shape[-2:]), atol=2e-5, rtol=1e-4)
+
+
 def test_the_velocity_depends_on_the_source_and_the_batch_rows_stay_apart(policy):
     sources = policy.encode_sources(images(2, seed=3))
     cond = policy.encode_prompts([INSTRUCTION, INSTRUCTION], sources)

@@ -55,6 +55,21 @@ def test_rollout_with_a_source_equals_the_edit_pipeline(policy, monkeypatch):
     assert not torch.allclose(ours, other, atol=1e-4)  # the source is seen
 
 
+def test_a_pil_source_prepared_by_source_pixels_equals_the_pipelines_own_resize(policy):
+    """The pipeline's default path, unpatched: the source resized to 1024^2 pixels for both the VAE and Qwen2.5-VL."""
+    pil = Image.fromarray(torch.randint(0, 256, (48, 64, 3), generator=torch.Generator().manual_seed(3),
+                                        dtype=torch.uint8).numpy())  # 64 wide, 48 high
+    pixels = policy.source_pixels(pil)
+    assert tuple(pixels.shape[-2:]) == preferred_edit_size(48, 64) == (896, 1184)
+    eps = noise(policy)
+    ours = policy.rollout(policy.encode_prompts([INSTRUCTION], policy.encode_sources(pixels[None])), eps,
+                          num_steps=2, guidance=4.0)
+    theirs = policy.pipe(image=pil, prompt=INSTRUCTION, negative_prompt=policy.negative_prompt, true_cfg_scale=4.0,
+                         height=SIZE, width=SIZE, num_inference_steps=2, latents=pack_latents(eps),
+                         output_type="latent").images
+    torch.testing.assert_close(ours, policy.unpack(theirs, *eps.shape[-2:]), atol=2e-5, rtol=1e-4)
+
+
 def test_text_rows_are_read_with_the_source_and_cached_per_pair(policy):
     a, b = policy.encode_sources(images(seed=1)), policy.encode_sources(images(seed=2))
     before = len(policy.prompt_cache)
