@@ -48,7 +48,8 @@ class PolicyConfig(StrictModel):
     pretrained: str = Field("builtin:tiny-flux", description="local folder, s3:// URL, hub id or builtin:<name>")
     transformer: Optional[str] = Field(None, description="optional diffusers transformer folder replacing the base one")
     family: Optional[str] = Field(None, description="model family (flux, qwen-image, sd3, flux2, flux2-klein, "
-                                  "z-image; default: read from the folder's model_index.json)")
+                                  "z-image; edit models: flux-kontext, qwen-image-edit(-plus); default: read from the "
+                                  "folder's model_index.json)")
     negative_prompt: str = Field("", description="true-CFG families (SD3.5, Qwen-Image): the negative prompt")
     cfg_in_training: bool = Field(False, description="true-CFG families: guide the training forward too (two "
                                   "transformer calls per model step; the authors' Qwen script trains without)")

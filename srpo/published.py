@@ -43,7 +43,10 @@ from srpo.io import atomic_directory, atomic_write_text, cache_dir
 BUILTIN_PREFIX = "builtin:"
 #: The tiny random pipelines of the other families (built by srpo/models/tiny_families.py): name -> model.
 TINY_FAMILIES = {"tiny-qwen-image": "Qwen-Image", "tiny-sd3": "Stable Diffusion 3.5", "tiny-flux2": "FLUX.2 [dev]",
-                 "tiny-flux2-klein": "FLUX.2 [klein]", "tiny-z-image": "Z-Image"}
+                 "tiny-flux2-klein": "FLUX.2 [klein]", "tiny-z-image": "Z-Image",
+                 "tiny-flux-kontext": "FLUX.1 Kontext (edits a source image)",
+                 "tiny-qwen-image-edit": "Qwen-Image-Edit (edits a source image)",
+                 "tiny-qwen-image-edit-plus": "Qwen-Image-Edit-2509 (edits up to three source images)"}
 KINDS = ("policy", "reward", "metric")
 
 #: A builder: ``builder(family=..., seed=...) -> folder``.

@@ -4,8 +4,8 @@ Layers, lowest first (a module may import its own layer and the ones below):
 
 0. maths: ``srpo.direct_align``, ``schedules``, ``srp``, ``losses``, ``noise`` (torch and the
    standard library only);
-1. plumbing and plain data: ``srpo.io``, ``config``, ``artifacts``, ``prompts``, ``published``, ``cache``,
-   ``image_stats``, and the shapes world's scenes and pixel grader (``srpo.world.shapes``, ``grader``,
+1. plumbing and plain data: ``srpo.io``, ``config``, ``artifacts``, ``prompts``, ``edit_data``, ``published``,
+   ``cache``, ``image_stats``, and the shapes world's scenes and pixel grader (``srpo.world.shapes``, ``grader``,
    ``scoring``: plain tensor code over images and captions, which the score-only rewards use);
 2. ``srpo.models``; 3. ``srpo.rewards``; 4. ``srpo.training``;
 5. ``srpo.evaluation`` and the rest of ``srpo.world`` (same layer).
@@ -36,8 +36,8 @@ SRPO = ROOT / "srpo"
 MATHS = {"srpo.direct_align", "srpo.schedules", "srpo.srp", "srpo.losses", "srpo.noise"}
 LAYERS: list[tuple[str, set[str]]] = [  # (layer name, module or package prefixes), lowest first
     ("maths", MATHS),
-    ("plumbing", {"srpo", "srpo.io", "srpo.config", "srpo.artifacts", "srpo.prompts", "srpo.published",
-                  "srpo.cache", "srpo.image_stats", "srpo.world.shapes", "srpo.world.grader", "srpo.world.scoring"}),
+    ("plumbing", {"srpo", "srpo.io", "srpo.config", "srpo.artifacts", "srpo.prompts", "srpo.edit_data",
+                  "srpo.published", "srpo.cache", "srpo.image_stats", "srpo.world.shapes", "srpo.world.grader", "srpo.world.scoring"}),
     ("models", {"srpo.models"}),
     ("rewards", {"srpo.rewards"}),
     ("training", {"srpo.training"}),

@@ -7,8 +7,13 @@ to a :class:`Policy` only. Each family's adapter (``flux.py``, ``qwen_image.py``
 The interface, in one place:
 
 ===============================================  =================================================
-``encode_prompts(prompts) -> cond``              text conditioning, cached per prompt (PromptCache);
-                                                 ``cond.repeat(n)`` stacks it n times over
+``encode_prompts(prompts, sources) -> cond``     text conditioning, cached per prompt (PromptCache);
+                                                 ``cond.repeat(n)`` stacks it n times over; edit
+                                                 families also carry ``sources`` (below)
+``encode_sources(images) -> sources``            edit families: what they condition on from the
+                                                 source images (FLUX.1 Kontext: their latents)
+``source_pixels(pil) -> [3,H,W]``               edit families: a PIL source resized as their
+                                                 pipeline does it (no resizing surprises)
 ``velocity(x, sigma, cond, guidance) -> v``      ``x [B,C,h,w]``, ``sigma [B]`` -> ``[B,C,h,w]``,
                                                  targeting ``eps - x0`` (the training forward)
 ``velocity_fn(cond, guidance)``                  ``(x, sigma) -> v`` for the maths modules
@@ -33,6 +38,15 @@ SD3.5, Qwen-Image, FLUX.2 [klein] base, Z-Image base; each rollout step costs tw
 ``"none"`` (guidance- or step-distilled: FLUX.2 [klein] distilled, Z-Image-Turbo with scale 0).
 The training forward applies CFG only when ``cfg_in_training`` is set (off by default, as in the
 SRPO authors' Qwen-Image script): ``velocity`` is then the conditional prediction alone.
+
+Edit families (``edits_images``: FLUX.1 Kontext, Qwen-Image-Edit) condition each prompt on a source image too.
+The source reaches the policy on the encode path, so velocity, rollout and every maths module are
+unchanged: ``sources = policy.encode_sources(images [B,3,H,W] in [0, 1])`` once per source (no
+grad; the trainer may store them with the rollout set like the text rows), then
+``cond = policy.encode_prompts(instructions, sources)``; ``cond.repeat(n)`` repeats the sources
+with the text. Text-to-image families refuse ``sources``. A family whose text rows depend on the
+image (Qwen-Image-Edit's Qwen2.5-VL sees it) returns its own sources object holding the pixels
+its text encoder needs too, and keys its prompt cache by (prompt, source).
 
 The rollout schedule comes from the model folder's scheduler config (:func:`scheduler_sigmas`:
 its shift, dynamic shifting by resolution, the pipeline's own base sigmas) unless a ``shift`` is
@@ -164,6 +178,7 @@ class Policy:
     default_max_shift: ClassVar[float] = 1.15  # the pipeline's fallback max_shift for dynamic shifting
     base_sigmas: ClassVar[bool] = True  # see scheduler_sigmas
     text_with_mask: ClassVar[bool] = False  # whether prompts keep their own lengths (a mask)
+    edits_images: ClassVar[bool] = False  # whether each prompt is an instruction on a source image
 
     def __init__(self, pipe, device: str | torch.device = "cpu", autocast_dtype: torch.dtype | None = None,
                  negative_prompt: str = "", cfg_in_training: bool = False, max_cached_prompts: int = 256):
@@ -288,10 +303,34 @@ class Policy:
         self.prompt_cache.max_items = int(n)
 
     @torch.no_grad()
-    def encode_prompts(self, prompts: Sequence[str]) -> TextCond:
-        """Text conditioning for ``prompts``; the prompts not in the cache are encoded together."""
+    def encode_prompts(self, prompts: Sequence[str], sources=None) -> TextCond:
+        """Text conditioning for ``prompts``; the prompts not in the cache are encoded together.
+
+        ``sources``: an edit family's per-prompt source conditioning (:meth:`encode_sources`).
+        """
         rows = self.prompt_cache.lookup(list(prompts), self._encode_with_encoders)
-        return stack_rows(rows, self.text_with_mask)
+        cond = stack_rows(rows, self.text_with_mask)
+        return cond if sources is None else self.attach_sources(cond, sources)
+
+    def source_pixels(self, image) -> torch.Tensor:
+        """A PIL source image as the family's pipeline resizes it for its VAE: [3, H, W] in [0, 1] (edit families)."""
+        return self.attach_sources(None, image)  # text-to-image families: the clear refusal
+
+    def _pipeline_pixels(self, image, height: int, width: int) -> torch.Tensor:
+        """``image`` through the pipeline's own image processor at ``height`` x ``width``: [3, H, W] in [0, 1]."""
+        processor = self.pipe.image_processor
+        pixels = processor.preprocess(processor.resize(image, height, width), height, width)  # [1, 3, H, W] in [-1, 1]
+        return (pixels[0].float() / 2 + 0.5).clamp(0, 1)
+
+    def encode_sources(self, images: torch.Tensor):
+        """Source images [B,3,H,W] in [0, 1] -> what an edit family conditions on (see :meth:`attach_sources`)."""
+        return self.attach_sources(None, images)  # text-to-image families: the clear refusal
+
+    def attach_sources(self, cond, sources):
+        """``cond`` with an edit family's source conditioning ``sources`` (text-to-image families: an error)."""
+        raise ValueError(f"policy.family {self.family!r} is a text-to-image model and takes no source image: "
+                         "use an edit family (flux-kontext, qwen-image-edit, qwen-image-edit-plus) to train on "
+                         "(source image, instruction) pairs, or give prompts without source images")
 
     def _encode_with_encoders(self, prompts: list[str]) -> list[tuple]:
         if not self.text_encoders:
@@ -333,6 +372,10 @@ class Policy:
         """The negative prompt's conditioning, ``batch_size`` times (cached like any prompt)."""
         return self.encode_prompts([self.negative_prompt]).repeat(batch_size)
 
+    def negative_for(self, cond) -> TextCond:
+        """True CFG's negative conditioning for the batch of ``cond`` (an edit family's sees the same sources)."""
+        return self.negative_cond(cond.tokens.shape[0])
+
     # ---- the velocity field ---------------------------------------------------------------
     def _transformer_velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond, guidance: float) -> torch.Tensor:
         """One forward of :attr:`forward_module`: ``x [B,C,h,w]``, ``sigma [B]`` -> ``v [B,C,h,w]`` (``eps - x0``)."""
@@ -362,7 +405,7 @@ class Policy:
         v = self._transformer_velocity(x, sigma, cond, guidance)
         if not self.uses_cfg(guidance):
             return v
-        negative = self.negative_cond(cond.tokens.shape[0])
+        negative = self.negative_for(cond)
         return self.combine_cfg(v, self._transformer_velocity(x, sigma, negative, guidance), guidance)
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond, guidance: float) -> torch.Tensor:

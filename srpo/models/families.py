@@ -3,16 +3,19 @@
 The family of a model folder is read from its ``model_index.json`` (``_class_name``, the diffusers
 pipeline class); an explicit family name overrides it. ``FAMILIES`` is the one table:
 
-=================  ============================  ===========================================
-family             diffusers pipeline            adapter
-=================  ============================  ===========================================
-``flux``           ``FluxPipeline``              :class:`srpo.models.flux.FluxPolicy`
-``qwen-image``     ``QwenImagePipeline``         :class:`srpo.models.qwen_image.QwenImagePolicy`
-``sd3``            ``StableDiffusion3Pipeline``  :class:`srpo.models.sd3.SD3Policy`
-``flux2``          ``Flux2Pipeline``             :class:`srpo.models.flux2.Flux2Policy`
-``flux2-klein``    ``Flux2KleinPipeline``        :class:`srpo.models.flux2.Flux2KleinPolicy`
-``z-image``        ``ZImagePipeline``            :class:`srpo.models.z_image.ZImagePolicy`
-=================  ============================  ===========================================
+========================  =============================  ====================================================================
+family                    diffusers pipeline             adapter
+========================  =============================  ====================================================================
+``flux``                  ``FluxPipeline``               :class:`srpo.models.flux.FluxPolicy`
+``qwen-image``            ``QwenImagePipeline``          :class:`srpo.models.qwen_image.QwenImagePolicy`
+``sd3``                   ``StableDiffusion3Pipeline``   :class:`srpo.models.sd3.SD3Policy`
+``flux2``                 ``Flux2Pipeline``              :class:`srpo.models.flux2.Flux2Policy`
+``flux2-klein``           ``Flux2KleinPipeline``         :class:`srpo.models.flux2.Flux2KleinPolicy`
+``z-image``               ``ZImagePipeline``             :class:`srpo.models.z_image.ZImagePolicy`
+``flux-kontext``          ``FluxKontextPipeline``        :class:`srpo.models.flux_kontext.FluxKontextPolicy` (edits)
+``qwen-image-edit``       ``QwenImageEditPipeline``      :class:`srpo.models.qwen_image_edit.QwenImageEditPolicy` (edits)
+``qwen-image-edit-plus``  ``QwenImageEditPlusPipeline``  :class:`srpo.models.qwen_image_edit.QwenImageEditPlusPolicy` (edits)
+========================  =============================  ====================================================================
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ FAMILIES: dict[str, Family] = {
     "flux2": Family("Flux2Pipeline", "Flux2Transformer2DModel", "srpo.models.flux2:Flux2Policy"),
     "flux2-klein": Family("Flux2KleinPipeline", "Flux2Transformer2DModel", "srpo.models.flux2:Flux2KleinPolicy"),
     "z-image": Family("ZImagePipeline", "ZImageTransformer2DModel", "srpo.models.z_image:ZImagePolicy"),
+    "flux-kontext": Family("FluxKontextPipeline", "FluxTransformer2DModel", "srpo.models.flux_kontext:FluxKontextPolicy"),
+    "qwen-image-edit": Family("QwenImageEditPipeline", "QwenImageTransformer2DModel",
+                              "srpo.models.qwen_image_edit:QwenImageEditPolicy"),
+    "qwen-image-edit-plus": Family("QwenImageEditPlusPipeline", "QwenImageTransformer2DModel",
+                                   "srpo.models.qwen_image_edit:QwenImageEditPlusPolicy"),
 }
 
 

@@ -80,12 +80,13 @@ class FluxPolicy(Policy):
         return unpack_latents(tokens, h, w)
 
     # ---- text -----------------------------------------------------------------------------
-    def encode_prompts(self, prompts: Sequence[str]) -> PromptEmbeds:
+    def encode_prompts(self, prompts: Sequence[str], sources=None) -> PromptEmbeds:
         """T5 states and CLIP pooled vectors of ``prompts``, cached per prompt (FLUX.1's T5 states
         are 4 MB a prompt in bf16: the cache is bounded by ``max_cached_prompts``)."""
         cond = super().encode_prompts(prompts)
         text_ids = torch.zeros(cond.tokens.shape[1], 3, device=self.device, dtype=cond.tokens.dtype)
-        return PromptEmbeds(cond.tokens, cond.pooled, text_ids)
+        embeds = PromptEmbeds(cond.tokens, cond.pooled, text_ids)
+        return embeds if sources is None else self.attach_sources(embeds, sources)
 
     def _encode_missing(self, prompts: list[str]) -> list[tuple]:
         max_len = min(512, self.pipe.tokenizer_2.model_max_length)
@@ -93,15 +94,22 @@ class FluxPolicy(Policy):
         return list(zip(tokens, pooled))  # ([L, D_t5], [D_clip]) per prompt
 
     # ---- the velocity field ---------------------------------------------------------------
+    def image_tokens(self, x: torch.Tensor, cond: PromptEmbeds) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformer's image stream for ``x [B,C,h,w]``: tokens [B, N, 4C] and their ids [N, 3]
+        (an edit family appends its source tokens after the N noisy ones)."""
+        h, w = x.shape[-2:]
+        return pack_latents(x), latent_image_ids(h, w, x.device, x.dtype)
+
     def _transformer_velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: PromptEmbeds,
                               guidance: float) -> torch.Tensor:
         h, w = x.shape[-2:]
+        tokens, img_ids = self.image_tokens(x, cond)
         out = self.transformer_forward(
-            hidden_states=pack_latents(x),
+            hidden_states=tokens,
             timestep=sigma.to(x.dtype),  # diffusers' FLUX multiplies by 1000 inside
             guidance=self.guidance_input(x, guidance),
             pooled_projections=cond.pooled,
             encoder_hidden_states=cond.tokens,
             txt_ids=cond.text_ids,
-            img_ids=latent_image_ids(h, w, x.device, x.dtype))
-        return unpack_latents(out.to(x.dtype), h, w)
+            img_ids=img_ids)
+        return unpack_latents(out[:, :self.image_seq_len(h, w)].to(x.dtype), h, w)  # the noisy tokens' velocity

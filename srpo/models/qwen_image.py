@@ -47,17 +47,24 @@ class QwenImagePolicy(Policy):
             return [(e, None) for e in embeds]
         return [(e[m.bool()], None) for e, m in zip(embeds, mask)]  # each prompt at its own length
 
+    def image_tokens(self, x: torch.Tensor, cond: TextCond) -> tuple[torch.Tensor, list[tuple[int, int, int]]]:
+        """The image stream for ``x [B,C,h,w]``: tokens [B, N, 4C] and each image's (frames, rows, cols)
+        (an edit family appends its source's tokens and shape after the noisy ones)."""
+        h, w = x.shape[-2:]
+        return pack_latents(x), [(1, h // 2, w // 2)]
+
     def _transformer_velocity(self, x: torch.Tensor, sigma: torch.Tensor, cond: TextCond,
                               guidance: float) -> torch.Tensor:
         b, _, h, w = x.shape
+        tokens, shapes = self.image_tokens(x, cond)
         out = self.transformer_forward(
-            hidden_states=pack_latents(x),
+            hidden_states=tokens,
             timestep=sigma.to(x.dtype),  # the pipeline passes t / 1000 = sigma
             guidance=self.guidance_input(x, guidance),
             encoder_hidden_states=cond.tokens,
             encoder_hidden_states_mask=cond.mask,
-            img_shapes=[[(1, h // 2, w // 2)]] * b)
-        return unpack_latents(out.to(x.dtype), h, w)
+            img_shapes=[shapes] * b)
+        return unpack_latents(out[:, :self.image_seq_len(h, w)].to(x.dtype), h, w)  # the noisy tokens' velocity
 
     def combine_cfg(self, cond_v: torch.Tensor, uncond_v: torch.Tensor, guidance: float) -> torch.Tensor:
         """``neg + s (pos - neg)``, rescaled per packed token to the conditional prediction's norm (as the pipeline)."""

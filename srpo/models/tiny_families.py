@@ -1,4 +1,4 @@
-"""Tiny pipelines of every non-FLUX.1 family, built offline like ``builtin:tiny-flux``.
+"""Tiny pipelines of every family but FLUX.1 (FLUX.1 Kontext reuses its parts), built offline like ``builtin:tiny-flux``.
 
 Each builder makes the family's real diffusers pipeline class from small configs with random
 weights drawn from a seed, and tokenizers made offline (open_clip's CLIP BPE, a Unigram T5 over a
@@ -190,12 +190,43 @@ def build_tiny_z_image(seed: int = 0):
                           tokenizer=tok, transformer=transformer)
 
 
+def build_tiny_flux_kontext(seed: int = 0):
+    """``FluxKontextPipeline``: the tiny FLUX.1's parts (``builtin:tiny-flux``'s sizes) with Kontext's
+    scheduler (dynamic shifting from the noisy tokens' count, FLUX.1 Kontext [dev]'s settings)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxKontextPipeline
+
+    from srpo.models.tiny import build_tiny_flux_pipeline
+
+    parts = build_tiny_flux_pipeline(seed=seed).components
+    parts["scheduler"] = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        max_image_seq_len=4096)
+    return FluxKontextPipeline(**{k: v for k, v in parts.items() if k not in ("image_encoder", "feature_extractor")})
+
+
+def build_tiny_qwen_image_edit(seed: int = 0, plus: bool = False):
+    """``QwenImageEditPipeline`` (``plus``: ``QwenImageEditPlusPipeline``): the tiny Qwen-Image's parts with a
+    Qwen2-VL processor (the text encoder reads the sources)."""
+    import diffusers
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    parts = build_tiny_qwen_image(seed).components
+    tok = parts["tokenizer"]
+    processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(), video_processor=Qwen2VLVideoProcessor(),
+                                 tokenizer=tok, chat_template=tok.chat_template)
+    pipeline = diffusers.QwenImageEditPlusPipeline if plus else diffusers.QwenImageEditPipeline
+    return pipeline(processor=processor, **parts)
+
+
 TINY_FAMILY_BUILDERS: dict[str, Callable] = {
     "tiny-qwen-image": build_tiny_qwen_image,
     "tiny-sd3": build_tiny_sd3,
     "tiny-flux2": build_tiny_flux2,
     "tiny-flux2-klein": build_tiny_flux2_klein,
     "tiny-z-image": build_tiny_z_image,
+    "tiny-flux-kontext": build_tiny_flux_kontext,
+    "tiny-qwen-image-edit": build_tiny_qwen_image_edit,
+    "tiny-qwen-image-edit-plus": lambda seed=0: build_tiny_qwen_image_edit(seed, plus=True),
 }
 
 

@@ -18,8 +18,9 @@ PROMPT = "a red circle"
 
 # family -> the tiny model tests/conftest.py's family_dirs builds (FLUX.1's is tiny_flux_dir)
 TINY = {"qwen-image": "tiny-qwen-image", "sd3": "tiny-sd3", "flux2": "tiny-flux2",
-        "flux2-klein": "tiny-flux2-klein", "z-image": "tiny-z-image"}
+        "flux2-klein": "tiny-flux2-klein", "z-image": "tiny-z-image", "flux-kontext": "tiny-flux-kontext"}
 ALL = ["flux", *TINY]
+EDIT_ONLY = {"tiny-qwen-image-edit", "tiny-qwen-image-edit-plus"}  # need a source: tests/models/test_qwen_image_edit.py
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,10 @@ def pipeline_latents(policy, eps, steps, guidance):
         out = pipe(PROMPT, guidance_scale=guidance, latents=policy.pack(eps),
                    max_sequence_length=pipe.tokenizer_2.model_max_length, **common).images
         return policy.unpack(out, h, w)
+    if policy.family == "flux-kontext":  # no source image: Kontext as text-to-image (tests/models/test_flux_kontext.py edits)
+        out = pipe(prompt=PROMPT, guidance_scale=guidance, latents=policy.pack(eps), max_area=SIZE * SIZE,
+                   max_sequence_length=pipe.tokenizer_2.model_max_length, **common).images
+        return policy.unpack(out, h, w)
     if policy.family == "qwen-image":
         out = pipe(PROMPT, negative_prompt=policy.negative_prompt, true_cfg_scale=guidance,
                    latents=policy.pack(eps), max_sequence_length=policy.max_sequence_length, **common).images
@@ -68,7 +73,8 @@ def pipeline_latents(policy, eps, steps, guidance):
 
 
 # guidance that exercises each family's kind: distilled values, true CFG (> 1; Z-Image: > 0)
-GUIDANCE = {"flux": 3.5, "qwen-image": 4.0, "sd3": 5.0, "flux2": 4.0, "flux2-klein": 4.0, "z-image": 3.0}
+GUIDANCE = {"flux": 3.5, "qwen-image": 4.0, "sd3": 5.0, "flux2": 4.0, "flux2-klein": 4.0, "z-image": 3.0,
+            "flux-kontext": 2.5}
 
 
 def test_the_family_table_names_a_policy_for_every_pipeline():
@@ -172,7 +178,7 @@ def test_direct_align_recovers_x0_exactly_through_the_packing(family, policies):
                                    atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("family", ["flux", "qwen-image", "flux2", "flux2-klein"])
+@pytest.mark.parametrize("family", ["flux", "qwen-image", "flux2", "flux2-klein", "flux-kontext"])
 def test_pack_matches_the_pipelines_own_packing(family, policies):
     policy = policies(family)
     x = noise(policy, batch=2)
@@ -259,7 +265,7 @@ def test_conditioning_is_cached_and_repeats(family, policies):
 def test_builtin_tiny_families_are_built_once_and_reproducibly(tmp_path, monkeypatch):
     from srpo.models.tiny_families import TINY_FAMILY_BUILDERS, builtin_family_path
 
-    assert set(TINY_FAMILY_BUILDERS) == set(TINY.values())
+    assert set(TINY_FAMILY_BUILDERS) == set(TINY.values()) | EDIT_ONLY
     monkeypatch.setenv("SRPO_CACHE", str(tmp_path))
     a = load_policy_for("builtin:tiny-z-image")
     assert a.family == "z-image" and builtin_family_path("tiny-z-image").parent == tmp_path / "builtin"
