@@ -1,0 +1,252 @@
+"""The shapes world's edit task: instructions that change one attribute of a drawn scene, and their grading.
+
+An edit names one attribute of the scene and the value it should take; everything else should
+stay as it was. Instructions are written from the world's own vocabulary::
+
+    fg          "make the circle red"          (the foreground colour; the shape is named)
+    bg          "make the background blue"
+    brightness  "make it brighter" / "make it darker"
+    saturation  "make it more vivid" / "make it more muted"
+    shape       "turn the circle into a square"
+
+:func:`draw_edits` draws (source, instruction, target) triples: the target is the source's scene
+with that one attribute changed (same position, size, hue jitter; a brightness or saturation edit
+moves both colours to the same relative place in the other class's range), so it is the exact
+answer. :func:`grade_edits` reads both images with the pixel grader (:mod:`srpo.world.grader`):
+
+- ``done``: the named attribute reads as the instruction's value in the edited image;
+- ``kept``: the share of the four unnamed attributes that read the same as in the source.
+
+Compare an edit model's output with the source *as the model's VAE returns it* (for the world's
+8x8-block VAE, :func:`srpo.world.reward.blocks` of it): the grader then judges the edit, not the
+VAE. Shape edits are drawn only when asked (:data:`DEFAULT_EDITS` leaves them out): the fixed VAE's
+8x8 pixel art shows a triangle the grader reads as one about a third of the time, so "done" on a
+shape edit would measure the VAE. Plain tensor code over images and strings (the score-only edit
+judge, :func:`edit_score`, sits under the rewards).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from srpo.world.grader import Grades, grade
+from srpo.world.shapes import BINARY_ATTRIBUTES, COLOUR_NAMES, COLOURS, SHAPES, Scenes, WorldSpec, render, sample_scenes
+
+#: Every attribute an instruction can change, and those drawn by default (see the module docstring).
+EDIT_ATTRIBUTES: tuple[str, ...] = ("fg", "bg", "brightness", "saturation", "shape")
+DEFAULT_EDITS: tuple[str, ...] = ("fg", "bg", "brightness", "saturation")
+#: The comparative words of the binary attributes: (towards False, towards True).
+COMPARATIVES: dict[str, tuple[str, str]] = {"brightness": ("darker", "brighter"),
+                                            "saturation": ("more muted", "more vivid")}
+#: Words the instructions add to the captions' (for tokenizer vocabularies).
+EDIT_WORDS: tuple[str, ...] = ("make", "the", "it", "turn", "into", "darker", "brighter", "more")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One instruction's meaning: the attribute it changes and the value it asks for.
+
+    ``value``: a colour index (``fg``, ``bg``), a shape index (``shape``) or a bool (binary:
+    True = bright / vivid).
+    """
+
+    attribute: str
+    value: int | bool
+
+
+def instruction(edit: Edit, shape: int) -> str:
+    """The instruction text of ``edit`` for a source whose shape index is ``shape``."""
+    if edit.attribute == "fg":
+        return f"make the {SHAPES[shape]} {COLOUR_NAMES[int(edit.value)]}"
+    if edit.attribute == "bg":
+        return f"make the background {COLOUR_NAMES[int(edit.value)]}"
+    if edit.attribute == "shape":
+        return f"turn the {SHAPES[shape]} into a {SHAPES[int(edit.value)]}"
+    if edit.attribute in COMPARATIVES:
+        return f"make it {COMPARATIVES[edit.attribute][int(bool(edit.value))]}"
+    raise ValueError(f"edit attribute {edit.attribute!r}: choose one of {', '.join(EDIT_ATTRIBUTES)}")
+
+
+_COLOUR = "|".join(COLOUR_NAMES)
+_SHAPE = "|".join(SHAPES)
+_PATTERNS = [
+    ("bg", re.compile(rf"make the background ({_COLOUR})")),
+    ("fg", re.compile(rf"make the (?:{_SHAPE}) ({_COLOUR})")),
+    ("shape", re.compile(rf"turn the (?:{_SHAPE}) into a ({_SHAPE})")),
+    *[(a, re.compile(rf"make it ({'|'.join(words)})")) for a, words in COMPARATIVES.items()],
+]
+
+
+def parse_instruction(text: str) -> Edit:
+    """The :class:`Edit` an instruction of this world asks for; ``ValueError`` for any other text."""
+    clean = " ".join(text.strip().lower().split())
+    for attribute, pattern in _PATTERNS:
+        match = pattern.fullmatch(clean)
+        if match:
+            word = match.group(1)
+            if attribute in COMPARATIVES:
+                return Edit(attribute, COMPARATIVES[attribute].index(word) == 1)
+            return Edit(attribute, (SHAPES if attribute == "shape" else COLOUR_NAMES).index(word))
+    raise ValueError(f"instruction {text!r} is not a shapes-world edit: write e.g. 'make the circle red', "
+                     "'make the background blue', 'make it brighter', 'make it more muted' or "
+                     "'turn the circle into a square'")
+
+
+def all_instructions(attributes: Sequence[str] = EDIT_ATTRIBUTES) -> list[str]:
+    """Every instruction the world writes for ``attributes``, in a fixed order (for prompt caches)."""
+    out = []
+    for attribute in attributes:
+        if attribute in COMPARATIVES:
+            out += [instruction(Edit(attribute, v), 0) for v in (False, True)]
+        elif attribute == "bg":
+            out += [instruction(Edit("bg", c), 0) for c in range(len(COLOUR_NAMES))]
+        else:
+            n = len(SHAPES) if attribute == "shape" else len(COLOUR_NAMES)
+            out += [instruction(Edit(attribute, v), s) for s in range(len(SHAPES)) for v in range(n)
+                    if attribute != "shape" or v != s]
+    return out
+
+
+def check_attributes(attributes: Sequence[str]) -> tuple[str, ...]:
+    """``attributes`` when each is an edit attribute and there is at least one; a clear error otherwise."""
+    bad = [a for a in attributes if a not in EDIT_ATTRIBUTES]
+    if bad or not attributes:
+        raise ValueError(f"edit attributes {list(attributes)!r}: choose among {', '.join(EDIT_ATTRIBUTES)} "
+                         "(at least one)")
+    return tuple(attributes)
+
+
+def _other(current: torch.Tensor, n: int, g: torch.Generator, avoid: torch.Tensor | None = None) -> torch.Tensor:
+    """A random index in [0, n) per row, never ``current`` (nor ``avoid``, when given)."""
+    out = (current + 1 + torch.randint(n - 1, current.shape, generator=g)) % n
+    if avoid is not None:  # redraw the clashes among the n - 2 values left
+        for i in torch.nonzero(out == avoid).flatten().tolist():
+            options = [v for v in range(n) if v not in (int(current[i]), int(avoid[i]))]
+            out[i] = options[int(torch.randint(len(options), (), generator=g))]
+    return out
+
+
+def _move_class(levels: torch.Tensor, flag: torch.Tensor, low: tuple[float, float], high: tuple[float, float]
+                ) -> torch.Tensor:
+    """``levels`` [N, 2] of class ``flag`` moved to the same relative place in the other class's range."""
+    lo_from = torch.where(flag, torch.tensor(high[0]), torch.tensor(low[0]))[:, None]
+    hi_from = torch.where(flag, torch.tensor(high[1]), torch.tensor(low[1]))[:, None]
+    lo_to = torch.where(flag, torch.tensor(low[0]), torch.tensor(high[0]))[:, None]
+    hi_to = torch.where(flag, torch.tensor(low[1]), torch.tensor(high[1]))[:, None]
+    return lo_to + (levels - lo_from) / (hi_from - lo_from) * (hi_to - lo_to)
+
+
+def apply_edits(scenes: Scenes, edits: Sequence[Edit], spec: WorldSpec = WorldSpec()) -> Scenes:
+    """The scenes with each one's edit applied (everything the edit does not name stays as it was)."""
+    out = Scenes(**{k: v.clone() for k, v in scenes.__dict__.items()})  # subset(slice) would share storage
+    hues = torch.tensor(list(COLOURS.values()))
+    for i, edit in enumerate(edits):
+        if edit.attribute in ("fg", "bg"):
+            col = 0 if edit.attribute == "fg" else 1
+            old = int(getattr(scenes, edit.attribute)[i])
+            getattr(out, edit.attribute)[i] = int(edit.value)
+            out.hue[i, col] = (scenes.hue[i, col] - hues[old] + hues[int(edit.value)]) % 360.0  # same jitter
+        elif edit.attribute == "shape":
+            out.shape[i] = int(edit.value)
+        elif edit.attribute in BINARY_ATTRIBUTES:
+            flag, field = ("bright", "value") if edit.attribute == "brightness" else ("vivid", "saturation")
+            low, high = ((spec.dark_value, spec.bright_value) if edit.attribute == "brightness"
+                         else (spec.muted_saturation, spec.vivid_saturation))
+            was = getattr(scenes, flag)[i:i + 1]
+            if bool(was) != bool(edit.value):
+                getattr(out, field)[i] = _move_class(getattr(scenes, field)[i:i + 1], was, low, high)[0]
+                getattr(out, flag)[i] = bool(edit.value)
+        else:
+            raise ValueError(f"edit attribute {edit.attribute!r}: choose one of {', '.join(EDIT_ATTRIBUTES)}")
+    return out
+
+
+def sample_edits(scenes: Scenes, seed: int, attributes: Sequence[str] = DEFAULT_EDITS) -> list[Edit]:
+    """One edit per scene: a uniformly drawn attribute of ``attributes`` and a value the scene does not have.
+
+    Colours never become the other colour of the scene (a red circle on red would have no shape).
+    """
+    attributes = check_attributes(attributes)
+    g = torch.Generator().manual_seed(int(seed))
+    n, ncol = len(scenes), len(COLOUR_NAMES)
+    which = torch.randint(len(attributes), (n,), generator=g)
+    new_fg = _other(scenes.fg, ncol, g, avoid=scenes.bg)
+    new_bg = _other(scenes.bg, ncol, g, avoid=scenes.fg)
+    new_shape = _other(scenes.shape, len(SHAPES), g)
+    values = {"fg": new_fg.tolist(), "bg": new_bg.tolist(), "shape": new_shape.tolist(),
+              "brightness": (~scenes.bright).tolist(), "saturation": (~scenes.vivid).tolist()}
+    return [Edit(attributes[int(k)], values[attributes[int(k)]][i]) for i, k in enumerate(which)]
+
+
+@dataclass
+class EditSet:
+    """Drawn edit triples: ``sources`` and ``targets`` [N, 3, S, S] in [0, 1], one instruction each."""
+
+    sources: torch.Tensor
+    instructions: list[str]
+    targets: torch.Tensor
+    edits: list[Edit]
+    source_scenes: Scenes
+    target_scenes: Scenes
+
+    def __len__(self) -> int:
+        return len(self.instructions)
+
+
+def draw_edits(n: int, seed: int, spec: WorldSpec = WorldSpec(), attributes: Sequence[str] = DEFAULT_EDITS
+               ) -> EditSet:
+    """``n`` (source, instruction, target) triples from ``seed``."""
+    scenes = sample_scenes(n, seed, spec)
+    edits = sample_edits(scenes, seed + 1, attributes)
+    targets = apply_edits(scenes, edits, spec)
+    texts = [instruction(e, int(s)) for e, s in zip(edits, scenes.shape)]
+    return EditSet(render(scenes, spec), texts, render(targets, spec), edits, scenes, targets)
+
+
+def _readings(g: Grades) -> dict[str, torch.Tensor]:
+    """Each edit attribute's reading per image ([N] long or bool)."""
+    return {"fg": g.fg, "bg": g.bg, "shape": g.shape, "brightness": g.bright, "saturation": g.vivid}
+
+
+def grade_edits(edited: torch.Tensor, sources: torch.Tensor, instructions: Sequence[str],
+                spec: WorldSpec = WorldSpec()) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(done [N] bool, kept [N] float)`` of ``edited`` against ``sources`` (both [N,3,H,W] in [0, 1]).
+
+    ``done``: the instruction's attribute reads as its value. ``kept``: the share of the other four
+    attributes whose reading equals the source's.
+    """
+    if edited.shape[0] != sources.shape[0] or edited.shape[0] != len(instructions):
+        raise ValueError(f"{edited.shape[0]} edited images, {sources.shape[0]} sources and {len(instructions)} "
+                         "instructions: give one source and one instruction per edited image")
+    edits = [parse_instruction(t) for t in instructions]
+    now, before = _readings(grade(edited, spec)), _readings(grade(sources, spec))
+    done = torch.tensor([bool(now[e.attribute][i] == int(e.value)) for i, e in enumerate(edits)])
+    same = torch.stack([now[a] == before[a] for a in EDIT_ATTRIBUTES], 1).float()  # [N, 5]
+    named = torch.tensor([[a == e.attribute for a in EDIT_ATTRIBUTES] for e in edits])  # [N, 5]
+    kept = (same * ~named).sum(1) / (len(EDIT_ATTRIBUTES) - 1)
+    return done, kept
+
+
+def edit_summary(done: torch.Tensor, kept: torch.Tensor, instructions: Sequence[str]) -> dict:
+    """Shares over a set: ``done``, ``kept``, ``done`` per attribute and the count."""
+    attrs = [parse_instruction(t).attribute for t in instructions]
+    per = {a: done[torch.tensor([x == a for x in attrs])].float().mean().item() for a in dict.fromkeys(attrs)}
+    return {"done": done.float().mean().item(), "kept": kept.mean().item(), "done_by_attribute": per,
+            "n": len(instructions)}
+
+
+def edit_score(images: torch.Tensor, prompts: list[str], sources: torch.Tensor | None = None) -> torch.Tensor:
+    """The world's grader as a score-only edit judge: ``done + kept`` per image, in [0, 2].
+
+    ``prompts`` are the instructions; ``sources`` [B,3,H,W] the source images (as the policy's VAE
+    returns them, see the module docstring). Registered as ``reward.function: shapes-edit``.
+    """
+    if sources is None:
+        raise ValueError("the shapes-edit score needs the source images: call score(images, instructions, "
+                         "sources=...) with one source per edited image")
+    done, kept = grade_edits(images, sources.to(images.device).float(), prompts)
+    return done.float() + kept
