@@ -182,9 +182,23 @@ def sample_edits(scenes: Scenes, seed: int, attributes: Sequence[str] = DEFAULT_
     return [Edit(attributes[int(k)], values[attributes[int(k)]][i]) for i, k in enumerate(which)]
 
 
+def target_texts(targets: Scenes, edits: Sequence[Edit]) -> list[str]:
+    """What each edit's result shows, in the captions' words (the text an edit reward compares with).
+
+    The target's base prompt; a brightness or saturation edit also prefixes the word it asks for, in
+    SRP's control-word format (``"bright. a red circle on a blue background"``).
+    """
+    out = []
+    for prompt, edit in zip(targets.base_prompts(), edits):
+        word = BINARY_ATTRIBUTES[edit.attribute][int(bool(edit.value))] if edit.attribute in BINARY_ATTRIBUTES else ""
+        out.append(f"{word}. {prompt}" if word else prompt)
+    return out
+
+
 @dataclass
 class EditSet:
-    """Drawn edit triples: ``sources`` and ``targets`` [N, 3, S, S] in [0, 1], one instruction each."""
+    """Drawn edit triples: ``sources`` and ``targets`` [N, 3, S, S] in [0, 1], one instruction each, and
+    the source captions and target texts (:func:`target_texts`)."""
 
     sources: torch.Tensor
     instructions: list[str]
@@ -192,6 +206,14 @@ class EditSet:
     edits: list[Edit]
     source_scenes: Scenes
     target_scenes: Scenes
+
+    @property
+    def source_texts(self) -> list[str]:
+        return self.source_scenes.base_prompts()
+
+    @property
+    def target_texts(self) -> list[str]:
+        return target_texts(self.target_scenes, self.edits)
 
     def __len__(self) -> int:
         return len(self.instructions)

@@ -59,3 +59,12 @@ def test_binary_edits_land_in_the_other_class():
     graded = grade(triples.targets)
     assert torch.equal(graded.bright, triples.target_scenes.bright)
     assert torch.equal(graded.vivid, triples.target_scenes.vivid)
+
+
+def test_target_texts_name_the_edited_value():
+    triples = draw_edits(60, seed=6, attributes=EDIT_ATTRIBUTES)
+    for text, edit, src in zip(triples.target_texts, triples.edits, triples.source_texts):
+        if edit.attribute == "fg":
+            assert text.split()[1] == COLOUR_NAMES[edit.value] and text != src
+        elif edit.attribute == "brightness":
+            assert text.startswith(("bright. ", "dark. ")) and text.endswith(src)

@@ -1,0 +1,124 @@
+"""The world's edit model: a tiny FLUX.1 Kontext trained by flow matching on drawn edit triples.
+
+Same machinery as the world's generator (:mod:`srpo.world.generator`): the fixed analytic VAE
+(8x8 block means), ``FluxTransformer2DModel`` from a small config, random frozen text encoders
+whose T5 vocabulary holds the instructions' words. The pipeline is a ``FluxKontextPipeline``, and
+training goes through the family's own forward (:class:`~srpo.models.flux_kontext.FluxKontextPolicy`):
+the source's latent is packed and appended as conditioning tokens with ids ``(1, row, col)``, the
+velocity is read from the noisy tokens. Per step, for a batch of (source, instruction, target)
+triples (:func:`srpo.world.edits.draw_edits`)::
+
+    x_s = (1 - s) z_target + s eps,   loss = | v(x_s, s, instruction, z_source) - (eps - z_target) |^2
+
+Every triple changes exactly one attribute, so the model learns both halves of an edit: the named
+attribute from the instruction, everything else copied from the source tokens. The result saves with ``save_pretrained`` and
+loads through ``load_policy`` as family ``flux-kontext`` (published as ``builtin:shapes-kontext``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from srpo.models.flux_kontext import FluxKontextPolicy
+from srpo.models.tiny import TinyFluxSpec
+from srpo.noise import seeded_noise
+from srpo.schedules import shift_sigma
+from srpo.world.edits import DEFAULT_EDITS, EDIT_WORDS, all_instructions, check_attributes, draw_edits
+from srpo.world.fitting import Fitter
+from srpo.world.generator import GeneratorConfig, analytic_vae, fit_latent_scaling, latent_modes
+from srpo.world.shapes import WorldSpec
+
+
+class EditGeneratorConfig(GeneratorConfig):
+    """Sizes and training of the world's edit model (the generator's fields, edit defaults)."""
+
+    steps: int = Field(1500, ge=0)
+    guidance_range: tuple[float, float] = (1.0, 3.5)
+    attributes: tuple[str, ...] = DEFAULT_EDITS
+    pool_size: int = Field(2048, ge=16, description="edit triples drawn once; training samples from them")
+
+    def flux_spec(self) -> TinyFluxSpec:
+        spec = super().flux_spec()
+        return spec.model_copy(update={"t5_words": tuple(dict.fromkeys([*spec.t5_words, *EDIT_WORDS]))})
+
+
+def build_edit_pipeline(cfg: EditGeneratorConfig):
+    """The untrained ``FluxKontextPipeline`` (transformer random from ``cfg.seed``) with the fixed VAE.
+
+    The scheduler is the world generator's static shift 3 (the rollouts pass the same shift)."""
+    from diffusers import FluxKontextPipeline
+
+    from srpo.models.tiny import build_tiny_flux_pipeline
+
+    check_attributes(cfg.attributes)
+    with torch.random.fork_rng(devices=[]):
+        parts = build_tiny_flux_pipeline(cfg.flux_spec(), seed=cfg.seed).components
+    pipe = FluxKontextPipeline(**{k: v for k, v in parts.items() if k not in ("image_encoder", "feature_extractor")})
+    analytic_vae(pipe.vae)
+    return pipe
+
+
+def train_edit_transformer(policy: FluxKontextPolicy, cfg: EditGeneratorConfig, sources: torch.Tensor,
+                           targets: torch.Tensor, instructions: list[str], on_log=None) -> list[float]:
+    """Flow matching on target latents ``targets`` [N,C,h,w] given source latents ``sources`` [N,C,h,w]."""
+    g = torch.Generator().manual_seed(cfg.seed + 29)
+    transformer = policy.transformer
+    transformer.train().requires_grad_(True)
+    fitter = Fitter(transformer.parameters(), steps=cfg.steps, learning_rate=cfg.learning_rate, weight_decay=0.0,
+                    warmup_fraction=0.05, label="edit-flow", log_every=100, on_log=on_log)
+    for step in range(cfg.steps):
+        idx = torch.randint(len(targets), (cfg.batch_size,), generator=g)
+        cond = policy.encode_prompts([instructions[i] for i in idx.tolist()], sources[idx])
+        clean = targets[idx]
+        eps = torch.randn(clean.shape, generator=g)
+        sigma = shift_sigma(torch.rand(cfg.batch_size, generator=g), cfg.shift).clamp(1e-3, 1.0)  # [B]
+        s = sigma.view(-1, 1, 1, 1)
+        lo, hi = cfg.guidance_range
+        guidance = lo + (hi - lo) * float(torch.rand((), generator=g))
+        v = policy.velocity((1 - s) * clean + s * eps, sigma, cond, guidance)
+        fitter.update(step, F.mse_loss(v, eps - clean))
+    transformer.eval()
+    return fitter.history
+
+
+def train_edit_generator(cfg: EditGeneratorConfig, spec: WorldSpec = WorldSpec(), on_log=None):
+    """Build and train the edit pipeline; returns ``(pipe, info)`` with the loss curve and timings."""
+    start = time.perf_counter()
+    pipe = build_edit_pipeline(cfg)
+    triples = draw_edits(cfg.pool_size, cfg.seed + 5, spec, cfg.attributes)
+    shift, scale, _ = fit_latent_scaling(pipe.vae, torch.cat([triples.sources, triples.targets]))
+    z = lambda images: (latent_modes(pipe.vae, images) - shift) * scale  # noqa: E731  [N, C, h, w]
+    policy = FluxKontextPolicy(pipe, "cpu")
+    every = all_instructions(cfg.attributes)
+    policy.max_cached_prompts = len(every)
+    policy.encode_prompts(every)  # every instruction encoded once, in one batch
+    curve = train_edit_transformer(policy, cfg, z(triples.sources), z(triples.targets), triples.instructions,
+                                   on_log=on_log)
+    info = {"flow_curve": curve, "latent_shift": shift, "latent_scale": scale, "seconds": time.perf_counter() - start,
+            "transformer_params": sum(p.numel() for p in pipe.transformer.parameters())}
+    return pipe, info
+
+
+@torch.no_grad()
+def sample_edits(policy, sources: torch.Tensor, instructions: list[str], seeds: list[int], num_steps: int = 25,
+                 shift: float = 3.0, guidance: float = 2.5, batch_size: int = 64) -> torch.Tensor:
+    """Edited images [N,3,H,W] in [0,1] of ``sources`` [N,3,H,W]: one Euler rollout per (source, instruction, seed)."""
+    c, h, w = policy.latent_shape(*sources.shape[-2:])
+    out = []
+    for i in range(0, len(instructions), batch_size):
+        src = policy.encode_sources(sources[i:i + batch_size].to(policy.device))
+        eps = seeded_noise((c, h, w), seeds[i:i + batch_size]).to(policy.device)  # [b, C, h, w]
+        x0 = policy.rollout(policy.encode_prompts(instructions[i:i + batch_size], src), eps, num_steps, shift,
+                            guidance)
+        out.append(policy.decode(x0).cpu())
+    return torch.cat(out)
+
+
+def save_edit_pipeline(pipe, folder: str | Path) -> Path:
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
