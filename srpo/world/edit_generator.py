@@ -21,16 +21,13 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from srpo.models.flux_kontext import FluxKontextPolicy
 from srpo.models.tiny import TinyFluxSpec
-from srpo.noise import seeded_noise
-from srpo.schedules import shift_sigma
 from srpo.world.edits import DEFAULT_EDITS, EDIT_WORDS, all_instructions, check_attributes, draw_edits
-from srpo.world.fitting import Fitter
-from srpo.world.generator import GeneratorConfig, analytic_vae, fit_latent_scaling, latent_modes
+from srpo.world.generator import (GeneratorConfig, analytic_vae, fit_latent_scaling, latent_modes, sample_images,
+                                  train_flow)
 from srpo.world.shapes import WorldSpec
 
 
@@ -66,24 +63,10 @@ def build_edit_pipeline(cfg: EditGeneratorConfig):
 def train_edit_transformer(policy: FluxKontextPolicy, cfg: EditGeneratorConfig, sources: torch.Tensor,
                            targets: torch.Tensor, instructions: list[str], on_log=None) -> list[float]:
     """Flow matching on target latents ``targets`` [N,C,h,w] given source latents ``sources`` [N,C,h,w]."""
-    g = torch.Generator().manual_seed(cfg.seed + 29)
-    transformer = policy.transformer
-    transformer.train().requires_grad_(True)
-    fitter = Fitter(transformer.parameters(), steps=cfg.steps, learning_rate=cfg.learning_rate, weight_decay=0.0,
-                    warmup_fraction=0.05, label="edit-flow", log_every=100, on_log=on_log)
-    for step in range(cfg.steps):
-        idx = torch.randint(len(targets), (cfg.batch_size,), generator=g)
-        cond = policy.encode_prompts([instructions[i] for i in idx.tolist()], sources[idx])
-        clean = targets[idx]
-        eps = torch.randn(clean.shape, generator=g)
-        sigma = shift_sigma(torch.rand(cfg.batch_size, generator=g), cfg.shift).clamp(1e-3, 1.0)  # [B]
-        s = sigma.view(-1, 1, 1, 1)
-        lo, hi = cfg.guidance_range
-        guidance = lo + (hi - lo) * float(torch.rand((), generator=g))
-        v = policy.velocity((1 - s) * clean + s * eps, sigma, cond, guidance)
-        fitter.update(step, F.mse_loss(v, eps - clean))
-    transformer.eval()
-    return fitter.history
+    def cond_of(idx: torch.Tensor, g: torch.Generator):  # the instructions, their sources' tokens appended
+        return policy.encode_prompts([instructions[i] for i in idx.tolist()], sources[idx])
+
+    return train_flow(policy, cfg, targets, cond_of, seed=cfg.seed + 29, label="edit-flow", on_log=on_log)
 
 
 def train_edit_generator(cfg: EditGeneratorConfig, spec: WorldSpec = WorldSpec(), on_log=None):
@@ -104,19 +87,10 @@ def train_edit_generator(cfg: EditGeneratorConfig, spec: WorldSpec = WorldSpec()
     return pipe, info
 
 
-@torch.no_grad()
 def sample_edits(policy, sources: torch.Tensor, instructions: list[str], seeds: list[int], num_steps: int = 25,
                  shift: float = 3.0, guidance: float = 2.5, batch_size: int = 64) -> torch.Tensor:
     """Edited images [N,3,H,W] in [0,1] of ``sources`` [N,3,H,W]: one Euler rollout per (source, instruction, seed)."""
-    c, h, w = policy.latent_shape(*sources.shape[-2:])
-    out = []
-    for i in range(0, len(instructions), batch_size):
-        src = policy.encode_sources(sources[i:i + batch_size].to(policy.device))
-        eps = seeded_noise((c, h, w), seeds[i:i + batch_size]).to(policy.device)  # [b, C, h, w]
-        x0 = policy.rollout(policy.encode_prompts(instructions[i:i + batch_size], src), eps, num_steps, shift,
-                            guidance)
-        out.append(policy.decode(x0).cpu())
-    return torch.cat(out)
+    return sample_images(policy, instructions, seeds, num_steps, shift, guidance, batch_size, sources=sources)
 
 
 def save_edit_pipeline(pipe, folder: str | Path) -> Path:

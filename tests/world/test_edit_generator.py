@@ -1,0 +1,40 @@
+"""The world's edit model: a FLUX.1 Kontext pipeline trained on edit triples, loadable as family flux-kontext."""
+
+import torch
+
+from srpo.models.families import load_policy_for
+from srpo.models.flux_kontext import FluxKontextPolicy
+from srpo.world.edit_generator import EditGeneratorConfig, sample_edits, save_edit_pipeline, train_edit_generator
+from srpo.world.edits import draw_edits
+from srpo.world.reward import blocks
+
+TINY = dict(layers=1, single_layers=1, heads=2, head_dim=24, text_dim=32, pooled_dim=32, steps=3, batch_size=4,
+            pool_size=32)
+
+
+def test_trains_saves_and_loads_as_flux_kontext(tmp_path):
+    pipe, info = train_edit_generator(EditGeneratorConfig(**TINY))
+    assert len(info["flow_curve"]) == 3 and all(torch.isfinite(torch.tensor(info["flow_curve"])))
+    assert type(pipe).__name__ == "FluxKontextPipeline"
+    folder = save_edit_pipeline(pipe, tmp_path / "kontext")
+    loaded = load_policy_for(str(folder), "flux-kontext")
+    assert isinstance(loaded, FluxKontextPolicy)
+    trained = FluxKontextPolicy(pipe, "cpu")
+    triples = draw_edits(2, seed=3)
+    seeds = [5, 6]
+    a = sample_edits(trained, triples.sources, triples.instructions, seeds, num_steps=2)
+    b = sample_edits(loaded, triples.sources, triples.instructions, seeds, num_steps=2)
+    assert a.shape == (2, 3, 64, 64) and torch.allclose(a, b, atol=1e-5)
+    # the analytic VAE round-trips a source to its 8x8 block means (what the grader compares with)
+    assert torch.allclose(loaded.decode(loaded.encode_sources(triples.sources)), blocks(triples.sources), atol=1e-3)
+
+
+def test_the_source_tokens_reach_the_velocity():
+    pipe, _ = train_edit_generator(EditGeneratorConfig(**{**TINY, "steps": 0}))
+    policy = FluxKontextPolicy(pipe, "cpu")
+    triples = draw_edits(2, seed=4)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    sigma = torch.full((2,), 0.7)
+    own = policy.velocity(x, sigma, policy.encode_prompts(triples.instructions, policy.encode_sources(triples.sources)), 2.5)
+    other = policy.encode_sources(triples.targets)
+    assert not torch.allclose(own, policy.velocity(x, sigma, policy.encode_prompts(triples.instructions, other), 2.5))
