@@ -25,7 +25,8 @@ from pydantic import Field
 
 from srpo.models.flux_kontext import FluxKontextPolicy
 from srpo.models.tiny import TinyFluxSpec
-from srpo.world.edits import DEFAULT_EDITS, EDIT_WORDS, all_instructions, check_attributes, draw_edits
+from srpo.world.edits import (DEFAULT_EDITS, EDIT_WORDS, all_instructions, check_attributes, draw_edits, edit_summary,
+                              grade_edits)
 from srpo.world.generator import (GeneratorConfig, analytic_vae, fit_latent_scaling, latent_modes, sample_images,
                                   train_flow)
 from srpo.world.shapes import WorldSpec
@@ -96,3 +97,22 @@ def sample_edits(policy, sources: torch.Tensor, instructions: list[str], seeds: 
 def save_edit_pipeline(pipe, folder: str | Path) -> Path:
     pipe.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+@torch.no_grad()
+def check_edit_model(policy, spec: WorldSpec = WorldSpec(), n: int = 240, seed: int = 777,
+                     attributes=DEFAULT_EDITS, num_steps: int = 25, guidance: float = 2.5) -> dict:
+    """``done`` / ``kept`` of ``policy``'s edits of ``n`` held-out drawn triples, next to the two bounds.
+
+    Every image is compared with the source as the policy's VAE returns it (``decode(encode(source))``),
+    so the grade judges the edit, not the VAE: ``copy_source`` (the reference itself: done 0, kept 1)
+    and ``targets_through_vae`` (the drawn answers through the same VAE) bracket the model.
+    """
+    held = draw_edits(n, seed, spec, attributes)
+    decode = lambda images: torch.cat([policy.decode(policy.encode_sources(images[i:i + 64].to(policy.device))).cpu()  # noqa: E731
+                                       for i in range(0, len(images), 64)])
+    ref = decode(held.sources)
+    edited = sample_edits(policy, held.sources, held.instructions, [seed * 1000 + i for i in range(n)], num_steps,
+                          guidance=guidance)
+    return {name: edit_summary(*grade_edits(images, ref, held.instructions, spec), held.instructions)
+            for name, images in (("model", edited), ("copy_source", ref), ("targets_through_vae", decode(held.targets)))}
