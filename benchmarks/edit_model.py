@@ -16,7 +16,8 @@ import torch
 from benchmarks.common import emit
 from srpo.models.families import load_policy_for
 from srpo.models.flux_kontext import FluxKontextPolicy
-from srpo.world.edit_generator import EditGeneratorConfig, check_edit_model, save_edit_pipeline, train_edit_generator
+from srpo.world.edit_generator import EditGeneratorConfig, check_edit_model, train_edit_generator
+from srpo.world.generator import save_pipeline
 
 
 def main(argv=None) -> dict:
@@ -41,7 +42,7 @@ def main(argv=None) -> dict:
                       transformer_params=info["transformer_params"],
                       loss_first_last=[curve[0], sum(curve[-20:]) / len(curve[-20:])] if curve else None)
         if args.save:
-            save_edit_pipeline(pipe, args.save)
+            save_pipeline(pipe, args.save)
         policy = FluxKontextPolicy(pipe, "cpu")
     result.update(check_edit_model(policy, n=args.held_out))
     result["seconds"] = round(time.perf_counter() - start, 1)

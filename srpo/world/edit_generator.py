@@ -18,10 +18,9 @@ loads through ``load_policy`` as family ``flux-kontext`` (published as ``builtin
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from srpo.models.flux_kontext import FluxKontextPolicy
 from srpo.models.tiny import TinyFluxSpec
@@ -40,6 +39,11 @@ class EditGeneratorConfig(GeneratorConfig):
     attributes: tuple[str, ...] = DEFAULT_EDITS
     pool_size: int = Field(2048, ge=16, description="edit triples drawn once; training samples from them")
 
+    @field_validator("attributes")
+    @classmethod
+    def _known_attributes(cls, attributes: tuple[str, ...]) -> tuple[str, ...]:
+        return check_attributes(attributes)
+
     def flux_spec(self) -> TinyFluxSpec:
         spec = super().flux_spec()
         return spec.model_copy(update={"t5_words": tuple(dict.fromkeys([*spec.t5_words, *EDIT_WORDS]))})
@@ -53,7 +57,6 @@ def build_edit_pipeline(cfg: EditGeneratorConfig):
 
     from srpo.models.tiny import build_tiny_flux_pipeline
 
-    check_attributes(cfg.attributes)
     with torch.random.fork_rng(devices=[]):
         parts = build_tiny_flux_pipeline(cfg.flux_spec(), seed=cfg.seed).components
     pipe = FluxKontextPipeline(**{k: v for k, v in parts.items() if k not in ("image_encoder", "feature_extractor")})
@@ -92,11 +95,6 @@ def sample_edits(policy, sources: torch.Tensor, instructions: list[str], seeds: 
                  shift: float = 3.0, guidance: float = 2.5, batch_size: int = 64) -> torch.Tensor:
     """Edited images [N,3,H,W] in [0,1] of ``sources`` [N,3,H,W]: one Euler rollout per (source, instruction, seed)."""
     return sample_images(policy, instructions, seeds, num_steps, shift, guidance, batch_size, sources=sources)
-
-
-def save_edit_pipeline(pipe, folder: str | Path) -> Path:
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return Path(folder)
 
 
 @torch.no_grad()

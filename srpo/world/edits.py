@@ -27,12 +27,15 @@ judge, :func:`edit_score`, sits under the rewards).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from srpo.io import atomic_directory
 from srpo.world.grader import Grades, grade
 from srpo.world.shapes import BINARY_ATTRIBUTES, COLOUR_NAMES, COLOURS, SHAPES, Scenes, WorldSpec, render, sample_scenes
 
@@ -227,6 +230,28 @@ def draw_edits(n: int, seed: int, spec: WorldSpec = WorldSpec(), attributes: Seq
     targets = apply_edits(scenes, edits, spec)
     texts = [instruction(e, int(s)) for e, s in zip(edits, scenes.shape)]
     return EditSet(render(scenes, spec), texts, render(targets, spec), edits, scenes, targets)
+
+
+def write_edit_folder(triples: EditSet, folder: str | Path) -> Path:
+    """Write ``triples`` as an edit-data folder (:mod:`srpo.edit_data`): PNG sources and targets and a
+    ``metadata.jsonl`` of ``{"file_name", "instruction", "target", "target_text", "source_text"}`` lines
+    (the last two: what an edit reward's text terms compare with). Atomic: all of it or nothing."""
+    from PIL import Image
+
+    def png(image: torch.Tensor, path: Path) -> None:
+        pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # [H, W, 3]
+        Image.fromarray(pixels).save(path)
+
+    lines = []
+    with atomic_directory(Path(folder)) as tmp:
+        for i, (text, target_text, source_text) in enumerate(zip(triples.instructions, triples.target_texts,
+                                                                 triples.source_texts)):
+            png(triples.sources[i], tmp / f"{i:05d}.png")
+            png(triples.targets[i], tmp / f"{i:05d}_target.png")
+            lines.append(json.dumps({"file_name": f"{i:05d}.png", "instruction": text, "target": f"{i:05d}_target.png",
+                                     "target_text": target_text, "source_text": source_text}))
+        (tmp / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return Path(folder)
 
 
 def _readings(g: Grades) -> dict[str, torch.Tensor]:

@@ -5,9 +5,10 @@ import torch
 
 from srpo.models.families import load_policy_for
 from srpo.models.flux_kontext import FluxKontextPolicy
-from srpo.world.edit_generator import (EditGeneratorConfig, check_edit_model, sample_edits, save_edit_pipeline,
+from srpo.world.edit_generator import (EditGeneratorConfig, check_edit_model, sample_edits,
                                       train_edit_generator)
 from srpo.world.edits import draw_edits
+from srpo.world.generator import save_pipeline
 from srpo.world.reward import blocks
 
 TINY = dict(layers=1, single_layers=1, heads=2, head_dim=24, text_dim=32, pooled_dim=32, steps=3, batch_size=4,
@@ -23,7 +24,7 @@ def test_trains_saves_and_loads_as_flux_kontext(trained, tmp_path):
     pipe, info = trained
     assert len(info["flow_curve"]) == 3 and all(torch.isfinite(torch.tensor(info["flow_curve"])))
     assert type(pipe).__name__ == "FluxKontextPipeline"
-    folder = save_edit_pipeline(pipe, tmp_path / "kontext")
+    folder = save_pipeline(pipe, tmp_path / "kontext")
     loaded = load_policy_for(str(folder), "flux-kontext")
     assert isinstance(loaded, FluxKontextPolicy)
     own = FluxKontextPolicy(pipe, "cpu")

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from srpo.world.edits import (EDIT_ATTRIBUTES, Edit, all_instructions, draw_edits, edit_score, edit_summary,
+                              write_edit_folder,
                               grade_edits, instruction, parse_instruction)
 from srpo.world.grader import grade
 from srpo.world.shapes import COLOUR_NAMES, SHAPES
@@ -68,3 +69,12 @@ def test_target_texts_name_the_edited_value():
             assert text.split()[1] == COLOUR_NAMES[edit.value] and text != src
         elif edit.attribute == "brightness":
             assert text.startswith(("bright. ", "dark. ")) and text.endswith(src)
+
+
+def test_an_edit_set_written_as_a_folder_reads_back_through_the_edit_data_loader(tmp_path):
+    from srpo.edit_data import load_edit_pairs
+
+    triples = draw_edits(5, seed=12)
+    root, pairs = load_edit_pairs(str(write_edit_folder(triples, tmp_path / "edits")), require_target=True)
+    assert [p.instruction for p in pairs] == triples.instructions
+    assert all((root / p.target).is_file() for p in pairs)
