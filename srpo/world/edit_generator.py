@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 from srpo.models.flux_kontext import FluxKontextPolicy
 from srpo.models.tiny import TinyFluxSpec
 from srpo.world.edits import (DEFAULT_EDITS, EDIT_WORDS, all_instructions, check_attributes, draw_edits, edit_summary,
-                              grade_edits)
+                              grade_edits, kept_by_attribute)
 from srpo.world.generator import (GeneratorConfig, analytic_vae, fit_latent_scaling, latent_modes, sample_images,
                                   train_flow)
 from srpo.world.shapes import WorldSpec
@@ -112,5 +112,7 @@ def check_edit_model(policy, spec: WorldSpec = WorldSpec(), n: int = 240, seed: 
     ref = decode(held.sources)
     edited = sample_edits(policy, held.sources, held.instructions, [seed * 1000 + i for i in range(n)], num_steps,
                           guidance=guidance)
-    return {name: edit_summary(*grade_edits(images, ref, held.instructions, spec), held.instructions)
-            for name, images in (("model", edited), ("copy_source", ref), ("targets_through_vae", decode(held.targets)))}
+    out = {name: edit_summary(*grade_edits(images, ref, held.instructions, spec), held.instructions)
+           for name, images in (("model", edited), ("copy_source", ref), ("targets_through_vae", decode(held.targets)))}
+    out["model"]["kept_by_attribute"] = kept_by_attribute(edited, ref, held.instructions, spec)
+    return out

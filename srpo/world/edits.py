@@ -259,6 +259,20 @@ def _readings(g: Grades) -> dict[str, torch.Tensor]:
     return {"fg": g.fg, "bg": g.bg, "shape": g.shape, "brightness": g.bright, "saturation": g.vivid}
 
 
+def _compare(edited: torch.Tensor, sources: torch.Tensor, instructions: Sequence[str], spec: WorldSpec
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(done [N] bool, same [N, A] bool: each attribute reads as in the source, named [N, A] bool)."""
+    if edited.shape[0] != sources.shape[0] or edited.shape[0] != len(instructions):
+        raise ValueError(f"{edited.shape[0]} edited images, {sources.shape[0]} sources and {len(instructions)} "
+                         "instructions: give one source and one instruction per edited image")
+    edits = [parse_instruction(t) for t in instructions]
+    now, before = _readings(grade(edited, spec)), _readings(grade(sources, spec))
+    done = torch.tensor([bool(now[e.attribute][i] == int(e.value)) for i, e in enumerate(edits)])
+    same = torch.stack([now[a] == before[a] for a in EDIT_ATTRIBUTES], 1)  # [N, A]
+    named = torch.tensor([[a == e.attribute for a in EDIT_ATTRIBUTES] for e in edits])  # [N, A]
+    return done, same, named
+
+
 def grade_edits(edited: torch.Tensor, sources: torch.Tensor, instructions: Sequence[str],
                 spec: WorldSpec = WorldSpec()) -> tuple[torch.Tensor, torch.Tensor]:
     """``(done [N] bool, kept [N] float)`` of ``edited`` against ``sources`` (both [N,3,H,W] in [0, 1]).
@@ -266,16 +280,16 @@ def grade_edits(edited: torch.Tensor, sources: torch.Tensor, instructions: Seque
     ``done``: the instruction's attribute reads as its value. ``kept``: the share of the other four
     attributes whose reading equals the source's.
     """
-    if edited.shape[0] != sources.shape[0] or edited.shape[0] != len(instructions):
-        raise ValueError(f"{edited.shape[0]} edited images, {sources.shape[0]} sources and {len(instructions)} "
-                         "instructions: give one source and one instruction per edited image")
-    edits = [parse_instruction(t) for t in instructions]
-    now, before = _readings(grade(edited, spec)), _readings(grade(sources, spec))
-    done = torch.tensor([bool(now[e.attribute][i] == int(e.value)) for i, e in enumerate(edits)])
-    same = torch.stack([now[a] == before[a] for a in EDIT_ATTRIBUTES], 1).float()  # [N, 5]
-    named = torch.tensor([[a == e.attribute for a in EDIT_ATTRIBUTES] for e in edits])  # [N, 5]
-    kept = (same * ~named).sum(1) / (len(EDIT_ATTRIBUTES) - 1)
-    return done, kept
+    done, same, named = _compare(edited, sources, instructions, spec)
+    return done, (same & ~named).float().sum(1) / (len(EDIT_ATTRIBUTES) - 1)
+
+
+def kept_by_attribute(edited: torch.Tensor, sources: torch.Tensor, instructions: Sequence[str],
+                      spec: WorldSpec = WorldSpec()) -> dict[str, float]:
+    """For each attribute, the share of the edits not naming it that kept it (where an edit model drifts)."""
+    _, same, named = _compare(edited, sources, instructions, spec)
+    return {a: same[~named[:, j], j].float().mean().item() for j, a in enumerate(EDIT_ATTRIBUTES)
+            if bool((~named[:, j]).any())}
 
 
 def edit_summary(done: torch.Tensor, kept: torch.Tensor, instructions: Sequence[str]) -> dict:
