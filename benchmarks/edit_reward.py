@@ -1,7 +1,8 @@
 """How an edit reward on a CLIP-style model ranks edits of the shapes world (no training).
 
 On drawn triples shown as the world's VAE returns them (8x8 blocks), the reward
-``target_text_term + w * source_term`` (:mod:`srpo.rewards.edit_reward`) is computed for the right
+``target_text_term + w * source_term``, and the directional term alone (:mod:`srpo.rewards.edit_reward`),
+is computed for the right
 edit (the target), for no edit (the source) and for a wrong edit (the same source with another
 attribute changed), for several consistency weights ``w``. Reported: the share of triples where the
 target scores above the source and above the wrong edit, overall and per attribute. Prints one JSON object.
@@ -37,14 +38,17 @@ def main(argv=None) -> dict:
     wrong = blocks(render(apply_edits(t.source_scenes, wrong_edits)))
     attrs = [e.attribute for e in t.edits]
     result: dict = {"reward": args.reward, "n": args.n, "wrong_edits": int(differs.sum())}
-    for w in (float(x) for x in args.weights.split(",")):
-        multi = MultiReward([RewardTerm(name="target", reward=clip, form="plain"),
-                             RewardTerm(name="keep", reward=clip, form="plain", against="source", weight=w)])
-        score = {name: multi(x, t.target_texts, sources=src)[0] for name, x in
+    target = RewardTerm(name="target", reward=clip, form="plain")
+    setups = {f"keep_weight_{w:g}": [target, RewardTerm(name="keep", reward=clip, form="plain", against="source",
+                                                          weight=w)] for w in map(float, args.weights.split(","))}
+    setups["direction"] = [RewardTerm(name="direction", reward=clip, form="plain", against="direction")]
+    for label, terms in setups.items():
+        multi = MultiReward(terms)
+        score = {name: multi(x, t.target_texts, sources=src, source_prompts=t.source_texts)[0] for name, x in
                  (("target", tgt), ("source", src), ("wrong", wrong))}
         above_source = score["target"] > score["source"]
         above_wrong = (score["target"] > score["wrong"])[differs]
-        result[f"keep_weight_{w:g}"] = {
+        result[label] = {
             "target_above_source": above_source.float().mean().item(),
             "target_above_wrong_edit": above_wrong.float().mean().item(),
             "target_above_source_by_attribute": {a: above_source[torch.tensor([x == a for x in attrs])].float().mean().item()

@@ -11,7 +11,12 @@ CLIP, the shapes world's CLIP) used one of two ways, set by the entry's ``agains
   ``<f_img(edited), f_img(source)>`` (the source's features without gradient). It is at most the
   reward's ``scale``, reached when the edited image is the source; it reads no text, so its form is
   ``plain``. An edit trades the two by the entries' weights: a weight too high on ``source`` keeps
-  the source unchanged, too low lets the rest of the image drift.
+  the source unchanged, too low lets the rest of the image drift;
+- ``against: direction`` (directional CLIP): the change of the image's features along the change
+  the texts ask for, ``<f_img(edited) - f_img(source), f_txt(text) - f_txt(source text)>``; zero for
+  the source itself, it rewards moving towards the target text *away from what the source caption
+  says*, not any move. Up to a constant it is SRP's relative form with the source caption as the
+  negative prompt. It needs the source captions (``source_prompts=``); form ``plain``.
 
 Both are differentiable in the edited image. A config::
 
@@ -34,7 +39,7 @@ from __future__ import annotations
 import torch
 
 #: How a multi-reward entry reads the edited image (``RewardUse.against``).
-AGAINST = ("text", "source")
+AGAINST = ("text", "source", "direction")
 
 
 def check_sources(images: torch.Tensor, sources: torch.Tensor | None, label: str) -> torch.Tensor:
@@ -46,6 +51,24 @@ def check_sources(images: torch.Tensor, sources: torch.Tensor | None, label: str
         raise ValueError(f"reward term {label!r}: sources of shape {tuple(sources.shape)} for {images.shape[0]} "
                          "images: give one source image [3, H, W] in [0, 1] per edited image")
     return sources
+
+
+def check_source_prompts(images: torch.Tensor, source_prompts, label: str) -> list[str]:
+    """``source_prompts`` when it is one caption per edited image; a clear error otherwise."""
+    if source_prompts is None or len(source_prompts) != images.shape[0]:
+        raise ValueError(f"reward term {label!r} (against: direction) needs one source caption per edited image: "
+                         f"pass source_prompts=[...] ({images.shape[0]} strings) with the images")
+    return list(source_prompts)
+
+
+def source_direction(reward, images: torch.Tensor, sources: torch.Tensor, prompts, source_prompts) -> torch.Tensor:
+    """``scale * <f_img(images) - f_img(sources), f_txt(prompts) - f_txt(source_prompts)>`` [B], differentiable
+    in ``images`` only."""
+    with torch.no_grad():
+        ref = reward.image_features(sources.to(images.device))  # [B, D]
+        delta = reward.text_features(list(prompts)) - reward.text_features(source_prompts)  # [B, D]
+    img = reward.image_features(images)  # [B, D]
+    return reward.scale * ((img - ref.to(img.dtype)) * delta.to(img.dtype)).sum(-1)
 
 
 def source_similarity(reward, images: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:

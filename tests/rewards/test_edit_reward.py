@@ -79,7 +79,7 @@ def test_consistency_is_maximal_for_the_source_itself(tmp_path):
 
 def test_source_entries_are_checked():
     clip = {"name": "hf_clip", "checkpoint": "builtin:tiny"}
-    with pytest.raises(ValueError, match="against 'source' reads no text"):
+    with pytest.raises(ValueError, match="against 'source' takes no control words"):
         WeightedRewardConfig(reward=clip, against="source", form="srp", positive_words=["a"], negative_words=["b"])
     with pytest.raises(ValueError, match="has none"):
         WeightedRewardConfig(reward={"name": "aesthetic_v2.5", "checkpoint": "builtin:tiny"}, against="source",
@@ -92,3 +92,18 @@ def test_the_worlds_grader_is_a_score_only_edit_judge():
     on_target = judge.score(triples.targets, triples.instructions, sources=triples.sources)
     on_source = judge.score(triples.sources, triples.instructions, sources=triples.sources)
     assert torch.equal(on_target, torch.full((20,), 2.0)) and torch.equal(on_source, torch.ones(20))
+
+
+def test_the_directional_term_is_zero_for_the_source_and_rewards_the_asked_change():
+    triples = draw_edits(32, seed=7, attributes=("fg", "bg"))
+    model = PaletteReward()
+    multi = MultiReward([RewardTerm(name="direction", reward=model, form="plain", against="direction")])
+    kwargs = dict(sources=triples.sources, source_prompts=triples.source_texts)
+    on_source = multi(triples.sources, triples.target_texts, **kwargs)[0]
+    on_target = multi(triples.targets, triples.target_texts, **kwargs)[0]
+    assert torch.allclose(on_source, torch.zeros(32), atol=1e-6) and bool((on_target > 0).all())
+    reverse = multi(triples.sources, triples.target_texts, sources=triples.targets,  # the image moves back
+                    source_prompts=triples.source_texts)[0]
+    assert bool((reverse < 0).all())
+    with pytest.raises(ValueError, match="needs one source caption per edited image"):
+        multi(triples.targets, triples.target_texts, sources=triples.sources)
