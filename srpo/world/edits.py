@@ -37,6 +37,7 @@ import torch
 
 from srpo.io import atomic_directory
 from srpo.world.grader import Grades, grade
+from srpo.world.scoring import attribute_margin
 from srpo.world.shapes import BINARY_ATTRIBUTES, COLOUR_NAMES, COLOURS, SHAPES, Scenes, WorldSpec, render, sample_scenes
 
 #: Every attribute an instruction can change, and those drawn by default (see the module docstring).
@@ -260,17 +261,23 @@ def _readings(g: Grades) -> dict[str, torch.Tensor]:
 
 
 def _compare(edited: torch.Tensor, sources: torch.Tensor, instructions: Sequence[str], spec: WorldSpec
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(done [N] bool, same [N, A] bool: each attribute reads as in the source, named [N, A] bool)."""
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Grades, list[Edit]]:
+    """(done [N] bool, same [N, A] bool: each attribute reads as in the source, named [N, A] bool,
+    the edited images' grades, the edits)."""
     if edited.shape[0] != sources.shape[0] or edited.shape[0] != len(instructions):
         raise ValueError(f"{edited.shape[0]} edited images, {sources.shape[0]} sources and {len(instructions)} "
                          "instructions: give one source and one instruction per edited image")
     edits = [parse_instruction(t) for t in instructions]
-    now, before = _readings(grade(edited, spec)), _readings(grade(sources, spec))
+    graded = grade(edited, spec)
+    now, before = _readings(graded), _readings(grade(sources, spec))
     done = torch.tensor([bool(now[e.attribute][i] == int(e.value)) for i, e in enumerate(edits)])
     same = torch.stack([now[a] == before[a] for a in EDIT_ATTRIBUTES], 1)  # [N, A]
     named = torch.tensor([[a == e.attribute for a in EDIT_ATTRIBUTES] for e in edits])  # [N, A]
-    return done, same, named
+    return done, same, named, graded, edits
+
+
+def _kept(same: torch.Tensor, named: torch.Tensor) -> torch.Tensor:
+    return (same & ~named).float().sum(1) / (len(EDIT_ATTRIBUTES) - 1)  # [N]
 
 
 def grade_edits(edited: torch.Tensor, sources: torch.Tensor, instructions: Sequence[str],
@@ -280,14 +287,14 @@ def grade_edits(edited: torch.Tensor, sources: torch.Tensor, instructions: Seque
     ``done``: the instruction's attribute reads as its value. ``kept``: the share of the other four
     attributes whose reading equals the source's.
     """
-    done, same, named = _compare(edited, sources, instructions, spec)
-    return done, (same & ~named).float().sum(1) / (len(EDIT_ATTRIBUTES) - 1)
+    done, same, named, _, _ = _compare(edited, sources, instructions, spec)
+    return done, _kept(same, named)
 
 
 def kept_by_attribute(edited: torch.Tensor, sources: torch.Tensor, instructions: Sequence[str],
                       spec: WorldSpec = WorldSpec()) -> dict[str, float]:
     """For each attribute, the share of the edits not naming it that kept it (where an edit model drifts)."""
-    _, same, named = _compare(edited, sources, instructions, spec)
+    _, same, named, _, _ = _compare(edited, sources, instructions, spec)
     return {a: same[~named[:, j], j].float().mean().item() for j, a in enumerate(EDIT_ATTRIBUTES)
             if bool((~named[:, j]).any())}
 
@@ -301,7 +308,10 @@ def edit_summary(done: torch.Tensor, kept: torch.Tensor, instructions: Sequence[
 
 
 def edit_score(images: torch.Tensor, prompts: list[str], sources: torch.Tensor | None = None) -> torch.Tensor:
-    """The world's grader as a score-only edit judge: ``done + kept`` per image, in [0, 2].
+    """The world's grader as a score-only edit judge: ``done + kept`` per image, plus, for a brightness or
+    saturation edit, how far the reading is past the grader's cut in the asked direction
+    (:func:`srpo.world.scoring.attribute_margin`, about +-0.5), so that a group's members that agree
+    on done and kept still differ (informative group advantages, as the text-to-image scores do).
 
     ``prompts`` are the instructions; ``sources`` [B,3,H,W] the source images (as the policy's VAE
     returns them, see the module docstring). Registered as ``reward.function: shapes-edit``.
@@ -309,5 +319,12 @@ def edit_score(images: torch.Tensor, prompts: list[str], sources: torch.Tensor |
     if sources is None:
         raise ValueError("the shapes-edit score needs the source images: call score(images, instructions, "
                          "sources=...) with one source per edited image")
-    done, kept = grade_edits(images, sources.to(images.device).float(), prompts)
-    return done.float() + kept
+    done, same, named, graded, edits = _compare(images, sources.to(images.device).float(), prompts, WorldSpec())
+    margin = torch.zeros(len(edits))
+    for attribute in COMPARATIVES:
+        rows = [i for i, e in enumerate(edits) if e.attribute == attribute]
+        if rows:
+            towards = torch.tensor([bool(edits[i].value) for i in rows])
+            both = torch.stack([attribute_margin(graded, attribute, flag) for flag in (False, True)], 1)  # [N, 2]
+            margin[rows] = both[rows].gather(1, towards.long()[:, None])[:, 0]
+    return done.float() + _kept(same, named) + margin

@@ -87,7 +87,7 @@ def test_source_entries_are_checked():
 
 
 def test_the_worlds_grader_is_a_score_only_edit_judge():
-    triples = draw_edits(20, seed=4)
+    triples = draw_edits(20, seed=4, attributes=("fg", "bg", "shape"))
     judge = ScoreReward(resolve_score("shapes-edit"), "shapes-edit")
     on_target = judge.score(triples.targets, triples.instructions, sources=triples.sources)
     on_source = judge.score(triples.sources, triples.instructions, sources=triples.sources)

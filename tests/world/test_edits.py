@@ -50,7 +50,10 @@ def test_kept_counts_the_unnamed_attributes_that_changed():
     _, kept = grade_edits(other, triples.sources, triples.instructions)
     assert kept.mean() < 0.8
     score = edit_score(triples.targets, triples.instructions, sources=triples.sources)
-    assert torch.equal(score, torch.full((40,), 2.0))
+    binary = torch.tensor([e.attribute in ("brightness", "saturation") for e in triples.edits])
+    assert torch.equal(score[~binary], torch.full((int((~binary).sum()),), 2.0))
+    assert bool((score[binary] > 2.0).all())  # past the cut in the asked direction
+    assert bool((edit_score(triples.sources, triples.instructions, sources=triples.sources)[binary] < 1.0).all())
     with pytest.raises(ValueError, match="needs the source images"):
         edit_score(triples.targets, triples.instructions)
 
