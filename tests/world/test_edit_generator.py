@@ -49,3 +49,29 @@ def test_the_source_tokens_reach_the_velocity(trained):
     own = policy.velocity(x, sigma, policy.encode_prompts(triples.instructions, policy.encode_sources(triples.sources)), 2.5)
     other = policy.encode_sources(triples.targets)
     assert not torch.allclose(own, policy.velocity(x, sigma, policy.encode_prompts(triples.instructions, other), 2.5))
+
+
+def test_direct_align_on_an_edit_reaches_the_transformer_through_the_edit_reward(trained):
+    """One SRPO-style step on edits: rollout with sources, Direct-Align recovery, the edit reward
+    (target-text term + consistency with the source) on the decoded image, gradient into the transformer."""
+    from srpo.direct_align import denoise_recover
+    from srpo.rewards.combine import MultiReward, RewardTerm
+
+    from tests.rewards.helpers import PaletteReward
+
+    policy = FluxKontextPolicy(trained[0], "cpu")
+    triples = draw_edits(2, seed=9, attributes=("fg", "bg"))
+    cond = policy.encode_prompts(triples.instructions, policy.encode_sources(triples.sources))
+    eps = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    x0 = policy.rollout(cond, eps, num_steps=2, shift=3.0, guidance=2.5)
+    policy.transformer.requires_grad_(True)
+    x0hat = denoise_recover(policy.velocity_fn(cond, 2.5), x0, eps, 0.8, 0.02)
+    model = PaletteReward()
+    reward = MultiReward([RewardTerm(name="target", reward=model, form="plain"),
+                          RewardTerm(name="keep", reward=model, form="plain", against="source", weight=0.5)])
+    total, _ = reward(policy.decode(x0hat), triples.target_texts, sources=blocks(triples.sources))
+    total.sum().backward()
+    grads = [p.grad for p in policy.transformer.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    policy.transformer.zero_grad(set_to_none=True)
+    policy.transformer.requires_grad_(False)
