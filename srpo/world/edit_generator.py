@@ -91,7 +91,7 @@ def train_edit_generator(cfg: EditGeneratorConfig, spec: WorldSpec = WorldSpec()
     return pipe, info
 
 
-def sample_edits(policy, sources: torch.Tensor, instructions: list[str], seeds: list[int], num_steps: int = 25,
+def edit_images(policy, sources: torch.Tensor, instructions: list[str], seeds: list[int], num_steps: int = 25,
                  shift: float = 3.0, guidance: float = 2.5, batch_size: int = 64) -> torch.Tensor:
     """Edited images [N,3,H,W] in [0,1] of ``sources`` [N,3,H,W]: one Euler rollout per (source, instruction, seed)."""
     return sample_images(policy, instructions, seeds, num_steps, shift, guidance, batch_size, sources=sources)
@@ -110,7 +110,7 @@ def check_edit_model(policy, spec: WorldSpec = WorldSpec(), n: int = 240, seed: 
     decode = lambda images: torch.cat([policy.decode(policy.encode_sources(images[i:i + 64].to(policy.device))).cpu()  # noqa: E731
                                        for i in range(0, len(images), 64)])
     ref = decode(held.sources)
-    edited = sample_edits(policy, held.sources, held.instructions, [seed * 1000 + i for i in range(n)], num_steps,
+    edited = edit_images(policy, held.sources, held.instructions, [seed * 1000 + i for i in range(n)], num_steps,
                           guidance=guidance)
     out = {name: edit_summary(*grade_edits(images, ref, held.instructions, spec), held.instructions)
            for name, images in (("model", edited), ("copy_source", ref), ("targets_through_vae", decode(held.targets)))}
