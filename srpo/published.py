@@ -10,6 +10,7 @@ one *kind* (``policy``, ``reward``, ``metric``) and resolves to a local folder, 
 
     $SRPO_CACHE/world/shapes-flux/   a diffusers FLUX pipeline folder
     $SRPO_CACHE/world/shapes-clip/   a transformers CLIPModel folder (the hf_clip reward layout)
+    $SRPO_CACHE/world/shapes-kontext/ a diffusers FLUX.1 Kontext folder (the edit model; srpo.world.edit_generator)
     $SRPO_CACHE/world/PUBLISHED.json which artifact versions they came from, and their hashes
 
 Names are declared here, so that configs (validated below the families) know them; the builder is
@@ -198,5 +199,6 @@ for _name, _what in TINY_FAMILIES.items():
 register_builtin("reward", "tiny", None, "a tiny random model of the reward's family (open_clip or transformers CLIP)")
 register_builtin("metric", "tiny", None, "a tiny random model of the metric's architecture (imagereward, aesthetic_v2.5)")
 _register_world_model("policy", "shapes-flux", "diffusers FLUX pipeline")
+_register_world_model("policy", "shapes-kontext", "diffusers FluxKontextPipeline: the world's edit model")
 _register_world_model("reward", "shapes-clip", "transformers CLIPModel (hf_clip)")
 _register_world_model("reward", "shapes-clip-biased", "transformers CLIPModel (hf_clip) with a planted saturation bias")

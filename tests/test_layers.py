@@ -6,7 +6,7 @@ Layers, lowest first (a module may import its own layer and the ones below):
    standard library only);
 1. plumbing and plain data: ``srpo.io``, ``config``, ``artifacts``, ``prompts``, ``edit_data``, ``published``,
    ``cache``, ``image_stats``, and the shapes world's scenes and pixel grader (``srpo.world.shapes``, ``grader``,
-   ``scoring``: plain tensor code over images and captions, which the score-only rewards use);
+   ``scoring``, ``edits``: plain tensor code over images and captions, which the score-only rewards use);
 2. ``srpo.models``; 3. ``srpo.rewards``; 4. ``srpo.training``;
 5. ``srpo.evaluation`` and the rest of ``srpo.world`` (same layer).
 
@@ -37,7 +37,8 @@ MATHS = {"srpo.direct_align", "srpo.schedules", "srpo.srp", "srpo.losses", "srpo
 LAYERS: list[tuple[str, set[str]]] = [  # (layer name, module or package prefixes), lowest first
     ("maths", MATHS),
     ("plumbing", {"srpo", "srpo.io", "srpo.config", "srpo.artifacts", "srpo.prompts", "srpo.edit_data",
-                  "srpo.published", "srpo.cache", "srpo.image_stats", "srpo.world.shapes", "srpo.world.grader", "srpo.world.scoring"}),
+                  "srpo.published", "srpo.cache", "srpo.image_stats", "srpo.world.shapes", "srpo.world.grader", "srpo.world.scoring",
+                  "srpo.world.edits"}),
     ("models", {"srpo.models"}),
     ("rewards", {"srpo.rewards"}),
     ("training", {"srpo.training"}),

@@ -13,6 +13,10 @@ Three kinds of reward follow three protocols:
   model's velocity, so minimising ``r`` there pushes the model the same way as maximising it on
   the denoise branch).
 
+An edit's terms (:mod:`srpo.rewards.edit_reward`) read the source images too: ``against: source``
+compares the edited image's features with its source's (``sources=`` to :class:`MultiReward`), ``against:
+direction`` their change with the change from the source caption to the text (``source_prompts=`` too).
+
 Every term is on its reward's scale (``reward.scale`` times the form's value), as the single-reward
 trainer's is.
 
@@ -32,6 +36,7 @@ import torch
 from pydantic import ConfigDict
 
 from srpo.rewards.config import MultiRewardConfig, RewardConfig, RewardUse, WeightedRewardConfig
+from srpo.rewards.edit_reward import check_source_prompts, check_sources, source_direction, source_similarity
 from srpo.rewards.image_only import image_only_reward
 from srpo.schedules import linear_k
 from srpo.srp import FORM_INPUTS, semantic_reward, semantic_reward_from_scores, with_control
@@ -79,14 +84,23 @@ def _variants(term: RewardTerm, branch: str, step: int, prompts: Sequence[str]) 
 def term_reward(term: RewardTerm, images: torch.Tensor, prompts: Sequence[str], *, branch: str = "denoise",
                 step: int = 0, sigma: float = 0.5, sigma_lo: float = 0.0, sigma_hi: float = 1.0,
                 generator: torch.Generator | None = None,
-                noise: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+                noise: Callable[[], torch.Tensor] | None = None, sources: torch.Tensor | None = None,
+                source_prompts: Sequence[str] | None = None) -> torch.Tensor:
     """One term's reward ``[B]`` for ``images`` ``[B, 3, H, W]`` (in ``[0, 1]``, in the graph) and ``prompts``.
 
     ``noise`` (``() -> [B, 3, H, W]``, standard normal) gives ``image_relative``'s pixel noise; else
-    it is drawn from ``generator`` (default: seeded by ``step``).
+    it is drawn from ``generator`` (default: seeded by ``step``). ``sources`` ``[B, 3, H', W']``: the
+    source images of edits, which ``against: source`` / ``direction`` terms compare with (others ignore
+    them); ``source_prompts``: the sources' captions, which ``against: direction`` reads.
     """
     if branch not in BRANCHES:
         raise ValueError(f"branch {branch!r}: use 'denoise' or 'inversion'")
+    if term.against != "text":  # an edit's source terms: no words to swap, the inversion branch's penalty
+        sources = check_sources(images, sources, term.name)
+        r = (source_similarity(term.reward, images, sources) if term.against == "source" else
+             source_direction(term.reward, images, sources, prompts,
+                              check_source_prompts(images, source_prompts, term.name)))
+        return r if branch == "denoise" else -r
     kind = reward_kind(term.reward)
     if kind == "image_only":
         gen = generator if generator is not None else torch.Generator().manual_seed(step)

@@ -195,10 +195,13 @@ class RewardUse(StrictModel):
     ``positive_words`` / ``negative_words``: control words (the step's word is
     ``words[step % len(words)]``); ``k_denoise`` / ``k_inversion``: the weighted form's additive
     weight from the grid's lowest to highest level; ``noise_level``: the noised copy's pixel-noise
-    standard deviation for ``image_relative``.
+    standard deviation for ``image_relative``; ``against``: what the image is compared with, the prompt
+    (``text``) or, for an edit, its source image (``source``) or the change from it (``direction``):
+    feature rewards, form ``plain`` (:mod:`srpo.rewards.edit_reward`).
     """
 
     weight: float = 1.0
+    against: Literal["text", "source", "direction"] = "text"
     form: EntryForm = "weighted"
     positive_words: ControlWords = Field(default_factory=list)
     negative_words: ControlWords = Field(default_factory=list)
@@ -222,6 +225,14 @@ class WeightedRewardConfig(RewardUse):
             raise ValueError("a score-only reward (name: score) cannot be a rewards: entry: entries are "
                              "differentiable rewards; train with train.method: grpo and reward: name: score instead")
         image_only = self.reward.name in IMAGE_ONLY_REWARDS
+        if self.against != "text":
+            if self.reward.name not in FEATURE_REWARDS:
+                raise ValueError(f"against {self.against!r} compares image features, but reward {self.reward.name!r} "
+                                 f"has none: use a feature reward ({', '.join(FEATURE_REWARDS)}) or against 'text'")
+            if self.form != "plain":
+                raise ValueError(f"against {self.against!r} takes no control words, so form {self.form!r} has "
+                                 "nowhere to put them: use form 'plain' (put the words on an against: text entry)")
+            return self
         if image_only and self.form in TEXT_FORMS:
             raise ValueError(f"form {self.form!r} puts control words on the reward's text side, but reward "
                              f"{self.reward.name!r} reads no text: use form 'image_relative' (supplement S1) or 'plain'")

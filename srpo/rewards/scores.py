@@ -5,7 +5,8 @@ backpropagate through, so only the methods whose registry row takes score-only r
 policy gradient, ``train.method: grpo``) train on them; the run's validation refuses them for the
 gradient methods (:func:`srpo.training.methods.check_method`).
 
-A score function is ``fn(images [B,3,H,W] in [0,1], prompts: list[str]) -> scores [B]``, named
+A score function is ``fn(images [B,3,H,W] in [0,1], prompts: list[str]) -> scores [B]`` (an edit
+judge also takes ``sources=`` [B,3,H,W], the source images, which :meth:`ScoreReward.score` passes on), named
 either by a registered name (:data:`SCORE_FUNCTIONS`: the shapes world's pixel grader, plain tensor
 code below this layer, imported when first used) or directly as ``"module:function"`` (a user's
 own function); or it is an evaluation metric (``reward.metric``: ImageReward, PickScore, Aesthetic
@@ -32,6 +33,7 @@ SCORE_FUNCTIONS: dict[str, str] = {
     "shapes-dark": "srpo.world.scoring:dark_score",
     "shapes-vivid": "srpo.world.scoring:vivid_score",
     "shapes-muted": "srpo.world.scoring:muted_score",
+    "shapes-edit": "srpo.world.edits:edit_score",  # edits: done + kept, needs sources=
 }
 
 #: The ``reward.name`` of a score-only reward.
@@ -110,17 +112,20 @@ class ScoreReward(torch.nn.Module):
         return self.anchor.device
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+    def score(self, images: torch.Tensor, prompts: Sequence[str], sources: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores [B]; ``sources`` (edits: the source images [B,3,H,W]) go to the function as ``sources=``."""
         if len(prompts) != images.shape[0]:
             raise ValueError(f"got {images.shape[0]} images but {len(prompts)} prompts: give one prompt per image")
-        scores = torch.as_tensor(self.fn(images.detach(), list(prompts)), dtype=torch.float32)
+        extra = {} if sources is None else {"sources": sources.detach()}
+        scores = torch.as_tensor(self.fn(images.detach(), list(prompts), **extra), dtype=torch.float32)
         if scores.shape != (images.shape[0],):
             raise ValueError(f"score function {self.name!r} returned shape {tuple(scores.shape)} for "
                              f"{images.shape[0]} images: return one score per image, shape [B]")
         return self.scale * scores.to(images.device)  # [B]
 
-    def forward(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        return self.score(images, prompts)
+    def forward(self, images: torch.Tensor, prompts: Sequence[str], sources: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        return self.score(images, prompts, sources)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"reward {self.name!r} is score-only: it has no image features to backpropagate "

@@ -6,6 +6,8 @@ and the benchmarks call directly:
 - :func:`bootstrap_generator` -> a diffusers FLUX folder (``world.json`` inside holds the world
   spec, the training config and curves);
 - :func:`bootstrap_reward` -> a transformers CLIPModel folder (``world.json`` likewise);
+- :func:`bootstrap_edit_generator` -> a diffusers FLUX.1 Kontext folder, the edit model
+  (:mod:`srpo.world.edit_generator`; not yet a step of the bootstrap pipeline);
 - :func:`check_world` -> the numbers the issue asks for: the reward's ranking of true attribute
   words above their opposites on held-out images (target >= 95 %), the generator's colour
   correctness on samples graded from pixels (target >= 70 %), and the grader's own accuracy on
@@ -24,6 +26,7 @@ from pydantic import Field
 
 from srpo.config import StrictModel
 from srpo.io import atomic_write_text
+from srpo.world.edit_generator import EditGeneratorConfig, train_edit_generator
 from srpo.world.generator import GeneratorConfig, sample_images, save_pipeline, train_generator
 from srpo.world.grader import fidelity, grade, shares
 from srpo.world.reward import (RewardTrainConfig, attribute_ranking, blocks, save_reward, saturation_preference,
@@ -53,11 +56,19 @@ def _write_info(folder: Path, info: dict) -> None:
 
 def bootstrap_generator(cfg: GeneratorConfig, spec: WorldSpec, out_dir: str | Path, on_log=None) -> dict:
     """Train the world's FLUX generator into ``out_dir``; returns its training summary."""
-    pipe, info = train_generator(cfg, spec, on_log=on_log)
+    return _save_pipeline("shapes-flux", *train_generator(cfg, spec, on_log=on_log), cfg, spec, out_dir)
+
+
+def bootstrap_edit_generator(cfg: EditGeneratorConfig, spec: WorldSpec, out_dir: str | Path, on_log=None) -> dict:
+    """Train the world's edit model (FLUX.1 Kontext) into ``out_dir``; returns its training summary."""
+    return _save_pipeline("shapes-kontext", *train_edit_generator(cfg, spec, on_log=on_log), cfg, spec, out_dir)
+
+
+def _save_pipeline(kind: str, pipe, info: dict, cfg, spec: WorldSpec, out_dir: str | Path) -> dict:
+    """``save_pretrained`` a trained pipeline with its ``world.json`` summary; returns the summary."""
     out_dir = Path(out_dir)
     save_pipeline(pipe, out_dir)
-    summary = {"kind": "shapes-flux", "world": spec.model_dump(mode="json"), "config": cfg.model_dump(mode="json"),
-               **info}
+    summary = {"kind": kind, "world": spec.model_dump(mode="json"), "config": cfg.model_dump(mode="json"), **info}
     _write_info(out_dir, summary)
     return summary
 

@@ -150,26 +150,39 @@ def fit_latent_scaling(vae, images: torch.Tensor, batch_size: int = 256) -> tupl
 
 def train_transformer(policy, cfg: GeneratorConfig, x0: torch.Tensor, scenes, on_log=None) -> list[float]:
     """Flow matching on latents ``x0`` [N,C,h,w] of ``scenes``; trains ``policy.transformer`` in place."""
-    g = torch.Generator().manual_seed(cfg.seed + 23)
+    def cond_of(idx: torch.Tensor, g: torch.Generator):
+        prompts = captions(scenes.subset(idx), seed=int(torch.randint(2**31 - 1, (), generator=g)),
+                           attribute_prob=cfg.attribute_prob)
+        return policy.encode_prompts(prompts)  # cached per caption
+
+    return train_flow(policy, cfg, x0, cond_of, seed=cfg.seed + 23, label="flow", on_log=on_log)
+
+
+def train_flow(policy, cfg: GeneratorConfig, x0: torch.Tensor, cond_of, seed: int, label: str,
+               on_log=None) -> list[float]:
+    """Flow matching on latents ``x0`` [N,C,h,w]: each step a batch of rows ``idx`` conditioned by
+    ``cond_of(idx, g)``; trains ``policy.transformer`` in place and returns the loss history."""
+    g = torch.Generator().manual_seed(seed)
     transformer = policy.transformer
     transformer.train().requires_grad_(True)
     fitter = Fitter(transformer.parameters(), steps=cfg.steps, learning_rate=cfg.learning_rate, weight_decay=0.0,
-                    warmup_fraction=0.05, label="flow", log_every=100, on_log=on_log)
+                    warmup_fraction=0.05, label=label, log_every=100, on_log=on_log)
     for step in range(cfg.steps):
         idx = torch.randint(len(x0), (cfg.batch_size,), generator=g)
-        prompts = captions(scenes.subset(idx), seed=int(torch.randint(2**31 - 1, (), generator=g)),
-                           attribute_prob=cfg.attribute_prob)
-        cond = policy.encode_prompts(prompts)  # cached per caption
-        clean = x0[idx]
-        eps = torch.randn(clean.shape, generator=g)
-        sigma = shift_sigma(torch.rand(cfg.batch_size, generator=g), cfg.shift).clamp(1e-3, 1.0)  # [B]
-        s = sigma.view(-1, 1, 1, 1)
-        lo, hi = cfg.guidance_range
-        guidance = lo + (hi - lo) * float(torch.rand((), generator=g))
-        v = policy.velocity((1 - s) * clean + s * eps, sigma, cond, guidance)
-        fitter.update(step, F.mse_loss(v, eps - clean))
+        fitter.update(step, flow_loss(policy, cfg, x0[idx], cond_of(idx, g), g))
     transformer.eval()
     return fitter.history
+
+
+def flow_loss(policy, cfg: GeneratorConfig, clean: torch.Tensor, cond, g: torch.Generator) -> torch.Tensor:
+    """Rectified-flow loss of ``clean`` latents [B,C,h,w] under ``cond``: noise, level and guidance drawn from ``g``."""
+    eps = torch.randn(clean.shape, generator=g)
+    sigma = shift_sigma(torch.rand(clean.shape[0], generator=g), cfg.shift).clamp(1e-3, 1.0)  # [B]
+    s = sigma.view(-1, 1, 1, 1)
+    lo, hi = cfg.guidance_range
+    guidance = lo + (hi - lo) * float(torch.rand((), generator=g))
+    v = policy.velocity((1 - s) * clean + s * eps, sigma, cond, guidance)
+    return F.mse_loss(v, eps - clean)
 
 
 @torch.no_grad()
@@ -222,12 +235,17 @@ def save_pipeline(pipe, folder: str | Path) -> Path:
 
 @torch.no_grad()
 def sample_images(policy, prompts: list[str], seeds: list[int], num_steps: int = 25, shift: float = 3.0,
-                  guidance: float = 3.5, batch_size: int = 64) -> torch.Tensor:
-    """Images [N,3,H,W] in [0,1]: one Euler rollout per (prompt, seed), noise drawn on the CPU per seed."""
-    c, h, w = policy.pipe.vae.config.latent_channels, *policy.latent_shape(64, 64)[1:]
+                  guidance: float = 3.5, batch_size: int = 64, sources: torch.Tensor | None = None) -> torch.Tensor:
+    """Images [N,3,H,W] in [0,1]: one Euler rollout per (prompt, seed), noise drawn on the CPU per seed.
+
+    ``sources`` [N,3,H,W] (an edit family): each prompt edits its source, at the source's size (else 64 px).
+    """
+    c, h, w = policy.pipe.vae.config.latent_channels, *policy.latent_shape(
+        *(sources.shape[-2:] if sources is not None else (64, 64)))[1:]
     out = []
     for i in range(0, len(prompts), batch_size):
         eps = seeded_noise((c, h, w), seeds[i:i + batch_size]).to(policy.device)  # [b, C, h, w]
-        x0 = policy.rollout(policy.encode_prompts(prompts[i:i + batch_size]), eps, num_steps, shift, guidance)
+        src = None if sources is None else policy.encode_sources(sources[i:i + batch_size].to(policy.device))
+        x0 = policy.rollout(policy.encode_prompts(prompts[i:i + batch_size], src), eps, num_steps, shift, guidance)
         out.append(policy.decode(x0).cpu())
     return torch.cat(out)

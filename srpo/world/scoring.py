@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from srpo.world.grader import grade
+from srpo.world.grader import Grades, grade
 from srpo.world.shapes import WorldSpec, parse_prompt
 
 #: attribute -> (the Grades field of its mean reading, its flag, the WorldSpec ranges of its low and high class)
@@ -26,15 +26,19 @@ def attribute_score(images: torch.Tensor, prompts: list[str], attribute: str, to
                     spec: WorldSpec = WorldSpec()) -> torch.Tensor:
     """Scores [N] of ``images`` [N,3,H,W] for ``prompts``: target attribute share, margin and colour fidelity."""
     graded = grade(images, spec)
-    field, flag, low, high = _READINGS[attribute]
-    cut = (getattr(spec, low)[1] + getattr(spec, high)[0]) / 2  # the grader's own cut
-    sign = 1.0 if towards else -1.0
-    hit = (getattr(graded, flag) == towards).float()  # [N]
-    margin = 2.0 * sign * (getattr(graded, field) - cut)  # [N]
+    hit = (getattr(graded, _READINGS[attribute][1]) == towards).float()  # [N]
+    margin = attribute_margin(graded, attribute, towards, spec)  # [N]
     parsed = [parse_prompt(p) for p in prompts]
     colours = ((graded.fg == torch.tensor([p["fg"] for p in parsed]))
                & (graded.bg == torch.tensor([p["bg"] for p in parsed]))).float()  # [N]
     return hit + margin + colours
+
+
+def attribute_margin(graded: Grades, attribute: str, towards: bool, spec: WorldSpec = WorldSpec()) -> torch.Tensor:
+    """``2 * (reading - cut)`` [N] of a binary attribute, signed towards ``towards``: how far past the grader's cut."""
+    field, _, low, high = _READINGS[attribute]
+    cut = (getattr(spec, low)[1] + getattr(spec, high)[0]) / 2  # the grader's own cut
+    return 2.0 * (1.0 if towards else -1.0) * (getattr(graded, field) - cut)
 
 
 def bright_score(images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
