@@ -234,9 +234,9 @@ class GuardConfig(StrictModel):
     rules: dict[str, GuardRule] = Field(default_factory=dict, description="metric name -> tolerance, patience, action")
     margin: float = Field(1.0, ge=0, description="standard errors by which a value must lie outside its "
                           "tolerance to break a rule (stop), and inside it for the check to be published")
-    dense_at: float = Field(0.4, ge=0, le=1, description="share of a stop rule's tolerance used (the loss plus "
-                            "margin standard errors) from which a rising loss brings the next check sooner (the "
-                            "interval halves, down to 1 update); 1: checks only every `every` updates")
+    foresight: float = Field(2.0, ge=0, description="a stop rule's loss bound extrapolated at this many times its "
+                             "rate since the previous check: when it would pass the tolerance before the next regular "
+                             "check, checks come sooner (the interval halves, down to 1 update); 0: only every `every`")
     extra_checks: float = Field(0.5, ge=0, description="dense checks allowed, as a share of the regular checks "
                                 "(one at update 0 and one every `every`): bounds the guard's extra time")
     select: Literal["most_progress", "last_ok", "best_reward_ok", "last"] = Field(

@@ -19,9 +19,10 @@ maximises. :class:`CandidateKeeper` keeps the selected weights off the GPU (LoRA
 The statistics are asymmetric: a rule *stops* the run only when confidently broken (outside its
 tolerance by more than ``margin`` standard errors), but a check is *published* only when every stop
 rule is confidently kept (inside by at least ``margin`` standard errors: the loss's upper confidence
-bound within the tolerance). Checks densify where it matters: when a stop rule's loss is rising and
-its upper bound has used ``dense_at`` of the tolerance, the next check comes after half the last
-interval (down to 1 update), at most ``extra_checks`` x the regular checks in a run. Every decision
+bound within the tolerance). Checks densify where it matters: when a stop rule's loss bound, rising
+at ``foresight`` times its latest rate, would pass the tolerance before the next regular check, the
+next check comes after half the last interval (down to 1 update), at most ``extra_checks`` x the
+regular checks in a run. Every decision
 reads the gathered values and the recorded history only, so it is the same on every rank and
 after a resume.
 
@@ -322,21 +323,26 @@ class Guard:
     def _next_dense(self, check: GuardCheck) -> Optional[int]:
         """The update of a dense check after ``check``, or ``None`` (the regular grid).
 
-        Dense when the check may be published, a stop rule's loss bound has used ``dense_at`` of its
-        tolerance and has risen since the previous check: the interval halves (the first time from
-        ``every``), down to one update. Only a check before the next regular one is asked for.
+        Dense when the check may be published and a stop rule's loss bound (its ``used`` share of the
+        tolerance), extrapolated at ``foresight`` times its rate since the previous check, would pass
+        the tolerance before the next regular check: the loss may accelerate (a collapse is sudden),
+        so the guard looks closer instead of finding out a whole interval late. The interval halves
+        (the first time from ``every``), down to one update.
         """
-        if not check.ok or not self.history:
+        if not check.ok or not self.history or self.cfg.foresight == 0:
             return None
-        previous = self.history[-1]
-        rising = [name for name in check.stop_rules
-                  if check.used.get(name, 0.0) >= self.cfg.dense_at
-                  and check.used.get(name, 0.0) > previous.used.get(name, -math.inf)]
-        if not rising or self.cfg.dense_at >= 1:
+        previous, every = self.history[-1], self.cfg.every
+        ahead = (check.step // every + 1) * every - check.step  # updates to the next regular check
+
+        def crosses(name: str) -> bool:
+            rate = (check.used[name] - previous.used.get(name, math.inf)) / max(1, check.step - previous.step)
+            return rate > 0 and check.used[name] + self.cfg.foresight * rate * ahead >= 1
+
+        if not any(crosses(name) for name in check.stop_rules if name in check.used):
             return None
-        interval = check.step - previous.step if previous.next_check == check.step else self.cfg.every
+        interval = check.step - previous.step if previous.next_check == check.step else every
         step = check.step + max(1, interval // 2)
-        return step if step % self.cfg.every else None  # a regular check comes then anyway
+        return step if step % every else None  # a regular check comes then anyway
 
     def _becomes_selection(self, check: GuardCheck) -> bool:
         select = self.cfg.select

@@ -487,23 +487,26 @@ def test_a_check_is_published_only_when_confidently_within_and_stops_only_when_c
     assert judge_fid(loose, 4, 0.82, 100).ok and not judge_fid(loose, 8, 0.78, 100).within["fid"]
 
 
-def test_checks_densify_while_a_stop_rule_loss_rises_and_return_to_the_grid():
-    guard = fidelity_guard(extra_checks=10)
-    assert judge_fid(guard, 0, 0.9).next_check is None  # no previous check: nothing rose
-    assert judge_fid(guard, 4, 0.88).next_check is None  # loss 0.02 + se 0.016: under dense_at (0.4)
-    rising = judge_fid(guard, 8, 0.85)  # loss 0.05 + se 0.018: 0.68 of the tolerance, and rising
-    assert rising.used["fid"] == pytest.approx((0.05 + share(0.85, 400).se) / 0.1) and rising.ok
-    assert rising.next_check == 10  # half the regular interval
+def test_checks_densify_when_a_stop_rule_loss_would_pass_its_tolerance_before_the_next_check():
+    guard = fidelity_guard(extra_checks=10)  # every 4, drop 0.1; se about 0.016-0.02 on 400 images
+    assert judge_fid(guard, 0, 0.9).next_check is None  # no previous check: no rate
+    slow = judge_fid(guard, 4, 0.89)  # bound 0.26 of the tolerance, at twice its rate 0.42 by update 8: no
+    assert slow.used["fid"] == pytest.approx((0.01 + share(0.89, 400).se) / 0.1) and slow.next_check is None
+    fast = judge_fid(guard, 8, 0.85)  # 0.68, rising 0.1 an update: past 1 before update 12
+    assert fast.ok and fast.next_check == 10  # half the regular interval
     assert [s for s in range(9, 13) if guard.due(s, total=40)] == [10, 11, 12]
-    dense = judge_fid(guard, 10, 0.86)
-    assert dense.dense and dense.next_check is None  # the loss did not rise: back to the grid
+    held = judge_fid(guard, 10, 0.86)
+    assert held.dense and held.next_check is None  # the loss fell back: the regular grid again
     assert [s for s in range(11, 13) if guard.due(s, total=40)] == [12]
     judge_fid(guard, 12, 0.87)
-    again = judge_fid(guard, 16, 0.84)  # rising again past dense_at
+    again = judge_fid(guard, 16, 0.84)
     assert again.next_check == 18
-    assert judge_fid(guard, 18, 0.835).next_check == 19  # still rising: the interval halves again
+    assert judge_fid(guard, 18, 0.83).next_check == 19  # still on course to pass: the interval halves again
     past = judge_fid(guard, 19, 0.79)  # not publishable: nothing left to find before the next regular check
     assert not past.ok and past.next_check is None and guard.due(20, total=40)
+    steady = fidelity_guard(extra_checks=10)
+    for step, value in [(0, 0.9), (4, 0.89), (8, 0.88), (12, 0.87), (16, 0.86)]:  # a steady, slow fall
+        assert judge_fid(steady, step, value).next_check is None
 
 
 def test_dense_checks_stay_within_their_budget_and_off_when_disabled():
@@ -513,21 +516,21 @@ def test_dense_checks_stay_within_their_budget_and_off_when_disabled():
         for step in range(41):
             if guard.due(step, total=40):
                 judge_fid(guard, step, value)
-            value -= 0.0015  # a steady fall: every check's loss has risen
+            value -= 0.004  # a steady fall that passes the tolerance within two regular intervals
         return [c.step for c in guard.history if c.dense]
 
     regular = GuardConfig(every=4, metrics=["fid"]).regular_checks(40)
     assert regular == 11
     assert len(dense_steps(extra_checks=0.3)) == int(0.3 * regular) == 3
-    assert dense_steps(extra_checks=0) == [] and dense_steps(dense_at=1.0, extra_checks=5) == []
-    assert len(dense_steps(extra_checks=5)) > 3  # more budget, more dense checks
+    assert dense_steps(extra_checks=0) == [] and dense_steps(foresight=0, extra_checks=5) == []
+    assert len(dense_steps(extra_checks=0.1)) == 1 and len(dense_steps(extra_checks=5)) >= 3
 
 
 def test_a_resumed_guard_asks_for_the_same_dense_checks():
     values = [0.9, 0.88, 0.85, 0.83, 0.84, 0.82, 0.81, 0.79, 0.7, 0.7]
 
     def run(guard, start, stop):
-        steps, i = [], 0
+        steps = []
         for step in range(start, stop):
             if guard.due(step, total=40):
                 judge_fid(guard, step, values[len(guard.history)])
