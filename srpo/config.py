@@ -237,8 +237,8 @@ class GuardConfig(StrictModel):
     foresight: float = Field(2.0, ge=0, description="a stop rule's loss bound extrapolated at this many times its "
                              "rate since the previous check: when it would pass the tolerance before the next regular "
                              "check, checks come sooner (the interval halves, down to 1 update); 0: only every `every`")
-    extra_checks: float = Field(0.5, ge=0, description="dense checks allowed, as a share of the regular checks "
-                                "(one at update 0 and one every `every`): bounds the guard's extra time")
+    extra_checks: float = Field(0.5, ge=0, description="dense checks allowed at any point of a run, as a share of "
+                                "the regular checks so far (update 0 and every `every`): bounds the guard's extra time")
     select: Literal["most_progress", "last_ok", "best_reward_ok", "last"] = Field(
         "most_progress", description="published weights, among the checks within every stop rule: most_progress "
         "(the highest training objective on the guard's images), last_ok (the last), best_reward_ok (the best "
@@ -305,10 +305,6 @@ class GuardConfig(StrictModel):
         """Standard errors a tolerance must span: the band between the publish test (``margin`` se inside) and
         the stop test (``margin`` se outside) fits in it, and at least :data:`RESOLUTION_SES`."""
         return RESOLUTION_SES * max(1.0, self.margin)
-
-    def regular_checks(self, total: int) -> int:
-        """Checks on the regular grid of a ``total``-update run: update 0, every ``every``, and the last."""
-        return total // self.every + 1 + (total % self.every != 0)
 
     def resolution_problem(self, name: str, rule: GuardRule, n: int, sd: Optional[float] = None,
                            start: Optional[float] = None) -> Optional[str]:

@@ -22,7 +22,7 @@ rule is confidently kept (inside by at least ``margin`` standard errors: the los
 bound within the tolerance). Checks densify where it matters: when a stop rule's loss bound, rising
 at ``foresight`` times its latest rate, would pass the tolerance before the next regular check, the
 next check comes after half the last interval (down to 1 update), at most ``extra_checks`` x the
-regular checks in a run. Every decision
+regular checks so far at any point of a run. Every decision
 reads the gathered values and the recorded history only, so it is the same on every rank and
 after a resume.
 
@@ -211,7 +211,7 @@ class Guard:
         if step % self.cfg.every == 0 or step == total:
             return True
         last = self.history[-1] if self.history else None
-        budget = int(self.cfg.extra_checks * self.cfg.regular_checks(total))
+        budget = math.ceil(self.cfg.extra_checks * (step // self.cfg.every + 1))  # x the regular checks so far
         return (last is not None and last.next_check is not None and step >= last.next_check
                 and sum(c.dense for c in self.history) < budget)
 
