@@ -380,6 +380,7 @@ class Guard:
         out = {f"guard/{k}": v for k, v in check.values.items()}
         out.update({f"guard/{k}_se": v for k, v in check.errors.items()})
         out.update({f"guard/{k}_within": float(v) for k, v in check.within.items()})
+        out.update({f"guard/{k}_used": float(v) for k, v in check.used.items()})
         out.update({"guard/ok": float(check.ok), "guard/decision": float(DECISIONS.index(check.decision)),
                     "guard/selected_update": float(-1 if self.selected_step is None else self.selected_step),
                     "guard/seconds": check.seconds})
@@ -389,6 +390,7 @@ class Guard:
         """The run's metadata: every check, why it stopped, which update was selected, which rules were off."""
         return {"checks": [c.to_json() for c in self.history], "stopped": self.stopped,
                 "selected_update": self.selected_step, "select": self.cfg.select, "margin": self.cfg.margin,
+                "dense_checks": [c.step for c in self.history if c.dense],
                 "steered": list(self.steered), "unresolved": dict(self.unresolved),
                 "seconds": sum(c.seconds for c in self.history)}
 

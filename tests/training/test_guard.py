@@ -245,6 +245,7 @@ def test_scalars_summary_and_curves():
     run_levels(guard, LEVELS)
     scalars = guard.scalars()
     assert scalars["guard/selected_update"] == 3 and scalars["guard/quality_within"] == 0.0
+    assert scalars["guard/quality_used"] > 1  # the last check is past its tolerance
     assert all(isinstance(v, float) for v in scalars.values())
     summary = json.loads(json.dumps(guard.summary()))
     assert [c["step"] for c in summary["checks"]] == list(range(len(LEVELS)))
