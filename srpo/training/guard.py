@@ -210,10 +210,8 @@ class Guard:
             return False
         if step % self.cfg.every == 0 or step == total:
             return True
-        last = self.history[-1] if self.history else None
         budget = math.ceil(self.cfg.extra_checks * (step // self.cfg.every + 1))  # x the regular checks so far
-        return (last is not None and last.next_check is not None and step >= last.next_check
-                and sum(c.dense for c in self.history) < budget)
+        return self._asked_for(step) and sum(c.dense for c in self.history) < budget
 
     @torch.no_grad()
     def score_images(self, generate_images: GenerateFn) -> dict[str, list[float]]:
@@ -310,7 +308,7 @@ class Guard:
                             errors={k: e.se for k, e in estimates.items()},
                             images={k: e.n for k, e in estimates.items()},
                             stop_rules=stop_rules, steered=list(self.steered), publishable=publishable, used=used,
-                            dense=step % self.cfg.every != 0)
+                            dense=step % self.cfg.every != 0 and self._asked_for(step))
         result.next_check = self._next_dense(result)
         result.selected = self._becomes_selection(result)
         if result.selected:
@@ -319,6 +317,11 @@ class Guard:
             self.stopped = f"update {step}: " + "; ".join(r for r in reasons if r.endswith("stop"))
         self.history.append(result)
         return result
+
+    def _asked_for(self, step: int) -> bool:
+        """Whether the last check asked for a dense check by ``step`` (a check off the grid otherwise: the last)."""
+        last = self.history[-1] if self.history else None
+        return last is not None and last.next_check is not None and step >= last.next_check
 
     def _next_dense(self, check: GuardCheck) -> Optional[int]:
         """The update of a dense check after ``check``, or ``None`` (the regular grid).

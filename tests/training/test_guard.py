@@ -559,3 +559,10 @@ def test_the_resolution_check_scales_with_the_margin():
     with pytest.raises(ValidationError, match=r"below 4 standard errors .*margin 2.*use at least 144 images"):
         GuardConfig(metrics=["world.colours"], num_prompts=36, rules=rule, margin=2.0)
     GuardConfig(metrics=["world.colours"], num_prompts=36, seeds_per_prompt=4, rules=rule, margin=2.0)
+
+
+def test_the_last_check_off_the_grid_is_not_a_dense_one():
+    guard = fidelity_guard()
+    for step, value in [(0, 0.9), (4, 0.9), (8, 0.9)]:
+        judge_fid(guard, step, value)
+    assert guard.due(10, total=10) and not judge_fid(guard, 10, 0.9).dense
