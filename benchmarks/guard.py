@@ -82,11 +82,12 @@ def train_guarded(policy_cfg: PolicyConfig, reward, rollouts, train: TrainConfig
 def checks_table(summary: dict | None) -> list[dict]:
     if not summary:
         return []
-    return [{"step": c["step"], "ok": c["ok"], "decision": c["decision"], **c["values"],
-             **{f"{k}_se": v for k, v in c.get("errors", {}).items()}} for c in summary["checks"]]
+    return [{"step": c["step"], "ok": c["ok"], "decision": c["decision"], "dense": c.get("dense", False),
+             **c["values"], **{f"{k}_se": v for k, v in c.get("errors", {}).items()},
+             **{f"{k}_used": v for k, v in c.get("used", {}).items()}} for c in summary["checks"]]
 
 
-def run_directions(names: list[str], seed: int) -> list[dict]:
+def run_directions(names: list[str], seed: int, lr_scale: float = 1.0) -> list[dict]:
     """The demo in each direction: published weights measured by the world report (240 images)."""
     from srpo.models.families import load_policy
     from srpo.training.rollouts import generate_rollouts
@@ -103,7 +104,8 @@ def run_directions(names: list[str], seed: int) -> list[dict]:
     runs = []
     for name in names:
         positive, negative = DIRECTIONS[name]
-        train = direction_config(params, positive, negative).model_copy(update={"seed": seed})
+        train = direction_config(params, positive, negative)
+        train = train.model_copy(update={"seed": seed, "learning_rate": train.learning_rate * lr_scale})
         steering = steering_from_words(train.positive_words)
         with tempfile.TemporaryDirectory() as tmp:
             run = train_guarded(policy_cfg, reward, rollouts, train, rollout, split.heldout, Path(tmp))
@@ -113,6 +115,7 @@ def run_directions(names: list[str], seed: int) -> list[dict]:
         comparison = compare(before, after, report)
         guard = run.pop("guard")
         runs.append({"direction": name, "positive": positive, "negative": negative, "steps": train.steps,
+                     "learning_rate": train.learning_rate, "checks_taken": len(guard["checks"]),
                      "published_update": guard["selected_update"], "stopped": guard["stopped"],
                      "rules_off": guard["steered"], "unresolved": guard["unresolved"],
                      "movement": comparison["movement"], "colour_drop": comparison["colour_drop"],
@@ -211,6 +214,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps-hacking", type=int, default=40)
     parser.add_argument("--steps-overhead", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr-scale", type=float, default=1.0,
+                        help="directions: the demo's learning rate times this (the guard is not tuned to one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
@@ -222,7 +227,8 @@ def main(argv=None) -> dict:
     if {"directions", "hacking"} & set(only):
         ensure_world(biased="hacking" in only)
     if "directions" in only:
-        result["directions"] = run_directions(args.directions, args.seed)
+        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale)
+        result["lr_scale"] = args.lr_scale
     if "hacking" in only:
         result["hacking"] = run_hacking(args.steps_hacking, args.seed)
     result.update(seconds=time.perf_counter() - start, machine=machine())

@@ -234,7 +234,12 @@ class GuardConfig(StrictModel):
                                "suite metric name (pickscore, imagereward, aesthetic_v2.5, ...)")
     rules: dict[str, GuardRule] = Field(default_factory=dict, description="metric name -> tolerance, patience, action")
     margin: float = Field(1.0, ge=0, description="standard errors by which a value must lie outside its "
-                          "tolerance to break the rule")
+                          "tolerance to break a rule (stop), and inside it for the check to be published")
+    foresight: float = Field(2.0, ge=0, description="a stop rule's loss bound extrapolated at this many times its "
+                             "rate since the previous check: when it would pass the tolerance before the next regular "
+                             "check, checks come sooner (the interval halves, down to 1 update); 0: only every `every`")
+    extra_checks: float = Field(0.5, ge=0, description="dense checks allowed at any point of a run, as a share of "
+                                "the regular checks so far (update 0 and every `every`): bounds the guard's extra time")
     select: Literal["most_progress", "last_ok", "best_reward_ok", "last"] = Field(
         "most_progress", description="published weights, among the checks within every stop rule: most_progress "
         "(the highest training objective on the guard's images), last_ok (the last), best_reward_ok (the best "
@@ -296,10 +301,16 @@ class GuardConfig(StrictModel):
                 raise ValueError(problem)
         return self
 
+    @property
+    def resolution_ses(self) -> float:
+        """Standard errors a tolerance must span: the band between the publish test (``margin`` se inside) and
+        the stop test (``margin`` se outside) fits in it, and at least :data:`RESOLUTION_SES`."""
+        return RESOLUTION_SES * max(1.0, self.margin)
+
     def resolution_problem(self, name: str, rule: GuardRule, n: int, sd: Optional[float] = None,
                            start: Optional[float] = None) -> Optional[str]:
         """Why ``n`` images cannot resolve ``rule`` on ``name`` (``None`` when they can, or when it cannot be
-        told yet): its tolerance is below :data:`RESOLUTION_SES` standard errors at the base value.
+        told yet): its tolerance is below :attr:`resolution_ses` standard errors at the base value.
 
         ``sd``/``start``: measured on the base model's images (at run time); else what the rule declares or
         the worst case of a [0, 1] metric (at compile time).
@@ -311,16 +322,17 @@ class GuardConfig(StrictModel):
         if tolerance == 0:
             return (f"train.guard.rules.{name}: a tolerance of 0 cannot be resolved by any number of guard images "
                     "(every image differs by chance): give a positive tolerance")
-        need = resolving_images(tolerance, sd)
+        ses = self.resolution_ses
+        need = resolving_images(tolerance, sd, ses)
         if n >= need:
             return None
         per_prompt = -(-need // max(1, n // self.seeds_per_prompt))
         where = ("measured on the base model's images" if start is not None else
                  "declared" if rule.sd is not None else f"at base value {rule.expect}" if rule.expect is not None
                  else "worst case of a [0, 1] metric")
-        return (f"train.guard.rules.{name}: a tolerance of {tolerance:.4g} is below {RESOLUTION_SES:g} standard "
-                f"errors on {n} guard images (per-image sd {sd:.3g}, {where}: {RESOLUTION_SES:g} se = "
-                f"{RESOLUTION_SES * sd / math.sqrt(n):.3g}); use at least {need} images (prompts x seeds_per_prompt, "
+        return (f"train.guard.rules.{name}: a tolerance of {tolerance:.4g} is below {ses:g} standard "
+                f"errors on {n} guard images (margin {self.margin:g}; per-image sd {sd:.3g}, {where}: {ses:g} se = "
+                f"{ses * sd / math.sqrt(n):.3g}); use at least {need} images (prompts x seeds_per_prompt, "
                 f"e.g. {max(1, n // self.seeds_per_prompt)} x {per_prompt}), a wider tolerance"
                 + ("" if rule.expect is not None or rule.sd is not None or not unit_range(name) else
                    ", or declare the expected base value (expect)"))

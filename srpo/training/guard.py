@@ -16,6 +16,16 @@ move, or the rule's ``unless_steered`` words). With a reward and the control wor
 records the training objective (:data:`~srpo.config.GUARD_OBJECTIVE`) that ``select: most_progress``
 maximises. :class:`CandidateKeeper` keeps the selected weights off the GPU (LoRA: the adapter only).
 
+The statistics are asymmetric: a rule *stops* the run only when confidently broken (outside its
+tolerance by more than ``margin`` standard errors), but a check is *published* only when every stop
+rule is confidently kept (inside by at least ``margin`` standard errors: the loss's upper confidence
+bound within the tolerance). Checks densify where it matters: when a stop rule's loss bound, rising
+at ``foresight`` times its latest rate, would pass the tolerance before the next regular check, the
+next check comes after half the last interval (down to 1 update), at most ``extra_checks`` x the
+regular checks so far at any point of a run. Every decision
+reads the gathered values and the recorded history only, so it is the same on every rank and
+after a resume.
+
 Distributed: each rank renders and scores its :func:`shard` of the prompts; ``gather`` (every
 rank's object in rank order, e.g. ``lambda o: accelerate.utils.gather_object([o])``) merges them
 so every rank takes the same decision.
@@ -88,11 +98,15 @@ class GuardCheck:
     images: dict[str, int] = field(default_factory=dict)  # metric -> images it applied to
     stop_rules: list[str] = field(default_factory=list)  # the applied rules whose action is stop
     steered: list[str] = field(default_factory=list)  # ruled metrics the control words move: rules off
+    publishable: dict[str, bool] = field(default_factory=dict)  # applied rule -> inside by >= margin x se
+    used: dict[str, float] = field(default_factory=dict)  # applied rule -> (loss + margin x se) / tolerance
+    dense: bool = False  # a check between the regular ones (the guard watched a rising loss closely)
+    next_check: Optional[int] = None  # the update of the next dense check (None: the regular grid)
 
     @property
     def ok(self) -> bool:
-        """Every stop rule holds: the check may be published (warn rules never decide it)."""
-        return all(self.within[name] for name in self.stop_rules if name in self.within)
+        """Every stop rule is confidently kept: the check may be published (warn rules never decide it)."""
+        return all(self.publishable[name] for name in self.stop_rules if name in self.publishable)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -106,6 +120,7 @@ class GuardCheck:
         data["bounds"] = {k: (-math.inf if lo is None else lo, math.inf if hi is None else hi)
                           for k, (lo, hi) in data["bounds"].items()}
         data.setdefault("stop_rules", list(data["within"]))  # older records: every rule decided
+        data.setdefault("publishable", dict(data["within"]))  # older records: one test for both
         return cls(**data)
 
 
@@ -189,9 +204,14 @@ class Guard:
 
     # ---- one check ------------------------------------------------------------------------
     def due(self, step: int, total: int) -> bool:
-        """Whether a check belongs after ``step`` updates of ``total``: 0, every ``every``, and the last."""
-        done = {c.step for c in self.history}
-        return step not in done and (step % self.cfg.every == 0 or step == total)
+        """Whether a check belongs after ``step`` updates of ``total``: 0, every ``every``, the last, and a
+        dense check the last check asked for (:meth:`judge`) while the run's extra checks last."""
+        if any(c.step == step for c in self.history):
+            return False
+        if step % self.cfg.every == 0 or step == total:
+            return True
+        budget = math.ceil(self.cfg.extra_checks * (step // self.cfg.every + 1))  # x the regular checks so far
+        return self._asked_for(step) and sum(c.dense for c in self.history) < budget
 
     @torch.no_grad()
     def score_images(self, generate_images: GenerateFn) -> dict[str, list[float]]:
@@ -264,7 +284,8 @@ class Guard:
         previous = self.history[-1].streaks if self.history else {}
         estimates = estimates or {}
         bounds, within, streaks, reasons, decision = {}, {}, {}, [], "ok"
-        stop_rules = []
+        stop_rules, publishable, used = [], {}, {}
+        margin = self.cfg.margin
         for name, rule in self.cfg.rules.items():
             if name in self.steered:
                 continue
@@ -272,7 +293,9 @@ class Guard:
             est = estimates.get(name)
             se = 0.0 if est is None or math.isnan(est.change_se) else est.change_se
             bounds[name] = (lo, hi)
-            within[name] = bool(lo - self.cfg.margin * se <= values[name] <= hi + self.cfg.margin * se)
+            within[name] = bool(lo - margin * se <= values[name] <= hi + margin * se)  # not confidently broken
+            publishable[name] = bool(lo + margin * se <= values[name] <= hi - margin * se)  # confidently kept
+            used[name] = _used(values[name], base[name], lo, hi, margin * se)
             streaks[name] = 0 if within[name] else previous.get(name, 0) + 1
             if rule.action == "stop":
                 stop_rules.append(name)
@@ -284,7 +307,9 @@ class Guard:
         result = GuardCheck(step, dict(values), bounds, within, streaks, decision, reasons,
                             errors={k: e.se for k, e in estimates.items()},
                             images={k: e.n for k, e in estimates.items()},
-                            stop_rules=stop_rules, steered=list(self.steered))
+                            stop_rules=stop_rules, steered=list(self.steered), publishable=publishable, used=used,
+                            dense=step % self.cfg.every != 0 and self._asked_for(step))
+        result.next_check = self._next_dense(result)
         result.selected = self._becomes_selection(result)
         if result.selected:
             self.selected_step = step
@@ -292,6 +317,35 @@ class Guard:
             self.stopped = f"update {step}: " + "; ".join(r for r in reasons if r.endswith("stop"))
         self.history.append(result)
         return result
+
+    def _asked_for(self, step: int) -> bool:
+        """Whether the last check asked for a dense check by ``step`` (a check off the grid otherwise: the last)."""
+        last = self.history[-1] if self.history else None
+        return last is not None and last.next_check is not None and step >= last.next_check
+
+    def _next_dense(self, check: GuardCheck) -> Optional[int]:
+        """The update of a dense check after ``check``, or ``None`` (the regular grid).
+
+        Dense when the check may be published and a stop rule's loss bound (its ``used`` share of the
+        tolerance), extrapolated at ``foresight`` times its rate since the previous check, would pass
+        the tolerance before the next regular check: the loss may accelerate (a collapse is sudden),
+        so the guard looks closer instead of finding out a whole interval late. The interval halves
+        (the first time from ``every``), down to one update.
+        """
+        if not check.ok or not self.history or self.cfg.foresight == 0:
+            return None
+        previous, every = self.history[-1], self.cfg.every
+        ahead = (check.step // every + 1) * every - check.step  # updates to the next regular check
+
+        def crosses(name: str) -> bool:
+            rate = (check.used[name] - previous.used.get(name, math.inf)) / max(1, check.step - previous.step)
+            return rate > 0 and check.used[name] + self.cfg.foresight * rate * ahead >= 1
+
+        if not any(crosses(name) for name in check.stop_rules if name in check.used):
+            return None
+        interval = check.step - previous.step if previous.next_check == check.step else every
+        step = check.step + max(1, interval // 2)
+        return step if step % every else None  # a regular check comes then anyway
 
     def _becomes_selection(self, check: GuardCheck) -> bool:
         select = self.cfg.select
@@ -329,6 +383,7 @@ class Guard:
         out = {f"guard/{k}": v for k, v in check.values.items()}
         out.update({f"guard/{k}_se": v for k, v in check.errors.items()})
         out.update({f"guard/{k}_within": float(v) for k, v in check.within.items()})
+        out.update({f"guard/{k}_used": float(v) for k, v in check.used.items()})
         out.update({"guard/ok": float(check.ok), "guard/decision": float(DECISIONS.index(check.decision)),
                     "guard/selected_update": float(-1 if self.selected_step is None else self.selected_step),
                     "guard/seconds": check.seconds})
@@ -338,6 +393,7 @@ class Guard:
         """The run's metadata: every check, why it stopped, which update was selected, which rules were off."""
         return {"checks": [c.to_json() for c in self.history], "stopped": self.stopped,
                 "selected_update": self.selected_step, "select": self.cfg.select, "margin": self.cfg.margin,
+                "dense_checks": [c.step for c in self.history if c.dense],
                 "steered": list(self.steered), "unresolved": dict(self.unresolved),
                 "seconds": sum(c.seconds for c in self.history)}
 
@@ -378,6 +434,17 @@ def steering_objective(reward, positive_words: Sequence[str], negative_words: Se
         return out - scores(images, prompts, negative_words) if negative_words else out
 
     return objective
+
+
+def _used(value: float, start: float, lo: float, hi: float, slack: float) -> float:
+    """The share of the tolerance ``[lo, hi]`` around ``start`` that ``value`` uses, ``slack`` (margin x se)
+    added on its side: at most 1 when the check is confidently within, above 1 past the publishable bound."""
+    shares = []
+    for edge, distance in ((lo, start - value), (hi, value - start)):
+        if math.isfinite(edge):
+            width = abs(edge - start)
+            shares.append((distance + slack) / width if width > 0 else (math.inf if distance + slack > 0 else 0.0))
+    return max(shares, default=0.0)
 
 
 def _nanmean(values: Sequence[float]) -> float:

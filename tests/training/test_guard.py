@@ -245,6 +245,7 @@ def test_scalars_summary_and_curves():
     run_levels(guard, LEVELS)
     scalars = guard.scalars()
     assert scalars["guard/selected_update"] == 3 and scalars["guard/quality_within"] == 0.0
+    assert scalars["guard/quality_used"] > 1  # the last check is past its tolerance
     assert all(isinstance(v, float) for v in scalars.values())
     summary = json.loads(json.dumps(guard.summary()))
     assert [c["step"] for c in summary["checks"]] == list(range(len(LEVELS)))
@@ -449,3 +450,119 @@ def test_rules_follow_the_steering():
         check = guard.judge(0, {"world.colours": 1.0, "world.vivid_share": 0.5, "saturation": 0.5,
                                 "brightness": 0.5, "contrast": 0.2})
         assert set(check.within) == set(cfg.rules) - set(off) and check.steered == off
+
+
+# ---- asymmetric statistics and dense checks ------------------------------------------------------------------
+def share(value, n=100):
+    """A share measured on ``n`` images: its binomial standard error."""
+    from srpo.training.guard_stats import Estimate
+
+    se = math.sqrt(value * (1 - value) / n)
+    return Estimate(value, se, n, True, se)
+
+
+def fidelity_guard(**cfg):
+    """A stop rule on a fidelity share (drop 0.1 from its base), judged from recorded estimates."""
+    cfg = GuardConfig(**{"every": 4, "metrics": ["fid"], "rules": {"fid": {"drop": 0.1, "patience": 2}},
+                         "select": "last_ok", **cfg})
+    return Guard(cfg, {}, PROMPTS, SEEDS)
+
+
+def judge_fid(guard, step, value, n=400):
+    return guard.judge(step, {"fid": value}, {"fid": share(value, n)})
+
+
+def test_a_check_is_published_only_when_confidently_within_and_stops_only_when_confidently_broken():
+    guard = fidelity_guard()
+    judge_fid(guard, 0, 0.9, 100)  # bound 0.8; se 0.03-0.04 near it
+    inside_by_little = judge_fid(guard, 4, 0.82, 100)  # inside, by less than one se (0.038)
+    assert inside_by_little.within["fid"] and not inside_by_little.publishable["fid"] and not inside_by_little.ok
+    assert inside_by_little.decision == "ok" and guard.selected_step == 0  # neither stopped nor published
+    outside_by_little = judge_fid(guard, 8, 0.78, 100)  # outside, by less than one se (0.041): not broken either
+    assert outside_by_little.within["fid"] and not outside_by_little.ok and not guard.should_stop
+    assert judge_fid(guard, 12, 0.9, 100).ok and guard.selected_step == 12
+    assert judge_fid(guard, 16, 0.7, 100).decision == "ok"  # broken once (patience 2) ...
+    assert judge_fid(guard, 20, 0.7, 100).decision == "stop" and guard.selected_step == 12  # ... twice: stop
+    loose = fidelity_guard(margin=0.0)  # no margin: one test for both
+    judge_fid(loose, 0, 0.9, 100)
+    assert judge_fid(loose, 4, 0.82, 100).ok and not judge_fid(loose, 8, 0.78, 100).within["fid"]
+
+
+def test_checks_densify_when_a_stop_rule_loss_would_pass_its_tolerance_before_the_next_check():
+    guard = fidelity_guard(extra_checks=10)  # every 4, drop 0.1; se about 0.016-0.02 on 400 images
+    assert judge_fid(guard, 0, 0.9).next_check is None  # no previous check: no rate
+    slow = judge_fid(guard, 4, 0.89)  # bound 0.26 of the tolerance, at twice its rate 0.42 by update 8: no
+    assert slow.used["fid"] == pytest.approx((0.01 + share(0.89, 400).se) / 0.1) and slow.next_check is None
+    fast = judge_fid(guard, 8, 0.85)  # 0.68, rising 0.1 an update: past 1 before update 12
+    assert fast.ok and fast.next_check == 10  # half the regular interval
+    assert [s for s in range(9, 13) if guard.due(s, total=40)] == [10, 11, 12]
+    held = judge_fid(guard, 10, 0.86)
+    assert held.dense and held.next_check is None  # the loss fell back: the regular grid again
+    assert [s for s in range(11, 13) if guard.due(s, total=40)] == [12]
+    judge_fid(guard, 12, 0.87)
+    again = judge_fid(guard, 16, 0.84)
+    assert again.next_check == 18
+    assert judge_fid(guard, 18, 0.83).next_check == 19  # still on course to pass: the interval halves again
+    past = judge_fid(guard, 19, 0.79)  # not publishable: nothing left to find before the next regular check
+    assert not past.ok and past.next_check is None and guard.due(20, total=40)
+    steady = fidelity_guard(extra_checks=10)
+    for step, value in [(0, 0.9), (4, 0.89), (8, 0.88), (12, 0.87), (16, 0.86)]:  # a steady, slow fall
+        assert judge_fid(steady, step, value).next_check is None
+
+
+def test_dense_checks_stay_within_their_budget_at_every_point_and_off_when_disabled():
+    def dense_steps(**cfg):
+        guard = fidelity_guard(**cfg)
+        value = 0.9
+        for step in range(41):
+            if guard.due(step, total=40):
+                judge_fid(guard, step, value)
+            value -= 0.004  # a steady fall that passes the tolerance within two regular intervals
+        return [c.step for c in guard.history if c.dense]
+
+    for extra in (0.1, 0.3, 0.5, 5.0):
+        steps = dense_steps(extra_checks=extra)
+        for i, step in enumerate(steps):  # the i+1-th dense check fits in the budget of the regular checks so far
+            assert i + 1 <= math.ceil(extra * (step // 4 + 1))
+    assert len(dense_steps(extra_checks=0.1)) < len(dense_steps(extra_checks=5.0))
+    assert dense_steps(extra_checks=0) == [] and dense_steps(foresight=0, extra_checks=5) == []
+
+
+def test_a_resumed_guard_asks_for_the_same_dense_checks():
+    values = [0.9, 0.88, 0.85, 0.83, 0.84, 0.82, 0.81, 0.79, 0.7, 0.7]
+
+    def run(guard, start, stop):
+        steps = []
+        for step in range(start, stop):
+            if guard.due(step, total=40):
+                judge_fid(guard, step, values[len(guard.history)])
+                steps.append(step)
+            if len(guard.history) == len(values):
+                break
+        return steps
+
+    whole = fidelity_guard(extra_checks=2)
+    whole_steps = run(whole, 0, 41)
+    assert any(c.dense for c in whole.history)
+    first = fidelity_guard(extra_checks=2)
+    cut = whole_steps[3]  # interrupted right after a check that asked for a dense one
+    run(first, 0, cut + 1)
+    resumed = fidelity_guard(extra_checks=2)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert [*whole_steps[:4], *run(resumed, cut + 1, 41)] == whole_steps
+    assert [c.to_json() for c in resumed.history] == [c.to_json() for c in whole.history]
+
+
+def test_the_resolution_check_scales_with_the_margin():
+    rule = {"world.colours": {"drop": 0.1, "expect": 0.9}}  # sd 0.3: 2 se need 36 images, 4 se (margin 2) 144
+    GuardConfig(metrics=["world.colours"], num_prompts=36, rules=rule)
+    with pytest.raises(ValidationError, match=r"below 4 standard errors .*margin 2.*use at least 144 images"):
+        GuardConfig(metrics=["world.colours"], num_prompts=36, rules=rule, margin=2.0)
+    GuardConfig(metrics=["world.colours"], num_prompts=36, seeds_per_prompt=4, rules=rule, margin=2.0)
+
+
+def test_the_last_check_off_the_grid_is_not_a_dense_one():
+    guard = fidelity_guard()
+    for step, value in [(0, 0.9), (4, 0.9), (8, 0.9)]:
+        judge_fid(guard, step, value)
+    assert guard.due(10, total=10) and not judge_fid(guard, 10, 0.9).dense
