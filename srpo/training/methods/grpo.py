@@ -54,6 +54,7 @@ class GRPO(Method):
     name = "grpo"
     summary = "policy gradient over groups of SDE samples (train.grpo)"
     takes_score_only = True
+    settings = ("grpo",)
 
     def __init__(self):
         self.reference: torch.nn.Module | None = None  # full fine-tuning's frozen base, copied at the first KL
@@ -85,7 +86,7 @@ class GRPO(Method):
                                         for pos in positions], g.shared_noise)
         eps = seeded_noise(shape, start_seeds).to(policy.device)  # [N, C, h, w]
         sigmas = ctx.sampler_sigmas.to(eps)
-        stds = grpo.sde_sigmas(sigmas, g.noise_level, g.noise_schedule)  # [T]
+        stds, steps = self.stochastic_plan(ctx, step, sigmas)  # [T] sigma_t, and the steps trained
 
         def noise(k: int) -> torch.Tensor:  # [N, C, h, w] the SDE noise of sampler step k
             return seeded_noise(shape, [derived_seed(cfg.seed, step, "grpo-sde", pos, j, k)
@@ -101,9 +102,14 @@ class GRPO(Method):
             module.train(was_training)
         rewards = self.score(ctx, latents[-1], group_prompts, step)  # [N]
         advantages = grpo.group_advantages(rewards, g.group_size, g.advantage_eps, g.advantage_clip)
-        picker = torch.Generator().manual_seed(derived_seed(cfg.seed, "grpo-steps", step))  # the same on every process
-        steps = grpo.train_steps(grpo.stochastic_steps(sigmas, stds), g.steps, g.num_train_steps, picker)
         return Groups(group_prompts, latents, log_probs, rewards, advantages, sigmas, stds, steps)
+
+    def stochastic_plan(self, ctx: MethodContext, step: int, sigmas: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """The SDE's ``sigma_t`` [T] for this update's rollouts and the steps it trains (the same on every process)."""
+        g = ctx.cfg.grpo
+        stds = grpo.sde_sigmas(sigmas, g.noise_level, g.noise_schedule)  # [T]
+        picker = torch.Generator().manual_seed(derived_seed(ctx.cfg.seed, "grpo-steps", step))
+        return stds, grpo.train_steps(grpo.stochastic_steps(sigmas, stds), g.steps, g.num_train_steps, picker)
 
     @torch.no_grad()
     def score(self, ctx: MethodContext, x0: torch.Tensor, prompts: list[str], step: int) -> torch.Tensor:
