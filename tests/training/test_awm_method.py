@@ -66,3 +66,14 @@ def test_strata_that_do_not_fit_the_sampler_are_refused():
         check_method(cfg, ROLLOUT)
     with pytest.raises(ValueError, match=r"^train.nft is set but train.method is 'awm'"):
         check_method(TrainConfig(method="awm", inversion=False, nft={}), RolloutConfig(num_steps=25))
+
+
+def test_an_update_trains_another_family(family_setups, trained_weights):
+    """Through the policy interface of a family other than FLUX (its packing, guidance and timesteps)."""
+    from srpo.models.families import load_policy
+
+    policy_cfg, rollouts = family_setups("sd3")
+    trainer = make(load_policy(policy_cfg), rollouts)
+    before = trained_weights(trainer)
+    assert not trainer.train()[0].skipped
+    assert any(not torch.equal(before[n], p) for n, p in trained_weights(trainer).items())

@@ -65,3 +65,14 @@ def test_another_methods_settings_block_is_refused():
         check_method(cfg, ROLLOUT)
     bare = TrainConfig(method="nft", inversion=False)
     assert bare.nft is None and method_class("nft").configure(bare).nft == NFTConfig()  # the row fills its block
+
+
+def test_an_update_trains_another_family(family_setups, trained_weights):
+    """Through the policy interface of a family other than FLUX (its packing, guidance and timesteps)."""
+    from srpo.models.families import load_policy
+
+    policy_cfg, rollouts = family_setups("sd3")
+    trainer = make(load_policy(policy_cfg), rollouts)
+    before = trained_weights(trainer)
+    assert not trainer.train()[0].skipped
+    assert any(not torch.equal(before[n], p) for n, p in trained_weights(trainer).items())
