@@ -42,6 +42,10 @@ class AWM(Method):
         self.base, self.ema = FrozenBase(), None  # the KL terms' base and EMA policy (a ParamCopy, ema_kl > 0)
 
     @classmethod
+    def weight_copies(cls, cfg):
+        return (cfg.awm.ema_kl > 0) + (cfg.awm.kl > 0 and cfg.finetune == "full")  # the EMA; the base
+
+    @classmethod
     def check(cls, cfg, rollout_cfg):
         a = cfg.awm
         awm.stratified_steps(rollout_cfg.num_steps, a.train_fraction, a.num_train_steps, torch.Generator())  # raises

@@ -106,6 +106,12 @@ class Method:
     def check(cls, cfg, rollout_cfg) -> None:
         """Refuse settings this method cannot run with these rollouts (before any model work)."""
 
+    @classmethod
+    def weight_copies(cls, cfg) -> int:
+        """How many copies of the trained weights the method keeps beside them (an old policy, an EMA, a full
+        fine-tune's frozen base): the memory plan counts them (``cfg`` filled by :meth:`configure`)."""
+        return 0
+
     def start(self, ctx: MethodContext) -> None:
         """Called once the model is set up, before any resume: take what must come from the base weights
         (e.g. a frozen copy of them)."""

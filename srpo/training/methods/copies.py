@@ -34,20 +34,24 @@ class ParamCopy:
         with torch.no_grad():
             self.values = [p.detach().clone() for p in self.params]
 
+    @torch.no_grad()
+    def _swap(self) -> None:
+        """Exchange the parameters' values and the copy's, one parameter at a time (one parameter's memory
+        in flight, not a whole model's; bit-exact, and in place, so shards stay where FSDP put them)."""
+        for p, v in zip(self.params, self.values):
+            held = p.detach().clone()
+            p.copy_(v)
+            v.copy_(held)
+
     @contextlib.contextmanager
     def swapped_in(self):
         """The module computes with the copy inside the block (no grad), with its own weights again after it."""
-        with torch.no_grad():
-            current = [p.detach().clone() for p in self.params]
-            for p, v in zip(self.params, self.values):
-                p.copy_(v)
+        self._swap()
         try:
             with torch.no_grad():
                 yield
         finally:
-            with torch.no_grad():
-                for p, c in zip(self.params, current):
-                    p.copy_(c)
+            self._swap()
 
     def soft_update(self, decay: float) -> None:
         """``copy <- decay * copy + (1 - decay) * params`` (0: the copy becomes the parameters)."""

@@ -60,6 +60,10 @@ class GRPO(Method):
         self.reference: torch.nn.Module | None = None  # full fine-tuning's frozen base, copied at the first KL
 
     @classmethod
+    def weight_copies(cls, cfg):
+        return int(cfg.grpo.kl > 0 and cfg.finetune == "full")  # the frozen reference (LoRA: adapters off)
+
+    @classmethod
     def check(cls, cfg, rollout_cfg):
         g = cfg.grpo
         if rollout_cfg.num_steps < 2:

@@ -39,6 +39,10 @@ class NFT(Method):
     settings = ("nft",)
 
     @classmethod
+    def weight_copies(cls, cfg):
+        return 1 + (cfg.nft.kl > 0 and cfg.finetune == "full")  # the old policy; the base (LoRA: adapters off)
+
+    @classmethod
     def check(cls, cfg, rollout_cfg):
         count = cls.num_levels(cfg, rollout_cfg.num_steps)
         if count < 1:
