@@ -408,6 +408,8 @@ class NFTConfig(StrictModel):
     decay_rate: float = Field(0.001, ge=0, description="... then (update - decay_flat) * decay_rate ...")
     decay_cap: float = Field(0.5, ge=0, lt=1, description="... capped here (authors' type 1: 0, 0.001, 0.5; "
                              "type 2: 75, 0.0075, 0.999)")
+    micro_batch: Optional[int] = Field(None, ge=1, description="samples per backward micro-step (default: all of "
+                                       "this process's batch_size x group_size at once)")
 
     @property
     def loss_scale(self) -> float:
@@ -439,6 +441,8 @@ class AWMConfig(StrictModel):
     ema_kl: float = Field(1.0, ge=0, description="weight of mean((v - v_ema)^2) to the soft-updated EMA policy")
     ema_decay_rate: float = Field(0.001, ge=0, description="EMA policy decay: min(ema_decay_cap, rate * update)")
     ema_decay_cap: float = Field(0.3, ge=0, lt=1, description="cap of the EMA policy's decay")
+    micro_batch: Optional[int] = Field(None, ge=1, description="samples per backward micro-step (default: all of "
+                                       "this process's batch_size x group_size at once)")
 
 
 class MixGRPOConfig(StrictModel):

@@ -112,7 +112,7 @@ class MemoryPlan:
                 ("AdamW moments", self.optimizer),
                 ("activations" + (" (per-block checkpointing)" if self.checkpointing else ""), self.chosen_activations),
                 ("VAE (weights + decode)", self.vae), ("reward (weights + image tower)", self.reward),
-                ("guard metric models", self.guard), ("method's weight copies (old / EMA / base)", self.method_copies),
+                ("guard metric models", self.guard), ("method's weight copies (old/EMA/base)", self.method_copies),
                 ("text encoders (rollout step only)", self.text_encoders)]
 
     def describe(self) -> str:
@@ -491,7 +491,10 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
     checkpointing = policy_cfg.gradient_checkpointing if checkpointing is None else checkpointing
     world = world if world is not None else (train_cfg.num_processes * train_cfg.num_nodes
                                               if train_cfg.distributed == "fsdp" else 1)
-    batch = (batch or train_cfg.batch_size) * (2 if train_cfg.fuse_branches else 1)
+    from srpo.training.methods import method_class
+
+    row = method_class(train_cfg.method)
+    batch = (batch or row.micro_batch(row.configure(train_cfg))) * (2 if train_cfg.fuse_branches else 1)
     model = model or describe_model(policy_cfg.pretrained, policy_cfg.family)
     compute = "bfloat16" if policy_cfg.autocast == "bfloat16" else policy_cfg.dtype
     frozen_bytes = _bytes(policy_cfg.frozen_dtype or compute)
@@ -514,12 +517,9 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
     guard, held = guard_memory(train_cfg.guard, metrics, _bytes(compute))
     if held:
         notes.append(f"guard: {', '.join(held)} held in the training process (frozen weights)")
-    from srpo.training.methods import method_class
-
-    row = method_class(train_cfg.method)
     copies = row.weight_copies(row.configure(train_cfg))
     if copies:
-        notes.append(f"method {train_cfg.method}: {copies} copy(ies) of the trained weights (fp32"
+        notes.append(f"method {train_cfg.method}: {copies} cop{'y' if copies == 1 else 'ies'} of the trained weights (fp32"
                      f"{f', sharded / {world}' if world > 1 else ''})")
     text = model.text_encoder_params * frozen_bytes
     if text:

@@ -27,7 +27,7 @@ from srpo.nft import velocity_l2
 from srpo.noise import derived_seed
 from srpo.training.methods.base import Method, MethodContext, StepLog
 from srpo.training.methods.copies import FrozenBase, ParamCopy, trainable_named
-from srpo.training.methods.groups import mean_over_processes, member_noise, sample_clean, score_clean
+from srpo.training.methods.groups import chunks, mean_over_processes, member_noise, sample_clean, score_clean
 
 
 class AWM(Method):
@@ -40,6 +40,10 @@ class AWM(Method):
 
     def __init__(self):
         self.base, self.ema = FrozenBase(), None  # the KL terms' base and EMA policy (a ParamCopy, ema_kl > 0)
+
+    @classmethod
+    def micro_batch(cls, cfg):
+        return cfg.awm.micro_batch or cfg.batch_size * cfg.awm.group_size
 
     @classmethod
     def weight_copies(cls, cfg):
@@ -73,30 +77,35 @@ class AWM(Method):
         sigmas = ctx.sampler_sigmas.to(x0)
         picker = torch.Generator().manual_seed(derived_seed(cfg.seed, "awm-steps", step))  # the same on every process
         steps = awm.stratified_steps(len(sigmas) - 1, a.train_fraction, a.num_train_steps, picker)
-        velocity = policy.velocity_fn(policy.encode_prompts(prompts), cfg.guidance)
+        n = len(prompts)
+        micro = [(m, k, rows) for m, k in enumerate(steps) for rows in chunks(n, a.micro_batch)]  # level x chunk
+        velocities = {rows.start: policy.velocity_fn(policy.encode_prompts(prompts[rows]), cfg.guidance)
+                      for rows in chunks(n, a.micro_batch)}
 
         ctx.processes.module.train()
         ctx.optimizer.zero_grad()
         total = torch.zeros((), device=ctx.accelerator.device)
-        for m, k in enumerate(steps):  # one backward micro-step per level
-            t = sigmas[k].expand(x0.shape[0])  # [N]
-            eps = member_noise(ctx, step, a.group_size, "awm-noise", m)  # [N, C, h, w]
-            x_t = (1 - sigmas[k]) * x0 + sigmas[k] * eps
+        for i, (m, k, rows) in enumerate(micro):  # one backward micro-step per level and chunk
+            if rows.start == 0:
+                noise = member_noise(ctx, step, a.group_size, "awm-noise", m)  # [N, C, h, w] level m's
+            velocity, x0_rows, eps = velocities[rows.start], x0[rows], noise[rows]
+            t = sigmas[k].expand(x0_rows.shape[0])  # [n]
+            x_t = (1 - sigmas[k]) * x0_rows + sigmas[k] * eps
             if a.kl > 0:  # the copies' velocities before the graph is built (swapping is in place)
                 with self.base.swapped_in(ctx):
                     v_base = velocity(x_t, t)
             if self.ema is not None:
                 with self.ema.swapped_in():
                     v_ema = velocity(x_t, t)
-            with ctx.processes.gradient_sync(m == len(steps) - 1):
+            with ctx.processes.gradient_sync(i == len(micro) - 1):
                 v = velocity(x_t, t)  # with grad
-                weighted = awm.weighted_error(awm.flow_matching_error(v, x0, eps), t, a.weighting, a.ghuber_power)
-                loss = awm.awm_loss(weighted, adv)
+                weighted = awm.weighted_error(awm.flow_matching_error(v, x0_rows, eps), t, a.weighting, a.ghuber_power)
+                loss = awm.awm_loss(weighted, adv[rows])
                 if a.kl > 0:
                     loss = loss + a.kl * velocity_l2(v, v_base).mean()
                 if self.ema is not None:
                     loss = loss + a.ema_kl * velocity_l2(v, v_ema).mean()
-                loss = loss / len(steps)
+                loss = loss * (rows.stop - rows.start) / (n * len(steps))  # the mean over samples and levels
                 ctx.accelerator.backward(loss)
             total += loss.detach()
         loss_value = mean_over_processes(ctx, total)

@@ -107,6 +107,11 @@ class Method:
         """Refuse settings this method cannot run with these rollouts (before any model work)."""
 
     @classmethod
+    def micro_batch(cls, cfg) -> int:
+        """Samples in one backward micro-step on one process (what the memory plan traces; ``cfg`` filled)."""
+        return cfg.batch_size
+
+    @classmethod
     def weight_copies(cls, cfg) -> int:
         """How many copies of the trained weights the method keeps beside them (an old policy, an EMA, a full
         fine-tune's frozen base): the memory plan counts them (``cfg`` filled by :meth:`configure`)."""

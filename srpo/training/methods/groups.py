@@ -53,5 +53,11 @@ def score_clean(ctx: MethodContext, x0: torch.Tensor, prompts: list[str], step: 
     return rewards.float().to(x0.device)
 
 
+def chunks(n: int, size: int | None) -> list[slice]:
+    """Consecutive slices of ``size`` (None: all ``n`` at once) covering ``range(n)``: the micro-steps' samples."""
+    size = size or n
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
 def mean_over_processes(ctx: MethodContext, value: torch.Tensor) -> float:
     return float(ctx.accelerator.reduce(value.detach().float().to(ctx.accelerator.device), reduction="mean"))

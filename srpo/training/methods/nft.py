@@ -27,7 +27,8 @@ from srpo import grpo, nft
 from srpo.noise import derived_seed
 from srpo.training.methods.base import Method, MethodContext, StepLog
 from srpo.training.methods.copies import FrozenBase, ParamCopy, trainable_named
-from srpo.training.methods.groups import mean_over_processes, member_noise, members, sample_clean, score_clean
+from srpo.training.methods.groups import (chunks, mean_over_processes, member_noise, members, sample_clean,
+                                         score_clean)
 
 
 class NFT(Method):
@@ -37,6 +38,10 @@ class NFT(Method):
     summary = "DiffusionNFT: forward-process contrast of implicit positive / negative policies (train.nft)"
     takes_score_only = True
     settings = ("nft",)
+
+    @classmethod
+    def micro_batch(cls, cfg):
+        return cfg.nft.micro_batch or cfg.batch_size * cfg.nft.group_size
 
     @classmethod
     def weight_copies(cls, cfg):
@@ -80,28 +85,32 @@ class NFT(Method):
         sigmas = ctx.sampler_sigmas.to(x0)
         levels = torch.cat([nft.train_levels(sigmas, 1, count, torch.Generator().manual_seed(
             derived_seed(cfg.seed, step, "nft-levels", pos, j))) for pos, j in members(ctx, step, g.group_size)])
-        velocity = policy.velocity_fn(policy.encode_prompts(prompts), cfg.guidance)
+        n = len(prompts)
+        micro = [(c, rows) for c in range(count) for rows in chunks(n, g.micro_batch)]  # level x sample chunk
+        velocities = {rows.start: policy.velocity_fn(policy.encode_prompts(prompts[rows]), cfg.guidance)
+                      for rows in chunks(n, g.micro_batch)}
 
         ctx.processes.module.train()
         ctx.optimizer.zero_grad()
         total = torch.zeros((), device=ctx.accelerator.device)
-        for c in range(count):  # one backward micro-step per level
-            t = levels[:, c]  # [N]
-            eps = member_noise(ctx, step, g.group_size, "nft-noise", c)  # [N, C, h, w]
+        for m, (c, rows) in enumerate(micro):  # one backward micro-step per level and chunk
+            if rows.start == 0:
+                noise = member_noise(ctx, step, g.group_size, "nft-noise", c)  # [N, C, h, w] level c's
+            velocity, t, x0_rows = velocities[rows.start], levels[rows, c], x0[rows]  # t [n]
             tt = t.view(-1, *([1] * (x0.ndim - 1)))
-            x_t = (1 - tt) * x0 + tt * eps
+            x_t = (1 - tt) * x0_rows + tt * noise[rows]
             # the copies' velocities first: swapping weights in place after the graph is built would break it
             with self.old.swapped_in():
                 v_old = velocity(x_t, t)
             if g.kl > 0:
                 with self.base.swapped_in(ctx):
                     v_base = velocity(x_t, t)
-            with ctx.processes.gradient_sync(c == count - 1):
+            with ctx.processes.gradient_sync(m == len(micro) - 1):
                 v = velocity(x_t, t)  # with grad
-                loss = nft.nft_loss(v, v_old, x_t, x0, t, r, g.beta, g.adaptive_weighting, g.loss_scale)
+                loss = nft.nft_loss(v, v_old, x_t, x0_rows, t, r[rows], g.beta, g.adaptive_weighting, g.loss_scale)
                 if g.kl > 0:
                     loss = loss + g.kl * nft.velocity_l2(v, v_base).mean()
-                loss = loss / count
+                loss = loss * (rows.stop - rows.start) / (n * count)  # the mean over samples and levels
                 ctx.accelerator.backward(loss)
             total += loss.detach()
         loss_value = mean_over_processes(ctx, total)
