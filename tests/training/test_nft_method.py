@@ -76,3 +76,11 @@ def test_an_update_trains_another_family(family_setups, trained_weights):
     before = trained_weights(trainer)
     assert not trainer.train()[0].skipped
     assert any(not torch.equal(before[n], p) for n, p in trained_weights(trainer).items())
+
+
+def test_micro_batches_accumulate_the_same_loss(fresh_policy, rollouts):
+    """``micro_batch`` splits each level's samples into backward micro-steps: the same mean loss and samples."""
+    whole = make(fresh_policy(), rollouts).train()[0]
+    split = make(fresh_policy(), rollouts, nft={"micro_batch": 1}).train()[0]
+    assert split.reward == whole.reward and split.sigmas == whole.sigmas
+    assert split.loss == pytest.approx(whole.loss, rel=1e-5)
