@@ -80,9 +80,12 @@ def images_per_update(cfg: TrainConfig) -> int:
     return cfg.batch_size * (groups[0] if groups else 1)
 
 
+SHARE_TOLERANCE = 1e-6  # shares are counts over the probe images: a gain of exactly 9/30 is +0.30, not 0.2999...
+
+
 def reached(point: dict, base: dict, target: float, max_drop: float) -> bool:
-    return (point["steered_share"] - base["steered_share"] >= target
-            and base["colours"] - point["colours"] <= max_drop)
+    return (point["steered_share"] - base["steered_share"] >= target - SHARE_TOLERANCE
+            and base["colours"] - point["colours"] <= max_drop + SHARE_TOLERANCE)
 
 
 def run(name: str, cfg: TrainConfig, setting: dict, args) -> dict:
