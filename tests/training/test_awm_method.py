@@ -13,11 +13,11 @@ ROLLOUT = RolloutConfig(num_steps=4)  # the rollout_cfg fixture's
 BRIGHT = ScoreReward(lambda images, prompts: images.mean((1, 2, 3)), "brightness")  # score-only
 
 
-def make(policy, rollouts, finetune="full", awm=None, **overrides):
+def make(policy, rollouts, finetune="full", awm=None, reward=BRIGHT, **overrides):
     cfg = TrainConfig(**{"method": "awm", "inversion": False, "steps": 1, "batch_size": 1, "learning_rate": 1e-3,
                          "max_grad_norm": 1.0, "finetune": finetune,
                          "awm": {"group_size": 2, "num_train_steps": 2, **(awm or {})}, **overrides})
-    return SRPOTrainer(policy, BRIGHT, rollouts, cfg, ROLLOUT)
+    return SRPOTrainer(policy, reward, rollouts, cfg, ROLLOUT)
 
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
@@ -77,3 +77,11 @@ def test_an_update_trains_another_family(family_setups, trained_weights):
     before = trained_weights(trainer)
     assert not trainer.train()[0].skipped
     assert any(not torch.equal(before[n], p) for n, p in trained_weights(trainer).items())
+
+
+def test_non_finite_scores_skip_the_update(fresh_policy, rollouts, trained_weights):
+    nan = ScoreReward(lambda images, prompts: torch.full((images.shape[0],), float("nan")), "nan")
+    trainer = make(fresh_policy(), rollouts, reward=nan)
+    before = trained_weights(trainer)
+    assert trainer.train_step(0).skipped and trainer.skipped == 1
+    assert all(torch.equal(before[n], p) for n, p in trained_weights(trainer).items())

@@ -13,11 +13,12 @@ ROLLOUT = RolloutConfig(num_steps=4)  # the rollout_cfg fixture's
 BRIGHT = ScoreReward(lambda images, prompts: images.mean((1, 2, 3)), "brightness")  # score-only
 
 
-def make(policy, rollouts, finetune="full", nft=None, **overrides):
+def make(policy, rollouts, finetune="full", nft=None, reward=BRIGHT, **overrides):
     cfg = TrainConfig(**{"method": "nft", "inversion": False, "steps": 1, "batch_size": 1, "learning_rate": 1e-3,
-                         "max_grad_norm": 1.0, "finetune": finetune, "nft": {"group_size": 2, **(nft or {})},
+                         "max_grad_norm": 1.0, "finetune": finetune,
+                         "nft": {"group_size": 2, "train_fraction": 0.5, **(nft or {})},  # 2 of the 4 levels
                          **overrides})
-    return SRPOTrainer(policy, BRIGHT, rollouts, cfg, ROLLOUT)
+    return SRPOTrainer(policy, reward, rollouts, cfg, ROLLOUT)
 
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
@@ -84,3 +85,11 @@ def test_micro_batches_accumulate_the_same_loss(fresh_policy, rollouts):
     split = make(fresh_policy(), rollouts, nft={"micro_batch": 1}).train()[0]
     assert split.reward == whole.reward and split.sigmas == whole.sigmas
     assert split.loss == pytest.approx(whole.loss, rel=1e-5)
+
+
+def test_non_finite_scores_skip_the_update(fresh_policy, rollouts, trained_weights):
+    nan = ScoreReward(lambda images, prompts: torch.full((images.shape[0],), float("nan")), "nan")
+    trainer = make(fresh_policy(), rollouts, reward=nan)
+    before = trained_weights(trainer)
+    assert trainer.train_step(0).skipped and trainer.skipped == 1
+    assert all(torch.equal(before[n], p) for n, p in trained_weights(trainer).items())
