@@ -22,12 +22,13 @@ import time
 
 import torch
 
-from srpo import awm, grpo
+from srpo import awm
 from srpo.nft import velocity_l2
 from srpo.noise import derived_seed
 from srpo.training.methods.base import Method, MethodContext, StepLog
 from srpo.training.methods.copies import FrozenBase, ParamCopy, trainable_named
-from srpo.training.methods.groups import chunks, mean_over_processes, member_noise, sample_clean, score_clean
+from srpo.training.methods.groups import (chunks, group_advantages, mean_over_processes, member_noise, sample_clean,
+                                         score_clean)
 
 
 class AWM(Method):
@@ -72,7 +73,7 @@ class AWM(Method):
         cfg, a, policy, start = ctx.cfg, ctx.cfg.awm, ctx.policy, time.perf_counter()
         prompts, x0 = sample_clean(ctx, step, a.group_size, "awm-eps")  # N, [N, C, h, w]
         rewards = score_clean(ctx, x0, prompts, step, a.group_size, "awm")  # [N]
-        adv = grpo.group_advantages(rewards, a.group_size, a.advantage_eps, global_std=a.global_std)
+        adv = group_advantages(ctx, rewards, a.group_size, a.advantage_eps, global_std=a.global_std)
         adv = awm.scaled_advantages(adv, a.advantage_clip, a.advantage_max).to(x0)  # [N]
         sigmas = ctx.sampler_sigmas.to(x0)
         picker = torch.Generator().manual_seed(derived_seed(cfg.seed, "awm-steps", step))  # the same on every process

@@ -53,6 +53,18 @@ def score_clean(ctx: MethodContext, x0: torch.Tensor, prompts: list[str], step: 
     return rewards.float().to(x0.device)
 
 
+def group_advantages(ctx: MethodContext, rewards: torch.Tensor, group_size: int, eps: float,
+                     global_std: bool) -> torch.Tensor:
+    """Advantages [N] of this process's rewards [N] (groups of ``group_size`` consecutive): each group's mean
+    removed, divided by the group's std, or (``global_std``, the authors' NFT and AWM) by the std of every
+    process's rewards gathered, so that the result does not depend on how the batch is split."""
+    if not global_std or ctx.processes.world == 1:
+        return grpo.group_advantages(rewards, group_size, eps, global_std=global_std)
+    everyone = ctx.accelerator.gather(rewards.to(ctx.accelerator.device)).to(rewards)  # [W*N], rank-major
+    advantages = grpo.group_advantages(everyone, group_size, eps, global_std=True)
+    return advantages.reshape(ctx.processes.world, -1)[ctx.processes.rank]
+
+
 def chunks(n: int, size: int | None) -> list[slice]:
     """Consecutive slices of ``size`` (None: all ``n`` at once) covering ``range(n)``: the micro-steps' samples."""
     size = size or n

@@ -23,12 +23,12 @@ import time
 
 import torch
 
-from srpo import grpo, nft
+from srpo import nft
 from srpo.noise import derived_seed
 from srpo.training.methods.base import Method, MethodContext, StepLog
 from srpo.training.methods.copies import FrozenBase, ParamCopy, trainable_named
-from srpo.training.methods.groups import (chunks, mean_over_processes, member_noise, members, sample_clean,
-                                         score_clean)
+from srpo.training.methods.groups import (chunks, group_advantages, mean_over_processes, member_noise, members,
+                                         sample_clean, score_clean)
 
 
 class NFT(Method):
@@ -79,7 +79,7 @@ class NFT(Method):
         with self.old.swapped_in():  # the old policy samples
             prompts, x0 = sample_clean(ctx, step, g.group_size, "nft-eps")  # N, [N, C, h, w]
         rewards = score_clean(ctx, x0, prompts, step, g.group_size, "nft")  # [N]
-        advantages = grpo.group_advantages(rewards, g.group_size, g.advantage_eps, global_std=g.global_std)
+        advantages = group_advantages(ctx, rewards, g.group_size, g.advantage_eps, global_std=g.global_std)
         r = nft.optimality_probability(advantages, g.advantage_clip).to(x0)  # [N]
         count = self.num_levels(cfg, len(ctx.sampler_sigmas) - 1)
         sigmas = ctx.sampler_sigmas.to(x0)
