@@ -61,3 +61,10 @@ def test_an_update_trains_another_family(family_setups, trained_weights):
     before = trained_weights(trainer)
     assert not trainer.train()[0].skipped
     assert any(not torch.equal(before[n], p) for n, p in trained_weights(trainer).items())
+
+
+def test_an_update_makes_no_rollout_it_would_not_use(fresh_policy, rollouts, monkeypatch):
+    """The chain starts from the batch's noise: no online rollout of clean images is made for it (nor for draft)."""
+    trainer = SRPOTrainer(fresh_policy(), load_reward(CLIP), rollouts, TrainConfig(**settings(steps=2)), ROLLOUT)
+    monkeypatch.setattr(trainer.policy, "rollout", lambda *args, **kwargs: pytest.fail("a rollout was made"))
+    assert not trainer.train_step(1).skipped

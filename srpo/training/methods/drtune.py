@@ -25,6 +25,7 @@ class DRTune(DirectAlign):
     name = "drtune"
     summary = "backpropagation through the whole chain, stop-grad at step inputs, K trained steps (train.drtune)"
     steps_from_level = False
+    samples_own_chain = True
     settings = ("drtune",)
 
     def noise_levels(self, ctx, step):
