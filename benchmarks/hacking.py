@@ -12,7 +12,10 @@ same number of updates on the same rollouts with the same seed, and aims at "bri
 - ``direct_align_late``: the same on late, low-noise levels only (sigma 0.05..0.25);
 - ``direct_align_plain_reward``: Direct-Align on the reward as it is (no control word at all);
 - ``srpo``: SRPO, relative reward "bright" vs "dark" (the authors' weighted form), inversion
-  branch, linear discount.
+  branch, linear discount;
+- ``drtune``: DRTune through the whole chain on the absolute reward of "bright. <prompt>";
+- ``grpo``, ``mixgrpo``, ``nft``, ``awm``: the group methods (2 prompts x 4 images an update) with the
+  same absolute reward as a score (no gradient through it).
 
 Measured on 120 images (60 prompts x 2 fixed seeds) graded from pixels: ``target_gain`` = change
 of the share of bright images, ``bias_gain`` = change of the share of vivid images (the hacking
@@ -50,6 +53,26 @@ def methods(steps: int, seed: int) -> dict[str, TrainConfig]:
                                                  reward_form="plain", positive_words=[], negative_words=[], **common),
         "srpo": TrainConfig(method="srpo", inversion=True, discount="linear", reward_form="weighted",
                             positive_words=["bright"], negative_words=["dark"], **common),
+        "drtune": TrainConfig(method="drtune", inversion=False, reward_form="sgp", positive_words=["bright"],
+                              negative_words=[], drtune=dict(num_train_steps=3), **common),
+        **group_methods(dict(common, batch_size=COMMON["batch_size"] // GROUP)),
+    }
+
+
+GROUP = 4  # images per prompt of the group methods: batch_size / GROUP prompts, the same 8 images an update
+
+
+def group_methods(common: dict) -> dict[str, TrainConfig]:
+    """GRPO, MixGRPO, NFT and AWM scoring their groups with the biased reward of "bright. <prompt>" (SGP, no
+    gradient taken: the reward as a score), as a user without SRP's relative reward would."""
+    words = dict(inversion=False, reward_form="sgp", positive_words=["bright"], negative_words=[])
+    return {
+        "grpo": TrainConfig(method="grpo", grpo=dict(group_size=GROUP, steps="random", num_train_steps=8,
+                                                     clip_range=0.2), **words, **common),
+        "mixgrpo": TrainConfig(method="mixgrpo", grpo=dict(group_size=GROUP, clip_range=0.2), mixgrpo=dict(),
+                               **words, **common),
+        "nft": TrainConfig(method="nft", nft=dict(group_size=GROUP, train_fraction=0.34), **words, **common),
+        "awm": TrainConfig(method="awm", awm=dict(group_size=GROUP), **words, **common),
     }
 
 

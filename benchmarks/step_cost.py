@@ -10,7 +10,10 @@ both branches as one batch, ``train.fuse_branches``), DRaFT-LV
 (one-step prediction from the last sampler level, 2 noise draws) and DRaFT-K through the whole
 sampler (``full_chain``, 10 steps) and GRPO (``grpo``: 4 SDE samples per prompt over the 10 sampler
 steps without grad, then the clipped objective on 3 random steps with grad; its update includes
-its sampling, which replaces the rollout); ``srpo_lora`` / ``srpo_lora_int8`` / ``srpo_lora_nf4``: the SRPO
+its sampling, which replaces the rollout), ``mixgrpo`` (the same with the SDE and the training in a
+window of 3 steps, ODE elsewhere), ``nft`` and ``awm`` (4 ODE samples per prompt without grad, then
+3 noise levels of their flow-matching losses with grad), ``drtune`` (the 10-step chain with
+stop-gradient inputs, 3 steps with grad); ``srpo_lora`` / ``srpo_lora_int8`` / ``srpo_lora_nf4``: the SRPO
 update of a LoRA r16 adapter over the fp32, int8 and NF4 base (``policy.base_quantization``). Each method runs in its own process so that its peak
 resident memory (``peak_rss_mb``, model load included) is its own.
 
@@ -49,6 +52,11 @@ METHODS = {
     "draft_lv": dict(method="draft_lv", inversion=False, num_injections=2),
     "full_chain": dict(method="draft", inversion=False, draft_steps=10),
     "grpo": dict(method="grpo", inversion=False, grpo=dict(group_size=4, steps="random", num_train_steps=3)),
+    # issue 26: the same 3 trained steps (levels) as grpo's, 4 images per prompt for the group methods
+    "drtune": dict(method="drtune", inversion=False, drtune=dict(num_train_steps=3)),
+    "mixgrpo": dict(method="mixgrpo", inversion=False, grpo=dict(group_size=4), mixgrpo=dict(window_size=3)),
+    "nft": dict(method="nft", inversion=False, nft=dict(group_size=4, train_fraction=0.35)),
+    "awm": dict(method="awm", inversion=False, awm=dict(group_size=4, num_train_steps=3)),
     # LoRA r16 over the fp32 base and over an int8 / nf4 base (policy.base_quantization, torchao)
     "srpo_lora": dict(method="srpo", inversion=True, num_injections=1, finetune="lora"),
     "srpo_lora_int8": dict(method="srpo", inversion=True, num_injections=1, finetune="lora", base_quantization="int8"),

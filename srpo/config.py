@@ -421,6 +421,8 @@ class NFTConfig(StrictModel):
     decay_rate: float = Field(0.001, ge=0, description="... then (update - decay_flat) * decay_rate ...")
     decay_cap: float = Field(0.5, ge=0, lt=1, description="... capped here (authors' type 1: 0, 0.001, 0.5; "
                              "type 2: 75, 0.0075, 0.999)")
+    micro_batch: Optional[int] = Field(None, ge=1, description="samples per backward micro-step (default: all of "
+                                       "this process's batch_size x group_size at once)")
 
     @property
     def loss_scale(self) -> float:
@@ -452,6 +454,8 @@ class AWMConfig(StrictModel):
     ema_kl: float = Field(1.0, ge=0, description="weight of mean((v - v_ema)^2) to the soft-updated EMA policy")
     ema_decay_rate: float = Field(0.001, ge=0, description="EMA policy decay: min(ema_decay_cap, rate * update)")
     ema_decay_cap: float = Field(0.3, ge=0, lt=1, description="cap of the EMA policy's decay")
+    micro_batch: Optional[int] = Field(None, ge=1, description="samples per backward micro-step (default: all of "
+                                       "this process's batch_size x group_size at once)")
 
 
 class MixGRPOConfig(StrictModel):
@@ -512,9 +516,12 @@ class DRTuneConfig(StrictModel):
         return self.early_stop if self.early_stop is not None else int(round(self.early_stop_ratio * num_steps))
 
 
-#: The ``TrainConfig`` fields that hold one method's settings, and each one's default: set only with
-#: that ``train.method`` (filled with the default when the method is chosen without them).
-METHOD_SETTINGS: dict[str, type[StrictModel]] = {"grpo": GRPOConfig}
+#: The ``TrainConfig`` fields that hold a method's settings, and each one's type (its defaults). Which
+#: methods read which blocks is the method registry's (``srpo.training.methods``: ``Method.settings``):
+#: a block set for a method that does not read it is refused there, and the blocks it reads are filled
+#: with their defaults when not given (``Method.configure``).
+METHOD_SETTINGS: dict[str, type[StrictModel]] = {"grpo": GRPOConfig, "mixgrpo": MixGRPOConfig, "nft": NFTConfig,
+                                                 "awm": AWMConfig, "drtune": DRTuneConfig}
 
 
 class TrainConfig(StrictModel):
@@ -522,10 +529,16 @@ class TrainConfig(StrictModel):
 
     method: str = Field(
         "srpo", description="a row of the method registry (srpo.training.methods.METHODS: srpo, direct_align, refl, "
-        "draft_lv, draft, grpo, ...); this layer cannot import it, so the run's validation "
+        "draft_lv, draft, grpo, mixgrpo, nft, awm, drtune); this layer cannot import it, so the run's validation "
         "(srpo.training.job.TrainingJob.validate_run) refuses a name that is not a row")
-    grpo: Optional[GRPOConfig] = Field(None, description="grpo: group size, noise level, clip, KL and step subset "
-                                       "(default GRPOConfig() when method is grpo)")
+    grpo: Optional[GRPOConfig] = Field(None, description="grpo, mixgrpo: group size, noise level, clip, KL and step "
+                                       "subset (default GRPOConfig())")
+    mixgrpo: Optional[MixGRPOConfig] = Field(None, description="mixgrpo: the SDE window (default MixGRPOConfig())")
+    nft: Optional[NFTConfig] = Field(None, description="nft: DiffusionNFT's settings (default NFTConfig())")
+    awm: Optional[AWMConfig] = Field(None, description="awm: advantage-weighted matching's settings (default "
+                                     "AWMConfig())")
+    drtune: Optional[DRTuneConfig] = Field(None, description="drtune: trained steps and early stop (default "
+                                           "DRTuneConfig())")
     draft_steps: int = Field(1, ge=1, description="draft: sampler steps to backpropagate through (all = full chain)")
     steps: int = Field(10, ge=1, description="optimizer updates to apply, exactly")
     batch_size: int = Field(1, ge=1)
@@ -633,12 +646,6 @@ class TrainConfig(StrictModel):
         if self.fuse_branches and not self.inversion:
             raise ValueError("fuse_branches batches the denoise and inversion branches together, but inversion is "
                              "false: set fuse_branches: false (one branch has nothing to fuse) or inversion: true")
-        for name, settings in METHOD_SETTINGS.items():  # a method's settings block belongs to that method
-            if getattr(self, name) is not None and self.method != name:
-                raise ValueError(f"train.{name} is set but train.method is {self.method!r}: remove train.{name} "
-                                 f"or set method: {name}")
-            if self.method == name and getattr(self, name) is None:
-                setattr(self, name, settings())
         training_levels(self)  # every level inside (0, MAX_TRAIN_SIGMA]; the method's row checks its model step
         return self
 

@@ -11,7 +11,7 @@ Kinds:
 - ``feature``: separate image and text features (:class:`~srpo.rewards.base.RewardModel`);
 - ``joint``: ``score(images, prompts)`` only (HPSv3: the form is combined over prompt variants);
 - ``image_only``: ``score_images(images)``, no text (Aesthetic v2.5: the image-only relative form);
-- ``score_only``: scores without gradient (``name: score``; ``train.method: grpo`` only).
+- ``score_only``: scores without gradient (``name: score``; for the methods whose registry row takes score-only rewards).
 """
 
 from __future__ import annotations

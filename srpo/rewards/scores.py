@@ -2,7 +2,7 @@
 
 Detectors, OCR, a VLM judge or the shapes world's pixel grader score images but give nothing to
 backpropagate through, so only the methods whose registry row takes score-only rewards (the
-policy gradient, ``train.method: grpo``) train on them; the run's validation refuses them for the
+likelihood-free and policy-gradient methods: grpo, mixgrpo, nft, awm) train on them; the run's validation refuses them for the
 gradient methods (:func:`srpo.training.methods.check_method`).
 
 A score function is ``fn(images [B,3,H,W] in [0,1], prompts: list[str]) -> scores [B]`` (an edit

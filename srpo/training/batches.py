@@ -66,13 +66,22 @@ class Batches:
         (encoded real images) with fresh noise.
         """
         batch = self.rollout_batch(step)
-        device = self.policy.device
-        if self.rollouts.mode == "online" and step == 0:
-            return batch.prompts, batch.x0.to(device), batch.eps.to(device)
-        eps = self.noise(step, "eps", batch.eps.shape[1:])
-        if self.rollouts.mode == "offline":
-            return batch.prompts, batch.x0.to(device), eps
+        eps = self._start_noise(batch, step)
+        if self.rollouts.mode == "offline" or step == 0:
+            return batch.prompts, batch.x0.to(self.policy.device), eps
         roll = self.rollout_cfg
         x0 = self.policy.rollout(self.policy.encode_prompts(batch.prompts), eps, roll.num_steps, roll.shift,
                                  roll.guidance)
         return batch.prompts, x0, eps
+
+    def chain_start(self, step: int) -> tuple[list[str], torch.Tensor]:
+        """Prompts and eps [B,C,h,w] for ``step``, the noise :meth:`clean_batch` would pair with them, without the
+        clean images: what a method that samples its own chain from the noise needs (no rollout is made)."""
+        batch = self.rollout_batch(step)
+        return batch.prompts, self._start_noise(batch, step)
+
+    def _start_noise(self, batch, step: int) -> torch.Tensor:
+        """The stored rollout noise before the first online update (it made the stored x0), else fresh noise."""
+        if self.rollouts.mode == "online" and step == 0:
+            return batch.eps.to(self.policy.device)
+        return self.noise(step, "eps", batch.eps.shape[1:])

@@ -6,6 +6,7 @@ A checkpoint is a folder ``step-000012/`` holding
 - ``optimizer.pt``: the optimizer state (tensors and numbers only: loaded with weights_only);
 - ``rng-rank{r}.pt``: every rank's torch RNG state;
 - ``trainer_state.json``: step, data position, history, fault counters;
+- ``method.safetensors``: the method's own state when it has one (NFT's old policy, AWM's EMA), from the trainer;
 - ``manifest.json``: size and SHA-256 of every file above, written last.
 
 It is built in ``.tmp-step-000012-*`` and renamed, so a folder named ``step-*`` is complete unless

@@ -90,6 +90,7 @@ class MemoryPlan:
     reward: float  # reward weights + image-tower activations
     text_encoders: float  # loaded by the rollout step only (not in the total)
     guard: float = 0.0  # the guard's metric models (weights, no grad) held next to the policy
+    method_copies: float = 0.0  # copies of the trained weights the method keeps (an old policy, an EMA, a base)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -103,7 +104,7 @@ class MemoryPlan:
         conditioning and never loads them (``with_text_encoders`` counts them, as a process that
         encodes prompts itself would hold them)."""
         body = (self.transformer_weights + self.gradients + self.optimizer + self.chosen_activations + self.vae
-                + self.reward + self.guard + (self.text_encoders if with_text_encoders else 0.0))
+                + self.reward + self.guard + self.method_copies + (self.text_encoders if with_text_encoders else 0.0))
         return body * MARGIN + CUDA_CONTEXT_GB * GB
 
     def rows(self) -> list[tuple[str, float]]:
@@ -111,7 +112,8 @@ class MemoryPlan:
                 ("AdamW moments", self.optimizer),
                 ("activations" + (" (per-block checkpointing)" if self.checkpointing else ""), self.chosen_activations),
                 ("VAE (weights + decode)", self.vae), ("reward (weights + image tower)", self.reward),
-                ("guard metric models", self.guard), ("text encoders (rollout step only)", self.text_encoders)]
+                ("guard metric models", self.guard), ("method's weight copies (old/EMA/base)", self.method_copies),
+                ("text encoders (rollout step only)", self.text_encoders)]
 
     def describe(self) -> str:
         """The plan as printable lines, one component a line, in GB."""
@@ -489,7 +491,10 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
     checkpointing = policy_cfg.gradient_checkpointing if checkpointing is None else checkpointing
     world = world if world is not None else (train_cfg.num_processes * train_cfg.num_nodes
                                               if train_cfg.distributed == "fsdp" else 1)
-    batch = (batch or train_cfg.batch_size) * (2 if train_cfg.fuse_branches else 1)
+    from srpo.training.methods import method_class
+
+    row = method_class(train_cfg.method)
+    batch = (batch or row.micro_batch(row.configure(train_cfg))) * (2 if train_cfg.fuse_branches else 1)
     model = model or describe_model(policy_cfg.pretrained, policy_cfg.family)
     compute = "bfloat16" if policy_cfg.autocast == "bfloat16" else policy_cfg.dtype
     frozen_bytes = _bytes(policy_cfg.frozen_dtype or compute)
@@ -512,6 +517,10 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
     guard, held = guard_memory(train_cfg.guard, metrics, _bytes(compute))
     if held:
         notes.append(f"guard: {', '.join(held)} held in the training process (frozen weights)")
+    copies = row.weight_copies(row.configure(train_cfg))
+    if copies:
+        notes.append(f"method {train_cfg.method}: {copies} cop{'y' if copies == 1 else 'ies'} of the trained weights (fp32"
+                     f"{f', sharded / {world}' if world > 1 else ''})")
     text = model.text_encoder_params * frozen_bytes
     if text:
         notes.append("text encoders: loaded by the rollout step only (training reads the stored conditioning); "
@@ -523,7 +532,7 @@ def plan_memory(policy_cfg, train_cfg, reward_cfg=None, *, quantization: str | N
         optimizer=2 * t.trainable * master / world, activations=float(t.activations),
         activations_checkpointed=float(t.activations_checkpointed),
         vae=t.vae_params * frozen_bytes + t.vae_activations, reward=reward, text_encoders=text, guard=guard,
-        notes=notes)
+        method_copies=copies * t.trainable * master / world, notes=notes)
 
 
 def fitting_settings(policy_cfg, train_cfg, reward_cfg, gpu_gb: float, model: ModelDescription | None = None,

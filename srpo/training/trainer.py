@@ -35,7 +35,7 @@ from srpo.noise import derived_seed
 from srpo.rewards.base import RewardModel
 from srpo.rewards.combine import MultiReward
 from srpo.training.batches import Batches
-from srpo.training.checkpoint import Checkpointer, save_diffusers_model, trainable_state
+from srpo.training.checkpoint import Checkpointer, save_diffusers_model, save_tensors, trainable_state
 from srpo.training.distributed import Processes, make_accelerator
 from srpo.training.guard import Guard, GuardRunner
 from srpo.training.lora import add_lora, save_lora
@@ -60,6 +60,7 @@ class SRPOTrainer:
     def __init__(self, policy: Policy, reward: RewardModel | MultiReward, rollouts: RolloutSet, cfg: TrainConfig,
                  rollout_cfg: RolloutConfig, accelerator=None, guard: Guard | None = None):
         self.method = method_for(cfg)
+        cfg = self.method.configure(cfg)  # the settings blocks the method reads, default-filled
         self.policy, self.rollouts, self.cfg, self.rollout_cfg = policy, rollouts, cfg, rollout_cfg
         self.grid, self.d_sigma = training_levels(cfg)
         self.objective = RewardObjective(reward, cfg, (float(self.grid.min()), float(self.grid.max())),
@@ -79,6 +80,7 @@ class SRPOTrainer:
         sampler_sigmas = policy.rollout_sigmas(rollout_cfg.num_steps, rollout_cfg.shift, *rollouts.x0.shape[-2:])
         self.ctx = MethodContext(policy, self.objective, self.batches, self.processes, self.step_fn, cfg, rollout_cfg,
                                  self.grid, self.d_sigma, sampler_sigmas)
+        self.method.start(self.ctx)  # before any resume: what it takes from the base weights is the base's
         self.guard = GuardRunner.for_run(guard, policy, rollouts, cfg, rollout_cfg, self.objective.reward,
                                          self.processes) if guard is not None else None
 
@@ -201,10 +203,15 @@ class SRPOTrainer:
                                  step=entry.step)
 
     # ---- checkpoints --------------------------------------------------------------------
+    METHOD_FILE = "method.safetensors"  # the method's own state (an old policy, an EMA), when it has one
+
     def save_checkpoint(self, step: int) -> Path | None:
         """Checkpoint after ``step`` updates (every rank calls; the main process writes)."""
         state = {**self.step_fn.state_dict(), "history": [asdict(h) for h in self.history]}
         files = {}
+        method_state = self.method.state_dict()  # every rank takes part in gathering
+        if method_state and self.processes.is_main:
+            files[self.METHOD_FILE] = save_tensors(method_state)
         if self.guard is not None:
             state["guard"] = self.guard.state_dict()
             if self.guard.keeper.step is not None and self.processes.is_main:
@@ -218,6 +225,11 @@ class SRPOTrainer:
             return 0
         self.history = [StepLog(**h) for h in state["history"]]
         self.step_fn.load_state_dict(state)
+        method_file = Path(state["folder"]) / self.METHOD_FILE
+        if method_file.exists():
+            from safetensors.torch import load_file
+
+            self.method.load_state_dict(load_file(str(method_file)))
         if self.guard is not None and "guard" in state:
             self.guard.load_state_dict(state["guard"], Path(state["folder"]) / GuardRunner.CANDIDATE_FILE)
         return int(state["step"])

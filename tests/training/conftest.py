@@ -36,3 +36,29 @@ def family_setups(family_dirs, policy_cfg, rollouts, rollout_cfg):
         return made[family]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def fresh_policy(policy_cfg):
+    """``fresh(finetune)``: the tiny FLUX policy with its initial weights; full fine-tuning reuses one loaded
+    policy (its weights reset), LoRA loads a new one (the adapters change the module)."""
+    import torch
+
+    policy = load_policy(policy_cfg)
+    initial = {k: v.clone() for k, v in policy.transformer.state_dict().items()}
+
+    def fresh(finetune: str = "full"):
+        if finetune == "lora":
+            return load_policy(policy_cfg)
+        with torch.no_grad():
+            policy.transformer.load_state_dict(initial)
+        policy.set_forward_module(None)
+        return policy
+    return fresh
+
+
+@pytest.fixture(scope="session")
+def trained_weights():
+    """``weights(trainer)``: the trained parameters by name, copied."""
+    return lambda trainer: {n: p.detach().clone() for n, p in trainer.policy.transformer.named_parameters()
+                            if p.requires_grad}

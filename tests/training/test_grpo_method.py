@@ -9,7 +9,7 @@ from srpo.config import RolloutConfig, TrainConfig
 from srpo.models.families import load_policy
 from srpo.rewards import RewardConfig, load_reward
 from srpo.rewards.scores import ScoreReward, register_score, resolve_score
-from srpo.training.methods import method_for
+from srpo.training.methods import check_method, method_for
 from srpo.training.trainer import SRPOTrainer
 
 ROLLOUT = RolloutConfig(num_steps=4)  # the same as the rollout_cfg fixture
@@ -180,8 +180,9 @@ def test_grpo_checks_its_settings():
         method_for(cfg).check(cfg, RolloutConfig(num_steps=4))
     with pytest.raises(ValueError, match="num_train_steps is not set"):
         TrainConfig(method="grpo", inversion=False, grpo={"steps": "random"})
-    with pytest.raises(ValueError, match=r"train.grpo is set but train.method is 'refl'"):
-        TrainConfig(method="refl", inversion=False, grpo={})
+    refl = TrainConfig(method="refl", inversion=False, grpo={})  # the registry row refuses it, not the config
+    with pytest.raises(ValueError, match=r"^train.grpo is set but train.method is 'refl'"):
+        check_method(refl, ROLLOUT)
 
 
 @pytest.mark.parametrize("family", ["qwen-image", "sd3", "flux2", "flux2-klein", "z-image"])
@@ -198,3 +199,14 @@ def test_a_grpo_update_trains_every_family_through_the_policy_interface(family_s
     log = trainer.train_step(0)
     assert not log.skipped and math.isfinite(log.loss)
     assert any(not torch.equal(before[n], p) for n, p in weights(trainer).items())
+
+
+def test_the_kl_reference_of_a_resumed_full_run_is_the_base(base, rollouts, tmp_path):
+    """Full fine-tuning keeps the base weights as the KL's reference, taken before a resume loads trained ones."""
+    initial = weights(make_trainer(base(), rollouts))
+    make_trainer(base(), rollouts, steps=1, checkpoint_every=1, checkpoint_dir=str(tmp_path), grpo={"kl": 0.1}).train()
+    resumed = make_trainer(base(), rollouts, steps=1, checkpoint_dir=str(tmp_path), grpo={"kl": 0.1})
+    assert resumed.resume() == 1
+    reference = dict(zip(resumed.method.reference.copy.names, resumed.method.reference.copy.values))
+    assert all(torch.equal(reference[n], initial[n]) for n in initial)
+    assert any(not torch.equal(p, initial[n]) for n, p in weights(resumed).items())  # the resumed weights moved

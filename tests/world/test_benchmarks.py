@@ -1,6 +1,7 @@
 """The world benchmarks' method tables are valid configs of the one trainer (no training here)."""
 
 from benchmarks.ablation import rows
+from benchmarks.cost import images_per_update
 from benchmarks.hacking import LATE, methods
 from srpo.config import RolloutConfig
 from srpo.training.methods import check_method
@@ -8,12 +9,15 @@ from srpo.training.methods import check_method
 
 def test_hacking_methods_share_everything_but_the_method_settings():
     table = methods(steps=3, seed=1)
-    assert set(table) == {"direct_align", "direct_align_late", "direct_align_plain_reward", "srpo"}
-    assert {(c.steps, c.seed, c.learning_rate, c.batch_size) for c in table.values()} == {(3, 1, 3e-5, 8)}
+    assert set(table) == {"direct_align", "direct_align_late", "direct_align_plain_reward", "srpo", "drtune", "grpo",
+                          "mixgrpo", "nft", "awm"}
+    # the same 8 images an update: 8 samples, or 2 prompts x a group of 4
+    assert {(c.steps, c.seed, c.learning_rate, images_per_update(c)) for c in table.values()} == {(3, 1, 3e-5, 8)}
     assert table["direct_align_late"].sigma_range == LATE and table["direct_align"].sigma_range is None
     assert table["srpo"].inversion and not table["direct_align"].inversion
     for cfg in table.values():
-        check_method(cfg, RolloutConfig())  # every level and model step stays inside (0, 0.99]
+        check_method(cfg, RolloutConfig(num_steps=25))  # every level and model step inside (0, 0.99]; the
+        # group methods' windows and strata fit the world's 25 sampler steps
 
 
 def test_ablation_rows_are_the_paper_components_and_the_baselines():

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 from srpo.training.methods.base import Level, Method, MethodContext, StepLog
 from srpo.training.methods.direct_align import SRPO, DirectAlign, Draft, DraftLV, ReFL
+from srpo.training.methods.awm import AWM
+from srpo.training.methods.drtune import DRTune
 from srpo.training.methods.grpo import GRPO
+from srpo.training.methods.mixgrpo import MixGRPO
+from srpo.training.methods.nft import NFT
 
 __all__ = ["METHODS", "Level", "Method", "MethodContext", "StepLog", "check_method", "method_class", "method_for"]
 
 #: Every ``train.method`` name and its method class.
-METHODS: dict[str, type[Method]] = {m.name: m for m in (SRPO, DirectAlign, ReFL, DraftLV, Draft, GRPO)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (SRPO, DirectAlign, ReFL, DraftLV, Draft, DRTune, GRPO,
+                                                         MixGRPO, NFT, AWM)}
 
 
 def method_class(name: str) -> type[Method]:
@@ -34,7 +39,8 @@ def method_class(name: str) -> type[Method]:
 
 
 def method_for(cfg) -> Method:
-    """A fresh method object for ``cfg.method`` (it may hold state of its own, e.g. GRPO's reference)."""
+    """A fresh method object for ``cfg.method`` (it may hold state of its own, e.g. GRPO's reference, NFT's old
+    policy); give it ``method.configure(cfg)``, the config with the settings blocks it reads filled."""
     return method_class(cfg.method)()
 
 

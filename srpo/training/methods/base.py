@@ -16,7 +16,7 @@ from typing import ClassVar
 
 import torch
 
-from srpo.config import training_levels
+from srpo.config import METHOD_SETTINGS, training_levels
 from srpo.training.batches import Batches
 from srpo.training.distributed import Processes
 from srpo.training.objective import RewardObjective
@@ -74,11 +74,27 @@ class Method:
     takes_score_only: ClassVar[bool] = False  # False: it backpropagates through the reward
     has_inversion: ClassVar[bool] = False  # whether the inversion branch (train.inversion) belongs to it
     steps_from_level: ClassVar[bool] = False  # True: it starts a model step d_sigma from each training level
+    #: The settings blocks of ``TrainConfig`` it reads (names in :data:`srpo.config.METHOD_SETTINGS`):
+    #: another method's block set with this method is refused, and the ones it reads default-filled.
+    settings: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def configure(cls, cfg):
+        """``cfg`` with every settings block this row reads filled with its defaults where not given."""
+        missing = {name: METHOD_SETTINGS[name]() for name in cls.settings if getattr(cfg, name) is None}
+        return cfg.model_copy(update=missing) if missing else cfg
 
     @classmethod
     def validate(cls, cfg, rollout_cfg) -> None:
-        """What every row refuses (the inversion branch where it does not belong, a model step that leaves
-        (0, 0.99]), then the row's own :meth:`check`."""
+        """What every row refuses (another method's settings block, the inversion branch where it does not
+        belong, a model step that leaves (0, 0.99]), then the row's own :meth:`check` on the filled config."""
+        for name in METHOD_SETTINGS:
+            if getattr(cfg, name) is not None and name not in cls.settings:
+                readers = " or ".join(sorted(m.name for m in _rows() if name in m.settings and hasattr(m, "name")))
+                reads = ", ".join(f"train.{b}" for b in cls.settings) or "no settings block"
+                raise ValueError(f"train.{name} is set but train.method is {cls.name!r} (which reads {reads}): "
+                                 f"remove train.{name} or set method: {readers}")
+        cfg = cls.configure(cfg)
         if cfg.inversion and not cls.has_inversion:
             owners = " or ".join(sorted({m.name for m in _rows() if m.has_inversion}))
             raise ValueError(f"train.inversion is true but the inversion branch belongs to method {owners}, not "
@@ -90,9 +106,32 @@ class Method:
     def check(cls, cfg, rollout_cfg) -> None:
         """Refuse settings this method cannot run with these rollouts (before any model work)."""
 
+    @classmethod
+    def micro_batch(cls, cfg) -> int:
+        """Samples in one backward micro-step on one process (what the memory plan traces; ``cfg`` filled)."""
+        return cfg.batch_size
+
+    @classmethod
+    def weight_copies(cls, cfg) -> int:
+        """How many copies of the trained weights the method keeps beside them (an old policy, an EMA, a full
+        fine-tune's frozen base): the memory plan counts them (``cfg`` filled by :meth:`configure`)."""
+        return 0
+
+    def start(self, ctx: MethodContext) -> None:
+        """Called once the model is set up, before any resume: take what must come from the base weights
+        (e.g. a frozen copy of them)."""
+
     def update(self, ctx: MethodContext, step: int) -> StepLog:
         """One whole update: its samples, loss, backward and ``ctx.optimizer.step``."""
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors the method carries from update to update (an old policy, an EMA), saved in checkpoints
+        (full tensors, gathered: every rank calls it); empty for a stateless method."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`'s tensors on resume (every rank gets the full tensors)."""
 
 
 

@@ -38,6 +38,7 @@ class DirectAlign(Method):
     name = "direct_align"
     summary = "Direct-Align recovery at training-grid levels"
     steps_from_level = True  # its branch starts d_sigma above the level (inversion: below)
+    samples_own_chain = False  # True: its recovery samples from the noise alone (no clean x0 needed)
 
     def branches(self, cfg) -> tuple[str, ...]:
         """The branches each level trains: ("denoise",), and "inversion" where the method has it and it is on."""
@@ -78,7 +79,10 @@ class DirectAlign(Method):
     def update(self, ctx: MethodContext, step: int) -> StepLog:
         """Recover images at the method's levels and branches, decode, reward, backward; one optimizer step."""
         cfg, acc, policy, start = ctx.cfg, ctx.accelerator, ctx.policy, time.perf_counter()
-        prompts, x0, eps = ctx.batches.clean_batch(step)
+        if self.samples_own_chain:  # only the noise: the recovery samples from it, no rollout to make
+            (prompts, eps), x0 = ctx.batches.chain_start(step), None
+        else:
+            prompts, x0, eps = ctx.batches.clean_batch(step)
         rows = ctx.batches.positions(step)
         cond = policy.encode_prompts(prompts)
         branches = self.branches(cfg)
@@ -96,7 +100,7 @@ class DirectAlign(Method):
         term_values = {name: torch.zeros((), device=acc.device) for name in term_names}  # denoise branch
         total_loss = torch.zeros((), device=acc.device)
         for n, (j, (_, t, weight), group) in enumerate(micro):
-            draw = lambda: ctx.batches.noise(step, f"draw{j}", x0.shape[1:])  # noqa: E731 (DRaFT-LV only)
+            draw = lambda: ctx.batches.noise(step, f"draw{j}", eps.shape[1:])  # noqa: E731 (DRaFT-LV only)
             with ctx.processes.gradient_sync(n == len(micro) - 1):  # all-reduce once, after the last micro-step
                 x0_hat = self.recover_group(ctx, group, x0, eps, t, velocities[group], draw)  # [G*B,C,h,w]
                 images = policy.decode(x0_hat)  # [G*B, 3, H, W]
@@ -160,6 +164,7 @@ class Draft(DirectAlign):
     name = "draft"
     summary = "backpropagation through the last draft_steps sampler steps"
     steps_from_level = False
+    samples_own_chain = True
 
     @classmethod
     def check(cls, cfg, rollout_cfg):

@@ -1,14 +1,12 @@
 """GRPO (Flow-GRPO / DanceGRPO): a policy gradient over groups of SDE samples; maths in :mod:`srpo.grpo`.
 
-The one method here that takes score-only rewards: it needs the reward's numbers only. With
-``train.grpo.kl > 0`` and full fine-tuning, the method object holds its own frozen copy of the
-base model (LoRA: the base is the transformer with its adapters off).
+It takes score-only rewards: it needs the reward's numbers only. With
+``train.grpo.kl > 0`` and full fine-tuning, the method object holds a copy of the base weights, taken
+before any resume (LoRA: the base is the transformer with its adapters off).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import time
 from dataclasses import dataclass
 
@@ -17,6 +15,7 @@ import torch
 from srpo import grpo
 from srpo.noise import derived_seed, seeded_noise
 from srpo.training.methods.base import Method, MethodContext, StepLog
+from srpo.training.methods.copies import FrozenBase
 
 
 @dataclass
@@ -54,9 +53,18 @@ class GRPO(Method):
     name = "grpo"
     summary = "policy gradient over groups of SDE samples (train.grpo)"
     takes_score_only = True
+    settings = ("grpo",)
 
     def __init__(self):
-        self.reference: torch.nn.Module | None = None  # full fine-tuning's frozen base, copied at the first KL
+        self.reference = FrozenBase()  # the KL's reference: LoRA, adapters off; full, the base weights
+
+    def start(self, ctx):
+        if ctx.cfg.grpo.kl > 0:
+            self.reference.take(ctx)  # before any resume: the base's weights
+
+    @classmethod
+    def weight_copies(cls, cfg):
+        return int(cfg.grpo.kl > 0 and cfg.finetune == "full")  # the frozen reference (LoRA: adapters off)
 
     @classmethod
     def check(cls, cfg, rollout_cfg):
@@ -67,10 +75,6 @@ class GRPO(Method):
         if g.num_train_steps is not None and g.steps != "all" and g.num_train_steps > rollout_cfg.num_steps - 1:
             raise ValueError(f"train.grpo.num_train_steps {g.num_train_steps} exceeds the {rollout_cfg.num_steps - 1} "
                              "stochastic sampler steps: use at most rollouts.num_steps - 1, or steps: all")
-        if g.kl > 0 and cfg.finetune == "full" and cfg.distributed == "fsdp" and cfg.num_processes > 1:
-            raise ValueError("train.grpo.kl > 0 with full fine-tuning under FSDP would keep an unsharded frozen copy "
-                             "on every process: use finetune: lora (the reference is the base, adapters off), "
-                             "distributed: ddp, or kl: 0")
 
     # ---- sampling ------------------------------------------------------------------------
     def sample(self, ctx: MethodContext, step: int) -> Groups:
@@ -85,7 +89,7 @@ class GRPO(Method):
                                         for pos in positions], g.shared_noise)
         eps = seeded_noise(shape, start_seeds).to(policy.device)  # [N, C, h, w]
         sigmas = ctx.sampler_sigmas.to(eps)
-        stds = grpo.sde_sigmas(sigmas, g.noise_level, g.noise_schedule)  # [T]
+        stds, steps = self.stochastic_plan(ctx, step, sigmas)  # [T] sigma_t, and the steps trained
 
         def noise(k: int) -> torch.Tensor:  # [N, C, h, w] the SDE noise of sampler step k
             return seeded_noise(shape, [derived_seed(cfg.seed, step, "grpo-sde", pos, j, k)
@@ -101,9 +105,14 @@ class GRPO(Method):
             module.train(was_training)
         rewards = self.score(ctx, latents[-1], group_prompts, step)  # [N]
         advantages = grpo.group_advantages(rewards, g.group_size, g.advantage_eps, g.advantage_clip)
-        picker = torch.Generator().manual_seed(derived_seed(cfg.seed, "grpo-steps", step))  # the same on every process
-        steps = grpo.train_steps(grpo.stochastic_steps(sigmas, stds), g.steps, g.num_train_steps, picker)
         return Groups(group_prompts, latents, log_probs, rewards, advantages, sigmas, stds, steps)
+
+    def stochastic_plan(self, ctx: MethodContext, step: int, sigmas: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """The SDE's ``sigma_t`` [T] for this update's rollouts and the steps it trains (the same on every process)."""
+        g = ctx.cfg.grpo
+        stds = grpo.sde_sigmas(sigmas, g.noise_level, g.noise_schedule)  # [T]
+        picker = torch.Generator().manual_seed(derived_seed(ctx.cfg.seed, "grpo-steps", step))
+        return stds, grpo.train_steps(grpo.stochastic_steps(sigmas, stds), g.steps, g.num_train_steps, picker)
 
     @torch.no_grad()
     def score(self, ctx: MethodContext, x0: torch.Tensor, prompts: list[str], step: int) -> torch.Tensor:
@@ -114,30 +123,6 @@ class GRPO(Method):
         return rewards.float().to(x0.device)
 
     # ---- the policy gradient -------------------------------------------------------------
-    def reference_velocity(self, ctx: MethodContext, prompts: list[str]):
-        """A context giving the frozen reference's velocity: LoRA, the base (adapters off); full, a frozen copy."""
-        cfg, policy = ctx.cfg, ctx.policy
-
-        @contextlib.contextmanager
-        def context():
-            with torch.no_grad():
-                if cfg.finetune == "lora":
-                    model = ctx.processes.unwrapped()
-                    model.disable_adapters()
-                    try:
-                        yield policy.velocity_fn(policy.encode_prompts(prompts), cfg.guidance)
-                    finally:
-                        model.enable_adapters()
-                    return
-                if self.reference is None:  # kept from the first update (the base model)
-                    self.reference = copy.deepcopy(ctx.processes.unwrapped()).requires_grad_(False).eval()
-                policy.set_forward_module(self.reference)
-                try:
-                    yield policy.velocity_fn(policy.encode_prompts(prompts), cfg.guidance)
-                finally:
-                    policy.set_forward_module(ctx.processes.module)
-        return context()
-
     def micro_steps(self, ctx: MethodContext, groups: Groups) -> list[tuple[int, slice]]:
         """(sampler step, sample slice) of each backward micro-step: every trained step x every chunk."""
         n = len(groups.prompts)
@@ -152,14 +137,15 @@ class GRPO(Method):
         x, x_next = groups.latents[k][rows], groups.latents[k + 1][rows]
         t, t_next, sigma = float(groups.sigmas[k]), float(groups.sigmas[k + 1]), float(groups.stds[k])
         velocity = policy.velocity_fn(policy.encode_prompts(prompts), cfg.guidance)
+        if g.kl > 0:  # the reference's step first: its weights are swapped in place, before the graph is built
+            with self.reference.swapped_in(ctx):
+                _, ref_mean, _ = grpo.step_log_prob(velocity, x, x_next, t, t_next, sigma, g.log_prob)
         log_prob, mean, std = grpo.step_log_prob(velocity, x, x_next, t, t_next, sigma, g.log_prob)  # [n]
         key = (k, rows.start)
         if key not in old:  # the first inner epoch: on-policy, ratio exactly 1
             old[key] = log_prob.detach()
         loss, ratio = grpo.clipped_objective(log_prob, old[key], groups.advantages[rows], g.clip_range)
         if g.kl > 0:
-            with self.reference_velocity(ctx, prompts) as ref_velocity:
-                _, ref_mean, _ = grpo.step_log_prob(ref_velocity, x, x_next, t, t_next, sigma, g.log_prob)
             loss = loss + g.kl * grpo.gaussian_kl(mean, ref_mean, std).mean()
         return loss, ratio.detach()
 
