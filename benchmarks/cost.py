@@ -1,6 +1,6 @@
 """The paper's cost claim, side by side: updates, images, FLOPs and seconds each method needs to reach one target.
 
-    SRPO_CACHE=/work/srpo_cache python -m benchmarks.cost    # ~12 min on 2 idle cores; every method reaches it
+    SRPO_CACHE=/work/srpo_cache python -m benchmarks.cost    # ~15 min on 2 cores; every method reaches it
 
 On the shapes world (the published ``builtin:shapes-flux`` and ``builtin:shapes-clip``, see
 :mod:`benchmarks.world`), SRPO, Direct-Align, ReFL, DRaFT-LV, DRTune, GRPO, MixGRPO, DiffusionNFT and
