@@ -80,6 +80,8 @@ class RolloutSet:
     #: None for text-to-image. ``source_prompts``: the sources' captions (an ``against: direction`` term reads them).
     sources: torch.Tensor | None = None
     source_prompts: list[str] | None = None
+    #: edit runs: what each edited image should show (the reward's text side instead of the instruction), or None
+    target_prompts: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.prompts = list(self.prompts)
@@ -92,6 +94,11 @@ class RolloutSet:
             if self.sources is None or len(self.source_prompts) != len(self.prompts):
                 raise ValueError(f"source_prompts gives {len(self.source_prompts)} captions: give one per source "
                                  "image, and the sources with them")
+        if self.target_prompts is not None:
+            self.target_prompts = list(self.target_prompts)
+            if len(self.target_prompts) != len(self.prompts):
+                raise ValueError(f"target_prompts gives {len(self.target_prompts)} texts for {len(self.prompts)} "
+                                 "prompts: give one per prompt")
         for key, value in self.conditioning.items():
             if not key.startswith("negative.") and value.shape[0] != len(self.prompts):
                 raise ValueError(f"conditioning {key!r} has {value.shape[0]} rows for {len(self.prompts)} prompts: "
@@ -129,7 +136,8 @@ class RolloutSet:
                           mode=self.mode, height=self.height, width=self.width, meta=dict(self.meta),
                           conditioning=conditioning,
                           sources=None if self.sources is None else self.sources[idx.to(self.sources.device)],
-                          source_prompts=None if self.source_prompts is None else [self.source_prompts[i] for i in rows])
+                          source_prompts=None if self.source_prompts is None else [self.source_prompts[i] for i in rows],
+                          target_prompts=None if self.target_prompts is None else [self.target_prompts[i] for i in rows])
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write ``tensors.safetensors`` (x0, eps) and ``meta.json`` into ``directory``, each atomically."""
@@ -151,8 +159,9 @@ class RolloutSet:
             raise
         meta = {"format_version": ROLLOUT_FORMAT_VERSION, "prompts": self.prompts, "mode": self.mode,
                 "height": self.height, "width": self.width, "shape": list(self.x0.shape), "meta": self.meta}
-        if self.source_prompts is not None:
-            meta["source_prompts"] = self.source_prompts
+        for name in ("source_prompts", "target_prompts"):
+            if getattr(self, name) is not None:
+                meta[name] = getattr(self, name)
         atomic_write_text(directory / ROLLOUT_META, json.dumps(meta, indent=1, ensure_ascii=False))
 
     @classmethod
@@ -190,4 +199,4 @@ class RolloutSet:
                              f"{str(meta_path)!r} says {meta['shape']}: the two files come from different saves")
         conditioning = {k.removeprefix(COND_PREFIX): v for k, v in tensors.items() if k.startswith(COND_PREFIX)}
         return cls(x0=tensors["x0"], eps=tensors["eps"], conditioning=conditioning, sources=tensors.get("sources"),
-                   source_prompts=meta.get("source_prompts"), **fields)
+                   source_prompts=meta.get("source_prompts"), target_prompts=meta.get("target_prompts"), **fields)

@@ -14,38 +14,45 @@ from srpo.noise import derived_seed, seeded_noise
 
 
 class SourcedPrompts(list):
-    """An edit batch's instructions that carry, row for row, their source images ``sources`` [N,3,H,W] in [0, 1]
-    and the sources' captions ``source_prompts`` (or None): the methods slice and repeat prompts, and the sources
-    must follow, to the policy's conditioning (:meth:`Batches.encode`) and to the reward (the objective)."""
+    """An edit batch's instructions that carry, row for row, their source images ``sources`` [N,3,H,W] in [0, 1],
+    the sources' captions ``source_prompts`` and the edits' target texts ``target_prompts`` (each list or None).
 
-    def __init__(self, prompts, sources: torch.Tensor, source_prompts: list[str] | None = None):
+    The methods slice and repeat prompts; the sources must follow, to the policy's conditioning
+    (:meth:`Batches.encode`) and to the reward (:func:`srpo.training.objective.source_kwargs`).
+    """
+
+    def __init__(self, prompts, sources: torch.Tensor, source_prompts: list[str] | None = None,
+                 target_prompts: list[str] | None = None):
         super().__init__(prompts)
         if sources.shape[0] != len(self):
             raise ValueError(f"{sources.shape[0]} source images for {len(self)} prompts: give one source per prompt")
-        self.sources, self.source_prompts = sources, None if source_prompts is None else list(source_prompts)
+        self.sources = sources
+        self.source_prompts = None if source_prompts is None else list(source_prompts)
+        self.target_prompts = None if target_prompts is None else list(target_prompts)
 
     def __getitem__(self, key):
         if not isinstance(key, slice):
             return super().__getitem__(key)
-        return SourcedPrompts(super().__getitem__(key), self.sources[key],
-                              None if self.source_prompts is None else self.source_prompts[key])
+        cut = lambda texts: None if texts is None else texts[key]  # noqa: E731
+        return SourcedPrompts(super().__getitem__(key), self.sources[key], cut(self.source_prompts),
+                              cut(self.target_prompts))
 
 
 def repeat_each(prompts: list[str], n: int) -> list[str]:
-    """Each prompt ``n`` times in a row (a group's members), its source (if any) with it."""
+    """Each prompt ``n`` times in a row (a group's members), its source and texts (if any) with it."""
     out = [p for p in prompts for _ in range(n)]
     if not isinstance(prompts, SourcedPrompts):
         return out
-    captions = prompts.source_prompts
-    return SourcedPrompts(out, prompts.sources.repeat_interleave(n, dim=0),
-                          None if captions is None else [c for c in captions for _ in range(n)])
+    rep = lambda texts: None if texts is None else [t for t in texts for _ in range(n)]  # noqa: E731
+    return SourcedPrompts(out, prompts.sources.repeat_interleave(n, dim=0), rep(prompts.source_prompts),
+                          rep(prompts.target_prompts))
 
 
 def batch_prompts(batch: RolloutSet) -> list[str]:
-    """A rollout batch's prompts, carrying their sources when the set has them (an edit run)."""
+    """A rollout batch's prompts, carrying their sources and texts when the set has sources (an edit run)."""
     if batch.sources is None:
         return batch.prompts
-    return SourcedPrompts(batch.prompts, batch.sources, batch.source_prompts)
+    return SourcedPrompts(batch.prompts, batch.sources, batch.source_prompts, batch.target_prompts)
 
 
 class Batches:

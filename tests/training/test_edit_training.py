@@ -1,0 +1,133 @@
+"""Edit training: (source, instruction) rollouts on the tiny Kontext model, their sources through the updates to
+the policy's conditioning and to the reward."""
+
+import json
+
+import pytest
+import torch
+
+from srpo.artifacts import RolloutSet
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
+from srpo.models.families import load_policy
+from srpo.rewards import RewardConfig, load_reward
+from srpo.rewards.combine import MultiReward, RewardTerm
+from srpo.rewards.scores import ScoreReward
+from srpo.training.rollouts import edit_rollouts
+from srpo.training.trainer import SRPOTrainer
+from srpo.world.edits import edit_score
+
+COLOURS = [(220, 30, 30), (30, 30, 220), (30, 200, 30), (230, 230, 40)]
+NAMES = ["red", "blue", "green", "yellow"]
+SRPO = {"steps": 2, "batch_size": 2, "learning_rate": 1e-3, "max_grad_norm": 1.0, "num_injections": 1,
+        "discount": "linear"}
+
+
+@pytest.fixture(scope="module")
+def edit_folder(tmp_path_factory):
+    """Four 32x32 flat-colour sources, each with an instruction, a target and both captions."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("edits")
+    lines = []
+    for i, colour in enumerate(COLOURS):
+        Image.new("RGB", (32, 32), colour).save(root / f"{i}.png")
+        Image.new("RGB", (32, 32), COLOURS[(i + 1) % 4]).save(root / f"{i}_t.png")
+        lines.append(json.dumps({"file_name": f"{i}.png", "instruction": f"make the background {NAMES[(i + 1) % 4]}",
+                                 "target": f"{i}_t.png", "target_text": f"a {NAMES[(i + 1) % 4]} background",
+                                 "source_text": f"a {NAMES[i]} background"}))
+    (root / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def kontext_cfg(family_dirs):
+    return PolicyConfig(pretrained=str(family_dirs["flux-kontext"]), height=32, width=32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def edit_set(kontext_cfg, edit_folder):
+    return edit_rollouts(load_policy(kontext_cfg), RolloutConfig(num_steps=2, edits=str(edit_folder)), kontext_cfg)
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return load_reward(RewardConfig(name="clip", checkpoint="builtin:tiny"))
+
+
+def test_edit_rollouts_keep_sources_and_captions_through_save_and_load(edit_set, tmp_path):
+    assert edit_set.prompts[0] == "make the background blue" and edit_set.sources.shape == (4, 3, 32, 32)
+    assert edit_set.target_prompts[0] == "a blue background" and edit_set.source_prompts[3] == "a yellow background"
+    assert torch.allclose(edit_set.sources[0, :, 0, 0], torch.tensor(COLOURS[0]) / 255)
+    edit_set.save(tmp_path)
+    back = RolloutSet.load(tmp_path)
+    assert torch.equal(back.sources, edit_set.sources) and back.target_prompts == edit_set.target_prompts
+    assert back.batch([2]).source_prompts == ["a green background"]
+
+
+def test_offline_edit_rollouts_encode_the_targets(kontext_cfg, edit_folder):
+    policy = load_policy(kontext_cfg)
+    roll = edit_rollouts(policy, RolloutConfig(mode="offline", edits=str(edit_folder), num_prompts=2), kontext_cfg)
+    target = torch.tensor(COLOURS[1]).view(1, 3, 1, 1).expand(1, 3, 32, 32) / 255
+    assert roll.mode == "offline" and torch.allclose(roll.x0[:1], policy.encode_images(target), atol=1e-5)
+
+
+def test_edit_rollouts_refuse_a_text_to_image_family(policy_cfg, edit_folder):
+    with pytest.raises(ValueError, match=r"^rollouts.edits .* with policy.family 'flux', a text-to-image model"):
+        edit_rollouts(load_policy(policy_cfg), RolloutConfig(edits=str(edit_folder)), policy_cfg)
+
+
+def _srpo(kontext_cfg, reward, edit_set):
+    trainer = SRPOTrainer(load_policy(kontext_cfg), reward, edit_set, TrainConfig(**SRPO), RolloutConfig(num_steps=2))
+    before = {n: p.detach().clone() for n, p in trainer.policy.transformer.named_parameters()}
+    history = trainer.train()
+    after = {n: p.detach().clone() for n, p in trainer.policy.transformer.named_parameters()}
+    return history, before, after
+
+
+def test_srpo_on_edits_trains_with_the_source_terms_reproducibly(kontext_cfg, clip, edit_set, monkeypatch):
+    import srpo.rewards.combine as combine
+
+    seen = []
+    real = combine.source_similarity
+    monkeypatch.setattr(combine, "source_similarity",
+                        lambda reward, images, sources: seen.append(sources.detach().clone()) or real(reward, images, sources))
+    terms = MultiReward([RewardTerm(name="text", reward=clip, positive_words=["Real"], negative_words=["Painting"]),
+                         RewardTerm(name="keep", reward=clip, weight=0.5, against="source"),
+                         RewardTerm(name="direction", reward=clip, weight=0.5, against="direction")])
+    history, before, after = _srpo(kontext_cfg, terms, edit_set)
+    assert set(history[0].terms) == {"text", "keep", "direction"} and all(not log.skipped for log in history)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    # the reward saw this step's sources: for each call, one per image, rows of the rollout set's sources
+    assert seen and all(s.shape[1:] == (3, 32, 32) for s in seen)
+    stored = {tuple(s[:, 0, 0].tolist()) for s in edit_set.sources}
+    assert all(tuple(row[:, 0, 0].tolist()) in stored for s in seen for row in s)
+    history2, _, again = _srpo(kontext_cfg, terms, edit_set)
+    assert all(torch.equal(after[n], again[n]) for n in after)
+    assert [log.reward for log in history] == [log.reward for log in history2]
+
+
+def test_grpo_on_edits_scores_with_the_sources(kontext_cfg, edit_set):
+    seen = []
+
+    def spy(images, prompts, sources=None):
+        seen.append((list(prompts), sources))
+        return edit_score(images, prompts, sources=sources)
+
+    def run():
+        cfg = TrainConfig(method="grpo", inversion=False, steps=1, batch_size=2, learning_rate=1e-3,
+                          max_grad_norm=1.0, grpo={"group_size": 2, "clip_range": 0.2})
+        trainer = SRPOTrainer(load_policy(kontext_cfg), ScoreReward(spy, "shapes-edit"), edit_set, cfg,
+                              RolloutConfig(num_steps=3))
+        before = {n: p.detach().clone() for n, p in trainer.policy.transformer.named_parameters()}
+        trainer.train()
+        return before, {n: p.detach().clone() for n, p in trainer.policy.transformer.named_parameters()}
+
+    before, after = run()
+    prompts, sources = seen[0]
+    assert len(prompts) == 4 and sources is not None and sources.shape == (4, 3, 32, 32)
+    for prompt, source in zip(prompts, sources):  # each member's source is its instruction's
+        row = edit_set.prompts.index(prompt)
+        assert torch.equal(source, edit_set.sources[row].to(source))
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    _, again = run()
+    assert all(torch.equal(after[n], again[n]) for n in after)
