@@ -131,3 +131,36 @@ def test_grpo_on_edits_scores_with_the_sources(kontext_cfg, edit_set):
     assert any(not torch.equal(before[n], after[n]) for n in before)
     _, again = run()
     assert all(torch.equal(after[n], again[n]) for n in after)
+
+
+def _job(policy_cfg, rollout, **kw):
+    from srpo.training.job import TrainingJob
+
+    reward = kw.pop("reward", RewardConfig(name="clip", checkpoint="builtin:tiny"))
+    train = kw.pop("train", TrainConfig(**SRPO))
+    return TrainingJob(policy=policy_cfg, reward=reward, rollout=rollout, train=train, **kw)
+
+
+def test_validation_refuses_edit_runs_that_cannot_work(policy_cfg, kontext_cfg, edit_folder):
+    from srpo.rewards.config import MultiRewardConfig
+
+    edits = RolloutConfig(edits=str(edit_folder))
+    _job(kontext_cfg, edits).validate_run()
+    with pytest.raises(ValueError, match=r"^rollouts.edits '.*' with policy.family 'flux', a text-to-image model: "
+                                         r"use an edit family"):
+        _job(policy_cfg, edits).validate_run()
+    with pytest.raises(ValueError, match=r"^rollouts.edits is not set, but policy.family 'flux-kontext' .* edits "
+                                         r"images: set rollouts.edits"):
+        _job(kontext_cfg, RolloutConfig()).validate_run()
+    keep = MultiRewardConfig(rewards=[{"reward": {"name": "clip", "checkpoint": "builtin:tiny"}, "name": "keep",
+                                       "against": "source", "form": "plain"}])
+    with pytest.raises(ValueError, match=r"^rewards entry 'keep' has against: source, .* the run has no sources: "
+                                         r"set rollouts.edits"):
+        _job(policy_cfg, RolloutConfig(), rewards=keep).validate_run()
+    judge = RewardConfig(name="score", function="shapes-edit")
+    with pytest.raises(ValueError, match=r"^reward.function 'shapes-edit' judges an edit against its source, but "
+                                         r"the run has no sources"):
+        _job(policy_cfg, RolloutConfig(), reward=judge,
+             train=TrainConfig(method="grpo", inversion=False, batch_size=2)).validate_run()
+    with pytest.raises(ValueError, match=r"rollouts.images .* with rollouts.edits"):
+        RolloutConfig(mode="offline", images="x", edits=str(edit_folder))
