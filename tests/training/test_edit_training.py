@@ -164,3 +164,15 @@ def test_validation_refuses_edit_runs_that_cannot_work(policy_cfg, kontext_cfg, 
              train=TrainConfig(method="grpo", inversion=False, batch_size=2)).validate_run()
     with pytest.raises(ValueError, match=r"rollouts.images .* with rollouts.edits"):
         RolloutConfig(mode="offline", images="x", edits=str(edit_folder))
+
+
+def test_the_memory_plan_counts_the_source_tokens():
+    """Kontext is FLUX.1 [dev]'s transformer: its activations exceed FLUX.1's by the source image's tokens."""
+    from srpo.training.memory import plan_memory
+
+    train = TrainConfig(batch_size=1, finetune="lora", lora_rank=16)
+    acts = {}
+    for family, model in [("flux", "black-forest-labs/FLUX.1-dev"), ("flux-kontext", "black-forest-labs/FLUX.1-Kontext-dev")]:
+        policy = PolicyConfig(pretrained=model, family=family, height=512, width=512, gradient_checkpointing=True)
+        acts[family] = dict(plan_memory(policy, train).rows())["activations (per-block checkpointing)"]
+    assert acts["flux-kontext"] > 1.5 * acts["flux"]
