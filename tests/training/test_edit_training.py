@@ -106,8 +106,13 @@ def test_srpo_on_edits_trains_with_the_source_terms_reproducibly(kontext_cfg, cl
     assert [log.reward for log in history] == [log.reward for log in history2]
 
 
-def test_grpo_on_edits_scores_with_the_sources(kontext_cfg, edit_set):
-    seen = []
+def test_grpo_on_edits_scores_with_the_sources(kontext_cfg, edit_set, monkeypatch):
+    from srpo.models.flux_kontext import FluxKontextPolicy
+
+    seen, conditioned = [], []
+    real = FluxKontextPolicy.encode_sources
+    monkeypatch.setattr(FluxKontextPolicy, "encode_sources",
+                        lambda self, images: conditioned.append(images.shape) or real(self, images))
 
     def spy(images, prompts, sources=None):
         seen.append((list(prompts), sources))
@@ -129,6 +134,7 @@ def test_grpo_on_edits_scores_with_the_sources(kontext_cfg, edit_set):
         row = edit_set.prompts.index(prompt)
         assert torch.equal(source, edit_set.sources[row].to(source))
     assert any(not torch.equal(before[n], after[n]) for n in before)
+    assert (4, 3, 32, 32) in conditioned  # the group's sampling conditioned on its sources
     _, again = run()
     assert all(torch.equal(after[n], again[n]) for n in after)
 
