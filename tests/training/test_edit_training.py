@@ -182,3 +182,14 @@ def test_the_memory_plan_counts_the_source_tokens():
         policy = PolicyConfig(pretrained=model, family=family, height=512, width=512, gradient_checkpointing=True)
         acts[family] = dict(plan_memory(policy, train).rows())["activations (per-block checkpointing)"]
     assert acts["flux-kontext"] > 1.5 * acts["flux"]
+
+
+def test_qwen_image_edit_trains_from_rows_stored_per_instruction_and_source(family_dirs, edit_folder, clip):
+    """Qwen-Image-Edit's text rows depend on the source: the trainer finds them by (instruction, source)."""
+    cfg = PolicyConfig(pretrained=str(family_dirs["qwen-image-edit"]), height=32, width=32, device="cpu")
+    roll = edit_rollouts(load_policy(cfg), RolloutConfig(num_steps=2, edits=str(edit_folder)), cfg)
+    terms = MultiReward([RewardTerm(name="keep", reward=clip, against="source")])
+    policy = load_policy(cfg, text_encoders=False)  # the training process: stored rows only
+    trainer = SRPOTrainer(policy, terms, roll, TrainConfig(**SRPO), RolloutConfig(num_steps=2))
+    history = trainer.train()
+    assert len(history) == 2 and all(not log.skipped for log in history)
