@@ -76,9 +76,29 @@ class RolloutSet:
     #: ``tokens [N, L, D]``, ``lengths [N]``, ``pooled [N, P]``; ``negative.*`` rows are not per sample.
     #: With it the training process loads no text encoder. Empty: the trainer encodes prompts itself.
     conditioning: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: edit runs: each sample's source image [N, 3, Hs, Ws] in [0, 1] (the prompts are instructions on it);
+    #: None for text-to-image. ``source_prompts``: the sources' captions (an ``against: direction`` term reads them).
+    sources: torch.Tensor | None = None
+    source_prompts: list[str] | None = None
+    #: edit runs: what each edited image should show (the reward's text side instead of the instruction), or None
+    target_prompts: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.prompts = list(self.prompts)
+        if self.sources is not None and (self.sources.ndim != 4 or self.sources.shape[1] != 3
+                                         or self.sources.shape[0] != len(self.prompts)):
+            raise ValueError(f"sources must be [N, 3, H, W] pixels, one per prompt ({len(self.prompts)}), got shape "
+                             f"{tuple(self.sources.shape)}")
+        if self.source_prompts is not None:
+            self.source_prompts = list(self.source_prompts)
+            if self.sources is None or len(self.source_prompts) != len(self.prompts):
+                raise ValueError(f"source_prompts gives {len(self.source_prompts)} captions: give one per source "
+                                 "image, and the sources with them")
+        if self.target_prompts is not None:
+            self.target_prompts = list(self.target_prompts)
+            if len(self.target_prompts) != len(self.prompts):
+                raise ValueError(f"target_prompts gives {len(self.target_prompts)} texts for {len(self.prompts)} "
+                                 "prompts: give one per prompt")
         for key, value in self.conditioning.items():
             if not key.startswith("negative.") and value.shape[0] != len(self.prompts):
                 raise ValueError(f"conditioning {key!r} has {value.shape[0]} rows for {len(self.prompts)} prompts: "
@@ -110,10 +130,14 @@ class RolloutSet:
         if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
             raise IndexError(f"batch indices must lie in [-{n}, {n}), got {idx.tolist()}")
         conditioning = {k: v if k.startswith("negative.") else v[idx] for k, v in self.conditioning.items()}
-        return RolloutSet(prompts=[self.prompts[i] for i in idx.tolist()],
+        rows = idx.tolist()
+        return RolloutSet(prompts=[self.prompts[i] for i in rows],
                           x0=self.x0[idx.to(self.x0.device)], eps=self.eps[idx.to(self.eps.device)],
                           mode=self.mode, height=self.height, width=self.width, meta=dict(self.meta),
-                          conditioning=conditioning)
+                          conditioning=conditioning,
+                          sources=None if self.sources is None else self.sources[idx.to(self.sources.device)],
+                          source_prompts=None if self.source_prompts is None else [self.source_prompts[i] for i in rows],
+                          target_prompts=None if self.target_prompts is None else [self.target_prompts[i] for i in rows])
 
     def save(self, directory: str | os.PathLike[str]) -> None:
         """Write ``tensors.safetensors`` (x0, eps) and ``meta.json`` into ``directory``, each atomically."""
@@ -123,6 +147,8 @@ class RolloutSet:
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {"x0": self.x0.detach().cpu().contiguous(), "eps": self.eps.detach().cpu().contiguous(),
                    **{f"{COND_PREFIX}{k}": v.detach().cpu().contiguous() for k, v in self.conditioning.items()}}
+        if self.sources is not None:
+            tensors["sources"] = self.sources.detach().cpu().contiguous()
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{ROLLOUT_TENSORS}.")
         os.close(fd)
         try:
@@ -133,6 +159,9 @@ class RolloutSet:
             raise
         meta = {"format_version": ROLLOUT_FORMAT_VERSION, "prompts": self.prompts, "mode": self.mode,
                 "height": self.height, "width": self.width, "shape": list(self.x0.shape), "meta": self.meta}
+        for name in ("source_prompts", "target_prompts"):
+            if getattr(self, name) is not None:
+                meta[name] = getattr(self, name)
         atomic_write_text(directory / ROLLOUT_META, json.dumps(meta, indent=1, ensure_ascii=False))
 
     @classmethod
@@ -169,4 +198,5 @@ class RolloutSet:
             raise ValueError(f"{str(tensors_path)!r} holds x0 of shape {list(tensors['x0'].shape)} but "
                              f"{str(meta_path)!r} says {meta['shape']}: the two files come from different saves")
         conditioning = {k.removeprefix(COND_PREFIX): v for k, v in tensors.items() if k.startswith(COND_PREFIX)}
-        return cls(x0=tensors["x0"], eps=tensors["eps"], conditioning=conditioning, **fields)
+        return cls(x0=tensors["x0"], eps=tensors["eps"], conditioning=conditioning, sources=tensors.get("sources"),
+                   source_prompts=meta.get("source_prompts"), target_prompts=meta.get("target_prompts"), **fields)

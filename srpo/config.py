@@ -109,11 +109,17 @@ class RolloutConfig(StrictModel):
                             "the true-CFG scale (SD3.5, Qwen-Image), as the family reads it")
     num_prompts: Optional[int] = Field(None, ge=1, description="rollouts to precompute (default: all train prompts)")
     images: Optional[str] = Field(None, description="offline: folder or URL with images and metadata.jsonl")
+    edits: Optional[str] = Field(None, description="edit families: folder or s3:// prefix of (source image, "
+                                 "instruction) pairs (srpo.edit_data) to train on instead of the prompts; online: the "
+                                 "policy edits each source, offline: each pair's target image is x0")
     seed: int = 0
 
     @model_validator(mode="after")
     def _offline_needs_images(self) -> "RolloutConfig":
-        if self.mode == "offline" and not self.images:
+        if self.edits and self.images:
+            raise ValueError(f"rollouts.images {self.images!r} with rollouts.edits {self.edits!r}: an edit run's "
+                             "offline x0 are the pairs' target images; remove rollouts.images")
+        if self.mode == "offline" and not self.images and not self.edits:
             raise ValueError("offline mode needs rollouts.images: a folder (or s3:// URL) with images and a "
                              "metadata.jsonl of {\"file_name\": ..., \"text\": ...} lines")
         return self

@@ -7,6 +7,9 @@ The layout is the Hugging Face imagefolder one with an instruction per image::
                          {"file_name": "dog.png", "instruction": "add a hat", "target": "dog_hat.png"}
       cat.png  dog.png  dog_hat.png
 
+Optional ``target_text`` (what the edited image shows) and ``source_text`` (the source's caption) are what an
+edit reward's text and direction terms compare with (:func:`srpo.world.edits.write_edit_folder` writes both).
+
 Online training (the policy edits the source) needs ``file_name`` and ``instruction``; offline
 training also needs ``target``, the edited image to encode as x0 (:attr:`EditDataConfig.require_target`).
 :func:`load_edit_pairs` reads every line and every image it names and refuses the set, with every bad
@@ -44,6 +47,8 @@ class EditPair(BaseModel):
     source: str  # the file_name field
     instruction: str  # whitespace-normalised, never empty
     target: str | None = None
+    target_text: str | None = None  # what the edited image shows (an edit reward's text terms compare with it)
+    source_text: str | None = None  # the source image's caption (an ``against: direction`` term reads it)
     line: int  # 1-based line of metadata.jsonl (for messages)
 
     @property
@@ -119,9 +124,17 @@ def _line_problems(root: Path, n: int, line: str, require_target: bool) -> tuple
                 problems.append(f"{field}: {problem}")
         elif record.get(field) is not None:
             problems.append(f"{field!r} must be a string, got {type(record[field]).__name__}")
+    texts = {}
+    for field in ("target_text", "source_text"):  # optional captions
+        value = record.get(field)
+        if value is not None and not (isinstance(value, str) and normalize_prompt(value)):
+            problems.append(f"{field!r} must be a non-empty string when given, got {value!r}")
+        elif value is not None:
+            texts[field] = normalize_prompt(value)
     if problems:
         return None, problems
-    return EditPair(source=record["file_name"], instruction=instruction, target=record.get("target"), line=n), []
+    return EditPair(source=record["file_name"], instruction=instruction, target=record.get("target"), line=n,
+                    **texts), []
 
 
 def load_edit_pairs(source: str, require_target: bool = False) -> tuple[Path, list[EditPair]]:

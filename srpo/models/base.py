@@ -341,8 +341,9 @@ class Policy:
 
     # ---- stored conditioning (text encoders out of the training process) ------------------
     @torch.no_grad()
-    def stored_conditioning(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """The per-prompt text rows of ``prompts`` as tensors to store with a rollout set.
+    def stored_conditioning(self, prompts: Sequence[str], sources=None) -> dict[str, torch.Tensor]:
+        """The per-prompt text rows of ``prompts`` as tensors to store with a rollout set (``sources``: an edit
+        family's, which only a family whose text encoder reads the source uses).
 
         ``tokens [N, L, D]`` (padded), ``lengths [N]`` and ``pooled [N, P]`` where the family has
         one; true-CFG families add the negative prompt's row under ``negative.``.
@@ -353,7 +354,8 @@ class Policy:
             out.update({f"negative.{k}": v for k, v in negative.items()})
         return out
 
-    def use_stored_conditioning(self, prompts: Sequence[str], stored: dict[str, torch.Tensor] | None) -> None:
+    def use_stored_conditioning(self, prompts: Sequence[str], stored: dict[str, torch.Tensor] | None,
+                                sources=None) -> None:
         """Put ``stored`` rows (from :meth:`stored_conditioning`, one per prompt) into the prompt cache, so that
         :meth:`encode_prompts` finds ``prompts`` (and the negative prompt) without the text encoders."""
         if not stored:

@@ -41,6 +41,39 @@ JOB_FILE = "job.json"
 GuardMetrics = Callable[["TrainingJob", Any, str], Mapping[str, Callable]]
 
 
+#: Score-only rewards (``reward.function``) that judge an edit against its source: they need ``rollouts.edits``.
+SOURCE_SCORES = ("shapes-edit",)
+
+
+def check_edit_run(policy: PolicyConfig, rollout: RolloutConfig, rewards: Optional[MultiRewardConfig],
+                   reward: RewardConfig) -> None:
+    """Refuse edit data with a text-to-image family, an edit family without edit data, and a reward that compares
+    with the source (``against: source | direction``, a source judge) in a run without sources."""
+    from srpo.models.checks import transformer_config
+    from srpo.models.families import adapter_class
+
+    known = transformer_config(policy.pretrained, policy.family)  # (family, config) without weights, or None
+    edits = adapter_class(known[0]).edits_images if known is not None else None  # None: not readable here
+    if rollout.edits and edits is False:
+        raise ValueError(f"rollouts.edits {rollout.edits!r} with policy.family {known[0]!r}, a text-to-image model: "
+                         "use an edit family (flux-kontext, qwen-image-edit, qwen-image-edit-plus) or remove "
+                         "rollouts.edits")
+    if not rollout.edits and edits:
+        raise ValueError(f"rollouts.edits is not set, but policy.family {known[0]!r} ({policy.pretrained}) edits "
+                         "images: set rollouts.edits to a folder of (source image, instruction) pairs "
+                         "(metadata.jsonl, see srpo.edit_data)")
+    if rollout.edits:
+        return
+    for entry in rewards.rewards if rewards is not None else []:
+        if entry.against != "text":
+            raise ValueError(f"rewards entry {entry.name or entry.reward.name!r} has against: {entry.against}, which "
+                             "compares with each sample's source image, but the run has no sources: set "
+                             "rollouts.edits (an edit family) or use against: text")
+    if rewards is None and reward.function in SOURCE_SCORES:
+        raise ValueError(f"reward.function {reward.function!r} judges an edit against its source, but the run has no "
+                         "sources: set rollouts.edits (an edit family) or use another reward")
+
+
 class TrainingJob(BaseModel):
     """Everything a training run needs besides its rollouts (JSON round trip: ``job.json``)."""
 
@@ -77,6 +110,7 @@ class TrainingJob(BaseModel):
         if self.rewards is None:  # with `rewards:`, each entry's form was checked against its reward
             check_trainable(reward, train.reward_form)
         check_policy(self.policy, train)  # policy.family vs the folder, train.lora_rank vs the layers
+        check_edit_run(self.policy, self.rollout, self.rewards, reward)
         check_training_words(reward, train, self.rewards)  # control words fit the reward's text context
         if num_rollouts is not None:
             from srpo.training.sizes import check_batch_size

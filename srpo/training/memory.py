@@ -258,10 +258,12 @@ class SavedTensors:
         return self.outside + sum(self.block_inputs.values()) + (max(blocks) if blocks else 0)
 
 
-def meta_cond(policy, model: ModelDescription, batch: int, dtype: torch.dtype):
+def meta_cond(policy, model: ModelDescription, batch: int, dtype: torch.dtype, latent_shape=None):
     """The family's conditioning of ``batch`` prompts of the model's text length, on the meta device.
 
-    Meta rows are put in the policy's prompt cache, so the family's own ``encode_prompts`` builds it.
+    Meta rows are put in the policy's prompt cache, so the family's own ``encode_prompts`` builds it. An edit
+    family's prompts each carry a meta source latent of ``latent_shape`` [C, h, w] (a source at the training
+    size: its tokens count as many again as the image's, ``source_tokens`` of the published configs).
     """
     t = model.transformer
     width = t.get("joint_attention_dim") or t.get("cap_feat_dim")
@@ -273,8 +275,18 @@ def meta_cond(policy, model: ModelDescription, batch: int, dtype: torch.dtype):
                 for _ in missing]
 
     prompts = [f"prompt {i}" for i in range(batch)]
+    if not policy.edits_images or latent_shape is None:
+        policy.prompt_cache.lookup(prompts, meta_rows)
+        return policy.encode_prompts(prompts)
+    latents = torch.empty(batch, *latent_shape, device="meta", dtype=dtype)  # [B, C, h, w] source latents
+    if hasattr(policy, "pair_keys"):  # Qwen-Image-Edit: text rows keyed by (instruction, source)
+        from srpo.models.qwen_image_edit import EditSources
+
+        sources = EditSources([latents], None, [f"source {i}" for i in range(batch)])
+        policy.prompt_cache.lookup(policy.pair_keys(prompts, sources), meta_rows)
+        return policy.encode_prompts(prompts, sources)
     policy.prompt_cache.lookup(prompts, meta_rows)
-    return policy.encode_prompts(prompts)
+    return policy.encode_prompts(prompts, latents)
 
 
 def _flash_like_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
@@ -310,7 +322,7 @@ def trace_micro_step(policy, model: ModelDescription, batch: int, height: int, w
     c, h, w = policy.latent_shape(height, width)
     x = torch.empty(batch, c, h, w, device="meta", dtype=compute_dtype)  # [B, C, h, w]
     sigma = torch.full((batch,), 0.5, device="meta")
-    cond = meta_cond(policy, model, batch, compute_dtype)
+    cond = meta_cond(policy, model, batch, compute_dtype, (c, h, w))
     blocks = [m for m in transformer.modules() if type(m).__name__ in policy.block_classes]
     model_saved, vae_saved = SavedTensors(params), SavedTensors(params)
     handles = model_saved.watch_blocks(blocks)
@@ -669,7 +681,7 @@ def _inference_trace(model: ModelDescription, batch: int, height: int, width: in
         c, h, w = policy.latent_shape(height, width)
         x = torch.empty(batch, c, h, w, device="meta", dtype=dtype)  # [B, C, h, w]
         sigma = torch.full((batch,), 0.5, device="meta")
-        cond = meta_cond(policy, model, batch, dtype)
+        cond = meta_cond(policy, model, batch, dtype, (c, h, w))
         with torch.no_grad(), fused_attention_on_meta(), LiveBytesPeak() as forward:
             policy.velocity(x, sigma, cond, 1.0)
         with torch.no_grad(), LiveBytesPeak() as decode:

@@ -36,6 +36,22 @@ def as_objective_reward(reward, cfg):
     return single_term_reward(reward, use)
 
 
+def reward_texts(prompts: list[str]) -> list[str]:
+    """What a feature or multi-reward's text side reads: an edit's target texts where the batch has them (not the
+    instructions, which say what to change, not what the result shows), else the prompts."""
+    targets = getattr(prompts, "target_prompts", None)
+    return prompts if targets is None else targets
+
+
+def source_kwargs(prompts: list[str], images: torch.Tensor) -> dict:
+    """An edit batch's ``sources`` [B,3,H,W] and ``source_prompts`` for the reward (on ``images``' device), read
+    from prompts that carry them (:class:`srpo.training.batches.SourcedPrompts`); none for text-to-image."""
+    sources = getattr(prompts, "sources", None)
+    if sources is None:
+        return {}
+    return {"sources": sources.to(images.device, images.dtype), "source_prompts": prompts.source_prompts}
+
+
 class RewardObjective:
     """The run's reward on a branch (``"denoise"`` or ``"inversion"``) at a training level.
 
@@ -117,8 +133,9 @@ class RewardObjective:
             return seeded_noise(images.shape[1:], seeds).to(images)
 
         with self.autocast():
-            total, parts = self.terms(images, prompts, branch=branch, step=step, sigma=self.k_level(branch, t),
-                                      sigma_lo=self.grid_bounds[0], sigma_hi=self.grid_bounds[1], noise=noise)
+            total, parts = self.terms(images, reward_texts(prompts), branch=branch, step=step,
+                                      sigma=self.k_level(branch, t), sigma_lo=self.grid_bounds[0],
+                                      sigma_hi=self.grid_bounds[1], noise=noise, **source_kwargs(prompts, images))
         return total.float(), {name: part.float() for name, part in parts.items()}
 
     # ---- the one path the methods call --------------------------------------------------
@@ -134,9 +151,11 @@ class RewardObjective:
         if self.score_only:
             if branches != ("denoise",):
                 raise ValueError("a score-only reward has no inversion branch")
-            return [self.reward.score(images, prompts).float()], [{}]
+            sources = source_kwargs(prompts, images)
+            extra = {"sources": sources["sources"]} if sources else {}  # edits: the judge sees each source
+            return [self.reward.score(images, prompts, **extra).float()], [{}]
         if self.terms is None:  # one image-tower pass for the group, text features once per batch
-            txt = self._text_of(prompts, step)
+            txt = self._text_of(reward_texts(prompts), step)
             feats = self.image_features(images).chunk(len(branches))
             return [self.branch_reward(b, img, txt, t) for b, img in zip(branches, feats)], [{} for _ in branches]
         out = [self.term_rewards(b, img, prompts, step, t, tag, rows)

@@ -20,11 +20,15 @@ log = logging.getLogger(__name__)
 
 
 def sample_latents(policy: Policy, prompts: Sequence[str], eps: torch.Tensor, cfg: RolloutConfig,
-                   batch_size: int = 4, guidance: float | None = None, num_steps: int | None = None) -> torch.Tensor:
-    """Roll ``prompts`` out from ``eps`` [N,C,h,w] in batches; returns x0 [N,C,h,w] (no grad)."""
+                   batch_size: int = 4, guidance: float | None = None, num_steps: int | None = None,
+                   sources: torch.Tensor | None = None) -> torch.Tensor:
+    """Roll ``prompts`` out from ``eps`` [N,C,h,w] in batches; returns x0 [N,C,h,w] (no grad). ``sources``
+    [N,3,H,W] in [0, 1]: an edit family's source images, one per prompt."""
     out = []
     for i in range(0, len(prompts), batch_size):
-        cond = policy.encode_prompts(prompts[i:i + batch_size])
+        chunk = list(prompts[i:i + batch_size])
+        cond = (policy.encode_prompts(chunk) if sources is None else
+                policy.encode_prompts(chunk, policy.encode_sources(sources[i:i + batch_size].to(policy.device))))
         out.append(policy.rollout(cond, eps[i:i + batch_size], num_steps or cfg.num_steps, cfg.shift,
                                   cfg.guidance if guidance is None else guidance))
         log.info("rollouts %d/%d", min(i + batch_size, len(prompts)), len(prompts))
@@ -104,3 +108,37 @@ def encode_image_folder(policy: Policy, cfg: RolloutConfig, policy_cfg: PolicyCo
     return RolloutSet(prompts, torch.cat(x0), eps, "offline", policy_cfg.height, policy_cfg.width,
                       meta={"pretrained": policy_cfg.pretrained, "images": str(cfg.images), "seeds": seeds},
                       conditioning=policy.stored_conditioning(prompts))  # the trainer loads no text encoder
+
+
+def edit_rollouts(policy: Policy, cfg: RolloutConfig, policy_cfg: PolicyConfig, batch_size: int = 4) -> RolloutSet:
+    """Rollouts from ``cfg.edits``'s (source image, instruction) pairs (:mod:`srpo.edit_data`): prompts are the
+    instructions, each sample keeps its source pixels [N,3,H,W] (at the policy's size) and the pairs' captions.
+
+    Online: x0 is the policy's edit of the source from seeded noise. Offline: x0 encodes the pair's target image.
+    """
+    from srpo.edit_data import load_edit_pairs
+
+    if not policy.edits_images:
+        raise ValueError(f"rollouts.edits {cfg.edits!r} with policy.family {policy.family!r}, a text-to-image model: "
+                         "use an edit family (flux-kontext, qwen-image-edit, qwen-image-edit-plus) or remove rollouts.edits")
+    root, pairs = load_edit_pairs(cfg.edits, require_target=cfg.mode == "offline")
+    pairs = pairs[: cfg.num_prompts] if cfg.num_prompts else pairs
+    size = policy_cfg.height, policy_cfg.width
+    sources = torch.stack([load_image(root / p.source, *size) for p in pairs])  # [N, 3, H, W]
+    prompts = [p.instruction for p in pairs]
+    seeds = [cfg.seed * 1_000_003 + i for i in range(len(prompts))]
+    eps = prompt_noise(policy, *size, seeds).cpu()
+    if cfg.mode == "online":
+        x0 = sample_latents(policy, prompts, eps.to(policy.device), cfg, batch_size, sources=sources)
+    else:
+        x0 = torch.cat([policy.encode_images(torch.stack([load_image(root / p.target, *size) for p in
+                                                           pairs[i:i + batch_size]]).to(policy.device)).cpu()
+                        for i in range(0, len(pairs), batch_size)])  # [N, C, h, w]
+    captions = lambda field: (None if any(getattr(p, field) is None for p in pairs)  # noqa: E731
+                              else [getattr(p, field) for p in pairs])
+    meta = {"pretrained": policy_cfg.pretrained, "edits": str(cfg.edits), "seeds": seeds}
+    if cfg.mode == "online":
+        meta.update(num_steps=cfg.num_steps, shift=cfg.shift, guidance=cfg.guidance)
+    return RolloutSet(prompts, x0.float().cpu(), eps, cfg.mode, *size, meta=meta,
+                      conditioning=policy.stored_conditioning(prompts, policy.encode_sources(sources.to(policy.device))),
+                      sources=sources, source_prompts=captions("source_text"), target_prompts=captions("target_text"))

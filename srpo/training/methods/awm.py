@@ -80,7 +80,7 @@ class AWM(Method):
         steps = awm.stratified_steps(len(sigmas) - 1, a.train_fraction, a.num_train_steps, picker)
         n = len(prompts)
         micro = [(m, k, rows) for m, k in enumerate(steps) for rows in chunks(n, a.micro_batch)]  # level x chunk
-        velocities = {rows.start: policy.velocity_fn(policy.encode_prompts(prompts[rows]), cfg.guidance)
+        velocities = {rows.start: policy.velocity_fn(ctx.batches.encode(prompts[rows]), cfg.guidance)
                       for rows in chunks(n, a.micro_batch)}
 
         ctx.processes.module.train()

@@ -84,7 +84,7 @@ class DirectAlign(Method):
         else:
             prompts, x0, eps = ctx.batches.clean_batch(step)
         rows = ctx.batches.positions(step)
-        cond = policy.encode_prompts(prompts)
+        cond = ctx.batches.encode(prompts)
         branches = self.branches(cfg)
         groups = [branches] if cfg.fuse_branches else [(b,) for b in branches]  # branches sharing a micro-step
         levels = self.noise_levels(ctx, step)

@@ -11,6 +11,7 @@ import torch
 
 from srpo import grpo
 from srpo.noise import derived_seed, seeded_noise
+from srpo.training.batches import repeat_each
 from srpo.training.methods.base import MethodContext
 
 
@@ -28,14 +29,14 @@ def member_noise(ctx: MethodContext, step: int, group_size: int, *tag) -> torch.
 @torch.no_grad()
 def sample_clean(ctx: MethodContext, step: int, group_size: int, tag: str) -> tuple[list[str], torch.Tensor]:
     """This process's N prompts (each repeated G times) and their clean ODE samples x0 [N, C, h, w]."""
-    prompts = [p for p in ctx.batches.rollout_batch(step).prompts for _ in range(group_size)]
+    prompts = repeat_each(ctx.batches.rollout_batch(step).prompts, group_size)
     eps = member_noise(ctx, step, group_size, tag)  # [N, C, h, w]
     sigmas = ctx.sampler_sigmas.to(eps)
     module = ctx.processes.module
     was_training = module.training
     try:
         module.eval()
-        velocity = ctx.policy.velocity_fn(ctx.policy.encode_prompts(prompts), ctx.cfg.guidance)
+        velocity = ctx.policy.velocity_fn(ctx.batches.encode(prompts), ctx.cfg.guidance)
         latents, _ = grpo.sde_sample(velocity, eps, sigmas, torch.zeros(len(sigmas) - 1), lambda k: None)
     finally:
         module.train(was_training)

@@ -14,6 +14,7 @@ import torch
 
 from srpo import grpo
 from srpo.noise import derived_seed, seeded_noise
+from srpo.training.batches import repeat_each
 from srpo.training.methods.base import Method, MethodContext, StepLog
 from srpo.training.methods.copies import FrozenBase
 
@@ -83,7 +84,7 @@ class GRPO(Method):
         prompts = ctx.batches.rollout_batch(step).prompts  # B
         positions = ctx.batches.positions(step)
         members = [(pos, j) for pos in positions for j in range(g.group_size)]  # N = B*G
-        group_prompts = [p for p in prompts for _ in range(g.group_size)]
+        group_prompts = repeat_each(prompts, g.group_size)
         shape = ctx.batches.latent_shape  # [C, h, w]
         start_seeds = grpo.group_seeds([[derived_seed(cfg.seed, step, "grpo-eps", pos, j) for j in range(g.group_size)]
                                         for pos in positions], g.shared_noise)
@@ -99,7 +100,7 @@ class GRPO(Method):
         was_training = module.training
         try:
             module.eval()
-            velocity = policy.velocity_fn(policy.encode_prompts(group_prompts), cfg.guidance)
+            velocity = policy.velocity_fn(ctx.batches.encode(group_prompts), cfg.guidance)
             latents, log_probs = grpo.sde_sample(velocity, eps, sigmas, stds, noise, g.log_prob)
         finally:
             module.train(was_training)
@@ -136,7 +137,7 @@ class GRPO(Method):
         prompts = groups.prompts[rows]
         x, x_next = groups.latents[k][rows], groups.latents[k + 1][rows]
         t, t_next, sigma = float(groups.sigmas[k]), float(groups.sigmas[k + 1]), float(groups.stds[k])
-        velocity = policy.velocity_fn(policy.encode_prompts(prompts), cfg.guidance)
+        velocity = policy.velocity_fn(ctx.batches.encode(prompts), cfg.guidance)
         if g.kl > 0:  # the reference's step first: its weights are swapped in place, before the graph is built
             with self.reference.swapped_in(ctx):
                 _, ref_mean, _ = grpo.step_log_prob(velocity, x, x_next, t, t_next, sigma, g.log_prob)

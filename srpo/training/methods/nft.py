@@ -87,7 +87,7 @@ class NFT(Method):
             derived_seed(cfg.seed, step, "nft-levels", pos, j))) for pos, j in members(ctx, step, g.group_size)])
         n = len(prompts)
         micro = [(c, rows) for c in range(count) for rows in chunks(n, g.micro_batch)]  # level x sample chunk
-        velocities = {rows.start: policy.velocity_fn(policy.encode_prompts(prompts[rows]), cfg.guidance)
+        velocities = {rows.start: policy.velocity_fn(ctx.batches.encode(prompts[rows]), cfg.guidance)
                       for rows in chunks(n, g.micro_batch)}
 
         ctx.processes.module.train()
