@@ -283,6 +283,14 @@ def test_settings_keys_must_name_a_settings_class(tmp_path, capsys):
     ("configs/eval_tiny_cpu.yaml", lambda raw: raw["parameters"].update(
         metrics={"geneval": {"name": "geneval", "command": ["geneval", "{images}", "{output}"]}}),
      r"metrics.geneval \(geneval\) needs GenEval's per-prompt include/exclude specs.*benchmark.format: geneval"),
+    ("configs/shapes_edit.yaml", lambda raw: raw["parameters"]["evaluation"].pop("edits"),
+     r"evaluation.edits is not set, but this run trains on edits \(rollouts.edits 'data/edits/shapes'\)"),
+    ("configs/shapes_edit.yaml", lambda raw: raw["parameters"]["evaluation"]["edits"].update(source="data/edits/shapes"),
+     r"evaluation.edits.source 'data/edits/shapes' is rollouts.edits, the training pairs"),
+    ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"]["evaluation"].update(edits={"source": "data/edits/x"}),
+     r"evaluation.edits 'data/edits/x' is set, but this run trains a text-to-image model"),
+    ("configs/eval_tiny_cpu.yaml", lambda raw: raw["parameters"].setdefault("evaluation", {}).update(
+        edits={"source": "data/edits/x"}), r"srpo_evaluation needs exactly one of benchmark .* and evaluation.edits"),
 ])
 def test_settings_wrong_together_are_refused_before_any_step_runs(tmp_path, source, change, message):
     """Each setting is valid alone; the pipeline's body refuses the combination at compile time."""

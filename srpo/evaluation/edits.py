@@ -242,10 +242,15 @@ def evaluate_edit_suite(out_dir: Path, *, policy, evaluation: EvalConfig, report
     """
     from srpo.evaluation.suite import build_metrics, build_models, summary_dict
     from srpo.models.families import resolve_device
+    from srpo.training.fit import check_inference_fits
 
     if evaluation.edits is None:
         raise ValueError("evaluation.edits is not set: give the held-out edit folder (evaluation.edits.source)")
     device = str(resolve_device(policy.device))
+    check_inference_fits(policy, resolve_device(policy.device), batch=report.batch_size, num_samples=report.batch_size,
+                         decode_batch=report.batch_size, step="evaluation",  # before any weight loads
+                         scorers=[c for c in (reward, *(extra_rewards or {}).values(), *(metrics or {}).values(),
+                                              *(e.reward for e in (rewards.rewards if rewards else []))) if c])
     edits = load_heldout_edits(evaluation.edits, policy.height, policy.width, evaluation.num_prompts, train_edits)
     multi = None
     if rewards is not None:

@@ -106,6 +106,17 @@ def test_grader_reads_a_copied_source_as_undone_and_the_drawn_target_as_done(tmp
     assert report["change_from_baseline"]["oracle"]["done"] == pytest.approx(oracle["done"])
 
 
+def test_qwen_image_edit_edits_the_heldout_pairs_too(folders, tmp_path):
+    """The other edit family: its text encoder reads each source with the instruction; scored per term."""
+    _, heldout = folders
+    policy = PolicyConfig(pretrained="builtin:tiny-qwen-image-edit", height=64, width=64)
+    summary, results, report = evaluate_edit_suite(
+        tmp_path / "results", policy=policy, rewards=REWARDS, report=EvalReportConfig(batch_size=3),
+        evaluation=EvalConfig(num_steps=1, guidance=1.0, num_prompts=2, edits=EditEvalConfig(source=str(heldout))))
+    assert report == {} and len(summary["prompts"]) == 2
+    assert set(results.read_json()["metrics"]) == {"rewards.target", "rewards.keep", "rewards.direction", "rewards"}
+
+
 def test_heldout_pairs_that_are_training_pairs_are_refused(folders, tmp_path):
     train, _ = folders
     copy = shutil.copytree(train, tmp_path / "copy")
