@@ -39,7 +39,8 @@ def srpo_evaluation(
     check_edit_benchmark(benchmark is not None, evaluation, metrics, rewards)
     check_evaluation_plan(list(models) if models else ["base"], report, human_eval,
                           style_prompts=benchmark is not None and benchmark.style_variants is not None,
-                          metrics=metrics, geneval_specs=benchmark is not None and benchmark_format(benchmark) == "geneval")
+                          metrics=metrics,
+                          geneval_specs=benchmark is not None and benchmark_format(benchmark) == "geneval")
     if benchmark is None:  # an edit model on held-out edits (evaluation.edits)
         _, results, _ = evaluate_edits(policy=policy, evaluation=evaluation, models=models, rewards=rewards,
                                        metrics=metrics, report=report)

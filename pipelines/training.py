@@ -75,7 +75,7 @@ def srpo_training(
     tuned, _ = train_srpo(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,
                           heldout_prompts=heldout_prompts, metrics=metrics, extra_rewards=extra_rewards,
                           rewards=rewards)
-    if rollouts.edits:  # held-out (source, instruction) pairs edited by base and tuned; done / kept (steps/evaluate_edits.py)
+    if rollouts.edits:  # held-out (source, instruction) pairs edited by base and tuned (steps/evaluate_edits.py)
         results_summary, results, _ = evaluate_edits(policy=policy, evaluation=evaluation, tuned=tuned, reward=reward,
                                                      extra_rewards=extra_rewards, rewards=rewards, metrics=metrics,
                                                      report=report, train_edits=rollouts.edits)

@@ -196,7 +196,8 @@ def run_edit_evaluation(models: Mapping[str, Callable[[], Policy]], edits: Heldo
             save_png(edits.sources[i], work / SOURCES / f"{i:05d}.png")
         for model_name, load in models.items():
             if "/" in model_name or model_name in ("", ".", ".."):
-                raise ValueError(f"model name {model_name!r} cannot be used as a folder name: use letters, digits, - and _")
+                raise ValueError(f"model name {model_name!r} cannot be used as a folder name: use letters, digits, "
+                                 "- and _")
             policy = load()
             parts: dict[str, list[torch.Tensor]] = {}
             images_all, refs = [], []
@@ -277,7 +278,8 @@ def check_edit_evaluation(evaluation: EvalConfig, train_edits: Optional[str]) ->
                          "model (no rollouts.edits): remove evaluation.edits, or train an edit family on edits")
     if train_edits and evaluation.edits is not None and evaluation.edits.source.rstrip("/") == train_edits.rstrip("/"):
         raise ValueError(f"evaluation.edits.source {evaluation.edits.source!r} is rollouts.edits, the training pairs: "
-                         "evaluate on a held-out folder (python -m ops.shapes_edits data/edits/shapes_heldout --seed 1)")
+                         "evaluate on a held-out folder (python -m ops.shapes_edits data/edits/shapes_heldout "
+                         "--seed 1)")
 
 
 def check_edit_benchmark(has_benchmark: bool, evaluation: EvalConfig, metrics, rewards) -> None:

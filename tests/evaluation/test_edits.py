@@ -96,7 +96,8 @@ def test_grader_reads_a_copied_source_as_undone_and_the_drawn_target_as_done(tmp
         nearest = torch.cdist(src.flatten(1), triples.sources.flatten(1)).argmin(1)  # [B]
         return triples.targets[nearest]
 
-    models = {"base": lambda: _PixelEditor(lambda texts, src: src.clone()), "oracle": lambda: _PixelEditor(drawn_target)}
+    models = {"base": lambda: _PixelEditor(lambda texts, src: src.clone()),
+              "oracle": lambda: _PixelEditor(drawn_target)}
     _, report = run_edit_evaluation(models, edits, {}, EvalConfig(num_steps=1), EvalReportConfig(batch_size=5), 64, 64,
                                     tmp_path / "out", grader="shapes")
     copy, oracle = report["models"]["base"], report["models"]["oracle"]
