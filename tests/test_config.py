@@ -318,3 +318,17 @@ def test_geneval_with_a_geneval_benchmark_and_per_model_results_validates(tmp_pa
         raw["parameters"]["models"] = {"base": {}, "other": {}}
         raw["parameters"]["metrics"] = {"geneval": {"name": "geneval", "results": "s3://r/geneval_{model}.jsonl"}}
     validate_run_config(_write_variant(tmp_path, Path("configs/eval_tiny_cpu.yaml"), change))
+
+
+def test_srpo_evaluation_of_an_edit_model_validates_without_a_benchmark(tmp_path):
+    """Held-out edits instead of a benchmark, scored by the edit reward's terms and the grader."""
+    from ops.validate import validate_run_config
+
+    def change(raw):
+        params = raw["parameters"]
+        del params["benchmark"], params["analysis"]
+        params["policy"]["pretrained"] = "builtin:tiny-flux-kontext"
+        params.setdefault("evaluation", {})["edits"] = {"source": "data/edits/shapes_heldout", "grader": "shapes"}
+        params["rewards"] = {"rewards": [{"name": "keep", "reward": {"name": "hf_clip", "checkpoint": "builtin:tiny"},
+                                          "against": "source", "form": "plain"}]}
+    validate_run_config(_write_variant(tmp_path, Path("configs/eval_tiny_cpu.yaml"), change))
