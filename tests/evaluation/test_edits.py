@@ -154,3 +154,16 @@ def test_direction_terms_need_source_captions(tmp_path):
         evaluate_edit_suite(tmp_path / "out", policy=policy, rewards=REWARDS,
                             evaluation=EvalConfig(num_steps=1, edits=EditEvalConfig(source=str(folder))))
     assert not (tmp_path / "out").exists()
+
+
+def test_promotion_fingerprint_names_the_heldout_edits_and_is_unchanged_without_them():
+    """A text-to-image run's stored fingerprint (from before ``evaluation.edits``) stays comparable."""
+    from srpo.evaluation.promotion import PromotionConfig
+    from steps.promote_model import evaluation_settings
+
+    def settings(evaluation):
+        return evaluation_settings({"prompts": ["a"], "categories": ["all"]}, evaluation, PolicyConfig(), None,
+                                   PromotionConfig(primary_metric="reward"))
+
+    assert "edits" not in settings(EvalConfig())["evaluation"]
+    assert settings(EvalConfig(edits=EditEvalConfig(source="held-out")))["evaluation"]["edits"]["source"] == "held-out"
