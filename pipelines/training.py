@@ -1,5 +1,9 @@
 """``srpo_training``: prompts -> rollouts -> SRPO training -> evaluation -> human-eval export.
 
+An edit run (``rollouts.edits``) is evaluated on held-out edits instead (``evaluation.edits``,
+``steps/evaluate_edits.py``): base and tuned edit the same held-out sources; the edits are scored per
+reward term and, for the shapes world, graded from pixels (done / kept).
+
     zenml pipeline run pipelines.training.srpo_training --config configs/tiny_cpu.yaml
 
 Every run carries a version of a ZenML Model (Model Control Plane): ``srpo`` unless the config's
@@ -20,6 +24,7 @@ from ops.preflight import check_artifact_store
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.evaluation.config import (EvalConfig, EvalReportConfig, HumanEvalConfig, MetricConfig, check_evaluation_plan,
                                     check_metric_config)
+from srpo.evaluation.edits import check_edit_evaluation
 from srpo.evaluation.guard_metrics import check_guard_metrics
 from srpo.evaluation.promotion import PromotionConfig, check_promotion
 from srpo.export.writer import ExportConfig
@@ -29,8 +34,8 @@ from srpo.rewards.config import MultiRewardConfig
 from srpo.training.job import TrainingJob
 from srpo.world.guard_metrics import world_metric_names
 from srpo.world.report import WorldReportConfig, steering_from_words
-from steps import (evaluate, export_human_eval, export_model, generate_rollouts, prepare_prompts, promote_model,
-                   train_srpo, world_report)
+from steps import (evaluate, evaluate_edits, export_human_eval, export_model, generate_rollouts, prepare_prompts,
+                   promote_model, train_srpo, world_report)
 
 
 @pipeline(model=Model(name="srpo", description="Transformers tuned with SRPO / Direct-Align", tags=["srpo"]))
@@ -60,6 +65,7 @@ def srpo_training(
     if train.guard is not None:
         check_guard_metrics(train.guard, metrics or {}, extra_rewards or {}, world_metric_names(train.guard))
     check_evaluation_plan(["base", "tuned"], report, human_eval, style_prompts=False, metrics=metrics)
+    check_edit_evaluation(evaluation, rollouts.edits)  # an edit run is evaluated on held-out edits
     if promotion is not None:  # before anything runs: a rule on a metric nobody scores would fail after training
         check_promotion(promotion, {"reward", *(metrics or {}), *(extra_rewards or {})})
     if world is not None:
@@ -69,9 +75,14 @@ def srpo_training(
     tuned, _ = train_srpo(rollouts=rollout_set, policy=policy, reward=reward, rollout=rollouts, train=train,
                           heldout_prompts=heldout_prompts, metrics=metrics, extra_rewards=extra_rewards,
                           rewards=rewards)
-    results_summary, results = evaluate(heldout_prompts=heldout_prompts, tuned=tuned, policy=policy, reward=reward,
-                                        evaluation=evaluation, extra_rewards=extra_rewards, metrics=metrics,
-                                        report=report)
+    if rollouts.edits:  # held-out (source, instruction) pairs edited by base and tuned (steps/evaluate_edits.py)
+        results_summary, results, _ = evaluate_edits(policy=policy, evaluation=evaluation, tuned=tuned, reward=reward,
+                                                     extra_rewards=extra_rewards, rewards=rewards, metrics=metrics,
+                                                     report=report, train_edits=rollouts.edits)
+    else:
+        results_summary, results = evaluate(heldout_prompts=heldout_prompts, tuned=tuned, policy=policy, reward=reward,
+                                            evaluation=evaluation, extra_rewards=extra_rewards, metrics=metrics,
+                                            report=report)
     if human_eval.enabled:
         export_human_eval(results=results, config=human_eval)
     if world is not None:  # shapes world: before/after table, grids and curves (configs/shapes_demo.yaml)

@@ -4,6 +4,7 @@ import materializers  # noqa: F401  (registers the model-folder and rollout mate
 from steps.analyze_prompts import analyze_prompts
 from steps.check_world import check_world
 from steps.evaluate import evaluate
+from steps.evaluate_edits import evaluate_edits
 from steps.export_human_eval import export_human_eval
 from steps.export_model import export_model
 from steps.find_control_words import find_control_words
@@ -21,7 +22,7 @@ from steps.train_world_reward import train_world_reward
 from steps.world_report import world_report
 from steps.write_multinode_job import write_multinode_job
 
-__all__ = ["analyze_prompts", "check_world", "evaluate", "export_human_eval", "export_model", "find_control_words", "generate_rollouts",
+__all__ = ["analyze_prompts", "check_world", "evaluate", "evaluate_edits", "export_human_eval", "export_model", "find_control_words", "generate_rollouts",
            "import_human_eval", "load_benchmark", "prepare_prompts", "promote_model", "publish_world", "register_multinode_result",
            "train_multinode", "train_srpo", "train_world_generator", "train_world_reward", "world_report",
            "write_multinode_job"]

@@ -33,7 +33,8 @@ def evaluation_settings(evaluation: dict, eval_config: EvalConfig, policy: Polic
     prompts = json.dumps([evaluation["prompts"], evaluation.get("categories")], ensure_ascii=False)
     named = [cfg.primary_metric, *cfg.judges]
     return {"prompts_sha256": hashlib.sha256(prompts.encode()).hexdigest()[:16],
-            "num_prompts": len(evaluation["prompts"]), "evaluation": eval_config.model_dump(mode="json"),
+            "num_prompts": len(evaluation["prompts"]), "evaluation": eval_config.model_dump(
+                mode="json", exclude={"edits"} if eval_config.edits is None else None),  # as before edits existed
             "height": policy.height, "width": policy.width, "base_model": policy.pretrained,
             "metrics": {m: metrics[m].model_dump(mode="json") if metrics and m in metrics else "reward" for m in named}}
 

@@ -283,6 +283,14 @@ def test_settings_keys_must_name_a_settings_class(tmp_path, capsys):
     ("configs/eval_tiny_cpu.yaml", lambda raw: raw["parameters"].update(
         metrics={"geneval": {"name": "geneval", "command": ["geneval", "{images}", "{output}"]}}),
      r"metrics.geneval \(geneval\) needs GenEval's per-prompt include/exclude specs.*benchmark.format: geneval"),
+    ("configs/shapes_edit.yaml", lambda raw: raw["parameters"]["evaluation"].pop("edits"),
+     r"evaluation.edits is not set, but this run trains on edits \(rollouts.edits 'data/edits/shapes'\)"),
+    ("configs/shapes_edit.yaml", lambda raw: raw["parameters"]["evaluation"]["edits"].update(source="data/edits/shapes"),
+     r"evaluation.edits.source 'data/edits/shapes' is rollouts.edits, the training pairs"),
+    ("configs/tiny_cpu.yaml", lambda raw: raw["parameters"]["evaluation"].update(edits={"source": "data/edits/x"}),
+     r"evaluation.edits 'data/edits/x' is set, but this run trains a text-to-image model"),
+    ("configs/eval_tiny_cpu.yaml", lambda raw: raw["parameters"].setdefault("evaluation", {}).update(
+        edits={"source": "data/edits/x"}), r"srpo_evaluation needs exactly one of benchmark .* and evaluation.edits"),
 ])
 def test_settings_wrong_together_are_refused_before_any_step_runs(tmp_path, source, change, message):
     """Each setting is valid alone; the pipeline's body refuses the combination at compile time."""
@@ -309,4 +317,18 @@ def test_geneval_with_a_geneval_benchmark_and_per_model_results_validates(tmp_pa
         raw["parameters"]["benchmark"] = {"source": "s3://bench/geneval/evaluation_metadata.jsonl"}
         raw["parameters"]["models"] = {"base": {}, "other": {}}
         raw["parameters"]["metrics"] = {"geneval": {"name": "geneval", "results": "s3://r/geneval_{model}.jsonl"}}
+    validate_run_config(_write_variant(tmp_path, Path("configs/eval_tiny_cpu.yaml"), change))
+
+
+def test_srpo_evaluation_of_an_edit_model_validates_without_a_benchmark(tmp_path):
+    """Held-out edits instead of a benchmark, scored by the edit reward's terms and the grader."""
+    from ops.validate import validate_run_config
+
+    def change(raw):
+        params = raw["parameters"]
+        del params["benchmark"], params["analysis"]
+        params["policy"]["pretrained"] = "builtin:tiny-flux-kontext"
+        params.setdefault("evaluation", {})["edits"] = {"source": "data/edits/shapes_heldout", "grader": "shapes"}
+        params["rewards"] = {"rewards": [{"name": "keep", "reward": {"name": "hf_clip", "checkpoint": "builtin:tiny"},
+                                          "against": "source", "form": "plain"}]}
     validate_run_config(_write_variant(tmp_path, Path("configs/eval_tiny_cpu.yaml"), change))

@@ -15,8 +15,21 @@ from pydantic import Field, field_validator, model_validator
 from srpo.config import StrictModel, one_of
 
 
+class EditEvalConfig(StrictModel):
+    """An edit model's held-out edits: a folder of (source image, instruction) pairs (:mod:`srpo.edit_data`).
+
+    Never the training pairs: ``srpo_training`` refuses the folder ``rollouts.edits`` trains on, and any
+    held-out pair whose source image (its bytes) and instruction also occur there. ``grader: shapes``
+    grades every edit from pixels with the shapes world's grader (:mod:`srpo.world.edits`: the share of
+    edits done and of the unnamed attributes kept, overall and per attribute).
+    """
+
+    source: str = Field(min_length=1, description="folder or s3:// prefix with metadata.jsonl and the sources")
+    grader: Optional[Literal["shapes"]] = Field(None, description="shapes: the shapes world's pixel grader")
+
+
 class EvalConfig(StrictModel):
-    """How base and tuned models are compared on held-out prompts."""
+    """How base and tuned models are compared on held-out prompts (or, for an edit model, held-out ``edits``)."""
 
     num_prompts: Optional[int] = Field(None, ge=1, description="score the first N prompts (default: all); only for "
                                        "single-category prompts: use benchmark.per_category on a benchmark")
@@ -25,6 +38,8 @@ class EvalConfig(StrictModel):
     shift: float = Field(3.0, gt=0)
     seed: int = 42  # the paper: seed 42 + index * 1000 per prompt
     seed_stride: int = 1000
+    edits: Optional[EditEvalConfig] = Field(None, description="edit models: the held-out edits to evaluate on "
+                                            "instead of prompts (num_prompts: the first N pairs)")
 
 
 # ----------------------------------------------------------------------------------- benchmark

@@ -175,6 +175,11 @@ LAYOUTS: dict[str, FamilyLayout] = {
     "sd3": FamilyLayout(SD3_RULES, diffusers_reads=frozenset()),
     "qwen-image": FamilyLayout(()),
     "z-image": FamilyLayout(Z_IMAGE_RULES, comfy_names="diffusers"),
+    # the edit families: their transformers are the text-to-image ones (Kontext is FLUX.1's, the sources are
+    # extra tokens, no extra weights), so their checkpoints and LoRAs use the same names
+    "flux-kontext": FamilyLayout(FLUX_RULES),
+    "qwen-image-edit": FamilyLayout(()),
+    "qwen-image-edit-plus": FamilyLayout(()),
 }
 
 

@@ -10,7 +10,25 @@ import torch
 
 from srpo.export.layouts import lora_delta, module_scales, peft_modules
 
-LORA_CONFIG_METADATA = "transformer_lora_adapter_metadata"  # where diffusers' save_lora_weights puts peft's config
+#: Where diffusers' ``save_lora_weights`` puts peft's config in the file's metadata (``LORA_ADAPTER_METADATA_KEY``):
+#: one JSON object whose keys carry the component's prefix (``"transformer.lora_alpha"``); ``load_lora_weights``
+#: reads it back, else it loads with alpha = rank.
+LORA_CONFIG_METADATA = "lora_adapter_metadata"
+LORA_PREFIX = "transformer."
+
+
+def lora_config_metadata(config: Mapping) -> dict[str, str]:
+    """The safetensors metadata entry that carries a transformer LoRA's peft ``config`` as diffusers writes it."""
+    return {LORA_CONFIG_METADATA: json.dumps({LORA_PREFIX + k: v for k, v in config.items()}, indent=2,
+                                             sort_keys=True)}
+
+
+def lora_config_from_metadata(meta: Mapping[str, str]) -> dict | None:
+    """The transformer's peft config from a LoRA file's metadata (:func:`lora_config_metadata`), or None."""
+    if LORA_CONFIG_METADATA not in meta:
+        return None
+    packed = json.loads(meta[LORA_CONFIG_METADATA])
+    return {k.removeprefix(LORA_PREFIX): v for k, v in packed.items() if k.startswith(LORA_PREFIX)} or None
 
 
 def read_lora(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
@@ -25,8 +43,7 @@ def read_lora(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         state = {k: f.get_tensor(k) for k in f.keys()}
-    config = json.loads(meta[LORA_CONFIG_METADATA]) if LORA_CONFIG_METADATA in meta else None
-    return state, config
+    return state, lora_config_from_metadata(meta)
 
 
 def read_transformer(folder: str | Path) -> dict[str, torch.Tensor]:

@@ -7,7 +7,6 @@ safetensors file carries metadata naming the base model, the family and the form
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Literal, Optional
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from srpo.export.card import CardInfo, model_card
 from srpo.export.layouts import EXPORT_FORMATS, lora_to_layout, module_scales, peft_modules, to_original_state_dict
-from srpo.export.merge import LORA_CONFIG_METADATA, merge_lora, read_lora, read_transformer
+from srpo.export.merge import lora_config_metadata, merge_lora, read_lora, read_transformer
 from srpo.io import atomic_directory, is_url, strip_file_scheme
 
 ExportFormat = Literal["diffusers", "single-file", "comfyui", "kohya"]
@@ -76,7 +75,7 @@ def export_model(tuned: str | Path, kind: str, base_model: str, fmt: str, out: s
                 if lora is not None:
                     (tmp / "lora").mkdir()
                     _save(lora, tmp / "lora" / "pytorch_lora_weights.safetensors", "diffusers-lora", base_model, family,
-                          {LORA_CONFIG_METADATA: json.dumps(config)} if config else None)
+                          lora_config_metadata(config) if config else None)
                     files["lora/"] = "the LoRA, diffusers / PEFT layout (load_lora_weights)"
             else:
                 _save(to_original_state_dict(family, weights), tmp / "model.safetensors", "single-file", base_model,

@@ -457,3 +457,27 @@ def test_export_step_stores_the_key_before_publishing_pages(zenml_client, tmp_pa
     assert failed.status == "failed"
     kept = failed.steps["export_human_eval"].outputs["human_eval_key"][0]  # the key outlives the failure
     assert kept.load()["export_id"] == kept.run_metadata["export_id"] != key["export_id"]
+
+
+def test_an_edit_evaluation_shows_each_source_before_its_edits(tmp_path):
+    """Items with a ``source`` image (the edit evaluation's) carry it on the page; others carry none."""
+    import torch
+
+    from srpo.evaluation.config import EvalReportConfig
+    from srpo.evaluation.images import save_png
+    from srpo.evaluation.results import write_results
+
+    plain = make_results(tmp_path / "plain")
+    data = plain.read_json()
+    items = [{**it, "source": f"sources/{it['index']:05d}.png"} for it in data["items"]]
+    for it in items:
+        save_png(torch.full((3, 16, 16), it["index"] / len(items)), plain.path / it["source"])
+    edits = write_results(plain.path, items, data["scores"], EvalReportConfig(bootstrap_samples=100), {})
+    quality = QualityStudyConfig(prompts_per_category=1, raters_per_prompt=1, num_raters=1)
+    for results, has_source in ((make_results(tmp_path / "t2i"), False), (edits, True)):
+        pages, _ = export_human_eval(results, HumanEvalConfig(quality=quality), tmp_path / f"pages-{has_source}")
+        tasks = page_data(next((pages.path / "pages").iterdir()))["tasks"]
+        assert all(("source" in t) == has_source for t in tasks)
+        if has_source:
+            assert all(t["source"].startswith("data:image/jpeg;base64,") and len(t["images"]) == 2 for t in tasks)
+            assert len({t["source"] for t in tasks}) == len(tasks)  # each task its own source

@@ -38,10 +38,15 @@ def _policy_with_lora(folder, rank=4, alpha=8.0):
 
 
 def _velocity(policy):
+    """The velocity at one noisy latent; an edit family's conditioned on a (seeded random) source image."""
     torch.manual_seed(0)
     c, h, w = policy.latent_shape(64, 64)
     x = torch.randn(1, c, h, w)
-    cond = policy.encode_prompts(["a red circle"])
+    if policy.edits_images:  # the LoRA also acts on the source's tokens
+        source = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+        cond = policy.encode_prompts(["make the circle red"], policy.encode_sources(source))
+    else:
+        cond = policy.encode_prompts(["a red circle"])
     with torch.no_grad():
         return policy.velocity(x, torch.tensor([0.7]), cond, policy.default_guidance)
 
@@ -51,7 +56,7 @@ def test_exported_lora_gives_the_same_velocity_through_diffusers_readers(family,
     """kohya and ComfyUI layouts -> ``load_lora_weights`` -> the diffusers LoRA's velocity (float tolerance)."""
     spec = LAYOUTS[family]
     policy, lora, config = _policy_with_lora(family_dirs[family])
-    if family == "flux":
+    if family in ("flux", "flux-kontext"):  # the same reader (FluxLoraLoaderMixin)
         # diffusers 0.42's FLUX.1 kohya reader splits linear1 at FLUX.1-dev's widths (checked at those widths
         # below) and drops the final layer (its keys lack the ``transformer.`` prefix): compare without them
         def dropped(module):
@@ -79,7 +84,7 @@ def test_exported_lora_gives_the_same_velocity_through_diffusers_readers(family,
         torch.testing.assert_close(v, v_lora, rtol=1e-4, atol=1e-5, msg=f"{family} {layout}")
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "flux"])
+@pytest.mark.parametrize("family", [f for f in FAMILIES if f not in ("flux", "flux-kontext")])
 def test_original_layout_converts_back_through_diffusers_single_file_converter(family, family_dirs):
     from srpo.export.merge import read_transformer
 
@@ -99,7 +104,9 @@ def _single_file_converter(family):
             "flux2-klein": s.convert_flux2_transformer_checkpoint_to_diffusers,
             "sd3": s.convert_sd3_transformer_checkpoint_to_diffusers,
             "z-image": s.convert_z_image_transformer_checkpoint_to_diffusers,
-            "qwen-image": lambda checkpoint: checkpoint}[family]
+            "qwen-image": lambda checkpoint: checkpoint,
+            "qwen-image-edit": lambda checkpoint: checkpoint,
+            "qwen-image-edit-plus": lambda checkpoint: checkpoint}[family]
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +200,7 @@ def test_merged_single_file_equals_base_plus_lora(family, family_dirs):
         if isinstance(module, LoraLayer):
             expected = module.get_base_layer().weight + module.get_delta_weight("default")
             torch.testing.assert_close(merged[f"{name}.weight"], expected.detach(), rtol=1e-5, atol=1e-6)
-    if family != "flux":  # FLUX.1's converter needs FLUX.1-dev's widths (its names: the test above)
+    if family not in ("flux", "flux-kontext"):  # FLUX.1's converter needs FLUX.1-dev's widths (its names: above)
         back = _single_file_converter(family)(to_original_state_dict(family, merged))
         assert set(back) == set(merged) and all(torch.equal(back[k], merged[k]) for k in merged)
     assert original_target(family, next(iter(peft_modules(lora)))).module != ""

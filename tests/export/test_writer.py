@@ -74,3 +74,40 @@ def test_remote_destination_and_refusals_leave_nothing(lora_folder, family_dirs,
 
 def test_markdown_escaping_is_inert():
     assert md("[x](http://e) | <b>") == "\\[x\\]\\(http://e\\) \\| &lt;b&gt;"
+
+
+@pytest.mark.parametrize("family", ["flux-kontext", "qwen-image-edit", "qwen-image-edit-plus"])
+def test_edit_family_exports_load_through_their_pipelines(family, family_dirs, tmp_path):
+    """An edit model's diffusers export: its pipeline (FluxKontextPipeline, QwenImageEdit(Plus)Pipeline) loads the
+    merged transformer with from_pretrained and the LoRA with load_lora_weights, and both edit a source as the
+    trained LoRA does."""
+    from srpo.models.families import load_policy_for
+    from srpo.training.lora import add_lora, save_lora
+
+    base = str(family_dirs[family])
+    trained = load_policy_for(base)
+    add_lora(trained.transformer, 4, 8.0, list(trained.lora_targets), seed=1)
+    with torch.no_grad():
+        for name, p in trained.transformer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    save_lora(trained, trained.transformer, tmp_path / "lora-run")
+    export_model(tmp_path / "lora-run", "lora", base, "diffusers", str(tmp_path / "out"), _card())
+
+    def edit_velocity(policy):
+        torch.manual_seed(0)
+        c, h, w = policy.latent_shape(64, 64)
+        x = torch.randn(1, c, h, w)
+        source = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+        cond = policy.encode_prompts(["make the circle red"], policy.encode_sources(source))
+        with torch.no_grad():
+            return policy.velocity(x, torch.tensor([0.7]), cond, policy.default_guidance)
+
+    expected = edit_velocity(trained)
+    merged = load_policy_for(base, transformer=str(tmp_path / "out" / "transformer"))
+    lora = load_policy_for(base, transformer=str(tmp_path / "out" / "lora"))
+    for policy in (merged, lora):
+        assert type(policy.pipe).__name__ == trained.pipeline_class and policy.family == family
+    assert (expected - edit_velocity(load_policy_for(base))).abs().max() > 1e-3  # the LoRA changes the edit
+    torch.testing.assert_close(edit_velocity(merged), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(edit_velocity(lora), expected, rtol=1e-4, atol=1e-5)

@@ -160,6 +160,7 @@ def export_human_eval(results: EvalResults, cfg: HumanEvalConfig, out_dir: Path,
 
     out_dir = Path(out_dir)
     manifest_pages = []
+    source_of = {it["index"]: it.get("source") for it in items}  # edit evaluations: each item's source image
     with atomic_directory(out_dir) as tmp:  # the pages appear complete, or not at all
         (tmp / "pages").mkdir()
         for study, models, sample, per, slots in studies:
@@ -189,10 +190,13 @@ def export_human_eval(results: EvalResults, cfg: HumanEvalConfig, out_dir: Path,
                 for tid in mine:
                     order = list(task_images[tid])
                     blind_rng.shuffle(order)
-                    page_tasks.append({"id": tid, "prompt": tasks[tid]["prompt"],
-                                       "images": [{"id": iid, "src": uri(results.image_path(images[iid]["model"],
-                                                                                            images[iid]["item"]))}
-                                                  for iid in order]})
+                    task = {"id": tid, "prompt": tasks[tid]["prompt"],
+                            "images": [{"id": iid, "src": uri(results.image_path(images[iid]["model"],
+                                                                                 images[iid]["item"]))}
+                                       for iid in order]}
+                    if source_of.get(tasks[tid]["item"]):  # an edit: the source, shown unrated before the edits
+                        task["source"] = uri(results.path / source_of[tasks[tid]["item"]])
+                    page_tasks.append(task)
                 page_data = {"format": PAGE_FORMAT, "annotation_format": ANNOTATION_FORMAT, "export_id": export_id,
                              "page_id": page_id, "study": study, "rater": rater, "title": cfg.title,
                              "levels": list(LEVELS), "dimensions": [{"key": k, "label": v} for k, v in DIMENSIONS],

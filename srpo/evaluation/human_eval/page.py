@@ -11,6 +11,7 @@ What a rater does (also shown on the page under "Keys"):
   (click, or keys ``1``-``4`` on the highlighted cell, which then moves on; ``j``/``k`` or
   arrow down/up move the highlight); the overall rating is derived by the rubric's rule;
 - hacking / style study: pick one image (click, or ``1``/``2``/``3``); the page moves on;
+- an edit evaluation's page shows the source image first (dashed, not rated), then the edits;
 - ``n``/``p`` or arrow right/left: next / previous prompt; ``?``: show the keys;
 - every change is saved in the browser (``localStorage``, per page), so closing the tab loses
   nothing; "Export JSON" / "Export CSV" download the ratings for ``import_human_eval``.
@@ -36,7 +37,7 @@ main{display:grid;grid-template-columns:minmax(0,1fr) 22em;gap:1em;padding:1em}
 #question{margin:.6em 0;color:#444}
 #cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,520px));gap:1em;margin-top:.8em}
 .card{border:2px solid #ddd;border-radius:8px;padding:.5em}.card.picked{border-color:#1a7f37;background:#f0fff4}
-.card img{width:100%;height:auto;display:block;border-radius:4px}.card .label{font-weight:600;margin:.3em 0}
+.card img{width:100%;height:auto;display:block;border-radius:4px}.card.source{background:#f4f6fb;border-style:dashed}.card .label{font-weight:600;margin:.3em 0}
 .row{display:flex;align-items:center;gap:.3em;margin:.2em 0;padding:.15em .2em;border-radius:4px}
 .row.cursor{outline:2px solid #3b6fd8;background:#eef3ff}.row .name{flex:1;font-size:.85em}
 .level{border:1px solid #bbb;background:#fff;border-radius:4px;padding:.15em .45em;cursor:pointer;font-size:.8em}
@@ -104,6 +105,10 @@ _JS = r"""
     var t = D.tasks[S.pos], cards = document.getElementById("cards");
     document.getElementById("prompt").textContent = t.prompt;
     cards.textContent = "";
+    if (t.source) {  // an edit: the source image before the edits, not rated
+      var src = el("div", "card source"); src.appendChild(el("div", "label", "Source (before the edit)"));
+      var si = el("img"); si.src = t.source; si.alt = "Source image"; src.appendChild(si); cards.appendChild(src);
+    }
     t.images.forEach(function (im, i) {
       var card = el("div", "card"); card.setAttribute("data-image", im.id);
       card.appendChild(el("div", "label", "Image " + String.fromCharCode(65 + i) + " (key " + (i + 1) + ")"));
