@@ -241,3 +241,46 @@ def test_grpo_over_two_processes_equals_one_process_on_a_non_flux_family(tmp_pat
     one, log = (json.loads((tmp_path / d / "training_log.json").read_text()) for d in ("single-out", "two-out"))
     assert log["processes"] == 2 and log["strategy"] == "ddp"
     assert [h["reward"] for h in log["history"]] == pytest.approx([h["reward"] for h in one["history"]], abs=1e-5)
+
+
+#: The methods of issue 26, each at its smallest: 2 updates of batch 2 (one prompt per process under FSDP).
+NEW_METHODS = {
+    "nft": dict(nft={"group_size": 2, "train_fraction": 0.5}),
+    "awm": dict(awm={"group_size": 2, "num_train_steps": 2}),
+    "mixgrpo": dict(grpo={"group_size": 2, "clip_range": 0.2}, mixgrpo={"window_size": 2, "shift_every": 1}),
+    "drtune": dict(reward_form="plain", drtune={"num_train_steps": 2}),
+}
+ONE_LAUNCH = Path(__file__).with_name("_jobs_in_one_launch.py")
+
+
+def launch_jobs(pairs):
+    """Every ``(job_dir, out_dir)`` in one torchrun launch of 2 CPU processes (tests/training/_jobs_in_one_launch.py)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(ONE_LAUNCH)]
+    subprocess.run(cmd + [str(p) for pair in pairs for p in pair], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_the_new_methods_over_two_fsdp_processes_equal_one_process_and_resume_exactly(tmp_path, policy_cfg, rollouts):
+    """NFT, AWM, MixGRPO and DRTune (full fine-tuning, FLUX.1): FSDP over 2 processes of batch 1 trains as one
+    process of batch 2 (NFT / AWM normalise by the std gathered over every process), and a 2-process run resumed
+    from its first checkpoint ends where the uninterrupted one did (the old / EMA policies, the window and the
+    draws are in the checkpoint). All four methods share one launch per phase."""
+    single, two = {}, {}
+    for name, settings in NEW_METHODS.items():
+        common = dict(method=name, inversion=False, steps=2, **settings)
+        run_job(job(tmp_path, f"{name}-single", policy_cfg, rollouts, batch_size=2, **common),
+                tmp_path / f"{name}-single-out")
+        single[name] = transformer_weights(tmp_path / f"{name}-single-out")
+        two[name] = job(tmp_path, f"{name}-two", policy_cfg, rollouts, tmp_path / f"{name}-ck", batch_size=1,
+                        distributed="fsdp", checkpoint_every=1, **common)
+    launch_jobs([(two[name], tmp_path / f"{name}-two-out") for name in NEW_METHODS])
+    for name in NEW_METHODS:
+        out = tmp_path / f"{name}-two-out"
+        assert max_abs_diff(single[name], transformer_weights(out)) <= 1e-5, name
+        log = json.loads((out / "training_log.json").read_text())
+        assert log["processes"] == 2 and log["strategy"] == "fsdp" and log["config"]["method"] == name
+        shutil.rmtree(tmp_path / f"{name}-ck" / "step-000002")  # resume from update 1: update 2 is repeated
+    launch_jobs([(two[name], tmp_path / f"{name}-again-out") for name in NEW_METHODS])
+    for name in NEW_METHODS:
+        assert max_abs_diff(transformer_weights(tmp_path / f"{name}-again-out"),
+                            transformer_weights(tmp_path / f"{name}-two-out")) <= 1e-6, name
