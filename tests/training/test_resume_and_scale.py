@@ -63,8 +63,12 @@ def launch_cmd(job_dir, out_dir):
 def test_sigkill_then_the_same_command_finishes_like_an_uninterrupted_run(tmp_path, family_setups, family):
     policy_cfg, rollouts = family_setups(family)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    reference = job(tmp_path, "ref", policy_cfg, rollouts, steps=8)
-    subprocess.run(launch_cmd(reference, tmp_path / "out-ref"), check=True, env=env, capture_output=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the launched processes (OMP_NUM_THREADS=1): the same reductions
+    try:  # the uninterrupted reference, in this process: no interpreter to start
+        run_job(job(tmp_path, "ref", policy_cfg, rollouts, steps=8), tmp_path / "out-ref")
+    finally:
+        torch.set_num_threads(threads)
 
     ck = tmp_path / "checkpoints"
     resumable = job(tmp_path, "resumable", policy_cfg, rollouts, ck, steps=8, checkpoint_every=1, keep_checkpoints=2)
@@ -204,20 +208,6 @@ def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, fam
         assert max_abs_diff(transformer_weights(tmp_path / "again-out"), transformer_weights(tmp_path / "two-out")) <= 1e-6
 
 
-def test_fsdp_with_bf16_parameters_trains_fp32_shards_in_the_same_direction(tmp_path, policy_cfg, rollouts):
-    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=1, batch_size=2), tmp_path / "single-out")
-    two = job(tmp_path, "two", policy_cfg, rollouts, steps=1, batch_size=1, distributed="fsdp",
-              fsdp_param_dtype="bfloat16")
-    launch_processes(two, tmp_path / "two-out", num_processes=2, cpu=True, entry=ENTRY)
-    base = transformer_weights(Path(policy_cfg.pretrained) / "transformer")
-    single, mixed = transformer_weights(tmp_path / "single-out"), transformer_weights(tmp_path / "two-out")
-    assert {v.dtype for v in mixed.values()} == {torch.float32}  # the shards (master weights) stay fp32
-    step = lambda w: torch.cat([(w[k] - base[k]).flatten() for k in sorted(base)])  # noqa: E731
-    # bf16 compute changes the gradients slightly; Adam's first step is close to lr * sign(g)
-    assert torch.nn.functional.cosine_similarity(step(single), step(mixed), dim=0) > 0.8
-    assert max_abs_diff(single, mixed) > 0  # the bf16 path really ran
-
-
 def test_evaluation_loader_applies_a_saved_lora_adapter(tmp_path, policy_cfg, rollouts):
     trainer = run_job(job(tmp_path, "lora2", policy_cfg, rollouts, steps=1, finetune="lora", lora_rank=2,
                           lora_alpha=2.0), tmp_path / "lora2-out")
@@ -228,21 +218,6 @@ def test_evaluation_loader_applies_a_saved_lora_adapter(tmp_path, policy_cfg, ro
                               trainer.policy.velocity(x, torch.tensor([0.7]), cond, 3.5), atol=1e-5)
 
 
-def test_grpo_over_two_processes_equals_one_process_on_a_non_flux_family(tmp_path, family_setups):
-    """GRPO's groups are seeded by global sample (srpo.training.methods.GRPO): DDP over 2 processes of one
-    prompt each trains the LoRA adapter as one process of two prompts (SD3, the clip reward)."""
-    policy_cfg, rollouts = family_setups("sd3")
-    grpo = dict(method="grpo", inversion=False, finetune="lora",
-                grpo={"group_size": 2, "steps": "random", "num_train_steps": 2})
-    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, **grpo), tmp_path / "single-out")
-    two = job(tmp_path, "two", policy_cfg, rollouts, steps=2, batch_size=1, distributed="ddp", **grpo)
-    launch_processes(two, tmp_path / "two-out", num_processes=2, cpu=True, entry=ENTRY)
-    assert max_abs_diff(transformer_weights(tmp_path / "single-out"), transformer_weights(tmp_path / "two-out")) <= 1e-5
-    one, log = (json.loads((tmp_path / d / "training_log.json").read_text()) for d in ("single-out", "two-out"))
-    assert log["processes"] == 2 and log["strategy"] == "ddp"
-    assert [h["reward"] for h in log["history"]] == pytest.approx([h["reward"] for h in one["history"]], abs=1e-5)
-
-
 #: The methods of issue 26, each at its smallest: 2 updates of batch 2 (one prompt per process under FSDP).
 NEW_METHODS = {
     "nft": dict(nft={"group_size": 2, "train_fraction": 0.5}),
@@ -250,37 +225,73 @@ NEW_METHODS = {
     "mixgrpo": dict(grpo={"group_size": 2, "clip_range": 0.2}, mixgrpo={"window_size": 2, "shift_every": 1}),
     "drtune": dict(reward_form="plain", drtune={"num_train_steps": 2}),
 }
+#: GRPO under DDP on SD3 (LoRA): its groups are seeded by global sample (srpo.training.methods.GRPO).
+GRPO_LORA = dict(method="grpo", inversion=False, finetune="lora",
+                 grpo={"group_size": 2, "steps": "random", "num_train_steps": 2})
 ONE_LAUNCH = Path(__file__).with_name("_jobs_in_one_launch.py")
 
 
-def launch_jobs(pairs):
-    """Every ``(job_dir, out_dir)`` in one torchrun launch of 2 CPU processes (tests/training/_jobs_in_one_launch.py)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(ONE_LAUNCH)]
-    subprocess.run(cmd + [str(p) for pair in pairs for p in pair], check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
-def test_the_new_methods_over_two_fsdp_processes_equal_one_process_and_resume_exactly(tmp_path, policy_cfg, rollouts):
-    """NFT, AWM, MixGRPO and DRTune (full fine-tuning, FLUX.1): FSDP over 2 processes of batch 1 trains as one
-    process of batch 2 (NFT / AWM normalise by the std gathered over every process), and a 2-process run resumed
-    from its first checkpoint ends where the uninterrupted one did (the old / EMA policies, the window and the
-    draws are in the checkpoint). All four methods share one launch per phase."""
-    single, two = {}, {}
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, policy_cfg, rollouts, family_setups):
+    """The folder where one torchrun launch of 2 CPU processes trained every 2-process job of the tests below,
+    one after another (tests/training/_jobs_in_one_launch.py): the processes, imports and gloo group are paid
+    once. ``<name>/job`` went to ``<name>/out``."""
+    root = tmp_path_factory.mktemp("launched")
+    jobs = {"bf16": job(root / "bf16", "job", policy_cfg, rollouts, steps=1, batch_size=1, distributed="fsdp",
+                        fsdp_param_dtype="bfloat16"),
+            "grpo-ddp": job(root / "grpo-ddp", "job", *family_setups("sd3"), steps=2, batch_size=1,
+                            distributed="ddp", **GRPO_LORA)}
     for name, settings in NEW_METHODS.items():
-        common = dict(method=name, inversion=False, steps=2, **settings)
-        run_job(job(tmp_path, f"{name}-single", policy_cfg, rollouts, batch_size=2, **common),
-                tmp_path / f"{name}-single-out")
-        single[name] = transformer_weights(tmp_path / f"{name}-single-out")
-        two[name] = job(tmp_path, f"{name}-two", policy_cfg, rollouts, tmp_path / f"{name}-ck", batch_size=1,
-                        distributed="fsdp", checkpoint_every=1, **common)
-    launch_jobs([(two[name], tmp_path / f"{name}-two-out") for name in NEW_METHODS])
-    for name in NEW_METHODS:
-        out = tmp_path / f"{name}-two-out"
-        assert max_abs_diff(single[name], transformer_weights(out)) <= 1e-5, name
-        log = json.loads((out / "training_log.json").read_text())
-        assert log["processes"] == 2 and log["strategy"] == "fsdp" and log["config"]["method"] == name
-        shutil.rmtree(tmp_path / f"{name}-ck" / "step-000002")  # resume from update 1: update 2 is repeated
-    launch_jobs([(two[name], tmp_path / f"{name}-again-out") for name in NEW_METHODS])
-    for name in NEW_METHODS:
-        assert max_abs_diff(transformer_weights(tmp_path / f"{name}-again-out"),
-                            transformer_weights(tmp_path / f"{name}-two-out")) <= 1e-6, name
+        common = dict(method=name, inversion=False, distributed="fsdp", checkpoint_every=1, **settings)
+        jobs[f"{name}-two"] = job(root / f"{name}-two", "job", policy_cfg, rollouts, root / f"{name}-two" / "ck",
+                                  steps=2, batch_size=1, **common)
+        ck = root / f"{name}-first" / "ck"  # update 1's checkpoint, which the next job resumes
+        jobs[f"{name}-first"] = job(root / f"{name}-first", "job", policy_cfg, rollouts, ck, steps=1, batch_size=1,
+                                    **common)
+        jobs[f"{name}-resumed"] = job(root / f"{name}-resumed", "job", policy_cfg, rollouts, ck, steps=2,
+                                      batch_size=1, **common)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(ONE_LAUNCH)]
+    subprocess.run(cmd + [str(p) for name, d in jobs.items() for p in (d, root / name / "out")], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return root
+
+
+def test_fsdp_with_bf16_parameters_trains_fp32_shards_in_the_same_direction(tmp_path, policy_cfg, rollouts, launched):
+    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=1, batch_size=2), tmp_path / "single-out")
+    base = transformer_weights(Path(policy_cfg.pretrained) / "transformer")
+    single, mixed = transformer_weights(tmp_path / "single-out"), transformer_weights(launched / "bf16" / "out")
+    assert {v.dtype for v in mixed.values()} == {torch.float32}  # the shards (master weights) stay fp32
+    step = lambda w: torch.cat([(w[k] - base[k]).flatten() for k in sorted(base)])  # noqa: E731
+    # bf16 compute changes the gradients slightly; Adam's first step is close to lr * sign(g)
+    assert torch.nn.functional.cosine_similarity(step(single), step(mixed), dim=0) > 0.8
+    assert max_abs_diff(single, mixed) > 0  # the bf16 path really ran
+
+
+def test_grpo_over_two_processes_equals_one_process_on_a_non_flux_family(tmp_path, family_setups, launched):
+    """GRPO's groups are seeded by global sample (srpo.training.methods.GRPO): DDP over 2 processes of one
+    prompt each trains the LoRA adapter as one process of two prompts (SD3, the clip reward)."""
+    policy_cfg, rollouts = family_setups("sd3")
+    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, **GRPO_LORA), tmp_path / "single-out")
+    two = launched / "grpo-ddp" / "out"
+    assert max_abs_diff(transformer_weights(tmp_path / "single-out"), transformer_weights(two)) <= 1e-5
+    one, log = (json.loads((d / "training_log.json").read_text()) for d in (tmp_path / "single-out", two))
+    assert log["processes"] == 2 and log["strategy"] == "ddp"
+    assert [h["reward"] for h in log["history"]] == pytest.approx([h["reward"] for h in one["history"]], abs=1e-5)
+
+
+@pytest.mark.parametrize("name", list(NEW_METHODS))
+def test_the_new_methods_over_two_fsdp_processes_equal_one_process_and_resume_exactly(tmp_path, policy_cfg, rollouts,
+                                                                                       launched, name):
+    """NFT, AWM, MixGRPO and DRTune (full fine-tuning, FLUX.1): FSDP over 2 processes of batch 1 trains as one
+    process of batch 2 (NFT / AWM normalise by the std gathered over every process), and a 2-process run of 2
+    updates resumed from the checkpoint of a 1-update run ends where the uninterrupted one did (the old / EMA
+    policies, the window and the draws come from the checkpoint)."""
+    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, method=name, inversion=False,
+                **NEW_METHODS[name]), tmp_path / "single-out")
+    two = transformer_weights(launched / f"{name}-two" / "out")
+    assert max_abs_diff(transformer_weights(tmp_path / "single-out"), two) <= 1e-5
+    log = json.loads((launched / f"{name}-two" / "out" / "training_log.json").read_text())
+    assert log["processes"] == 2 and log["strategy"] == "fsdp" and log["config"]["method"] == name
+    resumed = json.loads((launched / f"{name}-resumed" / "out" / "training_log.json").read_text())
+    assert [h["step"] for h in resumed["history"]] == [0, 1]  # update 0 came from the checkpoint
+    assert max_abs_diff(transformer_weights(launched / f"{name}-resumed" / "out"), two) <= 1e-6
