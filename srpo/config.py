@@ -407,7 +407,9 @@ class NFTConfig(StrictModel):
     ``E[r ||v+ - u||^2 + (1 - r) ||v- - u||^2]`` with rewards as optimality probabilities
     ``r = clip(A)/(2c) + 1/2`` (optimum ``v_old + (2 / beta) alpha (v_pos - v_old)``), the adaptive loss
     weighting and the soft update of the old policy ``old <- d old + (1 - d) theta``, as NVlabs/DiffusionNFT's
-    scripts/train_nft_sd3.py and config/nft.py do (paper equation numbers: see docs/training.md).
+    scripts/train_nft_sd3.py and config/nft.py do. Which paper section or code line each setting implements:
+    docs/training.md, "Settings against the papers" (the method section's reward transform, implicit policies,
+    loss and its optimum; the practical design's adaptive weighting and soft update).
     """
 
     group_size: int = Field(24, ge=2, description="images per prompt (num_image_per_prompt)")
@@ -442,7 +444,8 @@ class AWMConfig(StrictModel):
 
     Implements ``L = E[A w(t, ||v - (eps - x0)||^2)]`` (the AWM objective: the pretraining flow-matching
     loss weighted by advantages), the generalised-Huber time weighting, the KL to the base and the KL to a
-    soft-updated EMA policy (their TRPO-like trust region), as scripts/train_sd3_awm.py does.
+    soft-updated EMA policy (their TRPO-like trust region), as scripts/train_sd3_awm.py does. Which paper section
+    or code line each setting implements: docs/training.md, "Settings against the papers".
     """
 
     group_size: int = Field(24, ge=2, description="images per prompt (num_image_per_prompt)")
@@ -470,7 +473,9 @@ class MixGRPOConfig(StrictModel):
     The policy-gradient settings (group size, noise level, clip, KL) stay in :class:`GRPOConfig`; this
     says which steps are SDE and trained. ``sliding``: MixGRPO's progressive window (the authors'
     defaults: 4 steps of 25, moved by 1 every 25 updates, rolled back; Tencent-Hunyuan/MixGRPO's
-    GRPOTrainingStates); ``branch``: Flow-GRPO-Fast's random window of 2 steps within the first half.
+    GRPOTrainingStates; the paper's mixed ODE-SDE sampling with its sliding window); ``branch``: Flow-GRPO-Fast's
+    random window of 2 steps within the first half (no paper: flow_grpo's fast pipelines). Per setting:
+    docs/training.md, "Settings against the papers".
     """
 
     mode: Literal["sliding", "branch"] = Field("sliding", description="sliding (MixGRPO) or branch "
@@ -502,7 +507,7 @@ class DRTuneConfig(StrictModel):
     The whole Euler chain runs with the gradient stopped at every model input (the paper's stop-gradient),
     ``num_train_steps`` equally spaced steps keep their graph (its training-step subset), and the reward
     reads the one-step clean prediction at a step drawn from the last ``early_stop`` ones (its early stop).
-    Needs a differentiable reward.
+    Needs a differentiable reward. Per setting: docs/training.md, "Settings against the papers".
     """
 
     num_train_steps: int = Field(3, ge=1, description="K: equally spaced sampler steps with grad, random start")

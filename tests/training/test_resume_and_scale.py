@@ -3,7 +3,6 @@
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from srpo.rewards import RewardConfig
 from srpo.training import checkpoint as ckpt
 from ops.train import ENTRY
 from srpo.training.job import run_job, write_job
-from srpo.training.launch import launch_processes
 from srpo.world.guard_metrics import build_job_guard_metrics
 
 ROLLOUT = RolloutConfig(num_steps=4)  # the same as the rollout_cfg fixture
@@ -54,7 +52,7 @@ def max_abs_diff(a, b) -> float:
 
 
 def launch_cmd(job_dir, out_dir):
-    return [sys.executable, "-m", "ops.train", str(job_dir), str(out_dir)]
+    return [sys.executable, "-m", ENTRY, str(job_dir), str(out_dir)]
 
 
 # SD3: the smallest tiny family, another model class than FLUX.1 (whose kill -9 and resume
@@ -63,8 +61,12 @@ def launch_cmd(job_dir, out_dir):
 def test_sigkill_then_the_same_command_finishes_like_an_uninterrupted_run(tmp_path, family_setups, family):
     policy_cfg, rollouts = family_setups(family)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    reference = job(tmp_path, "ref", policy_cfg, rollouts, steps=8)
-    subprocess.run(launch_cmd(reference, tmp_path / "out-ref"), check=True, env=env, capture_output=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the launched processes (OMP_NUM_THREADS=1): the same reductions
+    try:  # the uninterrupted reference, in this process: no interpreter to start
+        run_job(job(tmp_path, "ref", policy_cfg, rollouts, steps=8), tmp_path / "out-ref")
+    finally:
+        torch.set_num_threads(threads)
 
     ck = tmp_path / "checkpoints"
     resumable = job(tmp_path, "resumable", policy_cfg, rollouts, ck, steps=8, checkpoint_every=1, keep_checkpoints=2)
@@ -162,62 +164,6 @@ def test_full_weights_load_into_flux_pipeline_and_generate(tmp_path, policy_cfg,
     assert image.shape == (1, 3, 32, 32) and torch.isfinite(image).all()
 
 
-# DDP over two processes is tests/training/test_multinode.py's two-pod run (FLUX.1, full); here FSDP
-# shards FLUX.1's LoRA run (fused branches) and SD3's JointTransformerBlocks (full).
-@pytest.mark.parametrize("distributed, finetune, fuse, family", [
-    ("fsdp", "lora", True, "flux"), ("fsdp", "full", False, "sd3")])
-def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, family_setups, distributed,
-                                                                   finetune, fuse, family, monkeypatch):
-    policy_cfg, rollouts = family_setups(family)
-    guarded = dict(guard=GUARD, guard_prompts=HELD_OUT) if finetune == "lora" else {}  # the guard under FSDP
-    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, finetune=finetune,
-                fuse_branches=fuse, **guarded), tmp_path / "single-out", guard_metrics=build_job_guard_metrics)
-    ck = tmp_path / "ck"
-    two = job(tmp_path, "two", policy_cfg, rollouts, ck, steps=2, batch_size=1, distributed=distributed,
-              checkpoint_every=1, finetune=finetune, fuse_branches=fuse, **guarded)
-    launch_processes(two, tmp_path / "two-out", num_processes=2, cpu=True, entry=ENTRY)
-    single = transformer_weights(tmp_path / "single-out")
-    assert max_abs_diff(single, transformer_weights(tmp_path / "two-out")) <= 1e-5
-    log = json.loads((tmp_path / "two-out" / "training_log.json").read_text())
-    assert log["processes"] == 2 and log["strategy"] == distributed  # FSDP really sharded, not DDP in disguise
-    if guarded:  # the same checks (prompts split over the ranks and gathered) and the same published update
-        one = json.loads((tmp_path / "single-out" / "training_log.json").read_text())
-        assert log["published_update"] == one["published_update"]
-        assert len(log["guard"]["checks"]) == len(one["guard"]["checks"]) == 3
-        for a, b in zip(log["guard"]["checks"], one["guard"]["checks"]):
-            assert a["values"] == pytest.approx(b["values"], abs=1e-4)
-    state = json.loads((ck / "step-000002" / "trainer_state.json").read_text())
-    assert state["world_size"] == 2 and (ck / "step-000002" / "rng-rank1.pt").exists()
-    if finetune == "full":
-        # resumed mid-run (rank 0 reads the full optimizer and sends each rank its shards): update 2 is repeated
-        shutil.rmtree(ck / "step-000002")
-        # No retry: a crash fails here, loudly. Once in about ten suite runs (2026-12-03, never alone) rank 0
-        # aborted inside torch's gloo all-gather of the FSDP state dict ("free(): double free detected");
-        # PYTHONFAULTHANDLER makes a native crash print every thread's Python stack into this test's output.
-        monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
-        try:
-            launch_processes(two, tmp_path / "again-out", num_processes=2, cpu=True, entry=ENTRY)
-        except subprocess.CalledProcessError as err:
-            pytest.fail(f"the resumed 2-process FSDP run crashed (exit {err.returncode}"
-                        f"{', ' + signal.Signals(-err.returncode).name if err.returncode < 0 else ''}): see the "
-                        "ranks' output above (faulthandler stacks for a native crash)", pytrace=False)
-        assert max_abs_diff(transformer_weights(tmp_path / "again-out"), transformer_weights(tmp_path / "two-out")) <= 1e-6
-
-
-def test_fsdp_with_bf16_parameters_trains_fp32_shards_in_the_same_direction(tmp_path, policy_cfg, rollouts):
-    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=1, batch_size=2), tmp_path / "single-out")
-    two = job(tmp_path, "two", policy_cfg, rollouts, steps=1, batch_size=1, distributed="fsdp",
-              fsdp_param_dtype="bfloat16")
-    launch_processes(two, tmp_path / "two-out", num_processes=2, cpu=True, entry=ENTRY)
-    base = transformer_weights(Path(policy_cfg.pretrained) / "transformer")
-    single, mixed = transformer_weights(tmp_path / "single-out"), transformer_weights(tmp_path / "two-out")
-    assert {v.dtype for v in mixed.values()} == {torch.float32}  # the shards (master weights) stay fp32
-    step = lambda w: torch.cat([(w[k] - base[k]).flatten() for k in sorted(base)])  # noqa: E731
-    # bf16 compute changes the gradients slightly; Adam's first step is close to lr * sign(g)
-    assert torch.nn.functional.cosine_similarity(step(single), step(mixed), dim=0) > 0.8
-    assert max_abs_diff(single, mixed) > 0  # the bf16 path really ran
-
-
 def test_evaluation_loader_applies_a_saved_lora_adapter(tmp_path, policy_cfg, rollouts):
     trainer = run_job(job(tmp_path, "lora2", policy_cfg, rollouts, steps=1, finetune="lora", lora_rank=2,
                           lora_alpha=2.0), tmp_path / "lora2-out")
@@ -228,16 +174,129 @@ def test_evaluation_loader_applies_a_saved_lora_adapter(tmp_path, policy_cfg, ro
                               trainer.policy.velocity(x, torch.tensor([0.7]), cond, 3.5), atol=1e-5)
 
 
-def test_grpo_over_two_processes_equals_one_process_on_a_non_flux_family(tmp_path, family_setups):
+#: The methods of issue 26, each at its smallest: 2 updates of batch 2 (one prompt per process under FSDP).
+NEW_METHODS = {
+    "nft": dict(nft={"group_size": 2, "train_fraction": 0.5}),
+    "awm": dict(awm={"group_size": 2, "num_train_steps": 2}),
+    "mixgrpo": dict(grpo={"group_size": 2, "clip_range": 0.2}, mixgrpo={"window_size": 2, "shift_every": 1}),
+    "drtune": dict(reward_form="plain", drtune={"num_train_steps": 2}),
+}
+#: GRPO under DDP on SD3 (LoRA): its groups are seeded by global sample (srpo.training.methods.GRPO).
+GRPO_LORA = dict(method="grpo", inversion=False, finetune="lora",
+                 grpo={"group_size": 2, "steps": "random", "num_train_steps": 2})
+#: The FSDP runs of FLUX.1 (LoRA, fused branches, guarded) and SD3 (full): (finetune, fuse_branches, family).
+FSDP_RUNS = [("lora", True, "flux"), ("full", False, "sd3")]
+ONE_LAUNCH = Path(__file__).with_name("_jobs_in_one_launch.py")
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory, policy_cfg, rollouts, family_setups):
+    """The folder where one torchrun launch of 2 CPU processes trained every 2-process job of the tests below,
+    one after another (tests/training/_jobs_in_one_launch.py): the processes, imports and gloo group are paid
+    once. ``<name>/job`` went to ``<name>/out``."""
+    root = tmp_path_factory.mktemp("launched")
+    jobs = {"bf16": job(root / "bf16", "job", policy_cfg, rollouts, steps=1, batch_size=1, distributed="fsdp",
+                        fsdp_param_dtype="bfloat16"),
+            "grpo-ddp": job(root / "grpo-ddp", "job", *family_setups("sd3"), steps=2, batch_size=1,
+                            distributed="ddp", **GRPO_LORA)}
+    for finetune, fuse, family in FSDP_RUNS:  # the guard under FSDP (LoRA); full: resumed mid-run as well
+        name, cfg_rollouts = f"fsdp-{finetune}-{family}", family_setups(family)
+        common = dict(distributed="fsdp", checkpoint_every=1, finetune=finetune, fuse_branches=fuse,
+                      **(dict(guard=GUARD, guard_prompts=HELD_OUT) if finetune == "lora" else {}))
+        jobs[name] = job(root / name, "job", *cfg_rollouts, root / name / "ck", steps=2, batch_size=1, **common)
+        if finetune == "full":  # rank 0 reads the full optimizer of update 1 and sends each rank its shards
+            ck = root / f"{name}-first" / "ck"
+            jobs[f"{name}-first"] = job(root / f"{name}-first", "job", *cfg_rollouts, ck, steps=1, batch_size=1,
+                                        **common)
+            jobs[f"{name}-resumed"] = job(root / f"{name}-resumed", "job", *cfg_rollouts, ck, steps=2,
+                                          batch_size=1, **common)
+    for name, settings in NEW_METHODS.items():
+        common = dict(method=name, inversion=False, distributed="fsdp", checkpoint_every=1, **settings)
+        jobs[f"{name}-two"] = job(root / f"{name}-two", "job", policy_cfg, rollouts, root / f"{name}-two" / "ck",
+                                  steps=2, batch_size=1, **common)
+        ck = root / f"{name}-first" / "ck"  # update 1's checkpoint, which the next job resumes
+        jobs[f"{name}-first"] = job(root / f"{name}-first", "job", policy_cfg, rollouts, ck, steps=1, batch_size=1,
+                                    **common)
+        jobs[f"{name}-resumed"] = job(root / f"{name}-resumed", "job", policy_cfg, rollouts, ck, steps=2,
+                                      batch_size=1, **common)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(ONE_LAUNCH)]
+    # No retry: a crash fails here, loudly. Once in about ten suite runs (2026-12-03, never alone) rank 0 aborted
+    # inside torch's gloo all-gather of the FSDP state dict of a resumed run ("free(): double free detected");
+    # PYTHONFAULTHANDLER makes a native crash print every thread's Python stack into the test's output.
+    try:
+        subprocess.run(cmd + [str(p) for name, d in jobs.items() for p in (d, root / name / "out")], check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"})
+    except subprocess.CalledProcessError as err:
+        pytest.fail(f"the launched 2-process runs crashed (exit {err.returncode}"
+                    f"{', ' + signal.Signals(-err.returncode).name if err.returncode < 0 else ''}): see the "
+                    "ranks' output above (faulthandler stacks for a native crash)", pytrace=False)
+    return root
+
+
+# DDP over two processes is tests/training/test_multinode.py's two-pod run (FLUX.1, full) and GRPO's below; here
+# FSDP shards FLUX.1's LoRA run (fused branches, the guard) and SD3's JointTransformerBlocks (full).
+@pytest.mark.parametrize("finetune, fuse, family", FSDP_RUNS)
+def test_two_processes_of_batch_one_equal_one_process_of_batch_two(tmp_path, family_setups, launched, finetune, fuse,
+                                                                   family):
+    policy_cfg, rollouts = family_setups(family)
+    guarded = dict(guard=GUARD, guard_prompts=HELD_OUT) if finetune == "lora" else {}
+    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, finetune=finetune,
+                fuse_branches=fuse, **guarded), tmp_path / "single-out", guard_metrics=build_job_guard_metrics)
+    two = launched / f"fsdp-{finetune}-{family}"
+    single = transformer_weights(tmp_path / "single-out")
+    assert max_abs_diff(single, transformer_weights(two / "out")) <= 1e-5
+    log = json.loads((two / "out" / "training_log.json").read_text())
+    assert log["processes"] == 2 and log["strategy"] == "fsdp"  # FSDP really sharded, not DDP in disguise
+    if guarded:  # the same checks (prompts split over the ranks and gathered) and the same published update
+        one = json.loads((tmp_path / "single-out" / "training_log.json").read_text())
+        assert log["published_update"] == one["published_update"]
+        assert len(log["guard"]["checks"]) == len(one["guard"]["checks"]) == 3
+        for a, b in zip(log["guard"]["checks"], one["guard"]["checks"]):
+            assert a["values"] == pytest.approx(b["values"], abs=1e-4)
+    state = json.loads((two / "ck" / "step-000002" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and (two / "ck" / "step-000002" / "rng-rank1.pt").exists()
+    if finetune == "full":  # resumed from update 1's checkpoint, it ends where the uninterrupted run did
+        resumed = launched / f"fsdp-{finetune}-{family}-resumed" / "out"
+        assert [h["step"] for h in json.loads((resumed / "training_log.json").read_text())["history"]] == [0, 1]
+        assert max_abs_diff(transformer_weights(resumed), transformer_weights(two / "out")) <= 1e-6
+
+
+def test_fsdp_with_bf16_parameters_trains_fp32_shards_in_the_same_direction(tmp_path, policy_cfg, rollouts, launched):
+    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=1, batch_size=2), tmp_path / "single-out")
+    base = transformer_weights(Path(policy_cfg.pretrained) / "transformer")
+    single, mixed = transformer_weights(tmp_path / "single-out"), transformer_weights(launched / "bf16" / "out")
+    assert {v.dtype for v in mixed.values()} == {torch.float32}  # the shards (master weights) stay fp32
+    step = lambda w: torch.cat([(w[k] - base[k]).flatten() for k in sorted(base)])  # noqa: E731
+    # bf16 compute changes the gradients slightly; Adam's first step is close to lr * sign(g)
+    assert torch.nn.functional.cosine_similarity(step(single), step(mixed), dim=0) > 0.8
+    assert max_abs_diff(single, mixed) > 0  # the bf16 path really ran
+
+
+def test_grpo_over_two_processes_equals_one_process_on_a_non_flux_family(tmp_path, family_setups, launched):
     """GRPO's groups are seeded by global sample (srpo.training.methods.GRPO): DDP over 2 processes of one
     prompt each trains the LoRA adapter as one process of two prompts (SD3, the clip reward)."""
     policy_cfg, rollouts = family_setups("sd3")
-    grpo = dict(method="grpo", inversion=False, finetune="lora",
-                grpo={"group_size": 2, "steps": "random", "num_train_steps": 2})
-    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, **grpo), tmp_path / "single-out")
-    two = job(tmp_path, "two", policy_cfg, rollouts, steps=2, batch_size=1, distributed="ddp", **grpo)
-    launch_processes(two, tmp_path / "two-out", num_processes=2, cpu=True, entry=ENTRY)
-    assert max_abs_diff(transformer_weights(tmp_path / "single-out"), transformer_weights(tmp_path / "two-out")) <= 1e-5
-    one, log = (json.loads((tmp_path / d / "training_log.json").read_text()) for d in ("single-out", "two-out"))
+    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, **GRPO_LORA), tmp_path / "single-out")
+    two = launched / "grpo-ddp" / "out"
+    assert max_abs_diff(transformer_weights(tmp_path / "single-out"), transformer_weights(two)) <= 1e-5
+    one, log = (json.loads((d / "training_log.json").read_text()) for d in (tmp_path / "single-out", two))
     assert log["processes"] == 2 and log["strategy"] == "ddp"
     assert [h["reward"] for h in log["history"]] == pytest.approx([h["reward"] for h in one["history"]], abs=1e-5)
+
+
+@pytest.mark.parametrize("name", list(NEW_METHODS))
+def test_the_new_methods_over_two_fsdp_processes_equal_one_process_and_resume_exactly(tmp_path, policy_cfg, rollouts,
+                                                                                       launched, name):
+    """NFT, AWM, MixGRPO and DRTune (full fine-tuning, FLUX.1): FSDP over 2 processes of batch 1 trains as one
+    process of batch 2 (NFT / AWM normalise by the std gathered over every process), and a 2-process run of 2
+    updates resumed from the checkpoint of a 1-update run ends where the uninterrupted one did (the old / EMA
+    policies, the window and the draws come from the checkpoint)."""
+    run_job(job(tmp_path, "single", policy_cfg, rollouts, steps=2, batch_size=2, method=name, inversion=False,
+                **NEW_METHODS[name]), tmp_path / "single-out")
+    two = transformer_weights(launched / f"{name}-two" / "out")
+    assert max_abs_diff(transformer_weights(tmp_path / "single-out"), two) <= 1e-5
+    log = json.loads((launched / f"{name}-two" / "out" / "training_log.json").read_text())
+    assert log["processes"] == 2 and log["strategy"] == "fsdp" and log["config"]["method"] == name
+    resumed = json.loads((launched / f"{name}-resumed" / "out" / "training_log.json").read_text())
+    assert [h["step"] for h in resumed["history"]] == [0, 1]  # update 0 came from the checkpoint
+    assert max_abs_diff(transformer_weights(launched / f"{name}-resumed" / "out"), two) <= 1e-6

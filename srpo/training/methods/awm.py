@@ -14,6 +14,9 @@ An update (seeded by (train.seed, step, global sample index, member, level) like
    EMA policy ``ema <- d ema + (1 - d) theta``, ``d = min(ema_decay_cap, ema_decay_rate * update)``.
 
 The EMA policy is state: it goes into checkpoints. The base is as in :mod:`.nft`.
+
+Which paper section or authors' code line each setting implements: docs/training.md, "Settings against
+the papers" (the stored paper pages give no equation numbers).
 """
 
 from __future__ import annotations

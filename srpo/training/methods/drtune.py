@@ -7,6 +7,9 @@ call sees a detached input and only ``num_train_steps`` equally spaced calls (ra
 their graph; the reward reads the one-step clean prediction at a step drawn from the last
 ``early_stop`` ones. Both draws are seeded by (train.seed, step): the same on every process.
 Needs a differentiable reward: a score-only one is refused when the run is validated.
+
+Which paper section or authors' code line each setting implements: docs/training.md, "Settings against
+the papers" (the stored paper pages give no equation numbers).
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ window (``train.mixgrpo``):
   first half of the steps), seeded by (train.seed, step): the ODE branches into the SDE there.
 
 Everything else (groups, advantages, clip, KL, inner epochs, micro-batches) is :class:`GRPO`'s.
+
+Which paper section or authors' code line each setting implements: docs/training.md, "Settings against
+the papers" (the stored paper pages give no equation numbers).
 """
 
 from __future__ import annotations

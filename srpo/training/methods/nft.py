@@ -15,6 +15,9 @@ whatever the process count and a resumed run continues exactly):
 
 The old policy is state: it goes into checkpoints (:meth:`state_dict`). The base for the KL is the
 model with its adapters off (LoRA) or a copy of the weights taken before the first update (full).
+
+Which paper section or authors' code line each setting implements: docs/training.md, "Settings against
+the papers" (the stored paper pages give no equation numbers).
 """
 
 from __future__ import annotations
