@@ -6,7 +6,8 @@
   the guard's runner, and the method (:mod:`srpo.training.methods`) with its
   :class:`~srpo.training.methods.MethodContext`;
 - the loop: resume from the newest valid checkpoint, then per step ``method.update(ctx, step)``,
-  progress and logs, the guard's check, a checkpoint when due;
+  progress and logs, the guard's check (and its recovery: the selected weights back, a lower
+  learning rate), a checkpoint when due;
 - save: the tuned transformer (or adapter) with ``training_log.json``.
 
 Every draw is seeded from ``(train.seed, step, global sample index)``, so the result does not
@@ -173,7 +174,9 @@ class SRPOTrainer:
                     if on_step is not None:
                         on_step(entry)
                     if self.guard is not None:
-                        self.guard_check(step + 1)
+                        check = self.guard_check(step + 1)
+                        if check is not None and check.rewind is not None:  # back to the selection, lower lr
+                            self.guard.recover(check, self.processes.load_model_state_from_main, self.optimizer)
                     every = self.cfg.checkpoint_every
                     due = every and ((step + 1) % every == 0 or step + 1 == self.cfg.steps or self.stopped)
                     if self.checkpoints and due and self.step_fn.bad_in_a_row == 0:  # never after a bad update
