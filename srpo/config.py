@@ -254,6 +254,9 @@ class GuardConfig(StrictModel):
                             "the selected check's weights come back, the optimizer's moments restart and the learning "
                             "rate is multiplied by recover_lr; then the stop rules stop as usual (0: never)")
     recover_lr: float = Field(0.5, gt=0, lt=1, description="the learning rate's factor at each recovery")
+    anchor_pull: float = Field(0.0, ge=0, lt=1, description="a trust region the recoveries tighten: after each "
+                               "recovery every update takes back this share (times the recoveries made) of the "
+                               "trained parameters' distance to their start (a copy of them is kept; 0: off)")
     select: Literal["most_progress", "last_ok", "best_reward_ok", "last"] = Field(
         "most_progress", description="published weights, among the checks within every stop rule: most_progress "
         "(the highest training objective on the guard's images), last_ok (the last), best_reward_ok (the best "

@@ -217,3 +217,19 @@ def test_a_run_resumed_in_the_middle_of_a_recovery_equals_the_uninterrupted_one(
     assert [h.loss for h in resumed.history] == [h.loss for h in whole.history] == [h.loss for h in again.history]
     a, b, c = (t.trainable_state() for t in (whole, resumed, again))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
+def test_the_recoveries_tighten_a_trust_region_towards_the_start(policy_cfg, reward, rollouts):
+    """anchor_pull: after a recovery each update takes back pull x recoveries of the distance to the start."""
+    trainer = recovering(policy_cfg, reward, rollouts, steps=3)
+    trainer.guard.guard.cfg = trainer.guard.guard.cfg.model_copy(update={"anchor_pull": 0.25})
+    trainer.step_fn.anchor()  # as the trainer does when the config asks for it
+    start = {k: v.clone() for k, v in trainer.trainable_state().items()}
+    pulls = []
+    trainer.train(on_step=lambda e: pulls.append(trainer.step_fn.pull))
+    assert pulls == [0.0, 0.0, 0.25]  # the recovery at update 2 set it for the updates after
+    plain = recovering(policy_cfg, reward, rollouts, steps=3)  # the same run without the trust region
+    plain.train()
+    a, b = trainer.trainable_state(), plain.trainable_state()
+    distance = lambda w: sum(float((w[k] - start[k]).pow(2).sum()) for k in start)  # noqa: E731
+    assert distance(a) < distance(b)  # update 3 pulled a quarter of the way back
