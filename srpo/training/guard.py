@@ -595,7 +595,8 @@ class GuardRunner:
 
     ``maybe_check(step, total, trainable_state)`` after each update (and with ``step`` 0 before the
     first): runs a due check and, when it becomes the selection, keeps ``trainable_state()`` (called
-    on every rank: FSDP gathers there; only ``is_main`` keeps it). ``finish(module, step)`` loads the
+    on every rank: FSDP gathers there; only ``is_main`` keeps it); ``recover(check, ...)`` carries out a
+    check's rewind (the kept weights back, a lower learning rate). ``finish(module, step)`` loads the
     selected weights into ``module`` when they are not the current ones. ``state_dict`` /
     ``load_state_dict`` / ``save_candidate`` / ``load_candidate`` carry it through a checkpoint.
     """
