@@ -223,16 +223,19 @@ def main(argv=None) -> dict:
                         help="directions: the demo's learning rate times this (the guard is not tuned to one)")
     parser.add_argument("--anchor-pull", type=float, default=None,
                         help="directions: the guard's anchor_pull (the demo's block leaves it at 0)")
+    parser.add_argument("--world-seed", type=int, default=None,
+                        help="bootstrap the world with this training seed when $SRPO_CACHE has none (use a fresh "
+                             "$SRPO_CACHE: another bootstrap of the world)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
     only = args.only or ["directions", "hacking", "overhead"]
-    result = {"benchmark": "guard", "seed": args.seed}
+    result = {"benchmark": "guard", "seed": args.seed, "world_seed": args.world_seed}
     if "overhead" in only:
         with tempfile.TemporaryDirectory() as tmp:
             result["overhead"] = run_overhead(args.steps_overhead, args.seed, Path(tmp))
     if {"directions", "hacking"} & set(only):
-        ensure_world(biased="hacking" in only)
+        ensure_world(biased="hacking" in only, seed=args.world_seed)
     if "directions" in only:
         result["directions"] = run_directions(args.directions, args.seed, args.lr_scale, args.anchor_pull)
         result["lr_scale"] = args.lr_scale
