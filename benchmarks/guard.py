@@ -1,6 +1,7 @@
 """The training guard on the shapes world: the demo's one guard block in every direction, and on a planted bias.
 
     python -m benchmarks.guard [--only directions hacking overhead] [--directions bright dark vivid muted]
+        [--lr-scale S] [--anchor-pull P] [--guard-setting KEY=VALUE ...] [--world-seed N]
 
 - ``directions``: ``configs/shapes_demo.yaml`` as it is, with only the control words changed
   (bright/dark, dark/bright, vivid/muted, muted/vivid), trained as the pipeline trains it (the
@@ -88,7 +89,8 @@ def checks_table(summary: dict | None) -> list[dict]:
              **{f"{k}_used": v for k, v in c.get("used", {}).items()}} for c in summary["checks"]]
 
 
-def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pull: float | None = None) -> list[dict]:
+def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pull: float | None = None,
+                   guard_settings: dict | None = None) -> list[dict]:
     """The demo in each direction: published weights measured by the world report (240 images)."""
     from srpo.models.families import load_policy
     from srpo.training.rollouts import generate_rollouts
@@ -109,6 +111,9 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
         train = train.model_copy(update={"seed": seed, "learning_rate": train.learning_rate * lr_scale})
         if anchor_pull is not None:  # the trust region the recoveries tighten (a trial: the demo leaves it off)
             train = train.model_copy(update={"guard": train.guard.model_copy(update={"anchor_pull": anchor_pull})})
+        if guard_settings:  # e.g. the guard without its response (recoveries=0, early_check=false), validated
+            guard = type(train.guard)(**{**train.guard.model_dump(), **guard_settings})
+            train = train.model_copy(update={"guard": guard})
         steering = steering_from_words(train.positive_words)
         with tempfile.TemporaryDirectory() as tmp:
             run = train_guarded(policy_cfg, reward, rollouts, train, rollout, split.heldout, Path(tmp))
@@ -226,6 +231,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--world-seed", type=int, default=None,
                         help="bootstrap the world with this training seed when $SRPO_CACHE has none (use a fresh "
                              "$SRPO_CACHE: another bootstrap of the world)")
+    parser.add_argument("--guard-setting", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="directions: override settings of the demo's guard block (YAML values)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
@@ -237,7 +244,9 @@ def main(argv=None) -> dict:
     if {"directions", "hacking"} & set(only):
         ensure_world(biased="hacking" in only, seed=args.world_seed)
     if "directions" in only:
-        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale, args.anchor_pull)
+        settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.guard_setting)}
+        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale, args.anchor_pull, settings)
+        result["guard_settings"] = settings
         result["lr_scale"] = args.lr_scale
         if args.anchor_pull is not None:
             result["anchor_pull"] = args.anchor_pull
