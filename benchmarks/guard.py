@@ -1,6 +1,7 @@
 """The training guard on the shapes world: the demo's one guard block in every direction, and on a planted bias.
 
     python -m benchmarks.guard [--only directions hacking overhead] [--directions bright dark vivid muted]
+        [--lr-scale S] [--anchor-pull P] [--guard-setting KEY=VALUE ...] [--world-seed N]
 
 - ``directions``: ``configs/shapes_demo.yaml`` as it is, with only the control words changed
   (bright/dark, dark/bright, vivid/muted, muted/vivid), trained as the pipeline trains it (the
@@ -83,11 +84,13 @@ def checks_table(summary: dict | None) -> list[dict]:
     if not summary:
         return []
     return [{"step": c["step"], "ok": c["ok"], "decision": c["decision"], "dense": c.get("dense", False),
+             "rewind": c.get("rewind"), "lr_scale": c.get("lr_scale", 1.0),
              **c["values"], **{f"{k}_se": v for k, v in c.get("errors", {}).items()},
              **{f"{k}_used": v for k, v in c.get("used", {}).items()}} for c in summary["checks"]]
 
 
-def run_directions(names: list[str], seed: int, lr_scale: float = 1.0) -> list[dict]:
+def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pull: float | None = None,
+                   guard_settings: dict | None = None) -> list[dict]:
     """The demo in each direction: published weights measured by the world report (240 images)."""
     from srpo.models.families import load_policy
     from srpo.training.rollouts import generate_rollouts
@@ -106,6 +109,11 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0) -> list[d
         positive, negative = DIRECTIONS[name]
         train = direction_config(params, positive, negative)
         train = train.model_copy(update={"seed": seed, "learning_rate": train.learning_rate * lr_scale})
+        if anchor_pull is not None:  # the trust region the recoveries tighten (a trial: the demo leaves it off)
+            train = train.model_copy(update={"guard": train.guard.model_copy(update={"anchor_pull": anchor_pull})})
+        if guard_settings:  # e.g. the guard without its response (recoveries=0, early_check=false), validated
+            guard = type(train.guard)(**{**train.guard.model_dump(), **guard_settings})
+            train = train.model_copy(update={"guard": guard})
         steering = steering_from_words(train.positive_words)
         with tempfile.TemporaryDirectory() as tmp:
             run = train_guarded(policy_cfg, reward, rollouts, train, rollout, split.heldout, Path(tmp))
@@ -118,6 +126,7 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0) -> list[d
                      "learning_rate": train.learning_rate, "checks_taken": len(guard["checks"]),
                      "published_update": guard["selected_update"], "stopped": guard["stopped"],
                      "rules_off": guard["steered"], "unresolved": guard["unresolved"],
+                     "recoveries": guard.get("recoveries", []),
                      "movement": comparison["movement"], "colour_drop": comparison["colour_drop"],
                      "movement_reached": comparison["movement_reached"],
                      "fidelity_kept": comparison["fidelity_kept"], **run,
@@ -169,6 +178,7 @@ def run_hacking(steps: int, seed: int) -> dict:
         out[label] = {**gains(after, before), **run, "after": after,
                       "published_update": guard["selected_update"] if guard else steps,
                       "stopped": guard["stopped"] if guard else None, "rules_off": guard["steered"] if guard else [],
+                      "recoveries": guard.get("recoveries", []) if guard else [],
                       "checks": checks_table(guard)}
     out["before"] = before
     out["bias_below_unguarded"] = out["guarded"]["bias_gain"] < out["unguarded"]["bias_gain"]
@@ -216,19 +226,30 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr-scale", type=float, default=1.0,
                         help="directions: the demo's learning rate times this (the guard is not tuned to one)")
+    parser.add_argument("--anchor-pull", type=float, default=None,
+                        help="directions: the guard's anchor_pull (the demo's block leaves it at 0)")
+    parser.add_argument("--world-seed", type=int, default=None,
+                        help="bootstrap the world with this training seed when $SRPO_CACHE has none (use a fresh "
+                             "$SRPO_CACHE: another bootstrap of the world)")
+    parser.add_argument("--guard-setting", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="directions: override settings of the demo's guard block (YAML values)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
     only = args.only or ["directions", "hacking", "overhead"]
-    result = {"benchmark": "guard", "seed": args.seed}
+    result = {"benchmark": "guard", "seed": args.seed, "world_seed": args.world_seed}
     if "overhead" in only:
         with tempfile.TemporaryDirectory() as tmp:
             result["overhead"] = run_overhead(args.steps_overhead, args.seed, Path(tmp))
     if {"directions", "hacking"} & set(only):
-        ensure_world(biased="hacking" in only)
+        ensure_world(biased="hacking" in only, seed=args.world_seed)
     if "directions" in only:
-        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale)
+        settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.guard_setting)}
+        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale, args.anchor_pull, settings)
+        result["guard_settings"] = settings
         result["lr_scale"] = args.lr_scale
+        if args.anchor_pull is not None:
+            result["anchor_pull"] = args.anchor_pull
     if "hacking" in only:
         result["hacking"] = run_hacking(args.steps_hacking, args.seed)
     result.update(seconds=time.perf_counter() - start, machine=machine())

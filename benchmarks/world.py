@@ -30,9 +30,15 @@ def bootstrap_settings(path: Path = BOOTSTRAP_CONFIG):
             RewardTrainConfig(**params.get("reward", {})), WorldCheckConfig(**params.get("checks", {})))
 
 
-def ensure_world(biased: bool = False) -> dict:
-    """Publish the world's generator and reward (and the biased reward) unless already published."""
+def ensure_world(biased: bool = False, seed: int | None = None) -> dict:
+    """Publish the world's generator and reward (and the biased reward) unless already published.
+
+    ``seed``: another bootstrap of the same world (the generator's and the reward's training seeds);
+    publish it under its own ``$SRPO_CACHE``, since the names are the demo's.
+    """
     spec, gen_cfg, rew_cfg, _ = bootstrap_settings()
+    if seed is not None:
+        gen_cfg, rew_cfg = gen_cfg.model_copy(update={"seed": seed}), rew_cfg.model_copy(update={"seed": seed})
     wanted = {"shapes-flux": ("generator", gen_cfg), "shapes-clip": ("reward", rew_cfg)}
     if biased:
         wanted["shapes-clip-biased"] = ("reward", rew_cfg.model_copy(update={"bias": "saturation"}))

@@ -246,6 +246,17 @@ class GuardConfig(StrictModel):
                              "check, checks come sooner (the interval halves, down to 1 update); 0: only every `every`")
     extra_checks: float = Field(0.5, ge=0, description="dense checks allowed at any point of a run, as a share of "
                                 "the regular checks so far (update 0 and every `every`): bounds the guard's extra time")
+    early_check: bool = Field(True, description="one dense check halfway to the first regular check (within "
+                              "extra_checks): a run that breaks a rule within its first interval still has a trend "
+                              "and a publishable trained check")
+    recoveries: int = Field(3, ge=0, description="times the run rewinds instead of going on past its tolerances: when "
+                            "a check after the selection is no longer publishable (a stop rule not confidently kept), "
+                            "the selected check's weights come back, the optimizer's moments restart and the learning "
+                            "rate is multiplied by recover_lr; then the stop rules stop as usual (0: never)")
+    recover_lr: float = Field(0.5, gt=0, lt=1, description="the learning rate's factor at each recovery")
+    anchor_pull: float = Field(0.0, ge=0, lt=1, description="a trust region the recoveries tighten: after each "
+                               "recovery every update takes back this share (times the recoveries made) of the "
+                               "trained parameters' distance to their start (a copy of them is kept; 0: off)")
     select: Literal["most_progress", "last_ok", "best_reward_ok", "last"] = Field(
         "most_progress", description="published weights, among the checks within every stop rule: most_progress "
         "(the highest training objective on the guard's images), last_ok (the last), best_reward_ok (the best "

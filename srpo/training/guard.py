@@ -22,7 +22,12 @@ rule is confidently kept (inside by at least ``margin`` standard errors: the los
 bound within the tolerance). Checks densify where it matters: when a stop rule's loss bound, rising
 at ``foresight`` times its latest rate, would pass the tolerance before the next regular check, the
 next check comes after half the last interval (down to 1 update), at most ``extra_checks`` x the
-regular checks so far at any point of a run. Every decision
+regular checks so far at any point of a run (``early_check``: one of them halfway to the first
+regular check, so a run that breaks a rule within its first interval has a trend and a trained
+candidate). Instead of training on past its tolerances, a run *recovers* (``recoveries`` times):
+the first check after the selection that is no longer publishable rewinds training to the
+selected weights, restarts the optimizer's moments and multiplies the learning rate by
+``recover_lr`` (:meth:`GuardRunner.recover`); only then do the stop rules stop it. Every decision
 reads the gathered values and the recorded history only, so it is the same on every rank and
 after a resume.
 
@@ -36,7 +41,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Sequence, TypeVar, Union
 
@@ -102,6 +107,8 @@ class GuardCheck:
     used: dict[str, float] = field(default_factory=dict)  # applied rule -> (loss + margin x se) / tolerance
     dense: bool = False  # a check between the regular ones (the guard watched a rising loss closely)
     next_check: Optional[int] = None  # the update of the next dense check (None: the regular grid)
+    rewind: Optional[int] = None  # a recovery: training goes on from this update's weights at a lower lr
+    lr_scale: float = 1.0  # the learning rate's factor after this check (recover_lr ** recoveries so far)
 
     @property
     def ok(self) -> bool:
@@ -246,15 +253,16 @@ class Guard:
         """``{metric: mean over the guard's images}`` of the current policy (no check recorded)."""
         return {name: _nanmean(values) for name, values in self.score_images(generate_images).items()}
 
-    def check(self, step: int, generate_images: GenerateFn) -> GuardCheck:
-        """Score the current policy after ``step`` updates and apply the rules; records and returns the check."""
+    def check(self, step: int, generate_images: GenerateFn, total: Optional[int] = None) -> GuardCheck:
+        """Score the current policy after ``step`` updates (of ``total``) and apply the rules; records and returns
+        the check."""
         start = time.perf_counter()
         per_image = self.score_images(generate_images)
         if not self.history:
             self.base_images = per_image
             self._check_resolution(per_image)
         estimates = {name: estimate(values, self.base_images.get(name)) for name, values in per_image.items()}
-        result = self.judge(step, {k: e.value for k, e in estimates.items()}, estimates)
+        result = self.judge(step, {k: e.value for k, e in estimates.items()}, estimates, total)
         result.seconds = time.perf_counter() - start
         log.info("guard check at update %d: %s -> %s%s", step,
                  ", ".join(f"{k} {e.value:.4g}±{e.se:.2g}" for k, e in estimates.items()),
@@ -276,12 +284,13 @@ class Guard:
                 self.unresolved[name] = problem
                 log.warning("guard: %s", problem)
 
-    def judge(self, step: int, values: Mapping[str, float],
-              estimates: Optional[Mapping[str, Estimate]] = None) -> GuardCheck:
-        """Apply the rules to ``values`` (metric means after ``step`` updates; ``estimates``: with their
-        standard errors, else exact); records the check."""
+    def judge(self, step: int, values: Mapping[str, float], estimates: Optional[Mapping[str, Estimate]] = None,
+              total: Optional[int] = None) -> GuardCheck:
+        """Apply the rules to ``values`` (metric means after ``step`` updates of ``total``; ``estimates``: with
+        their standard errors, else exact); records the check."""
         base = self.history[0].values if self.history else dict(values)
-        previous = self.history[-1].streaks if self.history else {}
+        reference = self._previous()
+        previous = reference.streaks if reference is not None else {}
         estimates = estimates or {}
         bounds, within, streaks, reasons, decision = {}, {}, {}, [], "ok"
         stop_rules, publishable, used = [], {}, {}
@@ -308,15 +317,50 @@ class Guard:
                             errors={k: e.se for k, e in estimates.items()},
                             images={k: e.n for k, e in estimates.items()},
                             stop_rules=stop_rules, steered=list(self.steered), publishable=publishable, used=used,
-                            dense=step % self.cfg.every != 0 and self._asked_for(step))
+                            dense=step % self.cfg.every != 0 and self._asked_for(step), lr_scale=self.lr_scale)
         result.next_check = self._next_dense(result)
         result.selected = self._becomes_selection(result)
         if result.selected:
             self.selected_step = step
-        if decision == "stop" and self.stopped is None:
+        if self._recovers(result, total):
+            result.rewind = self.selected_step
+            result.lr_scale = self.lr_scale * self.cfg.recover_lr
+            result.reasons.append(f"not publishable after the selection: back to update {self.selected_step}'s "
+                                  f"weights, learning rate x{result.lr_scale:g} (recovery {self.recoveries + 1} of "
+                                  f"{self.cfg.recoveries})")
+            result.decision = "warn"  # the run goes on: a recovery replaces a stop
+        elif decision == "stop" and self.stopped is None:
             self.stopped = f"update {step}: " + "; ".join(r for r in reasons if r.endswith("stop"))
         self.history.append(result)
         return result
+
+    @property
+    def recoveries(self) -> int:
+        """Recoveries the run has made (read from the history: the same after a resume)."""
+        return sum(c.rewind is not None for c in self.history)
+
+    @property
+    def lr_scale(self) -> float:
+        """The learning rate's factor now: ``recover_lr`` to the power of the recoveries made."""
+        return self.history[-1].lr_scale if self.history else 1.0
+
+    def _recovers(self, check: GuardCheck, total: Optional[int]) -> bool:
+        """Whether ``check`` rewinds training: it is not publishable, a trained selection before it is (its
+        weights are kept), recoveries are left, and updates are left to train (not the last check)."""
+        return (not check.ok and self.cfg.recoveries > self.recoveries and self.cfg.select != "last"
+                and self.selected_step is not None and self.selected_step < check.step
+                and (total is None or check.step < total))
+
+    def _previous(self) -> Optional[GuardCheck]:
+        """The check the next one continues from: the last one, or after a rewind the check whose weights came back
+        (dated at the rewind: its streaks and losses are where training starts again)."""
+        if not self.history:
+            return None
+        last = self.history[-1]
+        if last.rewind is None:
+            return last
+        restored = next(c for c in self.history if c.step == last.rewind)
+        return replace(restored, step=last.step, next_check=None)
 
     def _asked_for(self, step: int) -> bool:
         """Whether the last check asked for a dense check by ``step`` (a check off the grid otherwise: the last)."""
@@ -332,9 +376,12 @@ class Guard:
         so the guard looks closer instead of finding out a whole interval late. The interval halves
         (the first time from ``every``), down to one update.
         """
-        if not check.ok or not self.history or self.cfg.foresight == 0:
+        if not check.ok or self.cfg.foresight == 0:
             return None
-        previous, every = self.history[-1], self.cfg.every
+        previous, every = self._previous(), self.cfg.every
+        if previous is None:  # the base model's check: the early check, halfway to the first regular one
+            step = max(1, every // 2)
+            return step if self.cfg.early_check and step < every else None
         ahead = (check.step // every + 1) * every - check.step  # updates to the next regular check
 
         def crosses(name: str) -> bool:
@@ -394,6 +441,8 @@ class Guard:
         return {"checks": [c.to_json() for c in self.history], "stopped": self.stopped,
                 "selected_update": self.selected_step, "select": self.cfg.select, "margin": self.cfg.margin,
                 "dense_checks": [c.step for c in self.history if c.dense],
+                "recoveries": [{"at": c.step, "to": c.rewind, "lr_scale": c.lr_scale}
+                               for c in self.history if c.rewind is not None],
                 "steered": list(self.steered), "unresolved": dict(self.unresolved),
                 "seconds": sum(c.seconds for c in self.history)}
 
@@ -546,7 +595,8 @@ class GuardRunner:
 
     ``maybe_check(step, total, trainable_state)`` after each update (and with ``step`` 0 before the
     first): runs a due check and, when it becomes the selection, keeps ``trainable_state()`` (called
-    on every rank: FSDP gathers there; only ``is_main`` keeps it). ``finish(module, step)`` loads the
+    on every rank: FSDP gathers there; only ``is_main`` keeps it); ``recover(check, ...)`` carries out a
+    check's rewind (the kept weights back, a lower learning rate). ``finish(module, step)`` loads the
     selected weights into ``module`` when they are not the current ones. ``state_dict`` /
     ``load_state_dict`` / ``save_candidate`` / ``load_candidate`` carry it through a checkpoint.
     """
@@ -584,12 +634,31 @@ class GuardRunner:
         """The check after ``step`` updates of ``total`` when one is due (else ``None``); keeps a new selection."""
         if not self.guard.due(step, total):
             return None
-        check = self.guard.check(step, self.generate)
+        check = self.guard.check(step, self.generate, total)
         if self.guard.needs_snapshot(check):
             state = trainable_state()
             if self.is_main:
                 self.keeper.keep(step, state)
         return check
+
+    def recover(self, check: GuardCheck, load_state: Callable[[Mapping[str, torch.Tensor]], object],
+                optimizer) -> None:
+        """Carry out ``check``'s rewind: the kept weights back into the model, AdamW's moments restarted (they point
+        along the path that left the tolerances) and every group's learning rate times ``recover_lr``.
+
+        Every rank calls this (``load_state`` as in :meth:`finish`); the optimizer's learning rates and (empty)
+        state are saved by the next checkpoint, so a resumed run continues at the lowered rate.
+        """
+        if self.is_main and self.keeper.step != check.rewind:
+            raise RuntimeError(f"the guard rewinds to update {check.rewind} but holds update {self.keeper.step}'s "
+                               "weights: keep them when a check becomes the selection (maybe_check)")
+        load_state(self.keeper.state() if self.is_main else {})
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper holds the torch optimizer
+        inner.state.clear()
+        for group in inner.param_groups:
+            group["lr"] *= self.guard.cfg.recover_lr
+        log.warning("guard: update %d is not publishable; training goes on from update %d's weights at x%g the "
+                    "learning rate", check.step, check.rewind, check.lr_scale)
 
     @property
     def should_stop(self) -> bool:

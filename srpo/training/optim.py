@@ -30,8 +30,14 @@ class OptimizerStep:
                  max_grad_norm: float, max_bad_steps: int):
         self.optimizer, self.scheduler, self.params, self.accelerator = optimizer, scheduler, params, accelerator
         self.max_grad_norm, self.max_bad_steps = max_grad_norm, max_bad_steps
+        self.anchors: list[torch.Tensor] | None = None  # the trained parameters at the start (a trust region)
+        self.pull = 0.0  # the share of the distance to the anchors each applied update takes back
         self.skipped = 0  # updates skipped in the whole run
         self.bad_in_a_row = 0  # the current streak of skipped updates
+
+    def anchor(self) -> None:
+        """Keep a copy of the parameters as they are now (the run's start) for :attr:`pull` to return towards."""
+        self.anchors = [p.detach().clone() for p in self.params]
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -57,6 +63,10 @@ class OptimizerStep:
             self.optimizer.step()
             self.scheduler.step()
             self.bad_in_a_row = 0
+            if self.pull > 0 and self.anchors is not None:  # the trust region: back towards the start
+                with torch.no_grad():
+                    for p, a in zip(self.params, self.anchors):
+                        p.lerp_(a, self.pull)
         return grad_norm, skipped
 
     def state_dict(self) -> dict:

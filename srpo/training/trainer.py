@@ -6,7 +6,8 @@
   the guard's runner, and the method (:mod:`srpo.training.methods`) with its
   :class:`~srpo.training.methods.MethodContext`;
 - the loop: resume from the newest valid checkpoint, then per step ``method.update(ctx, step)``,
-  progress and logs, the guard's check, a checkpoint when due;
+  progress and logs, the guard's check (and its recovery: the selected weights back, a lower
+  learning rate), a checkpoint when due;
 - save: the tuned transformer (or adapter) with ``training_log.json``.
 
 Every draw is seeded from ``(train.seed, step, global sample index)``, so the result does not
@@ -83,6 +84,8 @@ class SRPOTrainer:
         self.method.start(self.ctx)  # before any resume: what it takes from the base weights is the base's
         self.guard = GuardRunner.for_run(guard, policy, rollouts, cfg, rollout_cfg, self.objective.reward,
                                          self.processes) if guard is not None else None
+        if guard is not None and guard.cfg.anchor_pull > 0:  # the start the recoveries' trust region pulls to
+            self.step_fn.anchor()
 
     # ---- setup --------------------------------------------------------------------------
     def _setup_model(self):
@@ -173,7 +176,10 @@ class SRPOTrainer:
                     if on_step is not None:
                         on_step(entry)
                     if self.guard is not None:
-                        self.guard_check(step + 1)
+                        check = self.guard_check(step + 1)
+                        if check is not None and check.rewind is not None:  # back to the selection, lower lr
+                            self.guard.recover(check, self.processes.load_model_state_from_main, self.optimizer)
+                            self._tighten()
                     every = self.cfg.checkpoint_every
                     due = every and ((step + 1) % every == 0 or step + 1 == self.cfg.steps or self.stopped)
                     if self.checkpoints and due and self.step_fn.bad_in_a_row == 0:  # never after a bad update
@@ -184,6 +190,10 @@ class SRPOTrainer:
         finally:
             bar.close()
         return self.history
+
+    def _tighten(self) -> None:
+        """The trust region after the guard's recoveries: ``anchor_pull`` x the recoveries made (from its history)."""
+        self.step_fn.pull = self.guard.guard.cfg.anchor_pull * self.guard.guard.recoveries
 
     @property
     def stopped(self) -> bool:
@@ -232,6 +242,7 @@ class SRPOTrainer:
             self.method.load_state_dict(load_file(str(method_file)))
         if self.guard is not None and "guard" in state:
             self.guard.load_state_dict(state["guard"], Path(state["folder"]) / GuardRunner.CANDIDATE_FILE)
+            self._tighten()
         return int(state["step"])
 
     # ---- output -------------------------------------------------------------------------

@@ -33,8 +33,8 @@ def fake_metrics():
                                    "unused": torch.zeros(len(p))}}
 
 
-def make_guard(select="last_ok", patience=2, action="stop", **kw):
-    cfg = GuardConfig(every=1, metrics=["reward", "quality"], select=select,
+def make_guard(select="last_ok", patience=2, action="stop", recoveries=0, **kw):
+    cfg = GuardConfig(every=1, metrics=["reward", "quality"], select=select, recoveries=recoveries,
                       rules={"quality": {"drop": 0.5, "patience": patience, "action": action}})
     return Guard(cfg, fake_metrics(), PROMPTS, SEEDS, **kw)
 
@@ -336,7 +336,8 @@ def recorded(select="most_progress", warn=True, margin=1.0):
     rules = {"fid": {"drop": 0.5, "patience": 2, "action": "stop"}}
     if warn:
         rules["sat"] = {"drift": 0.05, "patience": 1, "action": "warn"}
-    cfg = GuardConfig(every=1, metrics=["reward", "fid", "sat"], rules=rules, select=select, margin=margin)
+    cfg = GuardConfig(every=1, metrics=["reward", "fid", "sat"], rules=rules, select=select, margin=margin,
+                      recoveries=0)
     return Guard(cfg, {}, PROMPTS, SEEDS)
 
 
@@ -464,7 +465,7 @@ def share(value, n=100):
 def fidelity_guard(**cfg):
     """A stop rule on a fidelity share (drop 0.1 from its base), judged from recorded estimates."""
     cfg = GuardConfig(**{"every": 4, "metrics": ["fid"], "rules": {"fid": {"drop": 0.1, "patience": 2}},
-                         "select": "last_ok", **cfg})
+                         "select": "last_ok", "recoveries": 0, "early_check": False, **cfg})
     return Guard(cfg, {}, PROMPTS, SEEDS)
 
 
@@ -566,3 +567,51 @@ def test_the_last_check_off_the_grid_is_not_a_dense_one():
     for step, value in [(0, 0.9), (4, 0.9), (8, 0.9)]:
         judge_fid(guard, step, value)
     assert guard.due(10, total=10) and not judge_fid(guard, 10, 0.9).dense
+
+
+# ---- recovery: a check past the tolerance rewinds instead of training on (issue 24) ---------------------------
+def test_a_check_no_longer_publishable_rewinds_to_the_selection_until_the_recoveries_are_spent():
+    guard = fidelity_guard(recoveries=2, recover_lr=0.5, select="most_progress", extra_checks=0)
+    objective = iter([0.0, 0.1, 0.3, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6])
+
+    def judge(step, value):
+        return guard.judge(step, {"fid": value, "objective": next(objective)}, {"fid": share(value, 400)}, total=32)
+
+    judge(0, 0.9)
+    assert judge(4, 0.88).ok and guard.selected_step == 4
+    first = judge(8, 0.75)  # broken: back to update 4 at half the learning rate, no stop
+    assert (first.rewind, first.lr_scale, first.decision, guard.should_stop) == (4, 0.5, "warn", False)
+    assert guard.recoveries == 1 and guard.lr_scale == 0.5
+    again = judge(12, 0.77)  # broken once more, but the patience counts from update 4's check (streak 0): 1
+    assert again.streaks["fid"] == 1 and again.rewind == 4 and again.lr_scale == 0.25
+    kept = judge(16, 0.88)  # publishable: a new selection at the lower rate
+    assert kept.ok and kept.rewind is None and guard.selected_step == 16 and kept.lr_scale == 0.25
+    spent = [judge(20, 0.75), judge(24, 0.74)]  # no recovery left: the stop rule stops (patience 2)
+    assert [c.rewind for c in spent] == [None, None] and guard.should_stop and guard.stopped.startswith("update 24")
+    assert [r["to"] for r in guard.summary()["recoveries"]] == [4, 4]
+    resumed = fidelity_guard(recoveries=2, recover_lr=0.5, select="most_progress", extra_checks=0)
+    resumed.load_state_dict(json.loads(json.dumps(guard.state_dict())))
+    assert (resumed.recoveries, resumed.lr_scale, resumed.selected_step) == (2, 0.25, 16)
+
+
+def test_no_rewind_at_the_last_check_nor_before_a_trained_selection_nor_with_select_last():
+    guard = fidelity_guard(recoveries=3)
+    guard.judge(0, {"fid": 0.9}, {"fid": share(0.9, 400)})
+    assert guard.judge(4, {"fid": 0.85}, {"fid": share(0.85, 400)}, total=4).rewind is None  # nothing left to train
+    before = fidelity_guard(recoveries=3)
+    before.judge(0, {"fid": 0.9}, {"fid": share(0.9, 400)})  # only the base is selected: rewinding to it
+    assert before.judge(4, {"fid": 0.75}, {"fid": share(0.75, 400)}, total=40).rewind == 0  # (the base is kept)
+    last = fidelity_guard(recoveries=3, select="last")  # no kept weights to rewind to
+    last.judge(0, {"fid": 0.9}, {"fid": share(0.9, 400)})
+    assert last.judge(4, {"fid": 0.75}, {"fid": share(0.75, 400)}, total=40).rewind is None
+
+
+def test_the_early_check_comes_halfway_to_the_first_regular_one_within_the_budget():
+    guard = fidelity_guard(early_check=True)  # every 4
+    assert guard.judge(0, {"fid": 0.9}, {"fid": share(0.9, 400)}).next_check == 2
+    assert [s for s in range(1, 5) if guard.due(s, total=40)] == [2, 3, 4]
+    none = fidelity_guard(early_check=True, extra_checks=0)
+    none.judge(0, {"fid": 0.9}, {"fid": share(0.9, 400)})
+    assert [s for s in range(1, 5) if none.due(s, total=40)] == [4]
+    off = fidelity_guard(early_check=False)
+    assert off.judge(0, {"fid": 0.9}, {"fid": share(0.9, 400)}).next_check is None

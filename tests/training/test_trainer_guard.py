@@ -52,8 +52,9 @@ def test_a_guarded_run_trains_bit_for_bit_like_an_unguarded_one(policy_cfg, rewa
     extra = {"finetune": finetune, "lora_rank": 4, "lora_dropout": 0.5} if finetune == "lora" else {}
     plain = run(policy_cfg, reward, rollouts, train_cfg(steps=2, **extra))
     # the guard renders the training's own prompts too: their cached encodings must not change
-    watched = train_cfg(guard=GuardConfig(every=1, prompts=list(rollouts.prompts[:2]), batch_size=1,
-                                          num_steps=2, metrics=["reward", "brightness"], select="last"),
+    # every 2: the early check at 1 and the default selection keep weights (recoveries on: no rule breaks)
+    watched = train_cfg(guard=GuardConfig(every=2, prompts=list(rollouts.prompts[:2]), batch_size=1,
+                                          num_steps=2, metrics=["reward", "brightness"]),
                         steps=2, **extra)
     guarded = run(policy_cfg, reward, rollouts, watched, {"reward": reward_metric(reward), "stats": stats})
     assert [h.loss for h in guarded.history] == [h.loss for h in plain.history]
@@ -75,6 +76,7 @@ def stats(images, prompts):
 def test_a_stop_rule_ends_the_run_and_the_selected_weights_are_published(policy_cfg, reward, rollouts, tmp_path):
     # a drift of 0 with no margin can only hold at the base check: the first trained check breaks it and stops
     cfg = train_cfg(steps=5, guard=GuardConfig(every=2, num_prompts=2, batch_size=2, num_steps=2, margin=0,
+                                               recoveries=0, early_check=False,
                                                metrics=["brightness_metric"],
                                                rules={"brightness_metric": GuardRule(drift=0.0, action="stop")}))
     base = {k: v.clone() for k, v in load_policy(policy_cfg).transformer.state_dict().items()}
@@ -134,3 +136,100 @@ def test_the_demo_guard_block_follows_swapped_words(policy_cfg, reward, rollouts
     assert [c.step for c in guard.history] == [0, 2]
     assert all("objective" in c.values and c.errors["world.colours"] >= 0 for c in guard.history)
     assert guard.selected_step in (0, 2)
+
+
+# ---- recovery: rewind to the selection at a lower learning rate (issue 24) ------------------------------------
+#: the 'fid' value of each check in order: checks 0 and 1 within, 2 outside (a rewind to 1), then within again
+FID = [0.9, 0.9, 0.7, 0.9, 0.9, 0.9, 0.9]
+
+
+def recovering(policy_cfg, reward, rollouts, folder=None, steps=5, **extra):
+    """A run whose guard reads ``FID`` check by check (the metric looks at the guard's history, so a resumed run
+    reads the same values): the check at update 2 is not publishable and the run goes back to update 1."""
+    cfg = train_cfg(steps=steps, checkpoint_every=1 if folder else 0, checkpoint_dir=str(folder) if folder else None,
+                    guard=GuardConfig(every=1, num_prompts=2, batch_size=2, num_steps=2, margin=0, metrics=["fid"],
+                                      select="last_ok", rules={"fid": GuardRule(drop=0.1, action="stop")}),
+                    **extra)
+    prompts, seeds = cfg.guard.prompts_and_seeds(PROMPTS)
+    box = {}
+    fid = lambda images, prompts: torch.full((len(prompts),), FID[len(box["guard"].history)])  # noqa: E731
+    box["guard"] = Guard(cfg.guard, {"fid": fid}, prompts, seeds)
+    return SRPOTrainer(load_policy(policy_cfg), reward, rollouts, cfg, ROLLOUT, guard=box["guard"])
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_a_check_past_the_tolerance_rewinds_to_the_selected_weights_at_a_lower_learning_rate(
+        policy_cfg, reward, rollouts, finetune):
+    extra = {"finetune": finetune, "lora_rank": 4} if finetune == "lora" else {}
+    trainer = recovering(policy_cfg, reward, rollouts, **extra)
+    after_update, after_rewind = {}, {}
+    runner = trainer.guard
+    recover = runner.recover
+
+    def watched_recover(check, load_state, optimizer):
+        recover(check, load_state, optimizer)
+        after_rewind.update({k: v.clone() for k, v in trainer.trainable_state().items()})
+        after_rewind["lr"] = [g["lr"] for g in trainer.optimizer.param_groups]
+        after_rewind["moments"] = len(getattr(trainer.optimizer, "optimizer", trainer.optimizer).state)
+
+    runner.recover = watched_recover
+    trainer.train(on_step=lambda e: after_update.setdefault(
+        e.step + 1, {k: v.clone() for k, v in trainer.trainable_state().items()}))
+    guard = runner.guard
+    assert [c.step for c in guard.history] == [0, 1, 2, 3, 4, 5] and len(trainer.history) == 5
+    assert [c.rewind for c in guard.history] == [None, None, 1, None, None, None]
+    assert [c.lr_scale for c in guard.history] == [1, 1, 0.5, 0.5, 0.5, 0.5]
+    assert guard.stopped is None and guard.selected_step == 5
+    lr = trainer.cfg.learning_rate
+    assert after_rewind.pop("lr") == [lr * 0.5] * len(trainer.optimizer.param_groups)
+    assert after_rewind.pop("moments") == 0  # AdamW's moments start again
+    kept = after_update[1]  # the weights of update 1, the selection when update 2 failed
+    assert after_rewind.keys() == kept.keys() and all(torch.equal(after_rewind[k], kept[k]) for k in kept)
+    assert not all(torch.equal(after_update[2][k], kept[k]) for k in kept)  # update 2 had moved them
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [lr * 0.5] * len(trainer.optimizer.param_groups)
+    assert trainer.guard.guard.summary()["recoveries"] == [{"at": 2, "to": 1, "lr_scale": 0.5}]
+
+
+def test_a_run_resumed_in_the_middle_of_a_recovery_equals_the_uninterrupted_one(policy_cfg, reward, rollouts,
+                                                                                 tmp_path):
+    extra = {"finetune": "lora", "lora_rank": 4, "lora_dropout": 0.5}
+    whole = recovering(policy_cfg, reward, rollouts, tmp_path / "a", **extra)
+    whole.train()
+    again = recovering(policy_cfg, reward, rollouts, **extra)  # the same config and seed: the same run
+    again.train()
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt(entry):
+        if entry.step == 2:  # the update after the rewind (the checkpoint at 2 was written after it)
+            raise Interrupt
+
+    first = recovering(policy_cfg, reward, rollouts, tmp_path / "b", **extra)
+    with pytest.raises(Interrupt):
+        first.train(on_step=interrupt)
+    assert first.guard.guard.history[-1].rewind == 1
+    resumed = recovering(policy_cfg, reward, rollouts, tmp_path / "b", **extra)
+    resumed.train()
+    assert len(resumed.history) == 5
+    strip = lambda g: [c.to_json() | {"seconds": 0} for c in g.guard.guard.history]  # noqa: E731
+    assert strip(resumed) == strip(whole) == strip(again)
+    assert [h.loss for h in resumed.history] == [h.loss for h in whole.history] == [h.loss for h in again.history]
+    a, b, c = (t.trainable_state() for t in (whole, resumed, again))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
+def test_the_recoveries_tighten_a_trust_region_towards_the_start(policy_cfg, reward, rollouts):
+    """anchor_pull: after a recovery each update takes back pull x recoveries of the distance to the start."""
+    trainer = recovering(policy_cfg, reward, rollouts, steps=3)
+    trainer.guard.guard.cfg = trainer.guard.guard.cfg.model_copy(update={"anchor_pull": 0.25})
+    trainer.step_fn.anchor()  # as the trainer does when the config asks for it
+    start = {k: v.clone() for k, v in trainer.trainable_state().items()}
+    pulls = []
+    trainer.train(on_step=lambda e: pulls.append(trainer.step_fn.pull))
+    assert pulls == [0.0, 0.0, 0.25]  # the recovery at update 2 set it for the updates after
+    plain = recovering(policy_cfg, reward, rollouts, steps=3)  # the same run without the trust region
+    plain.train()
+    a, b = trainer.trainable_state(), plain.trainable_state()
+    distance = lambda w: sum(float((w[k] - start[k]).pow(2).sum()) for k in start)  # noqa: E731
+    assert distance(a) < distance(b)  # update 3 pulled a quarter of the way back
