@@ -6,7 +6,7 @@ The trainings are cached: a second run with the same config reuses them and only
 (``publish_world`` is never cached, so the published copy exists on whatever machine ran it).
 ``edit_model: true`` (``configs/shapes_bootstrap_edit.yaml``) also trains the world's edit model from
 the generator and publishes it as ``builtin:shapes-kontext``; off by default, so ``make demo`` does not
-pay for it (a few minutes more on 2 cores).
+pay for it (about 2 minutes more on one core).
 """
 
 from ops.pipeline import pipeline
