@@ -274,8 +274,9 @@ def _readings(g: Grades) -> dict[str, torch.Tensor]:
 
 
 def shape_overlap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Intersection over union [N] of two foreground masks [N, H, W] (both empty: 0)."""
-    return (a & b).sum((1, 2)).float() / (a | b).sum((1, 2)).clamp(min=1).float()
+    """Intersection over union [N] of two foreground masks [N, H, W] (both empty: 1, nothing moved)."""
+    union = (a | b).sum((1, 2)).float()
+    return torch.where(union > 0, (a & b).sum((1, 2)).float() / union.clamp(min=1), torch.ones_like(union))
 
 
 def _compare(edited: torch.Tensor, sources: torch.Tensor, instructions: Sequence[str], spec: WorldSpec

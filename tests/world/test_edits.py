@@ -94,3 +94,10 @@ def test_the_shape_is_kept_by_its_outline_through_block_noise_and_not_by_another
     assert kept_by_attribute(near, ref, triples.instructions)["shape"] >= 0.95
     other = blocks(draw_edits(200, seed=12).sources)
     assert kept_by_attribute(other, ref, triples.instructions)["shape"] < 0.4
+
+
+def test_images_without_a_foreground_keep_their_shape():
+    from srpo.world.edits import shape_overlap
+
+    empty, full = torch.zeros(2, 8, 8, dtype=torch.bool), torch.ones(2, 8, 8, dtype=torch.bool)
+    assert shape_overlap(empty, empty).tolist() == [1.0, 1.0] and shape_overlap(full, empty).tolist() == [0.0, 0.0]
