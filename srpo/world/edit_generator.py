@@ -122,15 +122,16 @@ def warm_start(pipe, generator: str | Path) -> None:
     folder = Path(generator) / "transformer"
     if not folder.is_dir():
         raise ValueError(f"edit model init {str(generator)!r}: no transformer/ folder there; give the world "
-                         "generator's pipeline folder (builtin:shapes-flux's) or train from scratch (init: null)")
+                         "generator's pipeline folder (builtin:shapes-flux's), or set edit.warm_start: false to train "
+                         "from scratch")
     source = FluxTransformer2DModel.from_pretrained(folder)
     plain = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731  (JSON reads tuples as lists)
     mine = {k: plain(v) for k, v in pipe.transformer.config.items() if not k.startswith("_")}
     theirs = {k: plain(source.config.get(k)) for k in mine}
     if mine != theirs:
         diff = {k: (mine[k], theirs[k]) for k in mine if mine[k] != theirs[k]}
-        raise ValueError(f"edit model init {str(generator)!r}: its transformer differs from the edit config's "
-                         f"(setting: (edit, generator)) {diff}; give the edit model the generator's sizes")
+        raise ValueError(f"edit model init {str(generator)!r}: its transformer differs from the edit config's, "
+                         f"(edit, generator) per setting: {diff}; give the edit config the generator's sizes")
     pipe.transformer.load_state_dict(source.state_dict())
 
 
