@@ -16,6 +16,7 @@ import torch
 from benchmarks.common import emit
 from srpo.models.families import load_policy_for
 from srpo.models.flux_kontext import FluxKontextPolicy
+from srpo.published import is_builtin, resolve_builtin
 from srpo.world.edit_generator import EditGeneratorConfig, check_edit_model, train_edit_generator
 from srpo.world.generator import save_pipeline
 
@@ -25,6 +26,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--model", help="a saved edit model (folder or builtin:shapes-kontext); else train one")
     parser.add_argument("--steps", type=int, default=EditGeneratorConfig().steps)
     parser.add_argument("--batch-size", type=int, default=EditGeneratorConfig().batch_size)
+    parser.add_argument("--identity-fraction", type=float, default=EditGeneratorConfig().identity_fraction)
+    parser.add_argument("--init", help="start from this world generator (folder or builtin:shapes-flux); else random")
     parser.add_argument("--held-out", type=int, default=240)
     parser.add_argument("--save", help="folder to save the trained model in")
     parser.add_argument("--json-out")
@@ -35,8 +38,11 @@ def main(argv=None) -> dict:
         policy = load_policy_for(args.model, "flux-kontext")
         result["model_source"] = args.model
     else:
-        cfg = EditGeneratorConfig(steps=args.steps, batch_size=args.batch_size)
-        pipe, info = train_edit_generator(cfg)
+        cfg = EditGeneratorConfig(steps=args.steps, batch_size=args.batch_size,
+                                  identity_fraction=args.identity_fraction)
+        init = resolve_builtin("policy", args.init) if is_builtin(args.init) else args.init
+        pipe, info = train_edit_generator(cfg, init=init)
+        result["init"] = args.init
         curve = info["flow_curve"]
         result.update(config=cfg.model_dump(mode="json"), train_seconds=round(info["seconds"], 1),
                       transformer_params=info["transformer_params"],

@@ -124,6 +124,7 @@ def resolve_builtin(kind: str, location: str, *, family: str | None = None, seed
 #: Published world models: name -> what kind of folder it is (filled by :func:`_register_world_model`).
 WORLD_MODELS: dict[str, str] = {}
 RECORD = "PUBLISHED.json"
+EDIT_BOOTSTRAP = "shapes_bootstrap_edit.yaml"  # the bootstrap config that also publishes shapes-kontext
 BOOTSTRAP_COMMAND = ("zenml pipeline run pipelines.bootstrap.shapes_bootstrap --config configs/shapes_bootstrap.yaml"
                      " (or: make demo)")
 
@@ -142,6 +143,11 @@ def published_path(name: str) -> Path:
     if name not in WORLD_MODELS:
         raise ValueError(f"unknown world model {name!r}: known are {sorted(WORLD_MODELS)}")
     path = world_dir() / name
+    if not path.is_dir() and name == "shapes-kontext":
+        raise FileNotFoundError(f"the shapes world's {name!r} ({WORLD_MODELS[name]}) is not published under "
+                                f"{world_dir()}: run the bootstrap with its edit model first: "
+                                f"{BOOTSTRAP_COMMAND.split(' (')[0].replace('shapes_bootstrap.yaml', EDIT_BOOTSTRAP)} "
+                                "(the world's other steps come from the cache; the edit model trains in ~2 minutes)")
     if not path.is_dir():
         raise FileNotFoundError(f"the shapes world's {name!r} ({WORLD_MODELS[name]}) is not published under "
                                 f"{world_dir()}: run the bootstrap first: {BOOTSTRAP_COMMAND}. It trains the "

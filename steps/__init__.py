@@ -17,6 +17,7 @@ from steps.publish_world import publish_world
 from steps.register_multinode_result import register_multinode_result
 from steps.train_multinode import train_multinode
 from steps.train_srpo import train_srpo
+from steps.train_world_edit_generator import train_world_edit_generator
 from steps.train_world_generator import train_world_generator
 from steps.train_world_reward import train_world_reward
 from steps.world_report import world_report
@@ -24,5 +25,5 @@ from steps.write_multinode_job import write_multinode_job
 
 __all__ = ["analyze_prompts", "check_world", "evaluate", "evaluate_edits", "export_human_eval", "export_model", "find_control_words", "generate_rollouts",
            "import_human_eval", "load_benchmark", "prepare_prompts", "promote_model", "publish_world", "register_multinode_result",
-           "train_multinode", "train_srpo", "train_world_generator", "train_world_reward", "world_report",
+           "train_multinode", "train_srpo", "train_world_edit_generator", "train_world_generator", "train_world_reward", "world_report",
            "write_multinode_job"]

@@ -56,3 +56,5 @@ def test_a_world_model_not_yet_published_says_how_to_publish_it(tmp_path, monkey
     monkeypatch.setenv("SRPO_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="shapes_bootstrap"):
         resolve_builtin("reward", "builtin:shapes-clip")
+    with pytest.raises(FileNotFoundError, match=r"shapes-kontext.*--config configs/shapes_bootstrap_edit\.yaml "):
+        resolve_builtin("policy", "builtin:shapes-kontext")

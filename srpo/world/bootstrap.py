@@ -7,7 +7,8 @@ and the benchmarks call directly:
   spec, the training config and curves);
 - :func:`bootstrap_reward` -> a transformers CLIPModel folder (``world.json`` likewise);
 - :func:`bootstrap_edit_generator` -> a diffusers FLUX.1 Kontext folder, the edit model
-  (:mod:`srpo.world.edit_generator`; not yet a step of the bootstrap pipeline);
+  (:mod:`srpo.world.edit_generator`; the opt-in step of ``configs/shapes_bootstrap_edit.yaml``), graded
+  on held-out edits (done / kept) into its ``world.json``;
 - :func:`check_world` -> the numbers the issue asks for: the reward's ranking of true attribute
   words above their opposites on held-out images (target >= 95 %), the generator's colour
   correctness on samples graded from pixels (target >= 70 %), and the grader's own accuracy on
@@ -26,7 +27,7 @@ from pydantic import Field
 
 from srpo.config import StrictModel
 from srpo.io import atomic_write_text
-from srpo.world.edit_generator import EditGeneratorConfig, train_edit_generator
+from srpo.world.edit_generator import EditGeneratorConfig, check_edit_model, train_edit_generator
 from srpo.world.generator import GeneratorConfig, sample_images, save_pipeline, train_generator
 from srpo.world.grader import fidelity, grade, shares
 from srpo.world.reward import (RewardTrainConfig, attribute_ranking, blocks, save_reward, saturation_preference,
@@ -59,9 +60,20 @@ def bootstrap_generator(cfg: GeneratorConfig, spec: WorldSpec, out_dir: str | Pa
     return _save_pipeline("shapes-flux", *train_generator(cfg, spec, on_log=on_log), cfg, spec, out_dir)
 
 
-def bootstrap_edit_generator(cfg: EditGeneratorConfig, spec: WorldSpec, out_dir: str | Path, on_log=None) -> dict:
-    """Train the world's edit model (FLUX.1 Kontext) into ``out_dir``; returns its training summary."""
-    return _save_pipeline("shapes-kontext", *train_edit_generator(cfg, spec, on_log=on_log), cfg, spec, out_dir)
+def bootstrap_edit_generator(cfg: EditGeneratorConfig, spec: WorldSpec, out_dir: str | Path, on_log=None,
+                             init: str | Path | None = None, check_edits: int = 0) -> dict:
+    """Train the world's edit model (FLUX.1 Kontext; from the generator folder ``init`` when given) into
+    ``out_dir``; returns its training summary, with ``check`` (:func:`check_edit_model` on ``check_edits``
+    held-out edits) when ``check_edits`` > 0."""
+    pipe, info = train_edit_generator(cfg, spec, on_log=on_log, init=init)
+    if check_edits:
+        from srpo.models.flux_kontext import FluxKontextPolicy
+
+        info["check"] = check_edit_model(FluxKontextPolicy(pipe, "cpu"), spec, n=check_edits,
+                                         attributes=cfg.attributes)
+        log.info("edit model check: %.1f%% of held-out edits done, %.1f%% of unnamed attributes kept",
+                 100 * info["check"]["model"]["done"], 100 * info["check"]["model"]["kept"])
+    return _save_pipeline("shapes-kontext", pipe, info, cfg, spec, out_dir)
 
 
 def _save_pipeline(kind: str, pipe, info: dict, cfg, spec: WorldSpec, out_dir: str | Path) -> dict:

@@ -37,6 +37,7 @@ class Grades:
     saturation: torch.Tensor  # [N] mean HSV saturation
     bright: torch.Tensor  # [N] bool
     vivid: torch.Tensor  # [N] bool
+    foreground: torch.Tensor | None = None  # [N, H, W] bool: the pixels read as the shape (none found: all False)
 
     def __len__(self) -> int:
         return int(self.fg.shape[0])
@@ -96,7 +97,8 @@ def grade(images: torch.Tensor, spec: WorldSpec = WorldSpec(), ring: int = 2) ->
     bright_cut = (spec.dark_value[1] + spec.bright_value[0]) / 2
     vivid_cut = (spec.muted_saturation[1] + spec.vivid_saturation[0]) / 2
     return Grades(fg=fg, bg=bg, shape=shape, value=value, saturation=saturation,
-                  bright=value > bright_cut, vivid=saturation > vivid_cut)
+                  bright=value > bright_cut, vivid=saturation > vivid_cut,
+                  foreground=fg_pixels & found[:, None, None])
 
 
 def fidelity(grades: Grades, prompts: Sequence[str]) -> dict[str, float]:

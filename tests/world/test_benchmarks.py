@@ -44,3 +44,20 @@ def test_the_guard_benchmark_changes_only_the_words_and_guards_with_the_demo_blo
     hacking = hacking_config(params, steps=2, seed=0, guarded=True)
     assert hacking.guard == demo.guard and hacking_config(params, 2, 0, guarded=False).guard is None
     assert hacking.method == "direct_align" and hacking.reward_form == "sgp" and not hacking.inversion
+
+
+def test_the_edit_benchmark_methods_share_everything_but_the_method_settings():
+    """SRPO and Direct-Align differ by the inversion only, GRPO spends the same images an update; all fit 25 steps."""
+    import argparse
+
+    from benchmarks.edit_methods import METHODS, method_configs
+
+    args = argparse.Namespace(updates=3, learning_rate=3e-4, guidance=2.5, seed=1, batch=8, group=4, num_steps=25)
+    table = method_configs(args)
+    assert set(table) == set(METHODS) == {"srpo", "direct_align", "grpo"}
+    assert {(c.steps, c.seed, c.learning_rate, images_per_update(c)) for c in table.values()} == {(3, 1, 3e-4, 8)}
+    assert table["srpo"].inversion and not table["direct_align"].inversion
+    srpo, da = (table[m].model_dump(exclude={"method", "inversion"}) for m in ("srpo", "direct_align"))
+    assert srpo == da
+    for cfg in table.values():
+        check_method(cfg, RolloutConfig(num_steps=25))

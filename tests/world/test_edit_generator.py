@@ -5,8 +5,8 @@ import torch
 
 from srpo.models.families import load_policy_for
 from srpo.models.flux_kontext import FluxKontextPolicy
-from srpo.world.edit_generator import (EditGeneratorConfig, check_edit_model, edit_images,
-                                      train_edit_generator)
+from srpo.world.edit_generator import (EditGeneratorConfig, check_edit_model, edit_images, edit_pool,
+                                      sharpen_attention, train_edit_generator, warm_start)
 from srpo.world.edits import draw_edits
 from srpo.world.generator import save_pipeline
 from srpo.world.reward import blocks
@@ -75,3 +75,44 @@ def test_direct_align_on_an_edit_reaches_the_transformer_through_the_edit_reward
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
     policy.transformer.zero_grad(set_to_none=True)
     policy.transformer.requires_grad_(False)
+
+
+def test_the_pool_holds_the_asked_share_of_no_op_pairs_each_with_its_own_instruction():
+    sources, targets = torch.randn(40, 3, 8, 8), torch.randn(40, 3, 8, 8)
+    texts = [f"edit {i}" for i in range(40)]
+    for fraction in (0.0, 0.25, 0.5):
+        src, tgt, pool_texts = edit_pool(sources, targets, texts, fraction)
+        no_op = (src == tgt).flatten(1).all(1)  # [N + M]
+        assert len(src) == len(tgt) == len(pool_texts)
+        assert abs(no_op.float().mean().item() - fraction) < 0.02
+        for i in torch.nonzero(no_op).flatten().tolist():  # a no-op pair keeps its triple's instruction
+            assert torch.equal(src[i], sources[texts.index(pool_texts[i])])
+        assert torch.equal(tgt[:40], targets)
+
+
+def test_warm_start_copies_the_generator_and_refuses_other_sizes(tmp_path):
+    from srpo.world.edit_generator import build_edit_pipeline
+    from srpo.world.generator import GeneratorConfig, build_pipeline
+
+    sizes = {k: v for k, v in TINY.items() if k not in ("steps", "batch_size", "pool_size")}
+    save_pipeline(build_pipeline(GeneratorConfig(**sizes, seed=3)), tmp_path / "gen")
+    pipe = build_edit_pipeline(EditGeneratorConfig(**TINY))
+    warm_start(pipe, tmp_path / "gen")
+    generator = build_pipeline(GeneratorConfig(**sizes, seed=3)).transformer.state_dict()
+    assert all(torch.equal(v, generator[k]) for k, v in pipe.transformer.state_dict().items())
+    wider = build_edit_pipeline(EditGeneratorConfig(**{**TINY, "heads": 3}))
+    with pytest.raises(ValueError, match=r"^edit model init .*: its transformer differs .*'num_attention_heads': \(3, 2\)"):
+        warm_start(wider, tmp_path / "gen")
+    with pytest.raises(ValueError, match=r"^edit model init .*: no transformer/ folder there"):
+        warm_start(pipe, tmp_path)
+
+
+def test_sharpening_scales_every_q_and_k_norm_gain_and_nothing_else():
+    from srpo.world.edit_generator import build_edit_pipeline
+
+    transformer = build_edit_pipeline(EditGeneratorConfig(**TINY)).transformer
+    before = {n: p.detach().clone() for n, p in transformer.named_parameters()}
+    sharpen_attention(transformer, 3.0)
+    scaled = [n for n, p in transformer.named_parameters() if not torch.equal(p, before[n])]
+    assert scaled and all(torch.allclose(p, 3.0 * before[n]) for n, p in transformer.named_parameters() if n in scaled)
+    assert {n.rsplit(".", 2)[-2] for n in scaled} == {"norm_q", "norm_k", "norm_added_q", "norm_added_k"}

@@ -5,7 +5,7 @@ import torch
 
 from srpo.world.edits import (EDIT_ATTRIBUTES, Edit, all_instructions, draw_edits, edit_score, edit_summary,
                               write_edit_folder,
-                              grade_edits, instruction, parse_instruction)
+                              grade_edits, instruction, kept_by_attribute, parse_instruction)
 from srpo.world.grader import grade
 from srpo.world.shapes import COLOUR_NAMES, SHAPES
 
@@ -81,3 +81,23 @@ def test_an_edit_set_written_as_a_folder_reads_back_through_the_edit_data_loader
     root, pairs = load_edit_pairs(str(write_edit_folder(triples, tmp_path / "edits")), require_target=True)
     assert [p.instruction for p in pairs] == triples.instructions
     assert all((root / p.target).is_file() for p in pairs)
+
+
+def test_the_shape_is_kept_by_its_outline_through_block_noise_and_not_by_another_scene():
+    """On the VAE's 8x8 blocks a near-copy keeps the outline; another scene's shape does not (SHAPE_KEPT_IOU)."""
+    from srpo.world.reward import blocks
+
+    triples = draw_edits(200, seed=11)
+    ref = blocks(triples.sources)
+    noise = torch.randn(200, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.02
+    near = (ref + noise.repeat_interleave(8, 2).repeat_interleave(8, 3)).clamp(0, 1)
+    assert kept_by_attribute(near, ref, triples.instructions)["shape"] >= 0.95
+    other = blocks(draw_edits(200, seed=12).sources)
+    assert kept_by_attribute(other, ref, triples.instructions)["shape"] < 0.4
+
+
+def test_images_without_a_foreground_keep_their_shape():
+    from srpo.world.edits import shape_overlap
+
+    empty, full = torch.zeros(2, 8, 8, dtype=torch.bool), torch.ones(2, 8, 8, dtype=torch.bool)
+    assert shape_overlap(empty, empty).tolist() == [1.0, 1.0] and shape_overlap(full, empty).tolist() == [0.0, 0.0]

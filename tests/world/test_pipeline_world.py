@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 
 BOOTSTRAP = Path("configs/shapes_bootstrap.yaml")
+BOOTSTRAP_EDIT = Path("configs/shapes_bootstrap_edit.yaml")
 DEMO = Path("configs/shapes_demo.yaml")
 GRPO = Path("configs/shapes_grpo.yaml")
 
@@ -13,6 +14,8 @@ TINY_GENERATOR = dict(layers=1, single_layers=1, heads=2, head_dim=8, axes_dims_
                       pooled_dim=16, steps=20, batch_size=16, learning_rate=3e-3, pool_size=64)
 TINY_REWARD = dict(width=32, layers=1, projection_dim=16, steps=10, batch_size=16, pool_size=64)
 TINY_CHECKS = dict(heldout_images=16, samples_per_prompt=1, num_steps=3)
+TINY_EDIT = dict({k: v for k, v in TINY_GENERATOR.items() if k != "pool_size"}, steps=2, batch_size=4, pool_size=16,
+                 check_edits=4)
 
 
 def write(tmp_path, source, name, edit):
@@ -27,6 +30,11 @@ def tiny_bootstrap(raw):
     raw["parameters"]["generator"] = TINY_GENERATOR
     raw["parameters"]["reward"] = TINY_REWARD
     raw["parameters"]["checks"] = TINY_CHECKS
+
+
+def tiny_bootstrap_edit(raw):
+    tiny_bootstrap(raw)
+    raw["parameters"]["edit"] = TINY_EDIT
 
 
 def tiny_demo(raw):
@@ -70,6 +78,20 @@ def test_bootstrap_publishes_and_the_demo_reports_before_and_after(zenml_client,
     assert second.steps["train_world_generator"].status == "cached"
     assert second.steps["train_world_reward"].status == "cached"
     assert published_fingerprint() == fingerprint  # re-published, same files
+
+    # the opt-in edit model: the world's trainings come from the cache, the edit model starts from the generator
+    edit = write(tmp_path, BOOTSTRAP_EDIT, "bootstrap_edit.yaml", tiny_bootstrap_edit)
+    third = zenml_client.get_pipeline_run(shapes_bootstrap.with_options(config_path=edit)().id)
+    assert third.status == "completed"
+    assert third.steps["train_world_generator"].status == "cached" and third.steps["check_world"].status == "cached"
+    from srpo.models.families import load_policy_for
+    from srpo.published import resolve_builtin
+
+    kontext = resolve_builtin("policy", "builtin:shapes-kontext")
+    info = json.loads((kontext / "world.json").read_text())
+    assert info["kind"] == "shapes-kontext" and info["init"] and info["check"]["model"]["n"] == 4
+    assert type(load_policy_for(str(kontext), "flux-kontext")).__name__ == "FluxKontextPolicy"
+    assert published_fingerprint() != fingerprint and "shapes-kontext=" in published_fingerprint()
 
     demo = write(tmp_path, DEMO, "demo.yaml", tiny_demo)
     run = zenml_client.get_pipeline_run(srpo_training.with_options(config_path=demo)().id)

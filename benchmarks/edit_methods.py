@@ -1,0 +1,146 @@
+"""The edit task's measured item: SRPO, plain Direct-Align and GRPO tune the world's edit model; done / kept before and after.
+
+    SRPO_CACHE=... python -m benchmarks.edit_methods --json-out docs/benchmarks/edit_methods.json
+
+Every method starts from the same base edit model (``--model``, default the published
+``builtin:shapes-kontext``: ``configs/shapes_bootstrap_edit.yaml``) and trains through the real trainer
+(:class:`srpo.training.trainer.SRPOTrainer`) on the same online rollouts of ``--train-pairs`` drawn
+(source, instruction) pairs (seed ``--seed``; the edit model's own training pool is seed 5):
+
+- ``srpo``: SRPO (inversion, both branches) on the edit multi-reward on the world's CLIP: the edited image
+  against the target caption (the brightness / saturation word in SRP's control format), against the
+  source (keep) and the direction from the source caption to the target caption (SRP's relative form with
+  the source caption as the negative prompt); weights 1 / ``--keep-weight`` / 0.5;
+- ``direct_align``: the same reward, Direct-Align's denoise branch only (no inversion);
+- ``grpo``: GRPO on the world's pixel grader as a score-only edit judge (``shapes-edit``: done + kept).
+
+Before and after, ``--held-out`` edits drawn from seed 777 (never trained on) are edited and graded from
+pixels (:func:`srpo.world.edit_generator.check_edit_model`): done, kept, both per attribute. Per method:
+updates, images generated, FLOPs counted by torch's counter over every update (forward and backward;
+:func:`benchmarks.common.count_flops`) and the updates' wall seconds. One JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+
+from benchmarks.common import count_flops, emit, machine
+from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
+from srpo.models.families import load_policy
+from srpo.rewards import RewardConfig, load_reward
+from srpo.rewards.combine import MultiReward, RewardTerm
+from srpo.rewards.scores import ScoreReward
+from srpo.world.edit_generator import check_edit_model
+from srpo.world.edits import draw_edits, edit_score, write_edit_folder
+
+log = logging.getLogger("benchmarks.edit_methods")
+
+METHODS = ("srpo", "direct_align", "grpo")
+HELD_OUT_SEED = 777  # check_edit_model's default: neither the model's pool (5) nor the training pairs
+
+
+def method_configs(args) -> dict[str, TrainConfig]:
+    """One TrainConfig per method; GRPO: batch/group instructions x group edits = the same images per update."""
+    common = dict(steps=args.updates, learning_rate=args.learning_rate, max_grad_norm=1.0, guidance=args.guidance,
+                  loss="linear", seed=args.seed)
+    return {
+        "srpo": TrainConfig(method="srpo", inversion=True, discount="linear", num_injections=2,
+                            batch_size=args.batch, **common),
+        "direct_align": TrainConfig(method="direct_align", inversion=False, discount="linear", num_injections=2,
+                                    batch_size=args.batch, **common),
+        "grpo": TrainConfig(method="grpo", inversion=False, batch_size=max(1, args.batch // args.group),
+                            grpo=dict(group_size=args.group, steps="random", num_train_steps=min(8, args.num_steps - 1),
+                                      clip_range=0.2), **common),
+    }
+
+
+def edit_reward(keep_weight: float) -> MultiReward:
+    """The edit multi-reward on the world's CLIP (one loaded model, three terms)."""
+    clip = load_reward(RewardConfig(name="hf_clip", checkpoint="builtin:shapes-clip"))
+    return MultiReward([RewardTerm(name="target", reward=clip, form="plain"),
+                        RewardTerm(name="keep", reward=clip, form="plain", against="source", weight=keep_weight),
+                        RewardTerm(name="direction", reward=clip, form="plain", against="direction", weight=0.5)])
+
+
+def graded(policy, args) -> dict:
+    was = policy.transformer.training
+    policy.transformer.eval()
+    out = check_edit_model(policy, n=args.held_out, seed=HELD_OUT_SEED, num_steps=args.num_steps,
+                           guidance=args.guidance)["model"]
+    policy.transformer.train(was)
+    return out
+
+
+def run(name: str, cfg: TrainConfig, setting: dict, args) -> dict:
+    """Train ``name`` from the base model for ``args.updates`` updates; its held-out grades and its cost."""
+    from srpo.training.trainer import SRPOTrainer
+
+    policy = load_policy(setting["policy"])
+    reward = setting["score"] if name == "grpo" else setting["reward"]
+    trainer = SRPOTrainer(policy, reward, setting["rollouts"], cfg, setting["rollout"])
+    flops = seconds = 0.0
+    for step in range(args.updates):
+        start = time.perf_counter()
+        flops += count_flops(lambda: trainer.history.append(trainer.train_step(step)))
+        seconds += time.perf_counter() - start
+    after = graded(policy, args)
+    base = setting["base"]
+    group = cfg.grpo.group_size if cfg.grpo is not None else 1
+    log.info("%s: done %.3f -> %.3f, kept %.3f -> %.3f (%.0f s)", name, base["done"], after["done"], base["kept"],
+             after["kept"], seconds)
+    return {"name": name, "done": after["done"], "kept": after["kept"], "done_gain": after["done"] - base["done"],
+            "kept_change": after["kept"] - base["kept"], "done_by_attribute": after["done_by_attribute"],
+            "kept_by_attribute": after["kept_by_attribute"], "updates": args.updates,
+            "images": args.updates * cfg.batch_size * group, "flops": flops, "seconds": seconds,
+            "skipped_updates": sum(bool(getattr(h, "skipped", False)) for h in trainer.history),
+            "config": cfg.model_dump(mode="json", exclude_defaults=True)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.edit_methods", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="builtin:shapes-kontext", help="the base edit model (folder or builtin:)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--updates", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=8, help="edited images per update (GRPO: batch/group pairs)")
+    parser.add_argument("--group", type=int, default=4, help="GRPO's group size")
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--keep-weight", type=float, default=0.5, help="the keep (source consistency) term's weight")
+    parser.add_argument("--train-pairs", type=int, default=64)
+    parser.add_argument("--held-out", type=int, default=240)
+    parser.add_argument("--num-steps", type=int, default=25, help="sampler steps (rollouts, GRPO, grading)")
+    parser.add_argument("--guidance", type=float, default=2.5)
+    parser.add_argument("--seed", type=int, default=1, help="the training pairs' seed (held out: 777)")
+    parser.add_argument("--json-out")
+    args = parser.parse_args(argv)
+    if args.seed in (5, HELD_OUT_SEED):
+        parser.error(f"--seed {args.seed}: the edit model's pool (5) and the held-out edits (777) use it; pick another")
+    names = [m for m in METHODS if m in args.methods.split(",")]
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    start = time.perf_counter()
+    from srpo.training.rollouts import edit_rollouts
+
+    policy_cfg = PolicyConfig(pretrained=args.model, height=64, width=64, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_edit_folder(draw_edits(args.train_pairs, args.seed), f"{tmp}/edits")
+        rollout = RolloutConfig(edits=str(folder), num_steps=args.num_steps, guidance=args.guidance, seed=args.seed)
+        base_policy = load_policy(policy_cfg)
+        rollouts = edit_rollouts(base_policy, rollout, policy_cfg)
+    setting = {"policy": policy_cfg, "rollout": rollout, "rollouts": rollouts, "reward": edit_reward(args.keep_weight),
+               "score": ScoreReward(edit_score, "shapes-edit"), "base": graded(base_policy, args)}
+    configs = method_configs(args)
+    results = [run(name, configs[name], setting, args) for name in names]
+    base = setting["base"]
+    result = {"benchmark": "edit_methods", "model": args.model, "base": base, "methods": results,
+              "target": {"done_gain": 0.20, "kept": 0.90},
+              "settings": {k: v for k, v in vars(args).items() if k not in ("json_out", "methods")},
+              "held_out_seed": HELD_OUT_SEED, "seconds": time.perf_counter() - start, "machine": machine()}
+    emit(result, args.json_out)
+    return result
+
+
+if __name__ == "__main__":
+    main()
