@@ -354,6 +354,18 @@ class Sync:
 
 
 # ---- the updates -----------------------------------------------------------------------------
+def keep_blocks(transformer: torch.nn.Module, depth: int) -> dict[str, int]:
+    """Keep the first ``depth - 1`` blocks and the last one of each block list (in place); the blocks' own widths,
+    heads and position ids stay the published ones, and so does the last block's special form (SD3.5's context-free
+    last block, Qwen-Image's unused text stream). A quick trace of the real geometry: returns list -> blocks kept."""
+    kept = {}
+    for name, blocks in list(transformer.named_children()):
+        if isinstance(blocks, torch.nn.ModuleList) and len(blocks) > depth:
+            setattr(transformer, name, torch.nn.ModuleList([*blocks[:depth - 1], blocks[-1]]))
+            kept[name] = depth
+    return kept
+
+
 def setup_lora(policy, cfg: RealConfig):
     """LoRA on the family's targets, trained in fp32 over the bf16 base as the trainer does; fused AdamW."""
     from srpo.training.lora import add_lora
@@ -517,7 +529,8 @@ def choose_quantization(cfg: RealConfig, card_gb: float) -> tuple[str, dict]:
 
 
 def run_family(family: str, reward, methods=METHODS, device: str = "fake", tiny: bool = False, repeats: int = 0,
-               fuse_branches: bool | None = None, rollout_step: bool = True, quantization: str = "none") -> dict:
+               fuse_branches: bool | None = None, rollout_step: bool = True, quantization: str = "none",
+               depth: int | None = None) -> dict:
     """Build ``family`` and run one update of each method; on a real device also time ``repeats`` SRPO updates.
 
     ``device``: ``"fake"`` (inside :func:`fake_tensors`: no memory), ``"cpu"`` or ``"cuda"`` (random bf16
@@ -526,6 +539,8 @@ def run_family(family: str, reward, methods=METHODS, device: str = "fake", tiny:
     the inversion branch is always on (Qwen-Image's config leaves it off, as the authors' script).
     ``quantization`` (GPU only): the frozen base's storage (``policy.base_quantization``), or ``auto``: the first
     of none / int8 / nf4 whose memory plan fits the card (FLUX.2 [dev]'s 32 B bf16 base does not fit 80 GB).
+    ``depth``: after counting the published parameters, keep ``depth`` blocks of each block list
+    (:func:`keep_blocks`): every shape, dtype and position id of the real model at a fraction of the trace.
     """
     with real_values():  # the configs' validators compute the training grid
         cfg = real_config(family)
@@ -546,6 +561,8 @@ def run_family(family: str, reward, methods=METHODS, device: str = "fake", tiny:
     with no_init() if fake else contextlib.nullcontext():
         policy, transformer_cfg = build_policy(family, where, tiny)
     result["transformer_params"] = sum(p.numel() for p in policy.transformer.parameters())
+    if depth is not None:
+        result["blocks_kept"] = keep_blocks(policy.transformer, depth)
     if quantization != "none":  # as the trainer: the frozen base quantised before the adapter is added
         from srpo.models.quantize import quantize_frozen_base
 
@@ -593,7 +610,7 @@ def run_family(family: str, reward, methods=METHODS, device: str = "fake", tiny:
 
 def run_families(families=FAMILIES, methods=METHODS, device: str = "fake", tiny: bool = False, repeats: int = 0,
                  fuse_branches: bool | None = None, with_plan: bool = True, on_family=None,
-                 rollout_step: bool = True, quantization: str = "none") -> dict:
+                 rollout_step: bool = True, quantization: str = "none", depth: int | None = None) -> dict:
     """:func:`run_family` for each family, one reward tower for all; a family that fails is reported, not raised
     (``on_family(name, entry)`` is called after each). With ``with_plan``, the memory plan's figures next to each."""
     results = {}
@@ -607,7 +624,7 @@ def run_families(families=FAMILIES, methods=METHODS, device: str = "fake", tiny:
         for family in families:
             try:
                 results[family] = run_family(family, reward, methods, device, tiny, repeats, fuse_branches,
-                                             rollout_step, quantization)
+                                             rollout_step, quantization, depth)
             except Exception as err:  # noqa: BLE001 - one family's failure (e.g. out of memory) must not hide the rest
                 results[family] = {"family": family, "error": f"{type(err).__name__}: {str(err)[:400]}"}
                 if torch.device("cpu" if fake else device).type == "cuda":
@@ -667,6 +684,8 @@ def main() -> None:
     parser.add_argument("--fuse-branches", action="store_true", help="both SRPO branches in one micro-step")
     parser.add_argument("--quantization", default="none", choices=("none", "int8", "fp8", "nf4", "auto"),
                         help="GPU: the frozen base's storage; auto: the first that the memory plan fits on the card")
+    parser.add_argument("--depth", type=int, default=None, help="keep this many blocks of each block list (the "
+                        "first ones and the last): a quick trace of the real geometry; no planned-vs-traced table")
     parser.add_argument("--json-out", default=None, help="also write the JSON result here, after each family")
     args = parser.parse_args()
     families, methods = args.family or list(FAMILIES), tuple(args.method or METHODS)
@@ -680,11 +699,13 @@ def main() -> None:
         if args.json_out:
             write_json({**results, "partial": True, "total_seconds": time.perf_counter() - start}, args.json_out)
 
+    if args.depth is not None and args.depth < 1:
+        parser.error(f"--depth {args.depth}: keep at least 1 block of each block list")
     out = run_families(families, methods, args.device, args.tiny, args.repeats,
                        True if args.fuse_branches else None, not args.no_plan, report,
-                       quantization=args.quantization)
+                       quantization=args.quantization, depth=args.depth)
     results.update(out, total_seconds=time.perf_counter() - start)
-    if not args.tiny and not args.no_plan:
+    if not args.tiny and not args.no_plan and args.depth is None:
         results["planned_vs_traced"] = planned_vs_traced(results["families"])
     emit(results, args.json_out)
 

@@ -1,10 +1,12 @@
 """Every family's real-size update on fake tensors: shapes, packing, position ids and dtypes of the real models.
 
-One pass builds each family at its published size (FLUX.2 [dev]: 32 B parameters) and runs one SRPO
+One pass builds each family at its published size (FLUX.2 [dev]: 32 B parameters), counts its parameters,
+keeps ``DEPTH`` blocks of each block list (the first and the last: every width, head, position id and the last
+block's special form stay the published ones; ``benchmarks.real_size.keep_blocks``) and runs one SRPO
 update (both branches, fused into one micro-step to halve the cost, from a stored rollout; the
 separate micro-steps and the Euler rollout step are ``python -m benchmarks.real_size``'s) and one
 GRPO update (its SDE sampler step, then the log-probability with grad) on fake tensors: no memory,
-about 15-20 s of CPU per family. The expected shapes below are written from each model's published geometry, not
+a few seconds of CPU per family. The expected shapes below are written from each model's published geometry, not
 read from the adapters under test.
 """
 
@@ -28,12 +30,16 @@ LATENT = {"flux": (16, 8), "qwen-image": (16, 8), "sd3": (16, 8), "flux2": (128,
 #: Parameter counts of the published transformers (billions, rounded): the real size was built.
 BILLIONS = {"flux": 11.9, "qwen-image": 20.4, "sd3": 8.1, "flux2": 32.2, "flux2-klein": 3.9, "z-image": 6.2}
 
-def unused(family: str, tiny: bool = False) -> list[str]:
+#: Blocks kept of each block list for the fake-tensor updates (the full depth repeats the same blocks).
+DEPTH = 2
+
+
+def unused(family: str, tiny: bool = False, depth: int | None = None) -> list[str]:
     """LoRA parameters whose output never reaches the image: Qwen-Image's last block still computes a text stream
     (its attention output projection and MLP) that the model then drops; every other adapted layer gets a gradient."""
     if family != "qwen-image":
         return []
-    last = (real_size.TINY_TRANSFORMER[family]["num_layers"] if tiny else 60) - 1
+    last = (real_size.TINY_TRANSFORMER[family]["num_layers"] if tiny else depth or 60) - 1
     return [f"transformer_blocks.{last}.{module}.lora_{ab}.default.weight"
             for module in ("attn.to_add_out", "txt_mlp.net.0.proj", "txt_mlp.net.2") for ab in "AB"]
 
@@ -42,7 +48,7 @@ def unused(family: str, tiny: bool = False) -> list[str]:
 def runs():
     # SRPO from a stored rollout (the trainer's first update): GRPO's SDE step is the rollout step exercised here
     return real_size.run_families(real_size.FAMILIES, device="fake", fuse_branches=True, with_plan=False,
-                                  rollout_step=False)["families"]
+                                  rollout_step=False, depth=DEPTH)["families"]
 
 
 @pytest.mark.parametrize("family", real_size.FAMILIES)
@@ -61,8 +67,10 @@ def test_one_srpo_update_at_real_size(runs, family):
     assert srpo["reward_denoise"] == srpo["reward_inversion"] == [1]
     # every LoRA parameter (fp32 master weights over the bf16 base) got an fp32 gradient of its shape and moments
     assert srpo["trainable"] > 0 and srpo["param_dtypes"] == srpo["grad_dtypes"] == ["float32"]
-    assert srpo["grads_of_param_shape"] == srpo["moments_of_param_shape"] == srpo["trainable"] - len(unused(family))
-    assert sorted(srpo["without_grad"]) == sorted(unused(family))
+    assert run["blocks_kept"] and set(run["blocks_kept"].values()) == {DEPTH}  # the deep block lists were cut
+    dropped = unused(family, depth=DEPTH)
+    assert srpo["grads_of_param_shape"] == srpo["moments_of_param_shape"] == srpo["trainable"] - len(dropped)
+    assert sorted(srpo["without_grad"]) == sorted(dropped)
     saved = srpo["saved_bytes"]  # what autograd kept for the backward: the activations
     assert saved["transformer"] > saved["transformer_checkpointed"] > 0 and saved["vae"] > 0 and saved["reward"] > 0
 
@@ -101,7 +109,8 @@ def test_one_grpo_update_at_real_size(runs, family):
     assert grpo["chain_dtype"] == "float32"  # the velocity ran in bf16 autocast; the latents stay fp32
     assert grpo["old_log_prob"] == grpo["rewards"] == grpo["advantages"] == [group]
     assert grpo["log_prob"] == grpo["ratio"] == [micro]  # the step's log-probability with grad: a [B] tensor
-    assert grpo["grads_of_param_shape"] == grpo["moments_of_param_shape"] == grpo["trainable"] - len(unused(family))
+    dropped = unused(family, depth=DEPTH)
+    assert grpo["grads_of_param_shape"] == grpo["moments_of_param_shape"] == grpo["trainable"] - len(dropped)
     assert grpo["saved_bytes"]["transformer"] > 0 and grpo["saved_bytes"]["vae"] == 0  # the reward had no grad
 
 
