@@ -1,7 +1,7 @@
 """The training guard on the shapes world: the demo's one guard block in every direction, and on a planted bias.
 
     python -m benchmarks.guard [--only directions hacking overhead] [--directions bright dark vivid muted]
-        [--lr-scale S] [--anchor-pull P] [--guard-setting KEY=VALUE ...] [--world-seed N]
+        [--lr-scale S] [--anchor-pull P] [--guard-setting KEY=VALUE ...] [--world-seed N] [--content-weight W]
 
 - ``directions``: ``configs/shapes_demo.yaml`` as it is, with only the control words changed
   (bright/dark, dark/bright, vivid/muted, muted/vivid), trained as the pipeline trains it (the
@@ -19,6 +19,10 @@
   architecture with *untrained* weights (an update and a check do the same arithmetic whatever
   the weights): ``--steps-overhead`` updates with the demo's guard, then the seconds per check
   and per update give the demo's ratio (its 9 checks over 40 updates). Needs no bootstrap.
+
+``--content-weight W`` (directions, hacking): train against the demo's reward plus a content term, ``W`` times
+the same reward on the plain prompt (``rewards:`` with a ``plain`` entry: no control words), the guard
+and the report unchanged.
 
 ``overhead``: guard seconds / training seconds (the updates alone). Last line: one JSON object.
 """
@@ -39,6 +43,8 @@ from benchmarks.world import ensure_world
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.prompts import PromptConfig, prepare_prompts
 from srpo.rewards import RewardConfig, load_reward
+from srpo.rewards.combine import load_multi_reward
+from srpo.rewards.config import MultiRewardConfig
 from srpo.world.report import WorldReportConfig, compare, eval_prompts, generate, measure, steering_from_words
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "shapes_demo.yaml"
@@ -57,9 +63,22 @@ def direction_config(params: dict, positive: str, negative: str) -> TrainConfig:
     return TrainConfig(**{**params["train"], "positive_words": [positive], "negative_words": [negative]})
 
 
+def with_content(reward_cfg: RewardConfig, reward, train: TrainConfig, weight: float):
+    """The run's reward (``train``'s form, words and k) plus ``weight`` x the same reward on the plain prompt, as
+    the multi-reward a ``rewards:`` block would load (sharing the loaded ``reward``); ``reward`` when ``weight`` is 0."""
+    if not weight:
+        return reward
+    steer = train.model_dump(include={"positive_words", "negative_words", "k_denoise", "k_inversion", "cfg_k"})
+    config = MultiRewardConfig(rewards=[{"name": "steer", "reward": reward_cfg, "form": train.reward_form, **steer},
+                                        {"name": "content", "reward": reward_cfg, "form": "plain", "weight": weight}])
+    return load_multi_reward(config, loaded={reward_cfg.model_dump_json(): reward})
+
+
 def train_guarded(policy_cfg: PolicyConfig, reward, rollouts, train: TrainConfig, rollout: RolloutConfig,
-                  held_out: list[str], out: Path) -> dict:
-    """Train as the pipeline's train step does (guard from the held-out prompts) and save the published weights."""
+                  held_out: list[str], out: Path, train_reward=None) -> dict:
+    """Train as the pipeline's train step does (guard from the held-out prompts) and save the published weights.
+
+    ``train_reward``: what training maximises (default ``reward``, which the guard's metrics read)."""
     from srpo.models.families import load_policy
     from srpo.training.guard import Guard
     from srpo.training.trainer import SRPOTrainer
@@ -69,7 +88,7 @@ def train_guarded(policy_cfg: PolicyConfig, reward, rollouts, train: TrainConfig
     if train.guard is not None:
         prompts, seeds = train.guard.prompts_and_seeds(held_out)
         guard = Guard(train.guard, build_world_guard_metrics(train.guard, reward=reward), prompts, seeds)
-    trainer = SRPOTrainer(load_policy(policy_cfg), reward, rollouts, train, rollout, guard=guard)
+    trainer = SRPOTrainer(load_policy(policy_cfg), train_reward or reward, rollouts, train, rollout, guard=guard)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
@@ -90,7 +109,7 @@ def checks_table(summary: dict | None) -> list[dict]:
 
 
 def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pull: float | None = None,
-                   guard_settings: dict | None = None) -> list[dict]:
+                   guard_settings: dict | None = None, content_weight: float = 0.0) -> list[dict]:
     """The demo in each direction: published weights measured by the world report (240 images)."""
     from srpo.models.families import load_policy
     from srpo.training.rollouts import generate_rollouts
@@ -98,7 +117,8 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
     params = demo_parameters()
     policy_cfg = PolicyConfig(**params["policy"])
     rollout = RolloutConfig(**{**params["rollouts"], "seed": seed})
-    reward = load_reward(RewardConfig(**params["reward"]))
+    reward_cfg = RewardConfig(**params["reward"])
+    reward = load_reward(reward_cfg)
     split = prepare_prompts(PromptConfig(**params["prompts"]))
     rollouts = generate_rollouts(load_policy(policy_cfg), split.train, rollout, policy_cfg)
     report = WorldReportConfig(**params["world"])
@@ -116,14 +136,16 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
             train = train.model_copy(update={"guard": guard})
         steering = steering_from_words(train.positive_words)
         with tempfile.TemporaryDirectory() as tmp:
-            run = train_guarded(policy_cfg, reward, rollouts, train, rollout, split.heldout, Path(tmp))
+            run = train_guarded(policy_cfg, reward, rollouts, train, rollout, split.heldout, Path(tmp),
+                                with_content(reward_cfg, reward, train, content_weight))
             tuned = load_policy(policy_cfg, transformer=tmp)
         before = measure(base_images, prompts, steering, reward, negative)
         after = measure(generate(tuned, prompts, seeds, report), prompts, steering, reward, negative)
         comparison = compare(before, after, report)
         guard = run.pop("guard")
         runs.append({"direction": name, "positive": positive, "negative": negative, "steps": train.steps,
-                     "learning_rate": train.learning_rate, "checks_taken": len(guard["checks"]),
+                     "learning_rate": train.learning_rate, "content_weight": content_weight,
+                     "checks_taken": len(guard["checks"]),
                      "published_update": guard["selected_update"], "stopped": guard["stopped"],
                      "rules_off": guard["steered"], "unresolved": guard["unresolved"],
                      "recoveries": guard.get("recoveries", []),
@@ -154,7 +176,7 @@ def gains(after: dict, before: dict) -> dict:
             "fidelity_change": after["colours"] - before["colours"]}
 
 
-def run_hacking(steps: int, seed: int) -> dict:
+def run_hacking(steps: int, seed: int, content_weight: float = 0.0) -> dict:
     """The planted-bias run without and with the demo's guard block; measured on 120 images."""
     from srpo.models.families import load_policy
     from srpo.world.experiments import Setting, make_rollouts, measure_policy
@@ -163,16 +185,19 @@ def run_hacking(steps: int, seed: int) -> dict:
     params = demo_parameters()
     policy_cfg = PolicyConfig(**params["policy"])
     rollout = RolloutConfig(num_steps=25, guidance=3.5, seed=seed)
-    reward = load_reward(RewardConfig(name="hf_clip", checkpoint="builtin:shapes-clip-biased"))
+    reward_cfg = RewardConfig(name="hf_clip", checkpoint="builtin:shapes-clip-biased")
+    reward = load_reward(reward_cfg)
     prompts = all_base_prompts()
     setting = Setting(policy_cfg, rollout, reward, make_rollouts(policy_cfg, rollout, prompts[:45]),
                       WorldReportConfig(samples_per_prompt=2))
     before = measure_policy(load_policy(policy_cfg), setting, ["bright"], None)
-    out = {"name": "hacking", "reward": "shapes-clip-biased", "steered": "bright", "steps": steps, "images": 120}
+    out = {"name": "hacking", "reward": "shapes-clip-biased", "steered": "bright", "steps": steps, "images": 120,
+           "content_weight": content_weight}
     for label, guarded in (("unguarded", False), ("guarded", True)):
         train = hacking_config(params, steps, seed, guarded)
         with tempfile.TemporaryDirectory() as tmp:
-            run = train_guarded(policy_cfg, reward, setting.rollouts, train, rollout, prompts[45:], Path(tmp))
+            run = train_guarded(policy_cfg, reward, setting.rollouts, train, rollout, prompts[45:], Path(tmp),
+                                with_content(reward_cfg, reward, train, content_weight))
             after = measure_policy(load_policy(policy_cfg, transformer=tmp), setting, ["bright"], None)
         guard = run.pop("guard")
         out[label] = {**gains(after, before), **run, "after": after,
@@ -233,11 +258,14 @@ def main(argv=None) -> dict:
                              "$SRPO_CACHE: another bootstrap of the world)")
     parser.add_argument("--guard-setting", nargs="*", default=[], metavar="KEY=VALUE",
                         help="directions: override settings of the demo's guard block (YAML values)")
+    parser.add_argument("--content-weight", type=float, default=0.0,
+                        help="directions, hacking: add this weight x the reward on the plain prompt (a content term)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
     only = args.only or ["directions", "hacking", "overhead"]
-    result = {"benchmark": "guard", "seed": args.seed, "world_seed": args.world_seed}
+    result = {"benchmark": "guard", "seed": args.seed, "world_seed": args.world_seed,
+              "content_weight": args.content_weight}
     if "overhead" in only:
         with tempfile.TemporaryDirectory() as tmp:
             result["overhead"] = run_overhead(args.steps_overhead, args.seed, Path(tmp))
@@ -245,13 +273,14 @@ def main(argv=None) -> dict:
         ensure_world(biased="hacking" in only, seed=args.world_seed)
     if "directions" in only:
         settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.guard_setting)}
-        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale, args.anchor_pull, settings)
+        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale, args.anchor_pull, settings,
+                                              args.content_weight)
         result["guard_settings"] = settings
         result["lr_scale"] = args.lr_scale
         if args.anchor_pull is not None:
             result["anchor_pull"] = args.anchor_pull
     if "hacking" in only:
-        result["hacking"] = run_hacking(args.steps_hacking, args.seed)
+        result["hacking"] = run_hacking(args.steps_hacking, args.seed, args.content_weight)
     result.update(seconds=time.perf_counter() - start, machine=machine())
     emit(result)
     return result
