@@ -20,9 +20,9 @@
   the weights): ``--steps-overhead`` updates with the demo's guard, then the seconds per check
   and per update give the demo's ratio (its 9 checks over 40 updates). Needs no bootstrap.
 
-``--content-weight W`` (directions, hacking): train against the demo's reward plus a content term, ``W`` times
-the same reward on the plain prompt (``rewards:`` with a ``plain`` entry: no control words), the guard
-and the report unchanged.
+``--content-weight W`` (directions, hacking): the train block's ``content_weight`` (the demo's otherwise): ``W``
+times the reward on the plain prompt added to the relative reward (docs/training.md); the guard and the
+report unchanged.
 
 ``overhead``: guard seconds / training seconds (the updates alone). Last line: one JSON object.
 """
@@ -43,8 +43,6 @@ from benchmarks.world import ensure_world
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.prompts import PromptConfig, prepare_prompts
 from srpo.rewards import RewardConfig, load_reward
-from srpo.rewards.combine import load_multi_reward
-from srpo.rewards.config import MultiRewardConfig
 from srpo.world.report import WorldReportConfig, compare, eval_prompts, generate, measure, steering_from_words
 
 DEMO = Path(__file__).resolve().parent.parent / "configs" / "shapes_demo.yaml"
@@ -63,22 +61,9 @@ def direction_config(params: dict, positive: str, negative: str) -> TrainConfig:
     return TrainConfig(**{**params["train"], "positive_words": [positive], "negative_words": [negative]})
 
 
-def with_content(reward_cfg: RewardConfig, reward, train: TrainConfig, weight: float):
-    """The run's reward (``train``'s form, words and k) plus ``weight`` x the same reward on the plain prompt, as
-    the multi-reward a ``rewards:`` block would load (sharing the loaded ``reward``); ``reward`` when ``weight`` is 0."""
-    if not weight:
-        return reward
-    steer = train.model_dump(include={"positive_words", "negative_words", "k_denoise", "k_inversion", "cfg_k"})
-    config = MultiRewardConfig(rewards=[{"name": "steer", "reward": reward_cfg, "form": train.reward_form, **steer},
-                                        {"name": "content", "reward": reward_cfg, "form": "plain", "weight": weight}])
-    return load_multi_reward(config, loaded={reward_cfg.model_dump_json(): reward})
-
-
 def train_guarded(policy_cfg: PolicyConfig, reward, rollouts, train: TrainConfig, rollout: RolloutConfig,
-                  held_out: list[str], out: Path, train_reward=None) -> dict:
-    """Train as the pipeline's train step does (guard from the held-out prompts) and save the published weights.
-
-    ``train_reward``: what training maximises (default ``reward``, which the guard's metrics read)."""
+                  held_out: list[str], out: Path) -> dict:
+    """Train as the pipeline's train step does (guard from the held-out prompts) and save the published weights."""
     from srpo.models.families import load_policy
     from srpo.training.guard import Guard
     from srpo.training.trainer import SRPOTrainer
@@ -88,7 +73,7 @@ def train_guarded(policy_cfg: PolicyConfig, reward, rollouts, train: TrainConfig
     if train.guard is not None:
         prompts, seeds = train.guard.prompts_and_seeds(held_out)
         guard = Guard(train.guard, build_world_guard_metrics(train.guard, reward=reward), prompts, seeds)
-    trainer = SRPOTrainer(load_policy(policy_cfg), train_reward or reward, rollouts, train, rollout, guard=guard)
+    trainer = SRPOTrainer(load_policy(policy_cfg), reward, rollouts, train, rollout, guard=guard)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
@@ -109,7 +94,7 @@ def checks_table(summary: dict | None) -> list[dict]:
 
 
 def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pull: float | None = None,
-                   guard_settings: dict | None = None, content_weight: float = 0.0) -> list[dict]:
+                   guard_settings: dict | None = None, content_weight: float | None = None) -> list[dict]:
     """The demo in each direction: published weights measured by the world report (240 images)."""
     from srpo.models.families import load_policy
     from srpo.training.rollouts import generate_rollouts
@@ -117,8 +102,7 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
     params = demo_parameters()
     policy_cfg = PolicyConfig(**params["policy"])
     rollout = RolloutConfig(**{**params["rollouts"], "seed": seed})
-    reward_cfg = RewardConfig(**params["reward"])
-    reward = load_reward(reward_cfg)
+    reward = load_reward(RewardConfig(**params["reward"]))
     split = prepare_prompts(PromptConfig(**params["prompts"]))
     rollouts = generate_rollouts(load_policy(policy_cfg), split.train, rollout, policy_cfg)
     report = WorldReportConfig(**params["world"])
@@ -129,6 +113,8 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
         positive, negative = DIRECTIONS[name]
         train = direction_config(params, positive, negative)
         train = train.model_copy(update={"seed": seed, "learning_rate": train.learning_rate * lr_scale})
+        if content_weight is not None:
+            train = TrainConfig(**{**train.model_dump(), "content_weight": content_weight})  # validated
         if anchor_pull is not None:  # the trust region the recoveries tighten (a trial: the demo leaves it off)
             train = train.model_copy(update={"guard": train.guard.model_copy(update={"anchor_pull": anchor_pull})})
         if guard_settings:  # e.g. the guard without its response (recoveries=0, early_check=false), validated
@@ -136,15 +122,14 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
             train = train.model_copy(update={"guard": guard})
         steering = steering_from_words(train.positive_words)
         with tempfile.TemporaryDirectory() as tmp:
-            run = train_guarded(policy_cfg, reward, rollouts, train, rollout, split.heldout, Path(tmp),
-                                with_content(reward_cfg, reward, train, content_weight))
+            run = train_guarded(policy_cfg, reward, rollouts, train, rollout, split.heldout, Path(tmp))
             tuned = load_policy(policy_cfg, transformer=tmp)
         before = measure(base_images, prompts, steering, reward, negative)
         after = measure(generate(tuned, prompts, seeds, report), prompts, steering, reward, negative)
         comparison = compare(before, after, report)
         guard = run.pop("guard")
         runs.append({"direction": name, "positive": positive, "negative": negative, "steps": train.steps,
-                     "learning_rate": train.learning_rate, "content_weight": content_weight,
+                     "learning_rate": train.learning_rate, "content_weight": train.content_weight,
                      "checks_taken": len(guard["checks"]),
                      "published_update": guard["selected_update"], "stopped": guard["stopped"],
                      "rules_off": guard["steered"], "unresolved": guard["unresolved"],
@@ -160,11 +145,13 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
     return runs
 
 
-def hacking_config(params: dict, steps: int, seed: int, guarded: bool) -> TrainConfig:
-    """Plain Direct-Align towards "bright" (SGP) with the demo's optimiser settings and, if ``guarded``, its guard."""
-    demo = params["train"]
+def hacking_config(params: dict, steps: int, seed: int, guarded: bool,
+                   content_weight: float | None = None) -> TrainConfig:
+    """Plain Direct-Align towards "bright" (SGP) with the demo's optimiser settings and content term (or
+    ``content_weight``) and, if ``guarded``, its guard."""
+    demo = {**params["train"], **({} if content_weight is None else {"content_weight": content_weight})}
     common = {k: demo[k] for k in ("batch_size", "num_injections", "loss", "learning_rate", "max_grad_norm",
-                                   "guidance")}
+                                   "guidance", "content_weight") if k in demo}
     return TrainConfig(method="direct_align", steps=steps, inversion=False, discount="none", reward_form="sgp",
                        positive_words=["bright"], negative_words=[], seed=seed,
                        guard=demo["guard"] if guarded else None, **common)
@@ -176,7 +163,7 @@ def gains(after: dict, before: dict) -> dict:
             "fidelity_change": after["colours"] - before["colours"]}
 
 
-def run_hacking(steps: int, seed: int, content_weight: float = 0.0) -> dict:
+def run_hacking(steps: int, seed: int, content_weight: float | None = None) -> dict:
     """The planted-bias run without and with the demo's guard block; measured on 120 images."""
     from srpo.models.families import load_policy
     from srpo.world.experiments import Setting, make_rollouts, measure_policy
@@ -185,19 +172,17 @@ def run_hacking(steps: int, seed: int, content_weight: float = 0.0) -> dict:
     params = demo_parameters()
     policy_cfg = PolicyConfig(**params["policy"])
     rollout = RolloutConfig(num_steps=25, guidance=3.5, seed=seed)
-    reward_cfg = RewardConfig(name="hf_clip", checkpoint="builtin:shapes-clip-biased")
-    reward = load_reward(reward_cfg)
+    reward = load_reward(RewardConfig(name="hf_clip", checkpoint="builtin:shapes-clip-biased"))
     prompts = all_base_prompts()
     setting = Setting(policy_cfg, rollout, reward, make_rollouts(policy_cfg, rollout, prompts[:45]),
                       WorldReportConfig(samples_per_prompt=2))
     before = measure_policy(load_policy(policy_cfg), setting, ["bright"], None)
     out = {"name": "hacking", "reward": "shapes-clip-biased", "steered": "bright", "steps": steps, "images": 120,
-           "content_weight": content_weight}
+           "content_weight": hacking_config(params, steps, seed, False, content_weight).content_weight}
     for label, guarded in (("unguarded", False), ("guarded", True)):
-        train = hacking_config(params, steps, seed, guarded)
+        train = hacking_config(params, steps, seed, guarded, content_weight)
         with tempfile.TemporaryDirectory() as tmp:
-            run = train_guarded(policy_cfg, reward, setting.rollouts, train, rollout, prompts[45:], Path(tmp),
-                                with_content(reward_cfg, reward, train, content_weight))
+            run = train_guarded(policy_cfg, reward, setting.rollouts, train, rollout, prompts[45:], Path(tmp))
             after = measure_policy(load_policy(policy_cfg, transformer=tmp), setting, ["bright"], None)
         guard = run.pop("guard")
         out[label] = {**gains(after, before), **run, "after": after,
@@ -258,8 +243,9 @@ def main(argv=None) -> dict:
                              "$SRPO_CACHE: another bootstrap of the world)")
     parser.add_argument("--guard-setting", nargs="*", default=[], metavar="KEY=VALUE",
                         help="directions: override settings of the demo's guard block (YAML values)")
-    parser.add_argument("--content-weight", type=float, default=0.0,
-                        help="directions, hacking: add this weight x the reward on the plain prompt (a content term)")
+    parser.add_argument("--content-weight", type=float, default=None,
+                        help="directions, hacking: train.content_weight (the reward on the plain prompt's weight; "
+                             "default: the demo's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
