@@ -1,7 +1,7 @@
 """The training guard on the shapes world: the demo's one guard block in every direction, and on a planted bias.
 
     python -m benchmarks.guard [--only directions hacking overhead] [--directions bright dark vivid muted]
-        [--lr-scale S] [--anchor-pull P] [--guard-setting KEY=VALUE ...] [--world-seed N]
+        [--lr-scale S] [--anchor-pull P] [--guard-setting KEY=VALUE ...] [--world-seed N] [--content-weight W]
 
 - ``directions``: ``configs/shapes_demo.yaml`` as it is, with only the control words changed
   (bright/dark, dark/bright, vivid/muted, muted/vivid), trained as the pipeline trains it (the
@@ -19,6 +19,10 @@
   architecture with *untrained* weights (an update and a check do the same arithmetic whatever
   the weights): ``--steps-overhead`` updates with the demo's guard, then the seconds per check
   and per update give the demo's ratio (its 9 checks over 40 updates). Needs no bootstrap.
+
+``--content-weight W`` (directions, hacking): the train block's ``content_weight`` (the demo's otherwise): ``W``
+times the reward on the plain prompt added to the relative reward (docs/training.md); the guard and the
+report unchanged.
 
 ``overhead``: guard seconds / training seconds (the updates alone). Last line: one JSON object.
 """
@@ -90,7 +94,7 @@ def checks_table(summary: dict | None) -> list[dict]:
 
 
 def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pull: float | None = None,
-                   guard_settings: dict | None = None) -> list[dict]:
+                   guard_settings: dict | None = None, content_weight: float | None = None) -> list[dict]:
     """The demo in each direction: published weights measured by the world report (240 images)."""
     from srpo.models.families import load_policy
     from srpo.training.rollouts import generate_rollouts
@@ -109,6 +113,8 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
         positive, negative = DIRECTIONS[name]
         train = direction_config(params, positive, negative)
         train = train.model_copy(update={"seed": seed, "learning_rate": train.learning_rate * lr_scale})
+        if content_weight is not None:
+            train = TrainConfig(**{**train.model_dump(), "content_weight": content_weight})  # validated
         if anchor_pull is not None:  # the trust region the recoveries tighten (a trial: the demo leaves it off)
             train = train.model_copy(update={"guard": train.guard.model_copy(update={"anchor_pull": anchor_pull})})
         if guard_settings:  # e.g. the guard without its response (recoveries=0, early_check=false), validated
@@ -123,7 +129,8 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
         comparison = compare(before, after, report)
         guard = run.pop("guard")
         runs.append({"direction": name, "positive": positive, "negative": negative, "steps": train.steps,
-                     "learning_rate": train.learning_rate, "checks_taken": len(guard["checks"]),
+                     "learning_rate": train.learning_rate, "content_weight": train.content_weight,
+                     "checks_taken": len(guard["checks"]),
                      "published_update": guard["selected_update"], "stopped": guard["stopped"],
                      "rules_off": guard["steered"], "unresolved": guard["unresolved"],
                      "recoveries": guard.get("recoveries", []),
@@ -138,11 +145,13 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
     return runs
 
 
-def hacking_config(params: dict, steps: int, seed: int, guarded: bool) -> TrainConfig:
-    """Plain Direct-Align towards "bright" (SGP) with the demo's optimiser settings and, if ``guarded``, its guard."""
-    demo = params["train"]
+def hacking_config(params: dict, steps: int, seed: int, guarded: bool,
+                   content_weight: float | None = None) -> TrainConfig:
+    """Plain Direct-Align towards "bright" (SGP) with the demo's optimiser settings and content term (or
+    ``content_weight``) and, if ``guarded``, its guard."""
+    demo = {**params["train"], **({} if content_weight is None else {"content_weight": content_weight})}
     common = {k: demo[k] for k in ("batch_size", "num_injections", "loss", "learning_rate", "max_grad_norm",
-                                   "guidance")}
+                                   "guidance", "content_weight") if k in demo}
     return TrainConfig(method="direct_align", steps=steps, inversion=False, discount="none", reward_form="sgp",
                        positive_words=["bright"], negative_words=[], seed=seed,
                        guard=demo["guard"] if guarded else None, **common)
@@ -154,7 +163,7 @@ def gains(after: dict, before: dict) -> dict:
             "fidelity_change": after["colours"] - before["colours"]}
 
 
-def run_hacking(steps: int, seed: int) -> dict:
+def run_hacking(steps: int, seed: int, content_weight: float | None = None) -> dict:
     """The planted-bias run without and with the demo's guard block; measured on 120 images."""
     from srpo.models.families import load_policy
     from srpo.world.experiments import Setting, make_rollouts, measure_policy
@@ -168,9 +177,10 @@ def run_hacking(steps: int, seed: int) -> dict:
     setting = Setting(policy_cfg, rollout, reward, make_rollouts(policy_cfg, rollout, prompts[:45]),
                       WorldReportConfig(samples_per_prompt=2))
     before = measure_policy(load_policy(policy_cfg), setting, ["bright"], None)
-    out = {"name": "hacking", "reward": "shapes-clip-biased", "steered": "bright", "steps": steps, "images": 120}
+    out = {"name": "hacking", "reward": "shapes-clip-biased", "steered": "bright", "steps": steps, "images": 120,
+           "content_weight": hacking_config(params, steps, seed, False, content_weight).content_weight}
     for label, guarded in (("unguarded", False), ("guarded", True)):
-        train = hacking_config(params, steps, seed, guarded)
+        train = hacking_config(params, steps, seed, guarded, content_weight)
         with tempfile.TemporaryDirectory() as tmp:
             run = train_guarded(policy_cfg, reward, setting.rollouts, train, rollout, prompts[45:], Path(tmp))
             after = measure_policy(load_policy(policy_cfg, transformer=tmp), setting, ["bright"], None)
@@ -233,11 +243,15 @@ def main(argv=None) -> dict:
                              "$SRPO_CACHE: another bootstrap of the world)")
     parser.add_argument("--guard-setting", nargs="*", default=[], metavar="KEY=VALUE",
                         help="directions: override settings of the demo's guard block (YAML values)")
+    parser.add_argument("--content-weight", type=float, default=None,
+                        help="directions, hacking: train.content_weight (the reward on the plain prompt's weight; "
+                             "default: the demo's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     start = time.perf_counter()
     only = args.only or ["directions", "hacking", "overhead"]
-    result = {"benchmark": "guard", "seed": args.seed, "world_seed": args.world_seed}
+    result = {"benchmark": "guard", "seed": args.seed, "world_seed": args.world_seed,
+              "content_weight": args.content_weight}
     if "overhead" in only:
         with tempfile.TemporaryDirectory() as tmp:
             result["overhead"] = run_overhead(args.steps_overhead, args.seed, Path(tmp))
@@ -245,13 +259,14 @@ def main(argv=None) -> dict:
         ensure_world(biased="hacking" in only, seed=args.world_seed)
     if "directions" in only:
         settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.guard_setting)}
-        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale, args.anchor_pull, settings)
+        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale, args.anchor_pull, settings,
+                                              args.content_weight)
         result["guard_settings"] = settings
         result["lr_scale"] = args.lr_scale
         if args.anchor_pull is not None:
             result["anchor_pull"] = args.anchor_pull
     if "hacking" in only:
-        result["hacking"] = run_hacking(args.steps_hacking, args.seed)
+        result["hacking"] = run_hacking(args.steps_hacking, args.seed, args.content_weight)
     result.update(seconds=time.perf_counter() - start, machine=machine())
     emit(result)
     return result

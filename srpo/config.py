@@ -586,6 +586,10 @@ class TrainConfig(StrictModel):
     cfg_k: float = 1.5
     noise_level: float = Field(0.05, gt=0, le=1, description="image_relative: pixel-noise std of the noised copy "
                                "whose score is subtracted ([0, 1] images; supplement S1)")
+    content_weight: float = Field(0.0, ge=0, description="a content term: this weight x the reward on the plain "
+                                  "prompt (no control words) added to the form's reward, its penalty -r on the inversion "
+                                  "branch. The relative forms pay for the words' difference, not for what the prompt asks "
+                                  "for; this term holds the prompt's content while the words steer (0: off)")
     inversion: bool = True
     fuse_branches: bool = Field(
         False, description="srpo: run a level's denoise and inversion branches as one batch of 2B (one "
@@ -662,6 +666,11 @@ class TrainConfig(StrictModel):
             raise ValueError("the inversion branch needs a reward with control words: with reward_form 'plain' it "
                              "maximises the denoise branch's reward, and through its opposite step the two gradients "
                              "nearly cancel; use reward_form 'weighted' (or 'sgp', 'srp', 'cfg') or set inversion: false")
+        if self.content_weight > 0 and self.reward_form in ("plain", "image_relative"):
+            raise ValueError(f"train.content_weight {self.content_weight} adds the reward on the plain prompt to a "
+                             f"relative form, but reward_form is {self.reward_form!r}, which has " +
+                             ("no other term: it is the plain reward already" if self.reward_form == "plain" else
+                              "no prompt (an image-only reward)") + ": set content_weight 0")
         if self.inversion and not self.negative_words and self.reward_form != "image_relative":
             raise ValueError("the inversion branch is trained towards the negative words: give "
                              "train.negative_words or set inversion: false")

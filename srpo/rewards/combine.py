@@ -11,7 +11,7 @@ Three kinds of reward follow three protocols:
   forms are ``plain`` and ``image_relative`` (:mod:`srpo.rewards.image_only`). Having no words to
   swap, such a term is the penalty ``-r`` on the inversion branch (the branch steps against the
   model's velocity, so minimising ``r`` there pushes the model the same way as maximising it on
-  the denoise branch).
+  the denoise branch). So is any ``plain`` term (a content term next to a relative one).
 
 An edit's terms (:mod:`srpo.rewards.edit_reward`) read the source images too: ``against: source``
 compares the edited image's features with its source's (``sources=`` to :class:`MultiReward`), ``against:
@@ -111,10 +111,14 @@ def term_reward(term: RewardTerm, images: torch.Tensor, prompts: Sequence[str], 
     variants = _variants(term, branch, step, prompts)
     if kind == "joint":
         scores = {name: None if p is None else term.reward.score(images, p) for name, p in variants.items()}  # [B]
-        return semantic_reward_from_scores(term.form, scores["plain"], scores["target"], scores["other"], k, term.cfg_k)
-    img = term.reward.image_features(images)  # [B, D]
-    txt = {name: None if p is None else term.reward.text_features(p) for name, p in variants.items()}  # [B, D]
-    return term.reward.scale * semantic_reward(term.form, img, txt["plain"], txt["target"], txt["other"], k, term.cfg_k)
+        r = semantic_reward_from_scores(term.form, scores["plain"], scores["target"], scores["other"], k, term.cfg_k)
+    else:
+        img = term.reward.image_features(images)  # [B, D]
+        txt = {name: None if p is None else term.reward.text_features(p) for name, p in variants.items()}  # [B, D]
+        r = term.reward.scale * semantic_reward(term.form, img, txt["plain"], txt["target"], txt["other"], k, term.cfg_k)
+    # a plain term has no words to swap either: +r on the inversion branch would undo the denoise branch's
+    # gradient (its step goes the other way), so it is the branch's penalty, as for image-only terms
+    return -r if term.form == "plain" and branch == "inversion" else r
 
 
 class MultiReward:

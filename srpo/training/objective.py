@@ -7,6 +7,10 @@
 - a weighted sum of terms (:class:`~srpo.rewards.combine.MultiReward`; a joint or image-only
   reward becomes a one-term sum with the run's form and words), each term's value returned too;
 - a score-only reward (no gradient): its ``score``, for the methods that only need numbers.
+
+``train.content_weight`` adds ``w r(x, p)``, the reward on the plain prompt, to a single reward's form (the
+penalty ``-w r(x, p)`` on the inversion branch, as for a ``plain`` multi-reward term); a ``rewards:`` block
+says it with a ``plain`` entry instead.
 """
 
 from __future__ import annotations
@@ -15,16 +19,23 @@ import torch
 
 from srpo.noise import derived_seed, seeded_noise
 from srpo.rewards.base import RewardModel
-from srpo.rewards.combine import MultiReward, reward_kind, single_term_reward
+from srpo.rewards.combine import MultiReward, RewardTerm, reward_kind, single_term_reward
 from srpo.rewards.config import RewardUse
 from srpo.rewards.scores import is_score_only
 from srpo.schedules import linear_k
-from srpo.srp import semantic_reward, with_control
+from srpo.srp import plain_reward, semantic_reward, with_control
 
 
 def as_objective_reward(reward, cfg):
     """A joint or image-only reward as a one-term multi-reward with the run's form, words and k; a feature
-    or score-only reward, or a multi-reward, as it is."""
+    or score-only reward, or a multi-reward, as it is (``cfg.content_weight``: a one-term multi-reward gets its
+    plain term; the feature fast path adds it itself)."""
+    content = getattr(cfg, "content_weight", 0.0)
+    if content and (isinstance(reward, MultiReward) or is_score_only(reward) or reward_kind(reward) == "image_only"):
+        raise ValueError(f"train.content_weight {content} adds the reward on the plain prompt, but the training reward "
+                         "is " + ("a rewards: block: add a plain entry (form: plain, weight: w) instead"
+                                  if isinstance(reward, MultiReward) else "score-only or image-only, with no prompt to "
+                                  "score") + "; or set content_weight 0")
     if isinstance(reward, MultiReward) or is_score_only(reward):
         return reward
     if reward_kind(reward) == "feature":
@@ -33,7 +44,10 @@ def as_objective_reward(reward, cfg):
                              "text: use reward_form 'weighted', 'srp', 'sgp', 'cfg' or 'plain'")
         return reward
     use = RewardUse(form=cfg.reward_form, **cfg.model_dump(include=set(RewardUse.model_fields) - {"weight", "form"}))
-    return single_term_reward(reward, use)
+    single = single_term_reward(reward, use)
+    if not content:
+        return single
+    return MultiReward([*single.terms, RewardTerm(name="content", reward=reward, form="plain", weight=content)])
 
 
 def reward_texts(prompts: list[str]) -> list[str]:
@@ -112,6 +126,8 @@ class RewardObjective:
         k = linear_k(self.k_level(branch, t), *self.grid_bounds,
                      *(cfg.k_denoise if branch == "denoise" else cfg.k_inversion))
         r = semantic_reward(cfg.reward_form, img, txt["plain"], txt.get(target), txt.get(other), k, cfg.cfg_k)
+        if cfg.content_weight:  # the plain prompt's reward; no words to swap: the inversion branch's penalty
+            r = r + (1 if branch == "denoise" else -1) * cfg.content_weight * plain_reward(img, txt["plain"])
         return self.reward.scale * r
 
     def _text_of(self, prompts: list[str], step: int) -> dict[str, torch.Tensor]:

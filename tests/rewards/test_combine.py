@@ -70,6 +70,16 @@ def test_branch_words_step_and_k_follow_the_trainer_rules(clip):
         term_reward(term, images, PROMPTS, branch="sideways")
 
 
+def test_a_plain_term_is_the_inversion_branchs_penalty(clip):
+    """No words to swap: +r on the inversion branch would undo the denoise branch's push, so it is -r there."""
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    for reward in (clip, JointView(clip)):
+        term = _term(reward, "plain")
+        denoise = term_reward(term, images, PROMPTS, branch="denoise")
+        assert torch.allclose(denoise, clip.score(images, PROMPTS), atol=1e-5)
+        assert torch.allclose(term_reward(term, images, PROMPTS, branch="inversion"), -denoise)
+
+
 def test_multi_reward_is_the_weighted_sum_and_reports_each_part(clip):
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2), requires_grad=True)
     a, b = _term(clip, "srp"), _term(clip, "plain")

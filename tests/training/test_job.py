@@ -81,3 +81,16 @@ def test_the_entry_point_trains_a_metric_reward_job_in_a_fresh_process(policy_cf
     assert done.returncode == 0, done.stderr[-3000:]
     log = json.loads((tmp_path / "out" / "training_log.json").read_text())
     assert log["config"]["method"] == "grpo" and len(log["history"]) == 1
+
+
+def test_a_content_term_is_refused_where_train_does_not_hold_the_reward(policy_cfg):
+    """With rewards: the train block's content_weight would be ignored: a plain entry says it instead."""
+    from srpo.rewards.config import MultiRewardConfig
+
+    rewards = MultiRewardConfig(rewards=[{"reward": REWARD, "positive_words": ["a"], "negative_words": ["b"]}])
+    multi = TrainingJob(policy=policy_cfg, reward=REWARD, rollout=ROLLOUT, rewards=rewards,
+                        train=TrainConfig(content_weight=0.5))
+    with pytest.raises(ValueError, match=r"^train.content_weight 0.5 adds the reward on the plain prompt, but the "
+                                         r"run trains against a rewards: block: add a plain entry"):
+        multi.validate_run()
+    job(policy_cfg, content_weight=0.5).validate_run()  # one feature reward: the fast path adds it

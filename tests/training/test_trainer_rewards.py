@@ -42,6 +42,26 @@ def test_a_feature_reward_as_one_term_trains_bit_for_bit_like_the_feature_path(p
     assert all(torch.equal(plain[k], termed[k]) for k in plain)
 
 
+def test_content_weight_trains_like_a_plain_multi_reward_term(policy_cfg, clip, rollouts):
+    """train.content_weight on the fast path is the run's form plus a plain term (its inversion penalty -r):
+    the same update as that two-term multi-reward, and another update than without it."""
+    cfg = TrainConfig(**BASE, content_weight=0.5)
+    use = RewardUse(form=cfg.reward_form, **cfg.model_dump(include=set(RewardUse.model_fields) - {"weight", "form"}))
+    terms = MultiReward([*single_term_reward(clip, use).terms,
+                         RewardTerm(name="content", reward=clip, form="plain", weight=0.5)])
+    _, fast_log, fast = train(policy_cfg, clip, rollouts, content_weight=0.5)
+    _, term_log, termed = train(policy_cfg, terms, rollouts)
+    _, _, without = train(policy_cfg, clip, rollouts)
+    assert [h.reward for h in fast_log] == pytest.approx([h.reward for h in term_log], rel=1e-5)
+    assert [h.inversion_reward for h in fast_log] == pytest.approx([h.inversion_reward for h in term_log], rel=1e-5)
+    assert all(torch.allclose(fast[k], termed[k], atol=1e-6) for k in fast)
+    assert not all(torch.allclose(fast[k], without[k], atol=1e-6) for k in fast)
+    with pytest.raises(ValueError, match="content_weight 0.5 .*rewards: block: add a plain entry"):
+        train(policy_cfg, terms, rollouts, content_weight=0.5)
+    with pytest.raises(ValueError, match="content_weight 0.5 adds .* reward_form is 'plain'"):
+        TrainConfig(**BASE, reward_form="plain", inversion=False, content_weight=0.5)
+
+
 def test_multi_reward_loss_is_the_weighted_sum_and_each_term_is_logged(policy_cfg, clip, rollouts):
     hf = load_reward(RewardConfig(name="hf_clip", checkpoint="builtin:tiny"))
     terms = MultiReward([

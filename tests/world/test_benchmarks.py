@@ -44,6 +44,8 @@ def test_the_guard_benchmark_changes_only_the_words_and_guards_with_the_demo_blo
     hacking = hacking_config(params, steps=2, seed=0, guarded=True)
     assert hacking.guard == demo.guard and hacking_config(params, 2, 0, guarded=False).guard is None
     assert hacking.method == "direct_align" and hacking.reward_form == "sgp" and not hacking.inversion
+    assert hacking.content_weight == demo.content_weight  # the demo's reward: its content term too
+    assert hacking_config(params, 2, 0, guarded=False, content_weight=0.0).content_weight == 0.0
 
 
 def test_the_edit_benchmark_methods_share_everything_but_the_method_settings():
