@@ -33,8 +33,8 @@ import time
 from benchmarks.common import count_flops, emit, machine
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.models.families import load_policy
-from srpo.rewards import RewardConfig, load_reward
-from srpo.rewards.combine import MultiReward, RewardTerm
+from srpo.rewards.combine import MultiReward, load_multi_reward
+from srpo.rewards.config import MultiRewardConfig
 from srpo.rewards.scores import ScoreReward
 from srpo.world.edit_generator import check_edit_model
 from srpo.world.edits import draw_edits, edit_score, write_edit_folder
@@ -43,6 +43,8 @@ log = logging.getLogger("benchmarks.edit_methods")
 
 METHODS = ("srpo", "direct_align", "grpo")
 HELD_OUT_SEED = 777  # check_edit_model's default: neither the model's pool (5) nor the training pairs
+#: The edit reward's weights by default: those of configs/shapes_edit.yaml (a test holds them equal).
+KEEP_WEIGHT, STRUCTURE_WEIGHT = 0.5, 1.0
 
 
 def method_configs(args) -> dict[str, TrainConfig]:
@@ -60,17 +62,24 @@ def method_configs(args) -> dict[str, TrainConfig]:
     }
 
 
-def edit_reward(keep_weight: float, structure_weight: float = 0.0) -> MultiReward:
-    """The edit multi-reward on the world's CLIP (one loaded model, three terms; a fourth, the source's edges
-    on pixels, where ``structure_weight`` > 0)."""
-    clip = load_reward(RewardConfig(name="hf_clip", checkpoint="builtin:shapes-clip"))
-    terms = [RewardTerm(name="target", reward=clip, form="plain"),
-             RewardTerm(name="keep", reward=clip, form="plain", against="source", weight=keep_weight),
-             RewardTerm(name="direction", reward=clip, form="plain", against="direction", weight=0.5)]
+CLIP = {"name": "hf_clip", "checkpoint": "builtin:shapes-clip"}
+
+
+def edit_terms(keep_weight: float, structure_weight: float = 0.0) -> list[dict]:
+    """The edit multi-reward's entries on the world's CLIP (as ``configs/shapes_edit.yaml`` writes them): target,
+    keep, direction, and the source's edges on pixels where ``structure_weight`` > 0."""
+    terms = [{"name": "target", "reward": CLIP, "form": "plain"},
+             {"name": "keep", "reward": CLIP, "against": "source", "form": "plain", "weight": keep_weight},
+             {"name": "direction", "reward": CLIP, "against": "direction", "form": "plain", "weight": 0.5}]
     if structure_weight > 0:
-        terms.append(RewardTerm(name="structure", reward=clip, form="plain", against="structure",
-                                weight=structure_weight))
-    return MultiReward(terms)
+        terms.append({"name": "structure", "reward": CLIP, "against": "structure", "form": "plain",
+                      "weight": structure_weight})
+    return terms
+
+
+def edit_reward(keep_weight: float, structure_weight: float = 0.0) -> MultiReward:
+    """:func:`edit_terms` loaded (one CLIP for every term)."""
+    return load_multi_reward(MultiRewardConfig(rewards=edit_terms(keep_weight, structure_weight)))
 
 
 def graded(policy, args) -> dict:
@@ -115,8 +124,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8, help="edited images per update (GRPO: batch/group pairs)")
     parser.add_argument("--group", type=int, default=4, help="GRPO's group size")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--keep-weight", type=float, default=0.5, help="the keep (source consistency) term's weight")
-    parser.add_argument("--structure-weight", type=float, default=0.0,
+    parser.add_argument("--keep-weight", type=float, default=KEEP_WEIGHT,
+                        help="the keep (source consistency) term's weight")
+    parser.add_argument("--structure-weight", type=float, default=STRUCTURE_WEIGHT,
                         help="the structure term's weight (the source's edges, on pixels; 0: no such term)")
     parser.add_argument("--train-pairs", type=int, default=64)
     parser.add_argument("--held-out", type=int, default=240)
