@@ -44,7 +44,7 @@ log = logging.getLogger("benchmarks.edit_methods")
 METHODS = ("srpo", "direct_align", "grpo")
 HELD_OUT_SEED = 777  # check_edit_model's default: neither the model's pool (5) nor the training pairs
 #: The edit reward's weights by default: those of configs/shapes_edit.yaml (a test holds them equal).
-KEEP_WEIGHT, STRUCTURE_WEIGHT = 0.5, 1.0
+KEEP_WEIGHT, STRUCTURE_WEIGHT = 0.5, 0.0
 
 
 def method_configs(args) -> dict[str, TrainConfig]:
