@@ -38,7 +38,8 @@ import torch
 from pydantic import ConfigDict
 
 from srpo.rewards.config import MultiRewardConfig, RewardConfig, RewardUse, WeightedRewardConfig
-from srpo.rewards.edit_reward import check_source_prompts, check_sources, source_term
+from srpo.rewards.edit_reward import (check_source_prompts, check_sources, source_direction, source_similarity,
+                                     source_structure)
 from srpo.rewards.image_only import image_only_reward
 from srpo.schedules import linear_k
 from srpo.srp import FORM_INPUTS, semantic_reward, semantic_reward_from_scores, with_control
@@ -98,8 +99,14 @@ def term_reward(term: RewardTerm, images: torch.Tensor, prompts: Sequence[str], 
     if branch not in BRANCHES:
         raise ValueError(f"branch {branch!r}: use 'denoise' or 'inversion'")
     if term.against != "text":  # an edit's source terms: no words to swap, the inversion branch's penalty
-        r = source_term(term.against, term.reward, images, check_sources(images, sources, term.name), prompts,
-                        lambda: check_source_prompts(images, source_prompts, term.name))
+        sources = check_sources(images, sources, term.name)
+        if term.against == "source":
+            r = source_similarity(term.reward, images, sources)
+        elif term.against == "direction":
+            r = source_direction(term.reward, images, sources, prompts,
+                                 check_source_prompts(images, source_prompts, term.name))
+        else:  # structure: pixels, the term's reward is not read
+            r = source_structure(images, sources)
         return r if branch == "denoise" else -r
     kind = reward_kind(term.reward)
     if kind == "image_only":

@@ -45,8 +45,6 @@ grader: done + kept) takes the same keyword: ``score(images, instructions, sourc
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
-
 import torch
 import torch.nn.functional as F
 
@@ -119,15 +117,3 @@ def source_structure(images: torch.Tensor, sources: torch.Tensor) -> torch.Tenso
         ref = edge_map(src)  # [B, h*w]
     return (edge_map(images) * ref).sum(-1)
 
-
-def source_term(against: str, reward, images: torch.Tensor, sources: torch.Tensor, prompts: Sequence[str],
-                source_prompts: Callable[[], list[str]]) -> torch.Tensor:
-    """The ``against`` term [B] of an edit (``source``, ``direction`` or ``structure``; see the module docstring);
-    ``source_prompts()`` gives the checked source captions (only ``direction`` reads them)."""
-    if against == "source":
-        return source_similarity(reward, images, sources)
-    if against == "direction":
-        return source_direction(reward, images, sources, prompts, source_prompts())
-    if against == "structure":
-        return source_structure(images, sources)
-    raise ValueError(f"against {against!r}: an edit term compares with the source as one of {', '.join(AGAINST[1:])}")
