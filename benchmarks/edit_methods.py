@@ -10,7 +10,9 @@ Every method starts from the same base edit model (``--model``, default the publ
 - ``srpo``: SRPO (inversion, both branches) on the edit multi-reward on the world's CLIP: the edited image
   against the target caption (the brightness / saturation word in SRP's control format), against the
   source (keep) and the direction from the source caption to the target caption (SRP's relative form with
-  the source caption as the negative prompt); weights 1 / ``--keep-weight`` / 0.5;
+  the source caption as the negative prompt); weights 1 / ``--keep-weight`` / 0.5; with ``--structure-weight``
+  also the source's edges on pixels (``against: structure``). SRPO's inversion branch takes each plain
+  term as a penalty (no words to swap);
 - ``direct_align``: the same reward, Direct-Align's denoise branch only (no inversion);
 - ``grpo``: GRPO on the world's pixel grader as a score-only edit judge (``shapes-edit``: done + kept).
 
@@ -31,8 +33,8 @@ import time
 from benchmarks.common import count_flops, emit, machine
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig
 from srpo.models.families import load_policy
-from srpo.rewards import RewardConfig, load_reward
-from srpo.rewards.combine import MultiReward, RewardTerm
+from srpo.rewards.combine import MultiReward, load_multi_reward
+from srpo.rewards.config import MultiRewardConfig
 from srpo.rewards.scores import ScoreReward
 from srpo.world.edit_generator import check_edit_model
 from srpo.world.edits import draw_edits, edit_score, write_edit_folder
@@ -41,6 +43,8 @@ log = logging.getLogger("benchmarks.edit_methods")
 
 METHODS = ("srpo", "direct_align", "grpo")
 HELD_OUT_SEED = 777  # check_edit_model's default: neither the model's pool (5) nor the training pairs
+#: The edit reward's weights by default: those of configs/shapes_edit.yaml (a test holds them equal).
+KEEP_WEIGHT, STRUCTURE_WEIGHT = 0.5, 0.0
 
 
 def method_configs(args) -> dict[str, TrainConfig]:
@@ -58,12 +62,24 @@ def method_configs(args) -> dict[str, TrainConfig]:
     }
 
 
-def edit_reward(keep_weight: float) -> MultiReward:
-    """The edit multi-reward on the world's CLIP (one loaded model, three terms)."""
-    clip = load_reward(RewardConfig(name="hf_clip", checkpoint="builtin:shapes-clip"))
-    return MultiReward([RewardTerm(name="target", reward=clip, form="plain"),
-                        RewardTerm(name="keep", reward=clip, form="plain", against="source", weight=keep_weight),
-                        RewardTerm(name="direction", reward=clip, form="plain", against="direction", weight=0.5)])
+CLIP = {"name": "hf_clip", "checkpoint": "builtin:shapes-clip"}
+
+
+def edit_terms(keep_weight: float, structure_weight: float = 0.0) -> list[dict]:
+    """The edit multi-reward's entries on the world's CLIP (as ``configs/shapes_edit.yaml`` writes them): target,
+    keep, direction, and the source's edges on pixels where ``structure_weight`` > 0."""
+    terms = [{"name": "target", "reward": CLIP, "form": "plain"},
+             {"name": "keep", "reward": CLIP, "against": "source", "form": "plain", "weight": keep_weight},
+             {"name": "direction", "reward": CLIP, "against": "direction", "form": "plain", "weight": 0.5}]
+    if structure_weight > 0:
+        terms.append({"name": "structure", "reward": CLIP, "against": "structure", "form": "plain",
+                      "weight": structure_weight})
+    return terms
+
+
+def edit_reward(keep_weight: float, structure_weight: float = 0.0) -> MultiReward:
+    """:func:`edit_terms` loaded (one CLIP for every term)."""
+    return load_multi_reward(MultiRewardConfig(rewards=edit_terms(keep_weight, structure_weight)))
 
 
 def graded(policy, args) -> dict:
@@ -108,7 +124,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8, help="edited images per update (GRPO: batch/group pairs)")
     parser.add_argument("--group", type=int, default=4, help="GRPO's group size")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--keep-weight", type=float, default=0.5, help="the keep (source consistency) term's weight")
+    parser.add_argument("--keep-weight", type=float, default=KEEP_WEIGHT,
+                        help="the keep (source consistency) term's weight")
+    parser.add_argument("--structure-weight", type=float, default=STRUCTURE_WEIGHT,
+                        help="the structure term's weight (the source's edges, on pixels; 0: no such term)")
     parser.add_argument("--train-pairs", type=int, default=64)
     parser.add_argument("--held-out", type=int, default=240)
     parser.add_argument("--num-steps", type=int, default=25, help="sampler steps (rollouts, GRPO, grading)")
@@ -129,7 +148,7 @@ def main(argv=None) -> dict:
         rollout = RolloutConfig(edits=str(folder), num_steps=args.num_steps, guidance=args.guidance, seed=args.seed)
         base_policy = load_policy(policy_cfg)
         rollouts = edit_rollouts(base_policy, rollout, policy_cfg)
-    setting = {"policy": policy_cfg, "rollout": rollout, "rollouts": rollouts, "reward": edit_reward(args.keep_weight),
+    setting = {"policy": policy_cfg, "rollout": rollout, "rollouts": rollouts, "reward": edit_reward(args.keep_weight, args.structure_weight),
                "score": ScoreReward(edit_score, "shapes-edit"), "base": graded(base_policy, args)}
     configs = method_configs(args)
     results = [run(name, configs[name], setting, args) for name in names]

@@ -11,11 +11,13 @@ Three kinds of reward follow three protocols:
   forms are ``plain`` and ``image_relative`` (:mod:`srpo.rewards.image_only`). Having no words to
   swap, such a term is the penalty ``-r`` on the inversion branch (the branch steps against the
   model's velocity, so minimising ``r`` there pushes the model the same way as maximising it on
-  the denoise branch). So is any ``plain`` term (a content term next to a relative one).
+  the denoise branch). A feature or joint term of form ``plain`` has no words to swap either and is
+  the same penalty there (:func:`plain_on_branch`).
 
 An edit's terms (:mod:`srpo.rewards.edit_reward`) read the source images too: ``against: source``
 compares the edited image's features with its source's (``sources=`` to :class:`MultiReward`), ``against:
-direction`` their change with the change from the source caption to the text (``source_prompts=`` too).
+direction`` their change with the change from the source caption to the text (``source_prompts=`` too), ``against:
+structure`` the two images' edge maps (pixels, no model read).
 
 Every term is on its reward's scale (``reward.scale`` times the form's value), as the single-reward
 trainer's is.
@@ -36,7 +38,8 @@ import torch
 from pydantic import ConfigDict
 
 from srpo.rewards.config import MultiRewardConfig, RewardConfig, RewardUse, WeightedRewardConfig
-from srpo.rewards.edit_reward import check_source_prompts, check_sources, source_direction, source_similarity
+from srpo.rewards.edit_reward import (check_source_prompts, check_sources, source_direction, source_similarity,
+                                     source_structure)
 from srpo.rewards.image_only import image_only_reward
 from srpo.schedules import linear_k
 from srpo.srp import FORM_INPUTS, semantic_reward, semantic_reward_from_scores, with_control
@@ -97,9 +100,13 @@ def term_reward(term: RewardTerm, images: torch.Tensor, prompts: Sequence[str], 
         raise ValueError(f"branch {branch!r}: use 'denoise' or 'inversion'")
     if term.against != "text":  # an edit's source terms: no words to swap, the inversion branch's penalty
         sources = check_sources(images, sources, term.name)
-        r = (source_similarity(term.reward, images, sources) if term.against == "source" else
-             source_direction(term.reward, images, sources, prompts,
-                              check_source_prompts(images, source_prompts, term.name)))
+        if term.against == "source":
+            r = source_similarity(term.reward, images, sources)
+        elif term.against == "direction":
+            r = source_direction(term.reward, images, sources, prompts,
+                                 check_source_prompts(images, source_prompts, term.name))
+        else:  # structure: pixels, the term's reward is not read
+            r = source_structure(images, sources)
         return r if branch == "denoise" else -r
     kind = reward_kind(term.reward)
     if kind == "image_only":
@@ -112,13 +119,18 @@ def term_reward(term: RewardTerm, images: torch.Tensor, prompts: Sequence[str], 
     if kind == "joint":
         scores = {name: None if p is None else term.reward.score(images, p) for name, p in variants.items()}  # [B]
         r = semantic_reward_from_scores(term.form, scores["plain"], scores["target"], scores["other"], k, term.cfg_k)
-    else:
-        img = term.reward.image_features(images)  # [B, D]
-        txt = {name: None if p is None else term.reward.text_features(p) for name, p in variants.items()}  # [B, D]
-        r = term.reward.scale * semantic_reward(term.form, img, txt["plain"], txt["target"], txt["other"], k, term.cfg_k)
-    # a plain term has no words to swap either: +r on the inversion branch would undo the denoise branch's
-    # gradient (its step goes the other way), so it is the branch's penalty, as for image-only terms
-    return -r if term.form == "plain" and branch == "inversion" else r
+        return plain_on_branch(term, r, branch)
+    img = term.reward.image_features(images)  # [B, D]
+    txt = {name: None if p is None else term.reward.text_features(p) for name, p in variants.items()}  # [B, D]
+    r = term.reward.scale * semantic_reward(term.form, img, txt["plain"], txt["target"], txt["other"], k, term.cfg_k)
+    return plain_on_branch(term, r, branch)
+
+
+def plain_on_branch(term: RewardTerm, r: torch.Tensor, branch: str) -> torch.Tensor:
+    """A ``plain`` text term has no words to swap either: on the inversion branch it is the penalty ``-r``, as an
+    image-only or source term is. Maximising ``+r`` there would undo the denoise branch's gradient (the single-reward
+    config refuses ``reward_form: plain`` with inversion for that reason)."""
+    return -r if branch == "inversion" and term.form == "plain" else r
 
 
 class MultiReward:

@@ -196,12 +196,13 @@ class RewardUse(StrictModel):
     ``words[step % len(words)]``); ``k_denoise`` / ``k_inversion``: the weighted form's additive
     weight from the grid's lowest to highest level; ``noise_level``: the noised copy's pixel-noise
     standard deviation for ``image_relative``; ``against``: what the image is compared with, the prompt
-    (``text``) or, for an edit, its source image (``source``) or the change from it (``direction``):
-    feature rewards, form ``plain`` (:mod:`srpo.rewards.edit_reward`).
+    (``text``) or, for an edit, its source image (``source``), the change from it (``direction``) or its
+    edges (``structure``: pixels, the reward is not read): feature rewards, form ``plain``
+    (:mod:`srpo.rewards.edit_reward`).
     """
 
     weight: float = 1.0
-    against: Literal["text", "source", "direction"] = "text"
+    against: Literal["text", "source", "direction", "structure"] = "text"
     form: EntryForm = "weighted"
     positive_words: ControlWords = Field(default_factory=list)
     negative_words: ControlWords = Field(default_factory=list)

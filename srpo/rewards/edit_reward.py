@@ -18,7 +18,16 @@ CLIP, the shapes world's CLIP) used one of two ways, set by the entry's ``agains
   says*, not any move. Up to a constant it is SRP's relative form with the source caption as the
   negative prompt. It needs the source captions (``source_prompts=``); form ``plain``.
 
-Both are differentiable in the edited image. A config::
+- ``against: structure``: the layout of the source where the instruction changes colours or tones: the
+  cosine of the two images' edge maps (:func:`edge_map`: per-pixel colour-gradient magnitude at
+  :data:`STRUCTURE_SIZE` px on the short side, slightly blurred). A feature reward's ``source`` term sees an
+  outline only through what its features happen to encode (a tiny CLIP: barely); this term reads pixels,
+  so it holds where the edges are while staying blind to what colour, brightness or saturation fills
+  them (scaling an image's contrast leaves it unchanged). It reads no model (the entry's reward is
+  only shared with the other terms) and suits edits that keep the layout: it fights an instruction that
+  moves or reshapes something.
+
+All are differentiable in the edited image. A config::
 
     rewards:
       - {name: target, reward: {name: hf_clip, checkpoint: builtin:shapes-clip}, form: weighted,
@@ -37,9 +46,12 @@ grader: done + kept) takes the same keyword: ``score(images, instructions, sourc
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 #: How a multi-reward entry reads the edited image (``RewardUse.against``).
-AGAINST = ("text", "source", "direction")
+AGAINST = ("text", "source", "direction", "structure")
+#: The short side (px) the structure term compares edge maps at: the outline, not the texture.
+STRUCTURE_SIZE = 64
 
 
 def check_sources(images: torch.Tensor, sources: torch.Tensor | None, label: str) -> torch.Tensor:
@@ -77,3 +89,31 @@ def source_similarity(reward, images: torch.Tensor, sources: torch.Tensor) -> to
         ref = reward.image_features(sources.to(images.device))  # [B, D]
     img = reward.image_features(images)  # [B, D]
     return reward.scale * (img * ref.to(img.dtype)).sum(-1)
+
+
+def edge_map(images: torch.Tensor, size: int = STRUCTURE_SIZE, eps: float = 1e-4) -> torch.Tensor:
+    """Unit-norm edge maps [B, h*w] of ``images`` [B,3,H,W] in [0, 1]: the colour-gradient magnitude per pixel
+    (all channels), after an area resize to ``size`` px on the short side (never up), blurred over 3x3 so an
+    edge one pixel off still overlaps. ``sqrt(g^2 + eps) - sqrt(eps)`` keeps the gradient finite on flat areas."""
+    _, _, h, w = images.shape
+    short = min(h, w)
+    if short > size:
+        images = F.interpolate(images, size=(round(h * size / short), round(w * size / short)), mode="area")
+    gx = F.pad(images[..., :, 1:] - images[..., :, :-1], (0, 1))  # [B, 3, h, w]
+    gy = F.pad(images[..., 1:, :] - images[..., :-1, :], (0, 0, 0, 1))  # [B, 3, h, w]
+    energy = (gx.square() + gy.square()).sum(1, keepdim=True)  # [B, 1, h, w]
+    edges = (energy + eps).sqrt() - eps ** 0.5
+    edges = F.avg_pool2d(edges, 3, stride=1, padding=1, count_include_pad=False)  # [B, 1, h, w]
+    return F.normalize(edges.flatten(1), dim=1, eps=1e-8)
+
+
+def source_structure(images: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+    """``<edge_map(images), edge_map(sources)>`` [B] in [0, 1]: 1 where the edges sit where the source's do, whatever
+    colours fill them. Differentiable in ``images`` [B,3,H,W]; ``sources`` [B,3,H',W'] are resized to H x W."""
+    with torch.no_grad():
+        src = sources.to(device=images.device, dtype=images.dtype)
+        if src.shape[-2:] != images.shape[-2:]:
+            src = F.interpolate(src, size=images.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
+        ref = edge_map(src)  # [B, h*w]
+    return (edge_map(images) * ref).sum(-1)
+

@@ -70,14 +70,15 @@ def test_branch_words_step_and_k_follow_the_trainer_rules(clip):
         term_reward(term, images, PROMPTS, branch="sideways")
 
 
-def test_a_plain_term_is_the_inversion_branchs_penalty(clip):
-    """No words to swap: +r on the inversion branch would undo the denoise branch's push, so it is -r there."""
+@pytest.mark.parametrize("joint", [False, True])
+def test_a_plain_term_is_a_penalty_on_the_inversion_branch(clip, joint):
+    """No words to swap: the inversion branch minimises it (maximising it there would undo the denoise branch)."""
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
-    for reward in (clip, JointView(clip)):
-        term = _term(reward, "plain")
-        denoise = term_reward(term, images, PROMPTS, branch="denoise")
-        assert torch.allclose(denoise, clip.score(images, PROMPTS), atol=1e-5)
-        assert torch.allclose(term_reward(term, images, PROMPTS, branch="inversion"), -denoise)
+    term = _term(JointView(clip) if joint else clip, "plain")
+    denoise = term_reward(term, images, PROMPTS, branch="denoise")
+    assert torch.allclose(term_reward(term, images, PROMPTS, branch="inversion"), -denoise)
+    assert torch.allclose(denoise, clip.scale * (clip.image_features(images) * clip.text_features(PROMPTS)).sum(-1),
+                          atol=1e-6)
 
 
 def test_multi_reward_is_the_weighted_sum_and_reports_each_part(clip):

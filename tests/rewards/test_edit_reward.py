@@ -84,3 +84,33 @@ def test_the_directional_term_is_zero_for_the_source_and_rewards_the_asked_chang
     assert bool((reverse < 0).all())
     with pytest.raises(ValueError, match="needs one source caption per edited image"):
         multi(triples.targets, triples.target_texts, sources=triples.sources)
+
+
+def test_the_structure_term_holds_the_outline_and_ignores_the_colours():
+    """Recolour / tone edits keep the source's edges (about 1); another scene's layout does not; a contrast change
+    is invisible to it; it is differentiable in the edited image and a penalty on the inversion branch."""
+    triples = draw_edits(24, seed=3)
+    multi = MultiReward([RewardTerm(name="structure", reward=PaletteReward(), form="plain", against="structure")])
+    score = lambda x, src=triples.sources: multi(x, triples.target_texts, sources=src)[0]  # noqa: E731
+    assert torch.allclose(score(triples.sources), torch.ones(24), atol=1e-5)
+    on_target, elsewhere = score(triples.targets), score(draw_edits(24, seed=11).sources)
+    assert bool((on_target > 0.99).all()) and bool((elsewhere < on_target - 0.3).all())
+    faded = 0.5 + 0.4 * (triples.sources - 0.5)
+    assert bool((score(faded) > 0.995).all())  # eps aside, the edges scale with the contrast
+    small = torch.nn.functional.interpolate(triples.sources, scale_factor=0.5, mode="area")  # sources resized
+    assert bool((score(triples.sources, small) > 0.9).all())
+    edited = triples.targets.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(score(edited).sum(), edited)
+    assert grad.abs().sum() > 0
+    inverted = multi(triples.targets, triples.target_texts, sources=triples.sources, branch="inversion")[0]
+    assert torch.allclose(inverted, -on_target)
+
+
+def test_a_structure_entry_loads_as_a_term_sharing_its_reward():
+    clip = {"name": "hf_clip", "checkpoint": "builtin:tiny"}
+    cfg = MultiRewardConfig(rewards=[{"name": "target", "reward": clip, "form": "plain"},
+                                     {"name": "outline", "reward": clip, "against": "structure", "form": "plain"}])
+    multi = load_multi_reward(cfg)
+    assert len(multi.models) == 1 and multi.terms[1].against == "structure"
+    with pytest.raises(ValueError, match="against 'structure' takes no control words"):
+        WeightedRewardConfig(reward=clip, against="structure", form="sgp", positive_words=["a"])

@@ -63,3 +63,18 @@ def test_the_edit_benchmark_methods_share_everything_but_the_method_settings():
     assert srpo == da
     for cfg in table.values():
         check_method(cfg, RolloutConfig(num_steps=25))
+
+
+
+def test_the_edit_benchmark_trains_on_the_edit_configs_reward():
+    """``benchmarks.edit_methods`` at its default weights and ``configs/shapes_edit.yaml`` name the same terms."""
+    import yaml
+
+    from benchmarks.edit_methods import KEEP_WEIGHT, STRUCTURE_WEIGHT, edit_terms
+    from srpo.rewards.config import MultiRewardConfig
+
+    raw = yaml.safe_load(open("configs/shapes_edit.yaml"))["parameters"]["rewards"]
+    ours = MultiRewardConfig(rewards=edit_terms(KEEP_WEIGHT, STRUCTURE_WEIGHT))
+    assert MultiRewardConfig(**raw) == ours
+    assert [t["against"] for t in edit_terms(KEEP_WEIGHT, 0.5)[3:]] == ["structure"]  # opt-in: weight > 0
+    assert [t["name"] for t in edit_terms(KEEP_WEIGHT, 0.0)] == ["target", "keep", "direction"]
