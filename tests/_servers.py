@@ -141,14 +141,31 @@ def register_stack(name: str, env: dict, **variables: str) -> subprocess.Complet
     return result
 
 
-def run_tiny(tmp_path: Path, **overrides):
-    """Run ``srpo_training`` with ``configs/tiny_cpu.yaml`` (top-level keys overridden) on the active stack."""
+#: configs/tiny_cpu.yaml's parameters, smaller where a test of the whole chain needs no more: 32 px, 4 sampler
+#: steps, 2 updates (every step, artifact and number is still made; tests/test_config.py validates the file as it is).
+TINY_SMALLER = {"policy": {"height": 32, "width": 32}, "rollouts": {"num_steps": 4}, "train": {"steps": 2},
+                "evaluation": {"num_steps": 4}}
+
+
+def tiny_config(parameters: dict | None = None, **overrides) -> dict:
+    """``configs/tiny_cpu.yaml`` with TINY_SMALLER, then ``parameters`` (by section) and top-level ``overrides``."""
+    import yaml
+
+    raw = yaml.safe_load(Path("configs/tiny_cpu.yaml").read_text())
+    for section, values in TINY_SMALLER.items():
+        raw["parameters"][section].update(values)
+    raw["parameters"].update(parameters or {})
+    raw.update(overrides)
+    return raw
+
+
+def run_tiny(tmp_path: Path, parameters: dict | None = None, **overrides):
+    """Run ``srpo_training`` with :func:`tiny_config` on the active stack."""
     import yaml
 
     from pipelines.training import srpo_training
 
-    raw = yaml.safe_load(Path("configs/tiny_cpu.yaml").read_text())
-    raw.update(overrides)
+    raw = tiny_config(parameters, **overrides)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(raw))
     return srpo_training.with_options(config_path=str(path))()

@@ -16,6 +16,28 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("ZENML_CUSTOM_SOURCE_ROOT", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sqlite_commits_without_fsync():
+    """The tests' ZenML stores are SQLite files thrown away afterwards: their commits skip the fsync.
+
+    On this machine's disk a synchronous commit takes ~18 ms and a tiny pipeline run makes ~300 of them;
+    a process that stops still leaves every commit in the file (the OS has it), only a power cut would not.
+    Stores in other processes (the ``zenml`` CLI, the local server) keep ZenML's settings.
+    """
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def no_fsync(connection, _record):
+        if isinstance(connection, sqlite3.Connection):
+            connection.execute("PRAGMA synchronous=OFF")
+
+    event.listen(Engine, "connect", no_fsync)
+    yield
+    event.remove(Engine, "connect", no_fsync)
+
+
 def isolated_zenml(folder):
     """An isolated ZenML client in ``folder``: its own config, local SQLite store and local artifact store.
 

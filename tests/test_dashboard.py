@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from _servers import isolated_zenml, local_zenml_server, reset_zenml, run_tiny, zenml_cli
+from _servers import TINY_SMALLER, isolated_zenml, local_zenml_server, reset_zenml, run_tiny, zenml_cli
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_tiny_pipeline_against_the_local_dashboard_server_and_its_lineage(dashbo
     lineage = trace("srpo-tiny-cpu")
     assert [s.step for s in lineage.steps] == ["train_srpo", "generate_rollouts", "prepare_prompts"]
     assert lineage.step("prepare_prompts").parameters["config"]["source"] == "data/prompts/tiny.txt"
-    assert lineage.step("train_srpo").parameters["train"]["steps"] == 6
+    assert lineage.step("train_srpo").parameters["train"]["steps"] == TINY_SMALLER["train"]["steps"]
     assert "rollouts" in lineage.step("train_srpo").inputs
     assert "train_prompts" in lineage.step("generate_rollouts").inputs
 

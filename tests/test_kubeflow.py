@@ -10,7 +10,9 @@ that keeps the file. The spec is read back with the KFP SDK's loader.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -30,15 +32,29 @@ def kubeflow_client(tmp_path_factory):
     yield from client_on_registered_stack(tmp_path_factory.mktemp("kubeflow"), "kubeflow", STACK_VARIABLES)
 
 
+def frame_names() -> list[tuple]:
+    """``inspect.stack()`` of the caller without file look-ups: (frame, None, None, function name) per frame."""
+    frames, frame = [], sys._getframe(1)
+    while frame is not None:
+        frames.append((frame, None, None, frame.f_code.co_name))
+        frame = frame.f_back
+    return frames
+
+
 @pytest.fixture
 def compile_spec(kubeflow_client, monkeypatch):
     """Compile a run config as the orchestrator does before it submits; returns (snapshot, loaded spec)."""
     import pipelines.training as training
     from kfp import components
+    from kfp.dsl import pipeline_task
     from zenml.models import BuildItem
     from zenml.models import PipelineBuildBase
 
     monkeypatch.setattr(training, "check_artifact_store", lambda: None)  # no S3 here
+    # kfp reads its caller's name for an error message from inspect.stack()[1][3], ~300 times a compile:
+    # every frame's file and source lines, each found by a scan of sys.modules (10-50 s with torch loaded).
+    # The frames' function names are all it reads.
+    monkeypatch.setattr(pipeline_task, "inspect", SimpleNamespace(stack=frame_names))
     orchestrator = kubeflow_client.active_stack.orchestrator
     written = {}
 

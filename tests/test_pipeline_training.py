@@ -1,22 +1,8 @@
 """The srpo_training pipeline end to end on the local ZenML stack with the tiny config."""
 
-from pathlib import Path
-
 import pytest
-import yaml
 
-TINY = Path("configs/tiny_cpu.yaml")
-
-
-def run_tiny(tmp_path, parameters=None, **overrides):
-    from pipelines.training import srpo_training
-
-    raw = yaml.safe_load(TINY.read_text())
-    raw.update(overrides)
-    raw["parameters"].update(parameters or {})
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return srpo_training.with_options(config_path=str(path))()
+from _servers import TINY_SMALLER, run_tiny, tiny_config
 
 
 def tuned_weights(run):
@@ -43,7 +29,7 @@ def test_tiny_pipeline_runs_and_is_reproducible(zenml_client, tmp_path):
     assert artifact.type == "ModelArtifact"
     folder, weights = tuned_weights(run)
     assert (folder.path / "config.json").exists() and (folder.path / "training_log.json").exists()
-    assert len(run.steps["train_srpo"].run_metadata["reward_curve"]) == 6
+    assert len(run.steps["train_srpo"].run_metadata["reward_curve"]) == TINY_SMALLER["train"]["steps"]
 
     evaluation = run.steps["evaluate"].outputs["evaluation"][0].load()
     assert set(evaluation["means"]) == {"base", "tuned"}
@@ -82,10 +68,9 @@ def test_tiny_pipeline_runs_and_is_reproducible(zenml_client, tmp_path):
 
 
 def test_a_missing_prompt_file_fails_the_first_step_and_registers_nothing(zenml_client, tmp_path):
-    raw = yaml.safe_load(TINY.read_text())
-    raw["parameters"]["prompts"]["source"] = str(tmp_path / "missing.txt")
+    prompts = {**tiny_config()["parameters"]["prompts"], "source": str(tmp_path / "missing.txt")}
     with pytest.raises(RuntimeError, match="prepare_prompts"):
-        run_tiny(tmp_path, parameters=raw["parameters"], enable_cache=False)
+        run_tiny(tmp_path, parameters={"prompts": prompts}, enable_cache=False)
     runs = zenml_client.list_pipeline_runs(sort_by="desc:created").items
     assert runs and runs[0].status == "failed"
     assert not zenml_client.list_artifact_versions(artifact="tuned_transformer").items
