@@ -1,6 +1,6 @@
 """The edit task's measured item: SRPO, plain Direct-Align and GRPO tune the world's edit model; done / kept before and after.
 
-    SRPO_CACHE=... python -m benchmarks.edit_methods --json-out docs/benchmarks/edit_methods.json
+    SRPO_CACHE=... python -m benchmarks.edit_methods --grade-every 10 --json-out docs/benchmarks/edit_methods_item.json
 
 Every method starts from the same base edit model (``--model``, default the published
 ``builtin:shapes-kontext``: ``configs/shapes_bootstrap_edit.yaml``) and trains through the real trainer
@@ -19,7 +19,10 @@ Every method starts from the same base edit model (``--model``, default the publ
 Before and after, ``--held-out`` edits drawn from seed 777 (never trained on) are edited and graded from
 pixels (:func:`srpo.world.edit_generator.check_edit_model`): done, kept, both per attribute. Per method:
 updates, images generated, FLOPs counted by torch's counter over every update (forward and backward;
-:func:`benchmarks.common.count_flops`) and the updates' wall seconds. One JSON object as the last line.
+:func:`benchmarks.common.count_flops`) and the updates' wall seconds; with ``--grade-every N`` also the
+held-out grades every N updates (``curve``; grading is not counted in FLOPs or seconds). The defaults are the
+measured item's setting and ``configs/shapes_edit.yaml``'s: 50 updates of 8 images at lr 5e-5, guidance 2.5.
+One JSON object as the last line.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ METHODS = ("srpo", "direct_align", "grpo")
 HELD_OUT_SEED = 777  # check_edit_model's default: neither the model's pool (5) nor the training pairs
 #: The edit reward's weights by default: those of configs/shapes_edit.yaml (a test holds them equal).
 KEEP_WEIGHT, STRUCTURE_WEIGHT = 0.5, 0.0
+#: The training run by default, also configs/shapes_edit.yaml's (a test holds them equal): the measured item's setting.
+UPDATES, LEARNING_RATE, BATCH, GUIDANCE = 50, 5e-5, 8, 2.5
 
 
 def method_configs(args) -> dict[str, TrainConfig]:
@@ -99,18 +104,24 @@ def run(name: str, cfg: TrainConfig, setting: dict, args) -> dict:
     reward = setting["score"] if name == "grpo" else setting["reward"]
     trainer = SRPOTrainer(policy, reward, setting["rollouts"], cfg, setting["rollout"])
     flops = seconds = 0.0
+    curve = []  # held-out grades every --grade-every updates (not counted in flops / seconds)
     for step in range(args.updates):
         start = time.perf_counter()
         flops += count_flops(lambda: trainer.history.append(trainer.train_step(step)))
         seconds += time.perf_counter() - start
+        if args.grade_every and (step + 1) % args.grade_every == 0 and step + 1 < args.updates:
+            now = graded(policy, args)
+            curve.append({"updates": step + 1, "done": now["done"], "kept": now["kept"]})
+            log.info("%s after %d updates: done %.3f, kept %.3f", name, step + 1, now["done"], now["kept"])
     after = graded(policy, args)
+    curve.append({"updates": args.updates, "done": after["done"], "kept": after["kept"]})
     base = setting["base"]
     group = cfg.grpo.group_size if cfg.grpo is not None else 1
     log.info("%s: done %.3f -> %.3f, kept %.3f -> %.3f (%.0f s)", name, base["done"], after["done"], base["kept"],
              after["kept"], seconds)
     return {"name": name, "done": after["done"], "kept": after["kept"], "done_gain": after["done"] - base["done"],
             "kept_change": after["kept"] - base["kept"], "done_by_attribute": after["done_by_attribute"],
-            "kept_by_attribute": after["kept_by_attribute"], "updates": args.updates,
+            "kept_by_attribute": after["kept_by_attribute"], "curve": curve, "updates": args.updates,
             "images": args.updates * cfg.batch_size * group, "flops": flops, "seconds": seconds,
             "skipped_updates": sum(bool(getattr(h, "skipped", False)) for h in trainer.history),
             "config": cfg.model_dump(mode="json", exclude_defaults=True)}
@@ -120,18 +131,20 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.edit_methods", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="builtin:shapes-kontext", help="the base edit model (folder or builtin:)")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--updates", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=8, help="edited images per update (GRPO: batch/group pairs)")
+    parser.add_argument("--updates", type=int, default=UPDATES)
+    parser.add_argument("--batch", type=int, default=BATCH, help="edited images per update (GRPO: batch/group pairs)")
     parser.add_argument("--group", type=int, default=4, help="GRPO's group size")
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--keep-weight", type=float, default=KEEP_WEIGHT,
                         help="the keep (source consistency) term's weight")
     parser.add_argument("--structure-weight", type=float, default=STRUCTURE_WEIGHT,
                         help="the structure term's weight (the source's edges, on pixels; 0: no such term)")
+    parser.add_argument("--grade-every", type=int, default=0,
+                        help="also grade the held-out edits every this many updates (the curve; 0: at the end only)")
     parser.add_argument("--train-pairs", type=int, default=64)
     parser.add_argument("--held-out", type=int, default=240)
     parser.add_argument("--num-steps", type=int, default=25, help="sampler steps (rollouts, GRPO, grading)")
-    parser.add_argument("--guidance", type=float, default=2.5)
+    parser.add_argument("--guidance", type=float, default=GUIDANCE)
     parser.add_argument("--seed", type=int, default=1, help="the training pairs' seed (held out: 777)")
     parser.add_argument("--json-out")
     args = parser.parse_args(argv)

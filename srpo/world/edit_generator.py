@@ -28,6 +28,8 @@ The recipe, and why (``python -m benchmarks.edit_model``, 120-240 held-out edits
   source. The model then leaves about that share of its edits undone, as under-editing edit models
   do, and copies more exactly; with none it does every edit (600 x 32 steps: done 100 %), which would
   leave reward training nothing to show on "done".
+- **Train long enough to copy the outline**: 600 x 32 steps keep 89 % of the unnamed attributes (the outline
+  70 %), 1200 x 32 92 %, 2400 x 32 (the default) 96 % (the outline 88 %), done 26-33 % throughout.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from srpo.world.shapes import WorldSpec
 class EditGeneratorConfig(GeneratorConfig):
     """Sizes and training of the world's edit model (the generator's fields, edit defaults)."""
 
-    steps: int = Field(600, ge=0)
+    steps: int = Field(2400, ge=0)
     batch_size: int = Field(32, ge=1)
     guidance_range: tuple[float, float] = (1.0, 3.5)
     attributes: tuple[str, ...] = DEFAULT_EDITS

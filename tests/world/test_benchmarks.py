@@ -67,14 +67,20 @@ def test_the_edit_benchmark_methods_share_everything_but_the_method_settings():
 
 
 def test_the_edit_benchmark_trains_on_the_edit_configs_reward():
-    """``benchmarks.edit_methods`` at its default weights and ``configs/shapes_edit.yaml`` name the same terms."""
+    """``benchmarks.edit_methods`` at its defaults and ``configs/shapes_edit.yaml`` name the same terms and train
+    alike (updates, learning rate, images per update, guidance): the config is the measured setting."""
     import yaml
 
-    from benchmarks.edit_methods import KEEP_WEIGHT, STRUCTURE_WEIGHT, edit_terms
+    from benchmarks.edit_methods import (BATCH, GUIDANCE, KEEP_WEIGHT, LEARNING_RATE, STRUCTURE_WEIGHT, UPDATES,
+                                         edit_terms)
     from srpo.rewards.config import MultiRewardConfig
 
-    raw = yaml.safe_load(open("configs/shapes_edit.yaml"))["parameters"]["rewards"]
+    params = yaml.safe_load(open("configs/shapes_edit.yaml"))["parameters"]
     ours = MultiRewardConfig(rewards=edit_terms(KEEP_WEIGHT, STRUCTURE_WEIGHT))
-    assert MultiRewardConfig(**raw) == ours
+    assert MultiRewardConfig(**params["rewards"]) == ours
+    train = params["train"]
+    assert (train["method"], train["steps"], train["learning_rate"], train["batch_size"]) == (
+        "srpo", UPDATES, LEARNING_RATE, BATCH)
+    assert train["guidance"] == params["rollouts"]["guidance"] == params["evaluation"]["guidance"] == GUIDANCE
     assert [t["against"] for t in edit_terms(KEEP_WEIGHT, 0.5)[3:]] == ["structure"]  # opt-in: weight > 0
     assert [t["name"] for t in edit_terms(KEEP_WEIGHT, 0.0)] == ["target", "keep", "direction"]
