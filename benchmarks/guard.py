@@ -93,8 +93,8 @@ def checks_table(summary: dict | None) -> list[dict]:
              **{f"{k}_used": v for k, v in c.get("used", {}).items()}} for c in summary["checks"]]
 
 
-def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pull: float | None = None,
-                   guard_settings: dict | None = None, content_weight: float | None = None) -> list[dict]:
+def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, guard_settings: dict | None = None,
+                   content_weight: float | None = None) -> list[dict]:
     """The demo in each direction: published weights measured by the world report (240 images)."""
     from srpo.models.families import load_policy
     from srpo.training.rollouts import generate_rollouts
@@ -115,8 +115,6 @@ def run_directions(names: list[str], seed: int, lr_scale: float = 1.0, anchor_pu
         train = train.model_copy(update={"seed": seed, "learning_rate": train.learning_rate * lr_scale})
         if content_weight is not None:
             train = TrainConfig(**{**train.model_dump(), "content_weight": content_weight})  # validated
-        if anchor_pull is not None:  # the trust region the recoveries tighten (a trial: the demo leaves it off)
-            train = train.model_copy(update={"guard": train.guard.model_copy(update={"anchor_pull": anchor_pull})})
         if guard_settings:  # e.g. the guard without its response (recoveries=0, early_check=false), validated
             guard = type(train.guard)(**{**train.guard.model_dump(), **guard_settings})
             train = train.model_copy(update={"guard": guard})
@@ -237,7 +235,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--lr-scale", type=float, default=1.0,
                         help="directions: the demo's learning rate times this (the guard is not tuned to one)")
     parser.add_argument("--anchor-pull", type=float, default=None,
-                        help="directions: the guard's anchor_pull (the demo's block leaves it at 0)")
+                        help="directions: the guard's anchor_pull, as --guard-setting anchor_pull=P "
+                             "(the demo leaves it at 0)")
     parser.add_argument("--world-seed", type=int, default=None,
                         help="bootstrap the world with this training seed when $SRPO_CACHE has none (use a fresh "
                              "$SRPO_CACHE: another bootstrap of the world)")
@@ -259,8 +258,9 @@ def main(argv=None) -> dict:
         ensure_world(biased="hacking" in only, seed=args.world_seed)
     if "directions" in only:
         settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.guard_setting)}
-        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale, args.anchor_pull, settings,
-                                              args.content_weight)
+        if args.anchor_pull is not None:  # the trust region the recoveries tighten (a trial: the demo leaves it off)
+            settings["anchor_pull"] = args.anchor_pull
+        result["directions"] = run_directions(args.directions, args.seed, args.lr_scale, settings, args.content_weight)
         result["guard_settings"] = settings
         result["lr_scale"] = args.lr_scale
         if args.anchor_pull is not None:

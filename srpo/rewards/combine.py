@@ -107,13 +107,13 @@ def term_reward(term: RewardTerm, images: torch.Tensor, prompts: Sequence[str], 
                                  check_source_prompts(images, source_prompts, term.name))
         else:  # structure: pixels, the term's reward is not read
             r = source_structure(images, sources)
-        return r if branch == "denoise" else -r
+        return inversion_penalty(r, branch)
     kind = reward_kind(term.reward)
     if kind == "image_only":
         gen = generator if generator is not None else torch.Generator().manual_seed(step)
         eps = noise() if noise is not None and term.form == "image_relative" else None
         r = image_only_reward(term.form, term.reward.score_images, images, term.noise_level, gen, eps)
-        return r if branch == "denoise" else -r  # no words to swap: the inversion branch's penalty
+        return inversion_penalty(r, branch)
     k = term.k(branch, sigma, sigma_lo, sigma_hi)
     variants = _variants(term, branch, step, prompts)
     if kind == "joint":
@@ -126,11 +126,17 @@ def term_reward(term: RewardTerm, images: torch.Tensor, prompts: Sequence[str], 
     return plain_on_branch(term, r, branch)
 
 
+def inversion_penalty(r: torch.Tensor, branch: str) -> torch.Tensor:
+    """A reward with no control words to swap, on ``branch``: ``r`` on the denoise branch, the penalty ``-r`` on the
+    inversion branch (its step runs against the model's velocity, so minimising ``r`` there pushes the model the same
+    way as maximising it on the denoise branch; maximising ``+r`` there would undo the denoise branch's gradient)."""
+    return r if branch == "denoise" else -r
+
+
 def plain_on_branch(term: RewardTerm, r: torch.Tensor, branch: str) -> torch.Tensor:
-    """A ``plain`` text term has no words to swap either: on the inversion branch it is the penalty ``-r``, as an
-    image-only or source term is. Maximising ``+r`` there would undo the denoise branch's gradient (the single-reward
-    config refuses ``reward_form: plain`` with inversion for that reason)."""
-    return -r if branch == "inversion" and term.form == "plain" else r
+    """A ``plain`` text term has no words to swap either: :func:`inversion_penalty`, as an image-only or source term
+    (the single-reward config refuses ``reward_form: plain`` with inversion for that reason)."""
+    return inversion_penalty(r, branch) if term.form == "plain" else r
 
 
 class MultiReward:

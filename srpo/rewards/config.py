@@ -162,6 +162,18 @@ class RewardConfig(StrictModel):
         return name if name in WORLD_MODELS else None
 
 
+def check_content_weight(weight: float, *, multi: bool, prompted: bool, label: str = "the training reward") -> None:
+    """Refuse ``train.content_weight`` where it has no single prompted reward to add (the config check before any
+    weight loads, :meth:`srpo.training.job.TrainingJob.validate_run`, and the trainer's on loaded rewards):
+    a ``rewards:`` block says it with a ``plain`` entry; a score-only or image-only reward scores no prompt."""
+    if not weight or (prompted and not multi):
+        return
+    why = (f"the run trains against a rewards: block: add a plain entry (form: plain, weight: {weight}) instead"
+           if multi else f"{label} scores no prompt (score-only or image-only)")
+    raise ValueError(f"train.content_weight {weight} adds the reward on the plain prompt, but {why}; or set "
+                     "content_weight 0")
+
+
 def check_trainable(reward: RewardConfig, form: str = "weighted", setting: str = "reward") -> None:
     """Refuse a training reward whose kind does not fit the reward form ``form`` (``train.reward_form``).
 

@@ -116,4 +116,3 @@ def source_structure(images: torch.Tensor, sources: torch.Tensor) -> torch.Tenso
             src = F.interpolate(src, size=images.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
         ref = edge_map(src)  # [B, h*w]
     return (edge_map(images) * ref).sum(-1)
-

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from srpo.artifacts import RolloutSet
 from srpo.config import PolicyConfig, RolloutConfig, TrainConfig, check_base_quantization, check_checkpointing
 from srpo.rewards import RewardConfig
-from srpo.rewards.config import IMAGE_ONLY_REWARDS, MultiRewardConfig, check_trainable
+from srpo.rewards.config import IMAGE_ONLY_REWARDS, MultiRewardConfig, check_content_weight, check_trainable
 from srpo.rewards.scores import SCORE_REWARD
 
 JOB_FILE = "job.json"
@@ -109,11 +109,8 @@ class TrainingJob(BaseModel):
                      reward_label=repr(reward.score_label or reward.name))
         if self.rewards is None:  # with `rewards:`, each entry's form was checked against its reward
             check_trainable(reward, train.reward_form)
-        if train.content_weight and (self.rewards is not None or reward.name in (SCORE_REWARD, *IMAGE_ONLY_REWARDS)):
-            raise ValueError(f"train.content_weight {train.content_weight} adds the reward on the plain prompt, but "
-                             + ("the run trains against a rewards: block: add a plain entry (form: plain, weight: "
-                                f"{train.content_weight}) instead" if self.rewards is not None else
-                                f"reward {reward.name!r} scores no prompt") + "; or set content_weight 0")
+        check_content_weight(train.content_weight, multi=self.rewards is not None, label=f"reward {reward.name!r}",
+                             prompted=reward.name not in (SCORE_REWARD, *IMAGE_ONLY_REWARDS))
         check_policy(self.policy, train)  # policy.family vs the folder, train.lora_rank vs the layers
         check_edit_run(self.policy, self.rollout, self.rewards, reward)
         check_training_words(reward, train, self.rewards)  # control words fit the reward's text context

@@ -19,8 +19,8 @@ import torch
 
 from srpo.noise import derived_seed, seeded_noise
 from srpo.rewards.base import RewardModel
-from srpo.rewards.combine import MultiReward, RewardTerm, reward_kind, single_term_reward
-from srpo.rewards.config import RewardUse
+from srpo.rewards.combine import MultiReward, RewardTerm, inversion_penalty, reward_kind, single_term_reward
+from srpo.rewards.config import RewardUse, check_content_weight
 from srpo.rewards.scores import is_score_only
 from srpo.schedules import linear_k
 from srpo.srp import plain_reward, semantic_reward, with_control
@@ -31,12 +31,10 @@ def as_objective_reward(reward, cfg):
     or score-only reward, or a multi-reward, as it is (``cfg.content_weight``: a one-term multi-reward gets its
     plain term; the feature fast path adds it itself)."""
     content = getattr(cfg, "content_weight", 0.0)
-    if content and (isinstance(reward, MultiReward) or is_score_only(reward) or reward_kind(reward) == "image_only"):
-        raise ValueError(f"train.content_weight {content} adds the reward on the plain prompt, but the training reward "
-                         "is " + ("a rewards: block: add a plain entry (form: plain, weight: w) instead"
-                                  if isinstance(reward, MultiReward) else "score-only or image-only, with no prompt to "
-                                  "score") + "; or set content_weight 0")
-    if isinstance(reward, MultiReward) or is_score_only(reward):
+    multi = isinstance(reward, MultiReward)
+    check_content_weight(content, multi=multi,
+                         prompted=multi or not (is_score_only(reward) or reward_kind(reward) == "image_only"))
+    if multi or is_score_only(reward):
         return reward
     if reward_kind(reward) == "feature":
         if cfg.reward_form == "image_relative":
@@ -127,7 +125,7 @@ class RewardObjective:
                      *(cfg.k_denoise if branch == "denoise" else cfg.k_inversion))
         r = semantic_reward(cfg.reward_form, img, txt["plain"], txt.get(target), txt.get(other), k, cfg.cfg_k)
         if cfg.content_weight:  # the plain prompt's reward; no words to swap: the inversion branch's penalty
-            r = r + (1 if branch == "denoise" else -1) * cfg.content_weight * plain_reward(img, txt["plain"])
+            r = r + cfg.content_weight * inversion_penalty(plain_reward(img, txt["plain"]), branch)
         return self.reward.scale * r
 
     def _text_of(self, prompts: list[str], step: int) -> dict[str, torch.Tensor]:
