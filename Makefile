@@ -33,7 +33,8 @@ install: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	ZENML_CONFIG_PATH=$$(mktemp -d) SRPO_CACHE=$$(mktemp -d) $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
+	ZENML_CONFIG_PATH=$$d/zenml SRPO_CACHE=$$d/cache $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 DEMO_ENV := ZENML_CONFIG_PATH=$(DEMO_HOME)/zenml SRPO_CACHE=$(DEMO_HOME)/cache
 
