@@ -1,8 +1,8 @@
 """``srpo_training`` end to end for every model family, from ``configs/tiny_cpu_<family>.yaml``.
 
-The runs share one ZenML store and are shortened (fewer rollout, training and evaluation steps):
-what is checked is that each family's policy goes through every step of the same pipeline, is
-trained, saved as its transformer and evaluated against its base.
+The runs share one ZenML store and are shortened (32 px, fewer rollout, training and evaluation steps,
+one noise injection per update): what is checked is that each family's policy goes through every
+step of the same pipeline, is trained, saved as its transformer and evaluated against its base.
 """
 
 import json
@@ -18,11 +18,12 @@ STEPS = 2  # training updates per run
 
 
 def shortened(config: Path, tmp_path: Path) -> Path:
-    """The config with fewer steps and no caching, written next to the test's files."""
+    """The config at 32 px with fewer steps and no caching, written next to the test's files."""
     raw = yaml.safe_load(config.read_text())
     params = raw["parameters"]
+    params["policy"].update(height=32, width=32)  # FLUX.2's x16 latent: 2 x 2 cells, still every code path
     params["rollouts"]["num_steps"] = 2
-    params["train"]["steps"] = STEPS
+    params["train"].update(steps=STEPS, num_injections=1)  # the injection loop: tests/training/test_trainer.py
     params["evaluation"]["num_steps"] = 2
     raw["enable_cache"] = False
     path = tmp_path / config.name

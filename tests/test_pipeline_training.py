@@ -1,4 +1,8 @@
-"""The srpo_training pipeline end to end on the local ZenML stack with the tiny config."""
+"""The srpo_training pipeline end to end on the local ZenML stack with the tiny config.
+
+The tests share one ZenML store (``module_zenml_client``): each asserts on its own runs and on counts
+taken before it, so the order does not matter.
+"""
 
 import pytest
 
@@ -13,9 +17,10 @@ def tuned_weights(run):
     return folder, load_file(weights)
 
 
-def test_tiny_pipeline_runs_and_is_reproducible(zenml_client, tmp_path):
+def test_tiny_pipeline_runs_and_is_reproducible(module_zenml_client, tmp_path):
+    client = module_zenml_client
     first = run_tiny(tmp_path, enable_cache=False)
-    run = zenml_client.get_pipeline_run(first.id)
+    run = client.get_pipeline_run(first.id)
     assert run.status == "completed"
     assert set(run.steps) == {"prepare_prompts", "generate_rollouts", "train_srpo", "evaluate", "export_human_eval"}
 
@@ -45,13 +50,13 @@ def test_tiny_pipeline_runs_and_is_reproducible(zenml_client, tmp_path):
     # the second run also promotes and exports (the weekly configs' steps): the same weights, a stage, files
     extra = {"promotion": {"primary_metric": "reward", "bootstrap_samples": 200},
              "export": {"formats": ["diffusers", "comfyui"], "out": str(tmp_path / "exports")}}
-    second = zenml_client.get_pipeline_run(run_tiny(tmp_path, parameters=extra, enable_cache=False).id)
+    second = client.get_pipeline_run(run_tiny(tmp_path, parameters=extra, enable_cache=False).id)
     _, weights_again = tuned_weights(second)
     assert weights.keys() == weights_again.keys()
     assert all((weights[k] == weights_again[k]).all() for k in weights)
     assert second.steps["evaluate"].outputs["evaluation"][0].load()["means"] == evaluation["means"]
     stage = second.steps["promote_model"].outputs["promotion_stage"][0].load()
-    version = zenml_client.get_model_version("srpo-tiny-cpu", second.model_version.id)
+    version = client.get_model_version("srpo-tiny-cpu", second.model_version.id)
     assert version.run_metadata["promotion_stage"] == stage and version.run_metadata["promotion_against"] == "base"
     assert any(t.name.startswith("promotion:") for t in version.tags)
     exported = tmp_path / "exports" / str(version.name)
@@ -67,11 +72,16 @@ def test_tiny_pipeline_runs_and_is_reproducible(zenml_client, tmp_path):
     assert not (tmp_path / "k").exists()
 
 
-def test_a_missing_prompt_file_fails_the_first_step_and_registers_nothing(zenml_client, tmp_path):
+def test_a_missing_prompt_file_fails_the_first_step_and_registers_nothing(module_zenml_client, tmp_path):
+    client = module_zenml_client
+
+    def versions(artifact: str) -> int:
+        return client.list_artifact_versions(artifact=artifact).total
+
+    before = {name: versions(name) for name in ("tuned_transformer", "train_prompts")}
     prompts = {**tiny_config()["parameters"]["prompts"], "source": str(tmp_path / "missing.txt")}
     with pytest.raises(RuntimeError, match="prepare_prompts"):
         run_tiny(tmp_path, parameters={"prompts": prompts}, enable_cache=False)
-    runs = zenml_client.list_pipeline_runs(sort_by="desc:created").items
+    runs = client.list_pipeline_runs(sort_by="desc:created").items
     assert runs and runs[0].status == "failed"
-    assert not zenml_client.list_artifact_versions(artifact="tuned_transformer").items
-    assert not zenml_client.list_artifact_versions(artifact="train_prompts").items
+    assert {name: versions(name) for name in before} == before  # no artifact version was registered

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# runpy warns when it runs as __main__ a module that a test imported before (step_cost): harmless here
+pytestmark = pytest.mark.filterwarnings("ignore:.*found in sys.modules:RuntimeWarning")
 
-def run_benchmark(*args: str) -> dict:
+
+@pytest.fixture
+def run_benchmark(monkeypatch, capsys):
+    """``python -m benchmarks.<name> ARGS``, run in this process as ``python -m`` runs it (its ``__main__`` block
+    with these arguments; the imports are paid once, not per benchmark): the JSON object on its last line.
+
+    step_cost still starts a fresh interpreter per method (``--method``), and gpu_step runs in one of its own
+    (:func:`run_command`: in the test's process it ran slower, 25 s against 19 s on 2026-12-08, cause not found)."""
+    def run(module: str, *args: str) -> dict:
+        monkeypatch.setattr(sys, "argv", [module, *args])
+        capsys.readouterr()  # drop what came before
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    return run
+
+
+def run_command(*args: str) -> dict:
+    """``python -m ARGS`` in a fresh interpreter: the JSON object on its last line of output."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -21,7 +41,7 @@ def run_benchmark(*args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_step_cost_reports_flops_seconds_and_the_share_of_the_matmul_peak():
+def test_step_cost_reports_flops_seconds_and_the_share_of_the_matmul_peak(run_benchmark):
     # each method is a process of its own (its own peak memory): two here, fused branches are
     # tests/training/test_trainer.py's (the same update from half the model calls)
     result = run_benchmark("benchmarks.step_cost", "--quick", "--methods", "direct_align", "--repeats", "1")
@@ -47,8 +67,8 @@ def test_step_cost_rejects_an_unknown_method_by_name(monkeypatch, capsys):
 
 def test_gpu_step_runs_tiny_on_the_cpu(tmp_path):
     out = tmp_path / "gpu_step.json"
-    result = run_benchmark("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2", "--profile",
-                           "--json-out", str(out))
+    result = run_command("benchmarks.gpu_step", "--tiny", "--repeats", "1", "--rollout-batch", "2", "--profile",
+                         "--json-out", str(out))
     assert json.loads(out.read_text()) == result  # the file holds the final object, not a partial one
     assert "partial" not in result
     assert result["device"] == "cpu" and result["tiny"] and result["rollout_batch"] == 2
@@ -80,7 +100,7 @@ def test_gpu_step_runs_tiny_on_the_cpu(tmp_path):
         flops["decode_reward"] / (flops["decode_reward"] + 3 * fwd))
 
 
-def test_trainer_step_times_the_trainer_with_a_bf16_base_under_autocast(tmp_path):
+def test_trainer_step_times_the_trainer_with_a_bf16_base_under_autocast(run_benchmark, tmp_path):
     out = tmp_path / "trainer_step.json"
     result = run_benchmark("benchmarks.trainer_step", "--tiny", "--autocast", "--updates", "1", "--fuse-branches",
                            "--json-out", str(out))
@@ -93,7 +113,7 @@ def test_trainer_step_times_the_trainer_with_a_bf16_base_under_autocast(tmp_path
     assert 0 < result["lora_params"] < result["transformer_params"]
 
 
-def test_reward_backward_times_both_attention_layouts_at_batch_one_and_two():
+def test_reward_backward_times_both_attention_layouts_at_batch_one_and_two(run_benchmark):
     result = run_benchmark("benchmarks.reward_backward", "--quick", "--repeats", "1")
     assert set(result["layouts"]) == {"batch_first", "sequence_first"} and result["blocks"] == 2
     for entry in result["layouts"].values():
@@ -101,7 +121,7 @@ def test_reward_backward_times_both_attention_layouts_at_batch_one_and_two():
         assert entry["slowdown_at_batch_2"] == entry["seconds_batch_2"] / 2 / entry["seconds_batch_1"]
 
 
-def test_reward_cost_reports_time_flops_and_size_of_every_reward():
+def test_reward_cost_reports_time_flops_and_size_of_every_reward(run_benchmark):
     result = run_benchmark("benchmarks.reward_cost", "--quick", "--size", "64")
     assert set(result["rewards"]) == {"hpsv2.1", "pickscore", "hpsv3", "aesthetic_v2.5"}
     for entry in result["rewards"].values():

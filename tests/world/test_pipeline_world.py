@@ -39,6 +39,7 @@ def tiny_bootstrap_edit(raw):
 
 def tiny_demo(raw):
     p = raw["parameters"]
+    p["prompts"]["max_train"] = 4  # rollouts of 4 prompts, not 45: two updates of batch 2 read no more
     p["rollouts"]["num_steps"] = 3
     p["train"].update(steps=2, batch_size=2, num_injections=1)
     p["evaluation"]["num_steps"] = 3
@@ -51,6 +52,7 @@ def tiny_demo(raw):
 
 def tiny_grpo(raw):
     p = raw["parameters"]
+    p["prompts"]["max_train"] = 4  # the demo's prompts and rollouts (its cached steps)
     p["rollouts"]["num_steps"] = 3
     p["train"].update(steps=2, batch_size=2)
     p["train"]["grpo"].update(group_size=2, num_train_steps=2, micro_batch=2)
