@@ -4,6 +4,8 @@
 
 Where the pod stands comes from the variables ZenML and Kubernetes set (:mod:`srpo.training.multinode`);
 ``WORK_DIR/job`` is the job (:func:`srpo.training.job.write_job`) and ``WORK_DIR/out`` receives the result.
+torchrun's elastic agent runs in this process (not a second interpreter that imports torch again): the
+pod's processes are this launcher and its ``nproc_per_node`` trainers.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,8 +47,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     cmd = torchrun_command(place, args.work_dir, args.nproc_per_node, ENTRY)
     log.info("pod %d of %d (main %s:%d): %s", place.index, place.count, place.address, place.port, " ".join(cmd))
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    return subprocess.run(cmd, env=env).returncode
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the trainers inherit it: one thread each unless told
+    return run_torchrun(cmd)
+
+
+def run_torchrun(cmd: list[str]) -> int:
+    """Run ``cmd`` (``python -m torch.distributed.run ...``, as torchrun_command builds it) in this process;
+    the exit status the command would have had: 0, 1 when a trainer failed, 128 + N when signal N stopped it."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    prefix = [sys.executable, "-m", torchrun.__name__]
+    if cmd[:3] != prefix:
+        raise ValueError(f"torchrun command {cmd[:3]}: expected it to start with {prefix}")
+    try:
+        torchrun.main(cmd[3:])
+    except ChildFailedError as err:  # which trainer failed, its exit code and error file: as torchrun prints them
+        log.error("%s", err)
+        return 1
+    except SignalException as err:  # the agent stopped its trainers first
+        return 128 + int(err.sigval)
+    return 0
 
 
 if __name__ == "__main__":

@@ -73,8 +73,8 @@ def run_pods(work: Path, pods: list[Path], timeout: float = 400) -> list[int]:
 
 
 def kill_pod(proc: subprocess.Popen) -> None:
-    """SIGKILL every process of the pod at once: its launcher, torchrun and the trainer (torchrun starts
-    its workers in sessions of their own, so the launcher's process group is not enough)."""
+    """SIGKILL every process of the pod at once: its launcher (torchrun's agent) and the trainer (torchrun
+    starts its workers in sessions of their own, so the launcher's process group is not enough)."""
     import psutil
 
     launcher = psutil.Process(proc.pid)
@@ -169,4 +169,5 @@ def test_a_pod_that_cannot_see_the_checkpoint_folder_stops_with_a_clear_error(tm
     assert (f"process 1 cannot read checkpoint {CHECKPOINTS}/{mid_run}, which the main process resumes from"
             in pod_log(pods[1]))
     assert "train.checkpoint_dir must be a folder every node shares" in pod_log(pods[1])
+    assert "Root Cause (first observed failure)" in pod_log(pods[1])  # torchrun's report of the failed trainer
     assert not (work / "out").exists()

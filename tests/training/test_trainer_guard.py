@@ -1,6 +1,7 @@
 """The guard inside the trainer: it never changes what training computes, it stops, selects and resumes."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -157,25 +158,43 @@ def recovering(policy_cfg, reward, rollouts, folder=None, steps=5, **extra):
     return SRPOTrainer(load_policy(policy_cfg), reward, rollouts, cfg, ROLLOUT, guard=box["guard"])
 
 
-@pytest.mark.parametrize("finetune", ["full", "lora"])
-def test_a_check_past_the_tolerance_rewinds_to_the_selected_weights_at_a_lower_learning_rate(
-        policy_cfg, reward, rollouts, finetune):
-    extra = {"finetune": finetune, "lora_rank": 4} if finetune == "lora" else {}
-    trainer = recovering(policy_cfg, reward, rollouts, **extra)
-    after_update, after_rewind = {}, {}
-    runner = trainer.guard
-    recover = runner.recover
+#: The recovering runs' fine-tuning: LoRA with dropout, so the resumed run below must restore its draws too.
+RECOVERING = {"full": {}, "lora": {"finetune": "lora", "lora_rank": 4, "lora_dropout": 0.5}}
 
-    def watched_recover(check, load_state, optimizer):
-        recover(check, load_state, optimizer)
-        after_rewind.update({k: v.clone() for k, v in trainer.trainable_state().items()})
-        after_rewind["lr"] = [g["lr"] for g in trainer.optimizer.param_groups]
-        after_rewind["moments"] = len(getattr(trainer.optimizer, "optimizer", trainer.optimizer).state)
 
-    runner.recover = watched_recover
-    trainer.train(on_step=lambda e: after_update.setdefault(
-        e.step + 1, {k: v.clone() for k, v in trainer.trainable_state().items()}))
-    guard = runner.guard
+@pytest.fixture(scope="module")
+def recovered(policy_cfg, reward, rollouts):
+    """``finetune`` -> the uninterrupted 5-update recovering run (no checkpoints), trained once for the tests
+    below: its trainer, its trainable weights after each update (``after_update[n]``: after update n) and,
+    right after the rewind, the weights, learning rates and AdamW's number of moments (``after_rewind``)."""
+    runs = {}
+
+    def get(finetune: str) -> SimpleNamespace:
+        if finetune not in runs:
+            trainer = recovering(policy_cfg, reward, rollouts, **RECOVERING[finetune])
+            after_update, after_rewind = {}, {}
+            recover = trainer.guard.recover
+
+            def watched_recover(check, load_state, optimizer):
+                recover(check, load_state, optimizer)
+                after_rewind.update({k: v.clone() for k, v in trainer.trainable_state().items()})
+                after_rewind["lr"] = [g["lr"] for g in trainer.optimizer.param_groups]
+                after_rewind["moments"] = len(getattr(trainer.optimizer, "optimizer", trainer.optimizer).state)
+
+            trainer.guard.recover = watched_recover
+            trainer.train(on_step=lambda e: after_update.setdefault(
+                e.step + 1, {k: v.clone() for k, v in trainer.trainable_state().items()}))
+            runs[finetune] = SimpleNamespace(trainer=trainer, after_update=after_update, after_rewind=after_rewind)
+        return runs[finetune]
+
+    return get
+
+
+@pytest.mark.parametrize("finetune", list(RECOVERING))
+def test_a_check_past_the_tolerance_rewinds_to_the_selected_weights_at_a_lower_learning_rate(recovered, finetune):
+    run = recovered(finetune)
+    trainer, after_update, after_rewind = run.trainer, run.after_update, dict(run.after_rewind)
+    guard = trainer.guard.guard
     assert [c.step for c in guard.history] == [0, 1, 2, 3, 4, 5] and len(trainer.history) == 5
     assert [c.rewind for c in guard.history] == [None, None, 1, None, None, None]
     assert [c.lr_scale for c in guard.history] == [1, 1, 0.5, 0.5, 0.5, 0.5]
@@ -187,17 +206,15 @@ def test_a_check_past_the_tolerance_rewinds_to_the_selected_weights_at_a_lower_l
     assert after_rewind.keys() == kept.keys() and all(torch.equal(after_rewind[k], kept[k]) for k in kept)
     assert not all(torch.equal(after_update[2][k], kept[k]) for k in kept)  # update 2 had moved them
     assert [g["lr"] for g in trainer.optimizer.param_groups] == [lr * 0.5] * len(trainer.optimizer.param_groups)
-    assert trainer.guard.guard.summary()["recoveries"] == [{"at": 2, "to": 1, "lr_scale": 0.5}]
+    assert guard.summary()["recoveries"] == [{"at": 2, "to": 1, "lr_scale": 0.5}]
 
 
 def test_a_run_resumed_in_the_middle_of_a_recovery_equals_the_uninterrupted_one(policy_cfg, reward, rollouts,
-                                                                                 tmp_path):
-    # 4 updates: check 2 rewinds to update 1, the run stops after the update that follows, one update is left
-    extra = {"finetune": "lora", "lora_rank": 4, "lora_dropout": 0.5, "steps": 4}
-    whole = recovering(policy_cfg, reward, rollouts, tmp_path / "a", **extra)
-    whole.train()
-    again = recovering(policy_cfg, reward, rollouts, **extra)  # the same config and seed: the same run
-    again.train()
+                                                                                 recovered, tmp_path):
+    # 5 updates: check 2 rewinds to update 1, the run stops after the update that follows, three are left.
+    # The whole run wrote no checkpoints: the resumed one equals it only if checkpointing changes nothing and
+    # the resume is exact (that a same-seed run repeats itself is tests/training/test_trainer.py's same-seed test).
+    whole = recovered("lora").trainer
 
     class Interrupt(Exception):
         pass
@@ -206,21 +223,21 @@ def test_a_run_resumed_in_the_middle_of_a_recovery_equals_the_uninterrupted_one(
         if entry.step == 2:  # the update after the rewind (the checkpoint at 2 was written after it)
             raise Interrupt
 
-    first = recovering(policy_cfg, reward, rollouts, tmp_path / "b", **extra)
+    first = recovering(policy_cfg, reward, rollouts, tmp_path / "b", **RECOVERING["lora"])
     with pytest.raises(Interrupt):
         first.train(on_step=interrupt)
     assert first.guard.guard.history[-1].rewind == 1
-    resumed = recovering(policy_cfg, reward, rollouts, tmp_path / "b", **extra)
+    resumed = recovering(policy_cfg, reward, rollouts, tmp_path / "b", **RECOVERING["lora"])
     resumed.train()
-    assert len(resumed.history) == 4
+    assert len(resumed.history) == 5
     strip = lambda g: [c.to_json() | {"seconds": 0} for c in g.guard.guard.history]  # noqa: E731
-    assert strip(resumed) == strip(whole) == strip(again)
-    assert [h.loss for h in resumed.history] == [h.loss for h in whole.history] == [h.loss for h in again.history]
-    a, b, c = (t.trainable_state() for t in (whole, resumed, again))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+    assert strip(resumed) == strip(whole)
+    assert [h.loss for h in resumed.history] == [h.loss for h in whole.history]
+    a, b = whole.trainable_state(), resumed.trainable_state()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_the_recoveries_tighten_a_trust_region_towards_the_start(policy_cfg, reward, rollouts):
+def test_the_recoveries_tighten_a_trust_region_towards_the_start(policy_cfg, reward, rollouts, recovered):
     """anchor_pull: after a recovery each update takes back pull x recoveries of the distance to the start."""
     trainer = recovering(policy_cfg, reward, rollouts, steps=3)
     trainer.guard.guard.cfg = trainer.guard.guard.cfg.model_copy(update={"anchor_pull": 0.25})
@@ -229,8 +246,7 @@ def test_the_recoveries_tighten_a_trust_region_towards_the_start(policy_cfg, rew
     pulls = []
     trainer.train(on_step=lambda e: pulls.append(trainer.step_fn.pull))
     assert pulls == [0.0, 0.0, 0.25]  # the recovery at update 2 set it for the updates after
-    plain = recovering(policy_cfg, reward, rollouts, steps=3)  # the same run without the trust region
-    plain.train()
-    a, b = trainer.trainable_state(), plain.trainable_state()
+    # the same run without the trust region, after its update 3 (the run's length does not change its updates)
+    a, b = trainer.trainable_state(), recovered("full").after_update[3]
     distance = lambda w: sum(float((w[k] - start[k]).pow(2).sum()) for k in start)  # noqa: E731
     assert distance(a) < distance(b)  # update 3 pulled a quarter of the way back
