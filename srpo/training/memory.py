@@ -44,6 +44,8 @@ from srpo.models.families import adapter_class, family_named, read_model_index, 
 from srpo.models.published_configs import PUBLISHED
 from srpo.models.quantize import BYTES_PER_WEIGHT
 from srpo.rewards.registry import REWARDS, VIT_H_14
+from srpo.training import block_replay
+from srpo.training.block_replay import BlockReplay
 
 GB = 1e9
 MARGIN = 1.10  # transient backward buffers and fragmentation, on top of what autograd saves
@@ -327,7 +329,8 @@ def trace_micro_step(policy, model: ModelDescription, batch: int, height: int, w
     model_saved, vae_saved = SavedTensors(params), SavedTensors(params)
     handles = model_saved.watch_blocks(blocks)
     try:
-        with fused_attention_on_meta(), torch.autograd.graph.saved_tensors_hooks(model_saved.pack, lambda t: t):
+        with (fused_attention_on_meta(), torch.autograd.graph.saved_tensors_hooks(model_saved.pack, lambda t: t),
+              BlockReplay(transformer, policy.block_classes, saved=model_saved)):
             v = policy.velocity(x, sigma, cond, 1.0)  # [B, C, h, w]
         x0 = (x - 0.5 * v).to(policy.pipe.vae.dtype)
         with torch.autograd.graph.saved_tensors_hooks(vae_saved.pack, lambda t: t):
@@ -432,7 +435,7 @@ def trace_model(model: ModelDescription, policy_cfg, train_cfg, batch: int) -> T
     frozen = policy_cfg.frozen_dtype or compute
     key = (model.source, model.family, json.dumps(model.transformer, sort_keys=True), batch, policy_cfg.height,
            policy_cfg.width, compute, frozen, train_cfg.finetune, train_cfg.lora_rank,
-           tuple(train_cfg.lora_targets or ()))
+           tuple(train_cfg.lora_targets or ()), block_replay.REPLAY)
     if key in _TRACES:
         return _TRACES[key]
     policy = meta_policy(model)
@@ -673,7 +676,8 @@ _INFERENCE_TRACES: dict[tuple, tuple[int, int, int, int]] = {}
 def _inference_trace(model: ModelDescription, batch: int, height: int, width: int,
                      dtype: torch.dtype) -> tuple[int, int, int, int]:
     """(transformer params, VAE params, transformer peak bytes, decode peak bytes) of no-grad forwards on meta."""
-    key = (model.source, model.family, json.dumps(model.transformer, sort_keys=True), batch, height, width, str(dtype))
+    key = (model.source, model.family, json.dumps(model.transformer, sort_keys=True), batch, height, width, str(dtype),
+           block_replay.REPLAY)
     if key not in _INFERENCE_TRACES:
         policy = meta_policy(model)
         policy.transformer.to(dtype)
@@ -682,7 +686,8 @@ def _inference_trace(model: ModelDescription, batch: int, height: int, width: in
         x = torch.empty(batch, c, h, w, device="meta", dtype=dtype)  # [B, C, h, w]
         sigma = torch.full((batch,), 0.5, device="meta")
         cond = meta_cond(policy, model, batch, dtype, (c, h, w))
-        with torch.no_grad(), fused_attention_on_meta(), LiveBytesPeak() as forward:
+        with (torch.no_grad(), fused_attention_on_meta(), LiveBytesPeak() as forward,
+              BlockReplay(policy.transformer, policy.block_classes, live=forward)):
             policy.velocity(x, sigma, cond, 1.0)
         with torch.no_grad(), LiveBytesPeak() as decode:
             policy._vae_decode(policy.to_vae_latents(x[:1]))  # the step decodes one image at a time at the most
