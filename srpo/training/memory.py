@@ -316,7 +316,8 @@ def trace_micro_step(policy, model: ModelDescription, batch: int, height: int, w
 
     transformer = policy.transformer
     if finetune == "lora":
-        trainable = sum(p.numel() for p in add_lora(transformer, lora_rank, lora_rank, targets))
+        with torch.device("meta"):  # peft builds the adapter on the default device and initialises it there: not on the CPU
+            trainable = sum(p.numel() for p in add_lora(transformer, lora_rank, lora_rank, targets))
     else:
         transformer.requires_grad_(True)
         trainable = sum(p.numel() for p in transformer.parameters())
