@@ -24,7 +24,8 @@ What it depends on outside the block is state of the counters themselves:
   tensor) are replayed as views of one fresh base of the recorded size, so later blocks dedup as before.
 - ``LiveBytesPeak`` sees the peak inside the block relative to the live bytes at entry (replayed as that
   offset from the live bytes at the replay's entry), and the bytes left alive at exit: a key is replayed
-  only where those are exactly the outputs' fresh bases, which the replay allocates under the same mode.
+  only where building its outputs under the same mode (a trial build after the real run) adds exactly
+  those bytes, so the replay leaves the same bytes alive, released when the same outputs die.
 
 A block called a second time in one trace (a module reused) runs for real: its parameters were seen.
 Anything a key cannot describe (an argument of another type, an output that is not a tensor or a simple
@@ -68,7 +69,7 @@ def _describe_value(value, own: str, depth: int = 0):
 def block_signature(block: torch.nn.Module, own: str = "") -> tuple:
     """What a block computes, as far as its own state goes: class, parameters, buffers, submodules' attributes.
 
-    ``own``: the block's qualified name in the model (strings naming it are not compared, see :func:`_describe_value`)."""
+    ``own``: the block's qualified name in the model (strings naming it are not compared: :func:`_describe_value`)."""
     parts: list = [type(block).__qualname__]
     for name, p in block.named_parameters():
         parts.append(("p", name, tuple(p.shape), p.dtype, p.requires_grad))
@@ -76,7 +77,7 @@ def block_signature(block: torch.nn.Module, own: str = "") -> tuple:
         parts.append(("b", name, tuple(b.shape), b.dtype, b.requires_grad))
     for name, module in block.named_modules():
         attrs = tuple(sorted((k, _describe_value(v, own)) for k, v in vars(module).items()
-                             if k not in ("_parameters", "_buffers", "_modules") and not k.endswith("hooks")
+                             if k not in ("_parameters", "_buffers", "_modules", "forward") and not k.endswith("hooks")
                              and not k.startswith("_forward_") and not k.startswith("_backward_")))
         hooks = (len(module._forward_hooks), len(module._forward_pre_hooks)) if module is not block else ()
         parts.append(("m", name, type(module).__qualname__, attrs, hooks))
@@ -200,10 +201,10 @@ class BlockReplay:
                                              if not seen_before[k] and id(b) in saved.seen]
         if record is not None:
             outputs = self._describe_outputs(out, bases)
-            record["outputs"] = outputs[:4] if outputs is not None else None  # no tensor kept: lifetimes stay as they were
-            if outputs is None or (live is not None and (record["live_exit"] != outputs[2]
-                                                         or any(d[4] for d in outputs[3]))):
-                record = None  # the block left other bytes alive, or a replayed output would need an allocation more
+            # no tensor kept in the record: every lifetime stays as it was
+            record["outputs"] = outputs[:4] if outputs is not None else None
+            if outputs is None or (live is not None and not self._same_live_exit(record, bases)):
+                record = None  # the block left other bytes alive than its outputs
             elif saved is not None:
                 newly = set(list(saved.seen)[seen_count:])  # dicts keep insertion order
                 if any(was_seen and id(b) not in newly for b, (*_, was_seen) in zip(outputs[4], outputs[3])):
@@ -237,6 +238,19 @@ class BlockReplay:
         nbytes = sum(b.numel() * b.element_size() for b in fresh)  # as LiveBytesPeak counts them
         return spec, desc, nbytes, fresh_desc, fresh
 
+    def _same_live_exit(self, record, bases) -> bool:
+        """Whether building the replayed outputs under the live mode adds exactly the bytes the real run left alive.
+
+        (The mode counts what each op returns, views included: it sees tensors below autograd, without ``_base``.)
+        A trial build, dropped at once (its bytes are released and the peak restored)."""
+        live = self.live
+        before, peak = live.current, live.peak
+        trial = self._build_outputs(record, bases, mark_seen=False)
+        added = live.current - before
+        del trial
+        live.peak = peak
+        return added == record["live_exit"] and live.current == before
+
     def _replay(self, record, bases):
         saved, live = self.saved, self.live
         if live is not None:
@@ -246,13 +260,18 @@ class BlockReplay:
                 saved.by_block[saved.block] = saved.by_block.get(saved.block, 0) + record["saved"]
             for k in record["newly_seen_args"]:
                 saved.seen[id(bases[k])] = bases[k]
+        return self._build_outputs(record, bases, mark_seen=True)
+
+    def _build_outputs(self, record, bases, mark_seen: bool):
+        """Fresh meta outputs of the recorded description: views of fresh bases (or of the arguments' bases)."""
+        saved = self.saved
         spec, desc, _, fresh_desc = record["outputs"]
         fresh = []
         for shape, stride, dtype, device, requires_grad, was_seen in fresh_desc:
             t = torch.empty_strided(shape, stride, dtype=dtype, device=device)  # allocated under the live mode
             if requires_grad:
                 t = t.requires_grad_().clone()  # a non-leaf, as a computed output is (in-place ops allowed)
-            if was_seen and saved is not None:
+            if was_seen and saved is not None and mark_seen:
                 saved.seen[id(t)] = t
             fresh.append(t)
         leaves = []

@@ -5,7 +5,10 @@ no weights) and one training micro-step's forward (transformer velocity, VAE dec
 reward's image tower) runs on meta tensors under ``torch.autograd.graph.saved_tensors_hooks``:
 the bytes autograd keeps for the backward are the activations, counted per transformer block so
 that per-block checkpointing (keep each block's inputs, recompute one block at a time) follows
-from the same trace. Parameters, gradients and AdamW's two moments come from the parameter
+from the same trace. The transformer's repeated blocks are traced once per distinct (block, input)
+description and their counted effect replayed for the identical blocks that follow
+(:mod:`srpo.training.block_replay`, which says why the numbers are exactly those of a block-by-block
+trace); the LoRA adapter is built on meta too. Parameters, gradients and AdamW's two moments come from the parameter
 counts: the LoRA adapter (or the full transformer) trains in fp32, the frozen base is stored in
 ``policy.frozen_dtype`` or ``policy.base_quantization``'s bytes per weight; FSDP (``train.distributed:
 fsdp`` over ``train.num_processes``) divides the transformer's weights, gradients and moments by
@@ -18,7 +21,7 @@ in the total: the training process reads the rollout set's stored conditioning a
 
 The inference plan (:func:`plan_inference`, the rollout step and evaluation: no grad) counts the weights
 in the dtype those steps load (:func:`srpo.models.families.inference_config`), the text encoders, the
-peak bytes alive during one transformer forward and one VAE decode on meta
+peak bytes alive during one transformer forward (repeated blocks replayed likewise) and one VAE decode on meta
 (:class:`LiveBytesPeak`), the decoded images and every sample's noise and latent.
 :mod:`srpo.training.fit` checks both plans against the device a step finds.
 
@@ -311,7 +314,9 @@ def fused_attention_on_meta():
 
 def trace_micro_step(policy, model: ModelDescription, batch: int, height: int, width: int, finetune: str,
                      lora_rank: int, targets: list[str], compute_dtype: torch.dtype) -> tuple[SavedTensors, SavedTensors, int]:
-    """Saved bytes of one micro-step's transformer forward and VAE decode on meta; and the trainable count."""
+    """Saved bytes of one micro-step's transformer forward and VAE decode on meta; and the trainable count.
+
+    Identical repeated blocks replay their recorded saved bytes (:class:`~srpo.training.block_replay.BlockReplay`)."""
     from srpo.training.lora import add_lora
 
     transformer = policy.transformer
@@ -676,7 +681,9 @@ _INFERENCE_TRACES: dict[tuple, tuple[int, int, int, int]] = {}
 
 def _inference_trace(model: ModelDescription, batch: int, height: int, width: int,
                      dtype: torch.dtype) -> tuple[int, int, int, int]:
-    """(transformer params, VAE params, transformer peak bytes, decode peak bytes) of no-grad forwards on meta."""
+    """(transformer params, VAE params, transformer peak bytes, decode peak bytes) of no-grad forwards on meta.
+
+    Identical repeated blocks replay their recorded peak and outputs (:class:`~srpo.training.block_replay.BlockReplay`)."""
     key = (model.source, model.family, json.dumps(model.transformer, sort_keys=True), batch, height, width, str(dtype),
            block_replay.REPLAY)
     if key not in _INFERENCE_TRACES:

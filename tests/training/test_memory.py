@@ -102,7 +102,8 @@ def test_the_guards_metric_models_are_in_the_plan():
     assert "guard metric models" in guarded.describe()
 
 
-#: Layer-count keys of the families' transformer configs, raised so that every block list has >= 3 identical blocks (SD3.5: its first and last differ).
+#: Layer-count keys of the families' transformer configs, raised so that every block list has >= 3 identical
+#: blocks (SD3.5: its first and last differ).
 _LAYER_KEYS = ("num_layers", "num_single_layers", "n_layers")
 
 
@@ -112,7 +113,7 @@ _LAYER_KEYS = ("num_layers", "num_single_layers", "n_layers")
                                   "tiny-qwen-image-edit-plus")],
     ("tiny-flux", "full"), ("tiny-qwen-image", "full")])
 def test_replaying_repeated_blocks_gives_the_full_traces_numbers(name, finetune, monkeypatch):
-    """Every field of the training Trace and the inference peaks equal the block-by-block trace's, with > 0 blocks replayed."""
+    """Every field of the training Trace and the inference peaks equal the block-by-block trace's; blocks were replayed."""
     from dataclasses import replace
 
     from srpo.training import block_replay, memory
