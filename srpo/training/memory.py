@@ -312,6 +312,26 @@ def fused_attention_on_meta():
         torch.nn.functional.scaled_dot_product_attention = original
 
 
+def _adapter_in_base_dtype(transformer: torch.nn.Module) -> None:
+    """Cast each LoRA layer's adapter to its base layer's floating dtype, as peft does when it moves an adapter built
+    on the CPU to a meta base layer (it leaves one built on meta as it is): the trace then computes what it did."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in transformer.modules():
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        dtype = module.get_base_layer().weight.dtype
+        if not (dtype.is_floating_point or dtype.is_complex):
+            continue
+        for name in module.adapter_layer_names + module.other_param_names:
+            layers = getattr(module, name, None)
+            if isinstance(layers, (torch.nn.ModuleDict, torch.nn.ParameterDict)):
+                for key in list(layers.keys()):
+                    item = layers[key]
+                    if getattr(item, "dtype", None) is None or item.dtype.is_floating_point:
+                        layers[key] = item.to(dtype=dtype)
+
+
 def trace_micro_step(policy, model: ModelDescription, batch: int, height: int, width: int, finetune: str,
                      lora_rank: int, targets: list[str], compute_dtype: torch.dtype) -> tuple[SavedTensors, SavedTensors, int]:
     """Saved bytes of one micro-step's transformer forward and VAE decode on meta; and the trainable count.
@@ -323,6 +343,7 @@ def trace_micro_step(policy, model: ModelDescription, batch: int, height: int, w
     if finetune == "lora":
         with torch.device("meta"):  # peft builds the adapter on the default device and initialises it there: not on the CPU
             trainable = sum(p.numel() for p in add_lora(transformer, lora_rank, lora_rank, targets))
+        _adapter_in_base_dtype(transformer)
     else:
         transformer.requires_grad_(True)
         trainable = sum(p.numel() for p in transformer.parameters())
