@@ -5,7 +5,10 @@ no weights) and one training micro-step's forward (transformer velocity, VAE dec
 reward's image tower) runs on meta tensors under ``torch.autograd.graph.saved_tensors_hooks``:
 the bytes autograd keeps for the backward are the activations, counted per transformer block so
 that per-block checkpointing (keep each block's inputs, recompute one block at a time) follows
-from the same trace. Parameters, gradients and AdamW's two moments come from the parameter
+from the same trace. The transformer's repeated blocks are traced once per distinct (block, input)
+description and their counted effect replayed for the identical blocks that follow
+(:mod:`srpo.training.block_replay`, which says why the numbers are exactly those of a block-by-block
+trace); the LoRA adapter is built on meta too. Parameters, gradients and AdamW's two moments come from the parameter
 counts: the LoRA adapter (or the full transformer) trains in fp32, the frozen base is stored in
 ``policy.frozen_dtype`` or ``policy.base_quantization``'s bytes per weight; FSDP (``train.distributed:
 fsdp`` over ``train.num_processes``) divides the transformer's weights, gradients and moments by
@@ -18,7 +21,7 @@ in the total: the training process reads the rollout set's stored conditioning a
 
 The inference plan (:func:`plan_inference`, the rollout step and evaluation: no grad) counts the weights
 in the dtype those steps load (:func:`srpo.models.families.inference_config`), the text encoders, the
-peak bytes alive during one transformer forward and one VAE decode on meta
+peak bytes alive during one transformer forward (repeated blocks replayed likewise) and one VAE decode on meta
 (:class:`LiveBytesPeak`), the decoded images and every sample's noise and latent.
 :mod:`srpo.training.fit` checks both plans against the device a step finds.
 
@@ -44,6 +47,8 @@ from srpo.models.families import adapter_class, family_named, read_model_index, 
 from srpo.models.published_configs import PUBLISHED
 from srpo.models.quantize import BYTES_PER_WEIGHT
 from srpo.rewards.registry import REWARDS, VIT_H_14
+from srpo.training import block_replay
+from srpo.training.block_replay import BlockReplay
 
 GB = 1e9
 MARGIN = 1.10  # transient backward buffers and fragmentation, on top of what autograd saves
@@ -307,14 +312,38 @@ def fused_attention_on_meta():
         torch.nn.functional.scaled_dot_product_attention = original
 
 
+def _adapter_in_base_dtype(transformer: torch.nn.Module) -> None:
+    """Cast each LoRA layer's adapter to its base layer's floating dtype, as peft does when it moves an adapter built
+    on the CPU to a meta base layer (it leaves one built on meta as it is): the trace then computes what it did."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in transformer.modules():
+        if not isinstance(module, BaseTunerLayer):
+            continue
+        dtype = module.get_base_layer().weight.dtype
+        if not (dtype.is_floating_point or dtype.is_complex):
+            continue
+        for name in module.adapter_layer_names + module.other_param_names:
+            layers = getattr(module, name, None)
+            if isinstance(layers, (torch.nn.ModuleDict, torch.nn.ParameterDict)):
+                for key in list(layers.keys()):
+                    item = layers[key]
+                    if getattr(item, "dtype", None) is None or item.dtype.is_floating_point:
+                        layers[key] = item.to(dtype=dtype)
+
+
 def trace_micro_step(policy, model: ModelDescription, batch: int, height: int, width: int, finetune: str,
                      lora_rank: int, targets: list[str], compute_dtype: torch.dtype) -> tuple[SavedTensors, SavedTensors, int]:
-    """Saved bytes of one micro-step's transformer forward and VAE decode on meta; and the trainable count."""
+    """Saved bytes of one micro-step's transformer forward and VAE decode on meta; and the trainable count.
+
+    Identical repeated blocks replay their recorded saved bytes (:class:`~srpo.training.block_replay.BlockReplay`)."""
     from srpo.training.lora import add_lora
 
     transformer = policy.transformer
     if finetune == "lora":
-        trainable = sum(p.numel() for p in add_lora(transformer, lora_rank, lora_rank, targets))
+        with torch.device("meta"):  # peft builds the adapter on the default device and initialises it there: not on the CPU
+            trainable = sum(p.numel() for p in add_lora(transformer, lora_rank, lora_rank, targets))
+        _adapter_in_base_dtype(transformer)
     else:
         transformer.requires_grad_(True)
         trainable = sum(p.numel() for p in transformer.parameters())
@@ -327,7 +356,8 @@ def trace_micro_step(policy, model: ModelDescription, batch: int, height: int, w
     model_saved, vae_saved = SavedTensors(params), SavedTensors(params)
     handles = model_saved.watch_blocks(blocks)
     try:
-        with fused_attention_on_meta(), torch.autograd.graph.saved_tensors_hooks(model_saved.pack, lambda t: t):
+        with (fused_attention_on_meta(), torch.autograd.graph.saved_tensors_hooks(model_saved.pack, lambda t: t),
+              BlockReplay(transformer, policy.block_classes, saved=model_saved)):
             v = policy.velocity(x, sigma, cond, 1.0)  # [B, C, h, w]
         x0 = (x - 0.5 * v).to(policy.pipe.vae.dtype)
         with torch.autograd.graph.saved_tensors_hooks(vae_saved.pack, lambda t: t):
@@ -432,7 +462,7 @@ def trace_model(model: ModelDescription, policy_cfg, train_cfg, batch: int) -> T
     frozen = policy_cfg.frozen_dtype or compute
     key = (model.source, model.family, json.dumps(model.transformer, sort_keys=True), batch, policy_cfg.height,
            policy_cfg.width, compute, frozen, train_cfg.finetune, train_cfg.lora_rank,
-           tuple(train_cfg.lora_targets or ()))
+           tuple(train_cfg.lora_targets or ()), block_replay.REPLAY)
     if key in _TRACES:
         return _TRACES[key]
     policy = meta_policy(model)
@@ -672,8 +702,11 @@ _INFERENCE_TRACES: dict[tuple, tuple[int, int, int, int]] = {}
 
 def _inference_trace(model: ModelDescription, batch: int, height: int, width: int,
                      dtype: torch.dtype) -> tuple[int, int, int, int]:
-    """(transformer params, VAE params, transformer peak bytes, decode peak bytes) of no-grad forwards on meta."""
-    key = (model.source, model.family, json.dumps(model.transformer, sort_keys=True), batch, height, width, str(dtype))
+    """(transformer params, VAE params, transformer peak bytes, decode peak bytes) of no-grad forwards on meta.
+
+    Identical repeated blocks replay their recorded peak and outputs (:class:`~srpo.training.block_replay.BlockReplay`)."""
+    key = (model.source, model.family, json.dumps(model.transformer, sort_keys=True), batch, height, width, str(dtype),
+           block_replay.REPLAY)
     if key not in _INFERENCE_TRACES:
         policy = meta_policy(model)
         policy.transformer.to(dtype)
@@ -682,7 +715,8 @@ def _inference_trace(model: ModelDescription, batch: int, height: int, width: in
         x = torch.empty(batch, c, h, w, device="meta", dtype=dtype)  # [B, C, h, w]
         sigma = torch.full((batch,), 0.5, device="meta")
         cond = meta_cond(policy, model, batch, dtype, (c, h, w))
-        with torch.no_grad(), fused_attention_on_meta(), LiveBytesPeak() as forward:
+        with (torch.no_grad(), fused_attention_on_meta(), LiveBytesPeak() as forward,
+              BlockReplay(policy.transformer, policy.block_classes, live=forward)):
             policy.velocity(x, sigma, cond, 1.0)
         with torch.no_grad(), LiveBytesPeak() as decode:
             policy._vae_decode(policy.to_vae_latents(x[:1]))  # the step decodes one image at a time at the most

@@ -100,3 +100,48 @@ def test_the_guards_metric_models_are_in_the_plan():
                           metrics={"judge": MetricConfig(name="pickscore")})
     assert guarded.guard == weights and guarded.total() > bare.total()
     assert "guard metric models" in guarded.describe()
+
+
+#: Layer-count keys of the families' transformer configs, raised so that every block list has >= 3 identical
+#: blocks (SD3.5: its first and last differ).
+_LAYER_KEYS = ("num_layers", "num_single_layers", "n_layers")
+
+
+@pytest.mark.parametrize("name, finetune", [
+    *[(name, "lora") for name in ("tiny-flux", "tiny-qwen-image", "tiny-sd3", "tiny-flux2", "tiny-flux2-klein",
+                                  "tiny-z-image", "tiny-flux-kontext", "tiny-qwen-image-edit",
+                                  "tiny-qwen-image-edit-plus")],
+    ("tiny-flux", "full"), ("tiny-qwen-image", "full")])
+def test_replaying_repeated_blocks_gives_the_full_traces_numbers(name, finetune, monkeypatch):
+    """Every field of the training Trace and the inference peaks equal the block-by-block trace's; blocks were replayed."""
+    from dataclasses import replace
+
+    from srpo.training import block_replay, memory
+
+    model = memory.describe_model(f"builtin:{name}")
+    model = replace(model, transformer={k: (6 if k in _LAYER_KEYS else v) for k, v in model.transformer.items()})
+    policy = PolicyConfig(pretrained=f"builtin:{name}", height=64, width=64)
+    train = TrainConfig(finetune=finetune, lora_rank=4)
+    counts = []
+
+    class Counting(block_replay.BlockReplay):
+        def __exit__(self, *exc):
+            counts.append(self.replayed)
+            return super().__exit__(*exc)
+
+    monkeypatch.setattr(memory, "BlockReplay", Counting)
+    monkeypatch.setattr(memory, "_TRACES", {})  # trace here, not from an earlier test's cache
+    monkeypatch.setattr(memory, "_INFERENCE_TRACES", {})
+    traces = {}
+    for replay in (False, True):
+        monkeypatch.setattr(block_replay, "REPLAY", replay)
+        counts.clear()
+        traces[replay] = (memory.trace_model(model, policy, train, batch=2),
+                          memory._inference_trace(model, 2, 64, 64, memory.torch.float32))
+        if not replay:
+            assert counts == [0, 0]
+        elif name == "tiny-z-image":  # each block stores its layer_id: the key never calls two blocks identical
+            assert counts == [0, 0]
+        else:
+            assert len(counts) == 2 and all(c > 0 for c in counts), counts  # the training and the inference trace
+    assert traces[True] == traces[False]
