@@ -145,3 +145,30 @@ def test_replaying_repeated_blocks_gives_the_full_traces_numbers(name, finetune,
         else:
             assert len(counts) == 2 and all(c > 0 for c in counts), counts  # the training and the inference trace
     assert traces[True] == traces[False]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_the_meta_built_lora_adapter_has_the_dtypes_peft_gives_one_built_on_the_cpu(dtype):
+    """The plan builds the adapter on meta (no CPU initialisation) and casts it as peft casts a CPU-built one:
+    an adapter left in fp32 would trace other activations (qwen_image_edit: 28 GB -> 43 GB)."""
+    import torch
+
+    from srpo.training import memory
+    from srpo.training.lora import add_lora
+
+    model = memory.describe_model("builtin:tiny-flux")
+
+    def adapter_dtypes(on_meta: bool) -> dict[str, torch.dtype]:
+        policy = memory.meta_policy(model)
+        policy.transformer.to(getattr(torch, dtype))
+        targets = list(policy.lora_targets)
+        if on_meta:
+            with torch.device("meta"):
+                add_lora(policy.transformer, 4, 4, targets)
+            memory._adapter_in_base_dtype(policy.transformer)
+        else:
+            add_lora(policy.transformer, 4, 4, targets)
+        return {n: p.dtype for n, p in policy.transformer.named_parameters() if "lora_" in n}
+
+    on_meta = adapter_dtypes(True)
+    assert on_meta and on_meta == adapter_dtypes(False)
