@@ -29,7 +29,7 @@ install: $(STAMP)
 
 # Two workers, whole files each (module fixtures built once): much of the suite waits on process
 # start-up, imports and local servers, which a second worker overlaps: 16.4 min against 21.8 serial
-# (TEST_WORKERS=0) on 2 cores, 2026-12-02; 10.3 min for 1126 tests on quiet cores, 2026-12-07.
+# (TEST_WORKERS=0) on 2 cores, 2026-12-02; 9.1 min for 1143 tests on quiet cores, 2026-12-08.
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
