@@ -162,7 +162,8 @@ def main(argv=None) -> dict:
         base_policy = load_policy(policy_cfg)
         rollouts = edit_rollouts(base_policy, rollout, policy_cfg)
     setting = {"policy": policy_cfg, "rollout": rollout, "rollouts": rollouts,
-               "reward": edit_reward(args.keep_weight, args.structure_weight), "score": ScoreReward(edit_score, "shapes-edit"), "base": graded(base_policy, args)}
+               "reward": edit_reward(args.keep_weight, args.structure_weight),
+               "score": ScoreReward(edit_score, "shapes-edit"), "base": graded(base_policy, args)}
     configs = method_configs(args)
     results = [run(name, configs[name], setting, args) for name in names]
     base = setting["base"]

@@ -108,8 +108,9 @@ class BlockReplay:
         self.saved, self.live = saved, live
         self.enabled = REPLAY if enabled is None else enabled
         self.replayed = self.run = 0
-        self._records: dict[tuple, dict] = {}
+        self._records: dict[tuple, dict] = {}  # key -> the record of its latest real run
         self._real_runs: dict[tuple, int] = {}
+        self._never: set[tuple] = set()  # keys whose effect a record could not describe: always run for real
         self._called: set[int] = set()
         self._signatures: dict[int, tuple] = {}
 
@@ -160,7 +161,7 @@ class BlockReplay:
                 key, bases = None, []
             first_call = id(block) not in self._called
             self._called.add(id(block))
-            if key is not None and first_call and self._real_runs.get(key, 0) >= 2 and key in self._records:
+            if key is not None and first_call and key not in self._never and self._real_runs.get(key, 0) >= 2:
                 self.replayed += 1
                 return self._replay(self._records[key], bases)
             self.run += 1
@@ -168,8 +169,7 @@ class BlockReplay:
             if key is not None and first_call:
                 self._real_runs[key] = self._real_runs.get(key, 0) + 1
                 if record is None:
-                    self._records.pop(key, None)
-                    self._real_runs[key] = -(10 ** 9)  # never replay a key whose effect could not be described
+                    self._never.add(key)
                 else:
                     self._records[key] = record
             return out
@@ -202,17 +202,18 @@ class BlockReplay:
         if record is not None:
             outputs = self._describe_outputs(out, bases)
             # no tensor kept in the record: every lifetime stays as it was
-            record["outputs"] = outputs[:4] if outputs is not None else None
+            record["outputs"] = outputs[:3] if outputs is not None else None
             if outputs is None or (live is not None and not self._same_live_exit(record, bases)):
                 record = None  # the block left other bytes alive than its outputs
             elif saved is not None:
                 newly = set(list(saved.seen)[seen_count:])  # dicts keep insertion order
-                if any(was_seen and id(b) not in newly for b, (*_, was_seen) in zip(outputs[4], outputs[3])):
+                if any(was_seen and id(b) not in newly for b, (*_, was_seen) in zip(outputs[3], outputs[2])):
                     record = None  # an output that was saved before the block: not one the block created
         return out, record
 
     def _describe_outputs(self, out, bases):
-        """(spec, leaf descriptions, bytes of fresh bases) of a block's output, or None if not describable."""
+        """(spec, leaf descriptions, fresh bases' descriptions, the fresh bases) of a block's output, or None if
+        not describable."""
         leaves, spec = pytree.tree_flatten(out)
         fresh: list[torch.Tensor] = []
         desc = []
@@ -235,8 +236,7 @@ class BlockReplay:
             desc.append(("t", source, leaf is base, tuple(leaf.shape), leaf.stride(), leaf.storage_offset()))
         fresh_desc = [(tuple(b.shape), b.stride(), b.dtype, b.device, b.requires_grad,
                        self.saved is not None and id(b) in self.saved.seen) for b in fresh]
-        nbytes = sum(b.numel() * b.element_size() for b in fresh)  # as LiveBytesPeak counts them
-        return spec, desc, nbytes, fresh_desc, fresh
+        return spec, desc, fresh_desc, fresh
 
     def _same_live_exit(self, record, bases) -> bool:
         """Whether building the replayed outputs under the live mode adds exactly the bytes the real run left alive.
@@ -265,7 +265,7 @@ class BlockReplay:
     def _build_outputs(self, record, bases, mark_seen: bool):
         """Fresh meta outputs of the recorded description: views of fresh bases (or of the arguments' bases)."""
         saved = self.saved
-        spec, desc, _, fresh_desc = record["outputs"]
+        spec, desc, fresh_desc = record["outputs"]
         fresh = []
         for shape, stride, dtype, device, requires_grad, was_seen in fresh_desc:
             t = torch.empty_strided(shape, stride, dtype=dtype, device=device)  # allocated under the live mode
